@@ -1,0 +1,89 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { EASY, MEDIUM, HARD, checkAgreement, generateCountdown, gradeAttempt, parseResponse, verifyCountdown } from '../../ml/countdown';
+import { TRACE_DEFAULTS, makeTrace, sftBatch, wrongAttempt } from '../../ml/traces';
+import { encode } from '../../ml/tokenizer';
+import { Rng } from '../../ml/rng';
+
+const C3 = { ...EASY, ops: '+-*/' };
+
+void test('traces: every trace verifies, encodes, fits the budget, and every check is true', () => {
+  for (const [d, budget] of [[C3, 256], [MEDIUM, 256], [HARD, 256], [MEDIUM, 48]] as const) {
+    for (let step = 0; step < 10; step++) {
+      for (const ex of sftBatch(1, step, 20, d, { budget })) {
+        const g = verifyCountdown(ex.problem, ex.response, false);
+        assert.equal(g.reward, 1, `${ex.id} ${ex.response}`);
+        assert.equal(ex.prompt, `${ex.problem.numbers.join(' ')}>${ex.problem.target}:`);
+        encode(ex.prompt);
+        const ids = encode(ex.response);
+        assert.ok(ids.length + 1 <= budget, `${ex.id}: ${ids.length + 1} tokens`);
+        const a = checkAgreement(ex.problem, ex.response);
+        assert.equal(a.agree, a.checks);
+        assert.deepEqual([a.falseOk, a.falseNo], [0, 0]);
+        const attempts = parseResponse(ex.response).attempts;
+        assert.deepEqual(attempts.map((t) => t.mark), [...attempts.slice(1).map(() => 'no'), 'ok']);
+        for (const w of attempts.slice(0, -1)) {
+          // Wrong attempts are legal with true arithmetic: they fail only by missing the target.
+          assert.equal(gradeAttempt(ex.problem, w.steps).reason, 'wrong-target', w.text);
+        }
+        assert.equal(new Set(attempts.map((t) => t.text)).size, attempts.length, 'attempts are distinct');
+      }
+    }
+  }
+});
+
+void test('traces: attempt counts follow the geometric law and its caps; lengths vary', () => {
+  let attempts = 0, n = 0;
+  const lens = new Set<number>();
+  const stepsInAnswer = new Set<number>();
+  for (let step = 0; step < 20; step++) {
+    for (const ex of sftBatch(2, step, 25, MEDIUM)) {
+      const a = parseResponse(ex.response).attempts;
+      attempts += a.length;
+      n++;
+      lens.add(encode(ex.response).length);
+      stepsInAnswer.add(a.at(-1)!.steps.length);
+    }
+  }
+  // mean 1 + 1.5 wrong attempts, less a few dropped as duplicates on small problems; sd of the mean ~0.08
+  const mean = attempts / n;
+  assert.ok(mean > 2.1 && mean < 2.8, `mean attempts ${mean}`);
+  assert.ok(lens.size > 30, `${lens.size} distinct lengths`);
+  assert.deepEqual([...stepsInAnswer].sort(), [1, 2, 3], 'answers of every length');
+  for (const ex of sftBatch(3, 0, 40, MEDIUM, { meanWrong: 0 })) assert.equal(parseResponse(ex.response).attempts.length, 1);
+  for (const ex of sftBatch(3, 0, 40, MEDIUM, { meanWrong: 20, maxAttempts: 3 })) assert.ok(parseResponse(ex.response).attempts.length <= 3);
+  const many = sftBatch(3, 0, 40, MEDIUM, { meanWrong: 20, maxAttempts: 5 }).map((ex) => parseResponse(ex.response).attempts.length);
+  assert.ok(many.filter((k) => k === 5).length > 20, `${many}`);
+});
+
+void test('traces: the budget drops wrong attempts, never the answer', () => {
+  const count = (budget: number): number =>
+    sftBatch(4, 0, 60, MEDIUM, { meanWrong: 4, budget }).reduce((n, ex) => n + parseResponse(ex.response).attempts.length, 0);
+  const wide = count(1000), tight = count(40);
+  assert.ok(wide > 3 * 60 && tight < 0.6 * wide, `${wide} vs ${tight} attempts`);
+  const p = generateCountdown(1, 0, HARD);
+  const t = makeTrace(p, new Rng(1), { meanWrong: 5, budget: 1 }); // below the answer's own length
+  assert.equal(parseResponse(t).attempts.length, 1);
+  assert.equal(verifyCountdown(p, t, false).reward, 1);
+});
+
+void test('sftBatch is a pure function of (seed, step)', () => {
+  assert.deepEqual(sftBatch(5, 3, 8, [C3, MEDIUM]), sftBatch(5, 3, 8, [C3, MEDIUM]));
+  assert.notDeepEqual(sftBatch(5, 3, 8, MEDIUM), sftBatch(5, 4, 8, MEDIUM));
+  assert.notDeepEqual(sftBatch(5, 3, 8, MEDIUM), sftBatch(6, 3, 8, MEDIUM));
+  const mixed = sftBatch(5, 0, 40, [C3, MEDIUM]).map((ex) => ex.problem.numbers.length);
+  assert.ok(mixed.includes(3) && mixed.includes(4));
+  assert.equal(TRACE_DEFAULTS.budget, 256);
+});
+
+void test('wrongAttempt: legal, true arithmetic, off target', () => {
+  const rng = new Rng(4);
+  for (let i = 0; i < 100; i++) {
+    const p = generateCountdown(8, i, MEDIUM);
+    const w = wrongAttempt(p, rng)!;
+    assert.ok(w && w.length >= 1 && w.length <= 3);
+    assert.equal(gradeAttempt(p, w).reason, 'wrong-target');
+    const t = makeTrace(p, rng, { meanWrong: 3 });
+    assert.equal(verifyCountdown(p, t, false).reward, 1);
+  }
+});
