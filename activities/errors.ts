@@ -1,0 +1,54 @@
+/**
+ * Error classification where errors arise (STYLE.md): bad config, shape mismatch,
+ * non-finite loss and corrupt / missing checkpoints are non-retryable with a type;
+ * everything else (storage, network) stays retryable.
+ */
+import { ApplicationFailure } from '@temporalio/common';
+import { ConfigError } from '../configs/schema';
+import { NonFiniteError } from '../ml/optim';
+import { ShapeMismatchError } from '../ml/trainer';
+import { CorruptObjectError, MissingObjectError } from '../storage/store';
+import { ErrorTypes } from './types';
+
+export class SessionLostError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SessionLostError';
+  }
+}
+
+export class MissingCheckpointError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'MissingCheckpointError';
+  }
+}
+
+export function classify(err: unknown): unknown {
+  if (err instanceof ApplicationFailure) return err;
+  const e = err as Error;
+  const nonRetryable = (type: string) => ApplicationFailure.create({ message: e.message, type, nonRetryable: true, cause: e });
+  if (err instanceof ConfigError) return nonRetryable(ErrorTypes.config);
+  if (err instanceof ShapeMismatchError) return nonRetryable(ErrorTypes.shape);
+  if (err instanceof NonFiniteError) return nonRetryable(ErrorTypes.nonFinite);
+  if (err instanceof SessionLostError) return nonRetryable(ErrorTypes.sessionLost);
+  if (err instanceof MissingCheckpointError) return nonRetryable(ErrorTypes.missing);
+  if (err instanceof CorruptObjectError) return nonRetryable(ErrorTypes.corrupt);
+  if (err instanceof MissingObjectError) return nonRetryable(ErrorTypes.missing);
+  return err;
+}
+
+/** Wrap every activity so its errors leave classified. */
+export function classified<T extends Record<string, (...a: never[]) => Promise<unknown>>>(acts: T): T {
+  const out: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(acts)) {
+    out[name] = async (...args: never[]) => {
+      try {
+        return await fn(...args);
+      } catch (err) {
+        throw classify(err);
+      }
+    };
+  }
+  return out as T;
+}

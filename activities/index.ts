@@ -1,0 +1,365 @@
+/**
+ * Thin activity wrappers over ml/ and storage/ (DESIGN.md). `createActivities` binds them
+ * to one worker: its object store, its own task queue (where its trainer sessions live),
+ * and the backend it runs on. Long activities heartbeat and resume from their details.
+ */
+import { Context, heartbeat } from '@temporalio/activity';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { loadConfig } from '../configs/load';
+import { ConfigError, policySource, topoOrder } from '../configs/schema';
+import type { RlNode, RunConfig, SftNode, EvalNode, SelectBudgetNode } from '../configs/schema';
+import { selectBudget as eq61 } from '../ml/budget';
+import type { PolicyConfig } from '../ml/policy';
+import { Trainer, evalMetrics, gradeRollouts, rolloutMetrics } from '../ml/trainer';
+import type { EvalCounts, GradedRollout, RlSettings, Rollout } from '../ml/trainer';
+import { VOCAB_SIZE } from '../ml/tokenizer';
+import { commitCheckpoint as commit, loadCheckpoint } from '../storage/checkpoints';
+import { checkId, keys, pad6 } from '../storage/layout';
+import type { ObjectStore } from '../storage/store';
+import { sha256Hex } from '../storage/store';
+import { MissingCheckpointError, SessionLostError, classified } from './errors';
+import { renderReportHtml } from './report';
+import type { NodeInput, NodeResult, PipelineInput, PreparedRun, Session } from './types';
+
+export interface WorkerContext {
+  store: ObjectStore;
+  /** This worker's own task queue (trainer sessions). */
+  queue: string;
+  backend: string;
+  /** Where reports are written on disk. */
+  reportDir: string;
+  log: (msg: string) => void;
+}
+
+interface Manifest {
+  runId: string;
+  config: RunConfig;
+  /** Where the first policy came from when not scratch: a lineage's commit or a file. */
+  initFrom?: { runId: string; nodeId: string; step: number } | { file: string; sha256: string };
+  nodes: Record<string, { state: 'done'; result: NodeResult }>;
+}
+
+interface LiveSession {
+  trainer: Trainer;
+  node: string;
+  step: number;
+}
+
+const ROOT = path.resolve(__dirname, '..');
+
+export const modelConfig = (cfg: RunConfig): PolicyConfig => ({ vocab: VOCAB_SIZE, ...cfg.model, seed: cfg.seed });
+
+export function rlSettings(cfg: RunConfig, nodeId: string): RlSettings {
+  const n = cfg.nodes[nodeId] as RlNode;
+  return { seed: cfg.seed, nodeId, difficulty: n.difficulty, prompts: n.prompts, samples: n.samples, temperature: n.temperature, topP: n.topP, miniBatches: n.miniBatches, microBatch: n.microBatch, skipZeroStd: n.skipZeroStd, grpo: n.grpo };
+}
+
+/** Run `fn` while heartbeating every few seconds (the sampler and trainer yield to the event loop). */
+async function withHeartbeat<T>(details: () => unknown, fn: () => Promise<T>): Promise<T> {
+  let ctx: Context | undefined;
+  try {
+    ctx = Context.current();
+  } catch {
+    ctx = undefined;
+  }
+  const timer = ctx ? setInterval(() => heartbeat(details()), 3000) : undefined;
+  try {
+    return await fn();
+  } finally {
+    if (timer) clearInterval(timer);
+  }
+}
+
+const yieldLoop = () => new Promise<void>((r) => setImmediate(r));
+
+export function createActivities(ctx: WorkerContext) {
+  const { store } = ctx;
+  const sessions = new Map<string, LiveSession>();
+  const sessionKey = (runId: string, nodeId: string) => `${runId}/${nodeId}`;
+
+  const readManifest = (runId: string) => store.getJson<Manifest>(keys.manifest(runId));
+
+  /** Weights of a finished training node (its LATEST commit). */
+  async function nodeWeights(runId: string, nodeId: string): Promise<Buffer> {
+    const c = await loadCheckpoint(store, runId, nodeId, (step, err) => ctx.log(`checkpoint ${runId}/${nodeId}@${step} rejected: ${err}`));
+    if (!c) throw new MissingCheckpointError(`no committed checkpoint for ${runId}/${nodeId}`);
+    return c.files['weights.bin'];
+  }
+
+  /** The policy a node starts from: its source node's final weights, else the run's init. */
+  async function startWeights(m: Manifest, nodeId: string): Promise<Uint8Array | undefined> {
+    const src = policySource(m.config, nodeId);
+    if (src) return nodeWeights(m.runId, src);
+    if (!m.initFrom) return undefined;
+    if ('file' in m.initFrom) return readInitFile(m.initFrom.file, m.initFrom.sha256);
+    return nodeWeights(m.initFrom.runId, m.initFrom.nodeId);
+  }
+
+  function live(s: Session): LiveSession {
+    const l = sessions.get(sessionKey(s.runId, s.nodeId));
+    if (!l) throw new SessionLostError(`trainer session ${s.runId}/${s.nodeId} is not held by worker ${ctx.queue} (it restarted or the session was closed)`);
+    return l;
+  }
+
+  async function writeMetrics(runId: string, nodeId: string, step: number, metrics: Record<string, number>) {
+    await store.putJson(keys.metricsPart(runId, nodeId, step), { node: nodeId, step, ...metrics });
+  }
+
+  const acts = {
+    /** Write an object, read it back byte-identical, delete it (the stack's health check). */
+    async pingStore(note: string): Promise<{ backend: string; roundTrip: boolean }> {
+      const key = `health/${ctx.queue}/${sha256Hex(new TextEncoder().encode(note)).slice(0, 12)}`;
+      const body = `e3 ping ${note}`;
+      await store.put(key, body);
+      const back = (await store.get(key)).toString('utf8');
+      await store.remove([key]);
+      return { backend: ctx.backend, roundTrip: back === body };
+    },
+
+    /** Resolve and validate the config, create or load the run manifest. */
+    async prepareRun(input: PipelineInput & { runId: string }): Promise<PreparedRun> {
+      const runId = checkId('runId', input.runId);
+      const existing = (await store.exists(keys.manifest(runId))) ? await readManifest(runId) : null;
+      if (existing) {
+        if (input.config && input.config !== existing.config.name) {
+          throw new ConfigError(`runId: run "${runId}" already exists with config "${existing.config.name}", not "${input.config}"`);
+        }
+        const done = Object.fromEntries(Object.entries(existing.nodes).map(([k, v]) => [k, v.result]));
+        return { runId, config: existing.config, done, order: topoOrder(existing.config.nodes) };
+      }
+      const overrides = { ...(input.overrides ?? {}), ...(input.lineage ? { lineage: input.lineage } : {}) };
+      for (const k of ['accessKey', 'secretKey', 'E3_S3_SECRET_KEY']) if (k in overrides) throw new ConfigError(`overrides.${k}: credentials are never accepted in workflow input`);
+      const config = loadConfig(input.config ?? 'demo', overrides);
+      let initFrom: Manifest['initFrom'];
+      if (config.lineage) {
+        const ptr = (await store.exists(keys.lineage(config.lineage))) ? await store.getJson<{ runId: string; nodeId: string; step: number }>(keys.lineage(config.lineage)) : null;
+        if (ptr) initFrom = ptr;
+      }
+      if (!initFrom && config.init.startsWith('file:')) {
+        const file = config.init.slice(5);
+        const sha = readInitFile(file).sha256;
+        initFrom = { file, sha256: sha };
+      }
+      if (!initFrom && config.init === 'lineage') throw new ConfigError(`init: lineage "${config.lineage}" has no committed checkpoint yet`);
+      const m: Manifest = { runId, config, ...(initFrom ? { initFrom } : {}), nodes: {} };
+      await store.putJson(keys.manifest(runId), m);
+      ctx.log(`run ${runId}: config ${config.name}, seed ${config.seed}, init ${initFrom ? JSON.stringify(initFrom) : config.init}, backend ${ctx.backend}`);
+      return { runId, config, done: {}, order: topoOrder(config.nodes) };
+    },
+
+    async markNodeDone(runId: string, nodeId: string, result: NodeResult): Promise<void> {
+      const m = await readManifest(runId);
+      m.nodes[nodeId] = { state: 'done', result };
+      await store.putJson(keys.manifest(runId), m);
+    },
+
+    /** Point the lineage at this run's last training node's final commit. */
+    async advanceLineage(runId: string, lineage: string): Promise<void> {
+      const m = await readManifest(runId);
+      const order = topoOrder(m.config.nodes).filter((id) => ['sft', 'rl'].includes(m.config.nodes[id].kind));
+      const last = order[order.length - 1];
+      if (!last) return;
+      const step = m.nodes[last]?.result.checkpoint?.step ?? 0;
+      await store.putJson(keys.lineage(checkId('lineage', lineage)), { runId, nodeId: last, step });
+    },
+
+    /** Open a trainer session on this worker: load the node's last commit, else its start policy. */
+    async openTrainer(input: NodeInput): Promise<Session> {
+      const m = await readManifest(input.runId);
+      const cfg = m.config;
+      const node = cfg.nodes[input.nodeId] as RlNode | SftNode;
+      const key = sessionKey(input.runId, input.nodeId);
+      sessions.get(key)?.trainer.dispose();
+      sessions.delete(key);
+      const own = await loadCheckpoint(store, input.runId, input.nodeId, (step, err) => ctx.log(`checkpoint ${key}@${step} rejected, trying the previous commit: ${err}`));
+      const start = node.kind === 'rl' || !own ? await startWeights(m, input.nodeId) : undefined;
+      const trainer = Trainer.create({
+        model: modelConfig(cfg),
+        weights: own ? own.files['weights.bin'] : start,
+        optimState: own ? own.files['optim.bin'] : undefined,
+        refWeights: node.kind === 'rl' && node.grpo.klCoef > 0 ? start : undefined,
+        optim: node.optim,
+        toolArithmetic: cfg.toolArithmetic,
+      });
+      const step = own ? own.manifest.step : 0;
+      sessions.set(key, { trainer, node: input.nodeId, step });
+      ctx.log(`session ${key} opened on ${ctx.queue} at step ${step}${own ? '' : ' (fresh)'}`);
+      return { runId: input.runId, nodeId: input.nodeId, queue: ctx.queue, step };
+    },
+
+    async closeTrainer(s: Session): Promise<void> {
+      const key = sessionKey(s.runId, s.nodeId);
+      sessions.get(key)?.trainer.dispose();
+      sessions.delete(key);
+    },
+
+    /** SFT steps [from, to), then a commit at `to`. Resumes from its heartbeat on retry. */
+    async sftChunk(s: Session, from: number, to: number): Promise<{ step: number; metrics: Record<string, number> }> {
+      const l = live(s);
+      if (l.step !== from) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at step ${l.step}, asked to run from ${from}`);
+      const m = await readManifest(s.runId);
+      const node = m.config.nodes[s.nodeId] as SftNode;
+      let metrics: Record<string, number> = {};
+      await withHeartbeat(() => ({ step: l.step }), async () => {
+        while (l.step < to) {
+          metrics = l.trainer.sftStep(m.config.seed, l.step, node.batchSize, node.difficulty, node.meanWrong);
+          l.step++;
+          await yieldLoop();
+        }
+      });
+      await writeMetrics(s.runId, s.nodeId, to, metrics);
+      await acts.commitCheckpoint(s, to, metrics);
+      return { step: to, metrics };
+    },
+
+    /** Sample shard k of iteration t into the store; returns its key. */
+    async rlSample(s: Session, t: number, shard: number, budget: number): Promise<{ key: string; rows: number }> {
+      const l = live(s);
+      if (l.step !== t) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at iteration ${l.step}, asked to sample ${t}`);
+      const m = await readManifest(s.runId);
+      const node = m.config.nodes[s.nodeId] as RlNode;
+      const rollouts = await withHeartbeat(() => ({ t, shard }), () => l.trainer.sampleShard(rlSettings(m.config, s.nodeId), t, shard, node.shards, budget));
+      const key = keys.rollouts(s.runId, s.nodeId, t, shard);
+      await store.putJson(key, rollouts);
+      return { key, rows: rollouts.length };
+    },
+
+    /** Grade the iteration's shards (the verifier recomputes everything) and store the grades. */
+    async rlGrade(s: Session, t: number, shardKeys: string[]): Promise<{ key: string; metrics: Record<string, number> }> {
+      const m = await readManifest(s.runId);
+      const node = m.config.nodes[s.nodeId] as RlNode;
+      const rollouts = (await Promise.all(shardKeys.map((k) => store.getJson<Rollout[]>(k)))).flat();
+      const graded = gradeRollouts(m.config.seed, s.nodeId, t, node.prompts, node.difficulty, m.config.toolArithmetic, rollouts);
+      const key = keys.rollouts(s.runId, s.nodeId, t, 0).replace(/shard-0\.json$/, 'graded.json');
+      await store.putJson(key, graded);
+      return { key, metrics: rolloutMetrics(graded, node.samples) };
+    },
+
+    /** GRPO update from the graded rollouts of iteration t; the session advances to t + 1. */
+    async rlUpdate(s: Session, t: number): Promise<{ metrics: Record<string, number> }> {
+      const l = live(s);
+      if (l.step !== t) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at iteration ${l.step}, asked to update ${t}`);
+      const m = await readManifest(s.runId);
+      const key = keys.rollouts(s.runId, s.nodeId, t, 0).replace(/shard-0\.json$/, 'graded.json');
+      const graded = await store.getJson<GradedRollout[]>(key);
+      const settings = rlSettings(m.config, s.nodeId);
+      const metrics = await withHeartbeat(() => ({ t }), async () => {
+        await yieldLoop();
+        return l.trainer.update(settings, t, graded);
+      });
+      const all = { ...rolloutMetrics(graded, settings.samples), ...metrics };
+      await writeMetrics(s.runId, s.nodeId, t + 1, all);
+      l.step = t + 1;
+      return { metrics: all };
+    },
+
+    /** Commit the session's state at `step` (blobs, manifest, then LATEST). */
+    async commitCheckpoint(s: Session, step: number, metrics: Record<string, number> = {}): Promise<{ step: number; sha256: string }> {
+      const l = live(s);
+      if (l.step !== step) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at step ${l.step}, asked to commit ${step}`);
+      const m = await readManifest(s.runId);
+      const { weights, optim } = l.trainer.snapshot();
+      const state = { step, cursor: step, backend: ctx.backend, node: s.nodeId, config: m.config };
+      const score = metrics['train/reward_mean'];
+      await commit(store, s.runId, s.nodeId, step, { 'weights.bin': weights, 'optim.bin': optim, 'state.json': JSON.stringify(state) }, { config: m.config, backend: ctx.backend, metrics }, {
+        ...(Number.isFinite(score) ? { score } : {}),
+        retention: { keepLast: m.config.keepLast, keepBest: true },
+      });
+      return { step, sha256: sha256Hex(weights) };
+    },
+
+    /** Eq. 6.1 on J(B) measured at the node's grid of budgets. */
+    async selectBudget(input: NodeInput): Promise<NodeResult> {
+      const m = await readManifest(input.runId);
+      const node = m.config.nodes[input.nodeId] as SelectBudgetNode;
+      const counts = await evaluateResumable(m, input.nodeId, { ...node, budgets: node.grid, k: [1], offset: 2_000_000 });
+      const metrics = evalMetrics(counts, node.grid, [1]);
+      const J = node.grid.map((b) => ({ budget: b, passAt1: metrics[`eval/b${b}/pass@1`] }));
+      const maxB = Math.max(...node.grid);
+      const lens = counts.flatMap((c) => c[maxB].records.filter((r) => !r.truncated).map((r) => r.length));
+      const meanLen = lens.length ? lens.reduce((a, b) => a + b, 0) / lens.length : 0;
+      const b0 = node.b0 > 0 ? node.b0 : meanLen;
+      const choice = eq61(J, { kappa: node.kappa, b0 });
+      const budget = choice.budget ?? maxB;
+      ctx.log(`select-budget ${input.runId}/${input.nodeId}: J=${JSON.stringify(J)} b0=${b0.toFixed(1)} -> ${budget} (${choice.reason})`);
+      return { kind: 'select-budget', budget, metrics: { ...metrics, 'select/b0': b0, 'select/budget': budget, 'select/qualified': choice.budget === null ? 0 : 1 } };
+    },
+
+    /** pass@k and length / attempt / truncation stats at several budgets. */
+    async evaluate(input: NodeInput): Promise<NodeResult> {
+      const m = await readManifest(input.runId);
+      const node = m.config.nodes[input.nodeId] as EvalNode;
+      const counts = await evaluateResumable(m, input.nodeId, node);
+      return { kind: 'eval', metrics: evalMetrics(counts, node.budgets, node.k) };
+    },
+
+    async renderReport(input: NodeInput): Promise<NodeResult> {
+      const m = await readManifest(input.runId);
+      const parts = await store.list(`runs/${input.runId}/metrics/`);
+      const rows = await Promise.all(parts.map((k) => store.getJson<Record<string, number | string>>(k)));
+      await store.put(keys.metrics(input.runId), rows.map((r) => JSON.stringify(r)).join('\n') + '\n', 'application/x-ndjson');
+      const html = renderReportHtml({ runId: input.runId, config: m.config, results: input.upstream, metrics: rows, backend: ctx.backend });
+      const key = keys.report(input.runId);
+      await store.put(key, html, 'text/html');
+      const dir = path.join(ctx.reportDir, input.runId);
+      mkdirSync(dir, { recursive: true });
+      const file = path.join(dir, 'index.html');
+      writeFileSync(file, html);
+      return { kind: 'report', report: { key, path: file } };
+    },
+  };
+
+  /** Evaluate in chunks of problems, heartbeating the partial counts so a retry resumes. */
+  async function evaluateResumable(
+    m: Manifest,
+    nodeId: string,
+    node: { difficulty: RlNode['difficulty']; budgets: number[]; prompts: number; samples: number; temperature: number; k: number[]; offset: number },
+  ): Promise<EvalCounts[]> {
+    const src = policySource(m.config, nodeId);
+    const weights = src ? await nodeWeights(m.runId, src) : await startWeights(m, nodeId);
+    const trainer = Trainer.create({ model: modelConfig(m.config), weights, optim: {}, toolArithmetic: m.config.toolArithmetic });
+    let info: { heartbeatDetails?: unknown } = {};
+    try {
+      info = Context.current().info;
+    } catch {
+      /* called outside an activity (tests) */
+    }
+    const done = (info.heartbeatDetails as { counts?: EvalCounts[]; next?: number } | undefined) ?? {};
+    const counts = done.counts ?? [];
+    const chunk = 8;
+    try {
+      for (let from = done.next ?? 0; from < node.prompts; from += chunk) {
+        const range: [number, number] = [from, Math.min(node.prompts, from + chunk)];
+        counts.push(await withHeartbeat(() => ({ counts, next: from }), () => trainer.evaluate({ seed: m.config.seed, nodeId, ...node, ks: node.k, range })));
+        try {
+          heartbeat({ counts, next: range[1] });
+        } catch {
+          /* outside an activity */
+        }
+      }
+    } finally {
+      trainer.dispose();
+    }
+    return counts;
+  }
+
+  return classified(acts);
+}
+
+export type Activities = ReturnType<typeof createActivities>;
+
+/** A base checkpoint committed in the repo (e.g. configs/base/base.e3w), checked against its .sha256 file. */
+export function readInitFile(file: string, expectedSha?: string): Buffer & { sha256: string } {
+  const abs = path.resolve(ROOT, file);
+  if (!abs.startsWith(ROOT + path.sep)) throw new ConfigError(`init: ${file} is outside the project`);
+  if (!existsSync(abs)) throw new ConfigError(`init: checkpoint file ${file} does not exist (regenerate it: see README "Base checkpoint")`);
+  const buf = readFileSync(abs);
+  const sha = sha256Hex(buf);
+  const sidecar = abs + '.sha256';
+  const want = expectedSha ?? (existsSync(sidecar) ? readFileSync(sidecar, 'utf8').trim().split(/\s+/)[0] : undefined);
+  if (want && want !== sha) throw new ConfigError(`init: ${file} has sha256 ${sha}, expected ${want}`);
+  return Object.assign(buf, { sha256: sha });
+}
+
+export { pad6 };

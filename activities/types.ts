@@ -1,0 +1,86 @@
+/**
+ * Shapes exchanged between workflows and activities: small JSON only (object keys and
+ * stats); rollouts and weights stay in the object store (DESIGN.md "One RL iteration").
+ */
+import type { RunConfig } from '../configs/schema';
+
+export const TASK_QUEUE = 'e3';
+/** Any trainer worker answers `openTrainer` here; its session then lives on its own queue. */
+export const TRAINER_QUEUE = 'e3-trainer';
+
+/** The pipeline's one input; every field has a default, so `{}` runs the demo config. */
+export interface PipelineInput {
+  /** Config name in configs/ (e.g. "tiny", "demo"). @default "demo" */
+  config?: string;
+  /** Shallow overrides applied to the named config before validation (e.g. `{ "seed": 3 }`). */
+  overrides?: Record<string, unknown>;
+  /** Run id; @default the workflow id */
+  runId?: string;
+  /** Lineage name: warm-start from its latest commit and advance it at the end. */
+  lineage?: string;
+}
+
+export type NodeResult = {
+  kind: string;
+  /** Final checkpoint of a training node. */
+  checkpoint?: { step: number };
+  /** Budget chosen by a select-budget node. */
+  budget?: number;
+  /** Small metrics (e.g. eval/b64/pass@1). */
+  metrics?: Record<string, number>;
+  /** Report location (object key and local path). */
+  report?: { key: string; path: string };
+};
+
+export interface PreparedRun {
+  runId: string;
+  config: RunConfig;
+  /** Nodes already completed in the manifest (skipped on resume). */
+  done: Record<string, NodeResult>;
+  /** Topological order of node ids. */
+  order: string[];
+}
+
+export interface NodeInput {
+  runId: string;
+  nodeId: string;
+  config: RunConfig;
+  /** Results of completed nodes (for budgets chosen upstream). */
+  upstream: Record<string, NodeResult>;
+}
+
+export interface Session {
+  runId: string;
+  nodeId: string;
+  /** The worker-specific task queue holding the live policy and optimiser. */
+  queue: string;
+  /** Step the session's in-memory state is at when opened (last commit, or 0). */
+  step: number;
+}
+
+export interface IterationStats {
+  iteration: number;
+  metrics: Record<string, number>;
+}
+
+export interface Progress {
+  runId: string;
+  nodeId: string;
+  kind: string;
+  iteration: number;
+  total: number;
+  paused: boolean;
+  budget?: number;
+  metrics: Record<string, number>;
+  rewinds: number;
+}
+
+/** Failure types (ApplicationFailure.type) the workflows react to. */
+export const ErrorTypes = {
+  config: 'BadConfig',
+  sessionLost: 'SessionLost',
+  nonFinite: 'NonFiniteLoss',
+  corrupt: 'CorruptCheckpoint',
+  missing: 'MissingCheckpoint',
+  shape: 'ShapeMismatch',
+} as const;

@@ -1,0 +1,231 @@
+/**
+ * The `e3` command: servers, workers, runs, schedules, reports.
+ *   e3 up | down | status          the embedded Temporal + S3 servers (infra/)
+ *   e3 worker [--queues] [--concurrency]
+ *   e3 run <config> [--id ID] [--set key=json ...] [--watch]
+ *   e3 watch <run> | resume <run> | ls | report <run>
+ *   e3 schedule create|list|describe|trigger|pause|unpause|delete
+ *   e3 start                       up + worker + demo run + watch (what `npm start` does)
+ */
+import { Client, Connection, ScheduleOverlapPolicy, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
+import { spawn, spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+import { Command } from 'commander';
+import { TASK_QUEUE } from '../activities/types';
+import type { PipelineInput, Progress } from '../activities/types';
+import { configNames, loadConfig } from '../configs/load';
+import { checkId, keys } from '../storage/layout';
+import { ObjectStore } from '../storage/store';
+import { ServersDownError, temporalTarget } from '../workers/connection';
+import type { PipelineResult } from '../workflows/pipeline';
+
+const ROOT = path.resolve(__dirname, '..');
+
+async function connect(): Promise<Client> {
+  const t = temporalTarget();
+  let connection: Connection;
+  try {
+    connection = await Connection.connect({ address: t.address, tls: t.tls, apiKey: t.apiKey, connectTimeout: '3s' });
+    await connection.workflowService.getSystemInfo({});
+  } catch (e) {
+    throw new ServersDownError(`Temporal at ${t.address}`, e);
+  }
+  return new Client({ connection, namespace: t.namespace });
+}
+
+function infra(script: 'up' | 'down' | 'status', ...args: string[]): number {
+  const r = spawnSync('bash', [path.join(ROOT, 'infra', script), ...args], { stdio: 'inherit' });
+  return r.status ?? 1;
+}
+
+function parseSets(sets: string[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const s of sets) {
+    const i = s.indexOf('=');
+    if (i <= 0) throw new Error(`--set ${s}: expected key=value (value as JSON, e.g. seed=3 or nodes.stage1.iterations=4)`);
+    const k = s.slice(0, i);
+    let v: unknown;
+    try {
+      v = JSON.parse(s.slice(i + 1));
+    } catch {
+      v = s.slice(i + 1);
+    }
+    const parts = k.split('.');
+    let o = out;
+    for (const p of parts.slice(0, -1)) o = (o[p] ??= {}) as Record<string, unknown>;
+    o[parts[parts.length - 1]] = v;
+  }
+  return out;
+}
+
+/** Live progress: the node running now, its iteration, reward, truncation, pass@1, ETA. */
+async function watch(client: Client, runId: string): Promise<PipelineResult> {
+  const handle = client.workflow.getHandle(runId);
+  const cfg = (await handle.describe()).status;
+  void cfg;
+  const started = Date.now();
+  const seen = new Map<string, { t0: number; i0: number }>();
+  let last = '';
+  const tick = async () => {
+    const children = client.workflow.list({ query: `E3Run = "${runId}" AND ExecutionStatus = "Running"` });
+    for await (const wf of children) {
+      if (wf.workflowId === runId) continue;
+      try {
+        const p = await client.workflow.getHandle(wf.workflowId).query<Progress>('progress');
+        const s = seen.get(p.nodeId) ?? { t0: Date.now(), i0: p.iteration };
+        seen.set(p.nodeId, s);
+        const rate = (p.iteration - s.i0) / Math.max(1e-3, (Date.now() - s.t0) / 1000);
+        const eta = rate > 0 ? `${Math.round((p.total - p.iteration) / rate)}s` : '?';
+        const width = 24;
+        const fill = Math.round((width * p.iteration) / Math.max(1, p.total));
+        const m = p.metrics;
+        const f = (k: string) => (typeof m[k] === 'number' ? m[k].toFixed(3) : '-');
+        const line = `[${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${p.nodeId} (${p.kind}) ${p.iteration}/${p.total}` +
+          (p.kind === 'rl' ? ` budget ${p.budget} reward ${f('train/reward_mean')} trunc ${f('train/truncated_frac')} len ${f('train/response_len')}` : p.kind === 'sft' ? ` loss ${f('sft/loss')}` : '') +
+          `${p.rewinds ? ` rewinds ${p.rewinds}` : ''}${p.paused ? ' PAUSED' : ''} ETA ${eta}`;
+        if (line !== last) console.log(`${((Date.now() - started) / 1000).toFixed(0).padStart(5)}s ${line}`);
+        last = line;
+      } catch {
+        /* the child finished between list and query */
+      }
+    }
+  };
+  const result = handle.result() as Promise<PipelineResult>;
+  let done = false;
+  void result.finally(() => (done = true)).catch(() => undefined);
+  while (!done) {
+    await tick().catch(() => undefined);
+    await Promise.race([result.catch(() => undefined), new Promise((r) => setTimeout(r, 2000))]);
+  }
+  return result;
+}
+
+function printResult(r: PipelineResult) {
+  console.log(`run ${r.runId} completed${r.skipped.length ? ` (skipped already-finished nodes: ${r.skipped.join(', ')})` : ''}`);
+  for (const [node, res] of Object.entries(r.results)) {
+    const ms = Object.entries(res.metrics ?? {}).filter(([k]) => /pass@1$|reward_mean$|select\/budget/.test(k));
+    console.log(`  ${node} (${res.kind})${res.checkpoint ? ` ckpt ${res.checkpoint.step}` : ''}${res.budget ? ` budget ${res.budget}` : ''} ${ms.map(([k, v]) => `${k}=${v.toFixed(3)}`).join(' ')}`);
+  }
+  if (r.report) console.log(`report: ${r.report.path}  (object s3://${ObjectStore.fromEnv().bucket}/${r.report.key})`);
+}
+
+async function startRun(client: Client, input: PipelineInput & { runId: string }) {
+  try {
+    await client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: input.runId, args: [input] });
+  } catch (e) {
+    if (e instanceof WorkflowExecutionAlreadyStartedError) throw new Error(`run ${input.runId} is already running; use \`e3 watch ${input.runId}\``);
+    throw e;
+  }
+  console.log(`started run ${input.runId} (workflow pipeline on task queue ${TASK_QUEUE}; Web UI: ${process.env.E3_TEMPORAL_UI ?? `http://127.0.0.1:${process.env.E3_TEMPORAL_UI_PORT ?? 8233}`}/namespaces/default/workflows/${encodeURIComponent(input.runId)})`);
+}
+
+const program = new Command('e3').description('durable e3 training on Temporal').showHelpAfterError();
+
+program.command('up').description('start the embedded Temporal and S3 servers').action(() => process.exit(infra('up')));
+program.command('down').description('stop the embedded servers').action(() => process.exit(infra('down')));
+program.command('status').description('server status and running e3 runs').action(async () => {
+  const rc = infra('status');
+  if (rc === 0) {
+    const client = await connect();
+    for await (const wf of client.workflow.list({ query: `WorkflowType = "pipeline" AND ExecutionStatus = "Running"` })) console.log(`running: ${wf.workflowId}`);
+  }
+  process.exit(rc);
+});
+
+program.command('worker').description('run a worker process').option('--queues <which>', 'all | general | trainer', 'all').option('--concurrency <n>', 'general-queue activity concurrency', '2').action(async (o) => {
+  const { startWorkers } = await import('../workers/worker');
+  const w = await startWorkers({ queues: o.queues, concurrency: Number(o.concurrency) });
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => w.shutdown());
+  await w.run;
+});
+
+program.command('run <config>').description(`start a run (configs: ${configNames().join(', ')})`).option('--id <runId>', 'run id (default: <config>-<random>)').option('--set <key=value...>', 'config overrides', []).option('--lineage <name>', 'lineage to warm-start from and advance').option('--watch', 'follow progress until it ends').action(async (config: string, o) => {
+  const overrides = parseSets(o.set);
+  loadConfig(config, overrides); // fail here, with the field named, before anything starts
+  const runId = checkId('--id', o.id ?? `${config}-${Math.random().toString(36).slice(2, 8)}`);
+  const client = await connect();
+  await startRun(client, { config, overrides, runId, ...(o.lineage ? { lineage: o.lineage } : {}) });
+  if (o.watch) printResult(await watch(client, runId));
+});
+
+program.command('watch <runId>').description('follow a run until it ends').action(async (runId: string) => printResult(await watch(await connect(), checkId('runId', runId))));
+
+program.command('resume <runId>').description('continue a terminated or failed run from its last commits').action(async (runId: string) => {
+  checkId('runId', runId);
+  const client = await connect();
+  try {
+    const d = await client.workflow.getHandle(runId).describe();
+    if (d.status.name === 'RUNNING') throw new Error(`run ${runId} is still running; nothing to resume`);
+  } catch (e) {
+    if (!(e instanceof WorkflowNotFoundError)) throw e;
+  }
+  const store = ObjectStore.fromEnv();
+  if (!(await store.exists(keys.manifest(runId)))) throw new Error(`run ${runId} has no manifest in the object store: nothing to resume`);
+  await startRun(client, { runId });
+  printResult(await watch(client, runId));
+});
+
+program.command('ls').description('runs and their checkpoints in the object store').action(async () => {
+  const store = ObjectStore.fromEnv();
+  const all = await store.list('runs/');
+  const runs = [...new Set(all.map((k) => k.split('/')[1]))];
+  for (const run of runs) {
+    console.log(run);
+    for (const k of all.filter((k) => k.startsWith(`runs/${run}/`) && k.endsWith('/ckpt/LATEST'))) {
+      const l = await store.getJson<{ step: number }>(k);
+      console.log(`  ${k.split('/')[2]}: latest checkpoint step ${l.step}`);
+    }
+  }
+});
+
+program.command('report <runId>').description('print where a run\'s report is').action(async (runId: string) => {
+  const store = ObjectStore.fromEnv();
+  const key = keys.report(checkId('runId', runId));
+  if (!(await store.exists(key))) throw new Error(`run ${runId} has no report yet`);
+  console.log(`s3://${store.bucket}/${key}\n${path.join(process.env.E3_DATA_DIR ?? path.join(ROOT, '.e3'), 'reports', runId, 'index.html')}`);
+});
+
+const schedule = program.command('schedule').description('scheduled retraining (Temporal Schedules)');
+schedule.command('create <id>').requiredOption('--config <name>').requiredOption('--lineage <name>').option('--every <interval>', 'e.g. 1d, 6h', '1d').option('--paused').action(async (id: string, o) => {
+  checkId('schedule id', id);
+  loadConfig(o.config, { lineage: o.lineage });
+  const client = await connect();
+  await client.schedule.create({
+    scheduleId: id,
+    spec: { intervals: [{ every: o.every }] },
+    action: { type: 'startWorkflow', workflowType: 'pipeline', taskQueue: TASK_QUEUE, args: [{ config: o.config, lineage: checkId('--lineage', o.lineage) }] },
+    policies: { overlap: ScheduleOverlapPolicy.SKIP },
+    state: { paused: Boolean(o.paused) },
+  });
+  console.log(`schedule ${id} created: ${o.config} every ${o.every}, lineage ${o.lineage}, overlap skip`);
+});
+schedule.command('list').action(async () => {
+  const client = await connect();
+  for await (const s of client.schedule.list()) console.log(`${s.scheduleId}${s.state.paused ? ' (paused)' : ''}`);
+});
+schedule.command('describe <id>').action(async (id: string) => {
+  const d = await (await connect()).schedule.getHandle(id).describe();
+  console.log(JSON.stringify({ id: d.scheduleId, paused: d.state.paused, recentActions: d.info.recentActions.map((a) => a.action.workflow.workflowId), next: d.info.nextActionTimes }, null, 2));
+});
+schedule.command('trigger <id>').action(async (id: string) => (await connect()).schedule.getHandle(id).trigger(ScheduleOverlapPolicy.SKIP));
+schedule.command('pause <id>').action(async (id: string) => (await connect()).schedule.getHandle(id).pause());
+schedule.command('unpause <id>').action(async (id: string) => (await connect()).schedule.getHandle(id).unpause());
+schedule.command('delete <id>').action(async (id: string) => (await connect()).schedule.getHandle(id).delete());
+
+program.command('start').description('servers up, a worker, the demo run, and watch it (npm start)').option('--config <name>', 'config to run', 'demo').action(async (o) => {
+  if (infra('up') !== 0) process.exit(1);
+  const worker = spawn(process.execPath, [...process.execArgv, __filename, 'worker'], { stdio: 'inherit' });
+  try {
+    const client = await connect();
+    const runId = `${o.config}-${Date.now().toString(36)}`;
+    await startRun(client, { config: o.config, runId });
+    printResult(await watch(client, runId));
+  } finally {
+    worker.kill('SIGTERM');
+  }
+});
+
+program.parseAsync().catch((err) => {
+  console.error(`e3: ${err instanceof Error ? err.message : err}`);
+  process.exit(1);
+});

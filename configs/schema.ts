@@ -1,0 +1,271 @@
+/**
+ * The one run config (STYLE.md: one typed object, defaults in one place, unknown keys
+ * rejected loudly). A run is a DAG of nodes (DESIGN.md "A run is a DAG"). The resolved
+ * config (defaults filled in) is stored in the run manifest and in every checkpoint.
+ */
+import { z } from 'zod';
+import { GrpoConfigSchema } from '../ml/grpo';
+
+const Id = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/, 'letters, digits, ".", "_", "-" (no path separators)');
+
+export const DifficultySchema = z
+  .object({
+    /** How many input numbers. @default 3 */
+    count: z.number().int().min(2).max(7).default(3),
+    /** Smallest input number. @default 1 */
+    min: z.number().int().min(0).default(1),
+    /** Largest input number. @default 9 */
+    max: z.number().int().min(1).max(1000).default(9),
+    /** Allowed operations. @default "+-*" */
+    ops: z.string().regex(/^[+\-*/]{1,4}$/, 'a subset of "+-*/"').default('+-*'),
+  })
+  .strict()
+  .refine((d) => d.min <= d.max, { message: 'min must be <= max', path: ['min'] });
+
+export const ModelSchema = z
+  .object({
+    /** Transformer blocks. @default 2 */
+    layers: z.number().int().min(1).max(48).default(2),
+    /** Residual width (a multiple of heads). @default 64 */
+    dModel: z.number().int().min(8).max(4096).default(64),
+    /** Attention heads. @default 4 */
+    heads: z.number().int().min(1).max(64).default(4),
+    /** Longest prompt + response, in tokens. @default 160 */
+    context: z.number().int().min(16).max(8192).default(160),
+  })
+  .strict()
+  .refine((m) => m.dModel % m.heads === 0, { message: 'dModel must be a multiple of heads', path: ['dModel'] });
+
+export const OptimSchema = z
+  .object({
+    /** Constant learning rate (E3_RECIPE.md: small, ~1e-5 to 5e-5 for RL). @default 1e-5 */
+    lr: z.number().gt(0).max(1).default(1e-5),
+    /** Decoupled weight decay. @default 0 */
+    weightDecay: z.number().min(0).default(0),
+    /** Global grad-norm clip. @default 1 */
+    maxGradNorm: z.number().gt(0).default(1),
+  })
+  .strict();
+
+const deps = z.array(Id).default([]);
+/** The node whose final policy this node starts from; default: its first dependency that has one. */
+const from = Id.optional();
+
+export const SftNodeSchema = z
+  .object({
+    kind: z.literal('sft'),
+    deps,
+    from,
+    /** Difficulties the traces are drawn from (mixed evenly). */
+    difficulty: z.array(DifficultySchema).min(1).prefault([{}]),
+    /** Optimiser steps. @default 50 */
+    steps: z.number().int().min(1).default(50),
+    /** Traces per step. @default 32 */
+    batchSize: z.number().int().min(1).default(32),
+    /** Mean wrong attempts before the answer in a trace. @default 1.5 */
+    meanWrong: z.number().min(0).default(1.5),
+    optim: OptimSchema.prefault({ lr: 1e-3 }),
+    /** Commit a checkpoint every this many steps. @default 25 */
+    ckptEvery: z.number().int().min(1).default(25),
+  })
+  .strict();
+
+export const RlNodeSchema = z
+  .object({
+    kind: z.literal('rl'),
+    deps,
+    from,
+    difficulty: DifficultySchema.prefault({}),
+    /** Token budget: a number, or `{ "fromNode": "<select-budget node>" }`. @default 64 */
+    budget: z.union([z.number().int().min(4), z.object({ fromNode: Id }).strict()]).default(64),
+    /** RL iterations. @default 10 */
+    iterations: z.number().int().min(1).default(10),
+    /** Prompts per iteration. @default 8 */
+    prompts: z.number().int().min(1).default(8),
+    /** Responses per prompt (the GRPO group). @default 8 */
+    samples: z.number().int().min(2).default(8),
+    /** Sampling temperature (the paper: 0.6). @default 0.6 */
+    temperature: z.number().gt(0).max(10).default(0.6),
+    /** Nucleus sampling mass. @default 1 */
+    topP: z.number().gt(0).max(1).default(1),
+    /** Optimiser steps per iteration: the rollout batch is split into this many mini-batches. @default 2 */
+    miniBatches: z.number().int().min(1).default(2),
+    /** Rows per forward/backward pass inside a mini-batch (gradient accumulation). @default 16 */
+    microBatch: z.number().int().min(1).default(16),
+    /** Drop groups whose rewards are all equal from the update (DAPO); they are counted either way. @default false */
+    skipZeroStd: z.boolean().default(false),
+    grpo: GrpoConfigSchema.prefault({}),
+    optim: OptimSchema.prefault({}),
+    /** Commit a checkpoint every this many iterations (and always at the end). @default 5 */
+    ckptEvery: z.number().int().min(1).default(5),
+    /** Sampling shards per iteration (fanned out as parallel activities). @default 1 */
+    shards: z.number().int().min(1).max(64).default(1),
+  })
+  .strict();
+
+export const SelectBudgetNodeSchema = z
+  .object({
+    kind: z.literal('select-budget'),
+    deps,
+    from,
+    difficulty: DifficultySchema.prefault({}),
+    /** Budgets measured; Eq. 6.1 needs J at B and 2B, so a doubling grid. @default [32, 64, 128, 256] */
+    grid: z.array(z.number().int().min(4)).min(2).default([32, 64, 128, 256]),
+    /** kappa > 1 of Eq. 6.1. @default 1.2 */
+    kappa: z.number().gt(1).default(1.2),
+    /** B0: budgets below it are not considered; 0 means the measured mean response length. @default 0 */
+    b0: z.number().int().min(0).default(0),
+    /** Problems evaluated. @default 32 */
+    prompts: z.number().int().min(1).default(32),
+    /** Samples per problem. @default 4 */
+    samples: z.number().int().min(1).default(4),
+    temperature: z.number().gt(0).default(0.6),
+  })
+  .strict();
+
+export const EvalNodeSchema = z
+  .object({
+    kind: z.literal('eval'),
+    deps,
+    from,
+    difficulty: DifficultySchema.prefault({}),
+    /** Test budgets, including ones above the training budget (the extrapolation curve). @default [32, 64, 128] */
+    budgets: z.array(z.number().int().min(4)).min(1).default([32, 64, 128]),
+    /** Problems evaluated. @default 32 */
+    prompts: z.number().int().min(1).default(32),
+    /** Samples per problem (n of the pass@k estimator). @default 8 */
+    samples: z.number().int().min(1).default(8),
+    /** k values reported (each <= samples). @default [1, 4, 8] */
+    k: z.array(z.number().int().min(1)).min(1).default([1, 4, 8]),
+    temperature: z.number().gt(0).default(0.6),
+    /** Problem-index offset so evaluation problems are disjoint from training ones. @default 1000000 */
+    offset: z.number().int().min(0).default(1_000_000),
+  })
+  .strict()
+  .refine((e) => e.k.every((k) => k <= e.samples), { message: 'every k must be <= samples', path: ['k'] });
+
+export const ReportNodeSchema = z.object({ kind: z.literal('report'), deps, from }).strict();
+
+export const NodeSchema = z.discriminatedUnion('kind', [SftNodeSchema, RlNodeSchema, SelectBudgetNodeSchema, EvalNodeSchema, ReportNodeSchema]);
+
+export const RunConfigSchema = z
+  .object({
+    /** Config name (the file in configs/ it came from). */
+    name: Id,
+    /** Run seed: every other seed derives from it and the step's coordinates. @default 1 */
+    seed: z.number().int().min(0).max(2 ** 31 - 1).default(1),
+    /** Environment writes each arithmetic result (the policy chooses operations, checks, when to stop). @default true */
+    toolArithmetic: z.boolean().default(true),
+    model: ModelSchema.prefault({}),
+    /**
+     * Where the first node's policy comes from: `scratch` (seeded init), a checkpoint file
+     * in the repo (`file:configs/base/base.e3ckpt`), or `lineage` (the lineage's latest). @default "scratch"
+     */
+    init: z.union([z.literal('scratch'), z.literal('lineage'), z.string().regex(/^file:[A-Za-z0-9_./-]+$/)]).default('scratch'),
+    /** Lineage name for scheduled retraining (warm-starts from its latest commit). */
+    lineage: Id.optional(),
+    /** Checkpoints kept per node besides the best. @default 2 */
+    keepLast: z.number().int().min(1).default(2),
+    nodes: z.record(Id, NodeSchema),
+  })
+  .strict();
+
+export type RunConfig = z.infer<typeof RunConfigSchema>;
+export type NodeConfig = z.infer<typeof NodeSchema>;
+export type RlNode = z.infer<typeof RlNodeSchema>;
+export type SftNode = z.infer<typeof SftNodeSchema>;
+export type SelectBudgetNode = z.infer<typeof SelectBudgetNodeSchema>;
+export type EvalNode = z.infer<typeof EvalNodeSchema>;
+export type Difficulty = z.infer<typeof DifficultySchema>;
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Node ids in a topological order (stable: config order among ready nodes). */
+export function topoOrder(nodes: Record<string, { deps: string[] }>): string[] {
+  const ids = Object.keys(nodes);
+  const done = new Set<string>();
+  const order: string[] = [];
+  while (order.length < ids.length) {
+    const ready = ids.find((id) => !done.has(id) && nodes[id].deps.every((d) => done.has(d)));
+    if (ready === undefined) {
+      const stuck = ids.filter((id) => !done.has(id));
+      throw new ConfigError(`nodes: dependency cycle among ${stuck.join(', ')}`);
+    }
+    done.add(ready);
+    order.push(ready);
+  }
+  return order;
+}
+
+/** The node a node's policy comes from (explicit `from`, else the nearest ancestor that trains or holds one). */
+export function policySource(cfg: RunConfig, id: string): string | null {
+  const n = cfg.nodes[id];
+  if (n.from) return n.from;
+  for (const d of n.deps) {
+    const k = cfg.nodes[d].kind;
+    if (k === 'sft' || k === 'rl') return d;
+    const up = policySource(cfg, d);
+    if (up) return up;
+  }
+  return null;
+}
+
+/** Validate a raw config: schema, then graph checks. One message naming the field. */
+export function resolveConfig(raw: unknown, source = 'config'): RunConfig {
+  const r = RunConfigSchema.safeParse(raw);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    const where = i.path.length ? i.path.join('.') : '(root)';
+    throw new ConfigError(`${source}: ${where}: ${i.message}`);
+  }
+  const cfg = r.data;
+  const ids = Object.keys(cfg.nodes);
+  if (ids.length === 0) throw new ConfigError(`${source}: nodes: at least one node is required`);
+  for (const id of ids) {
+    const n = cfg.nodes[id];
+    for (const d of n.deps) if (!cfg.nodes[d]) throw new ConfigError(`${source}: nodes.${id}.deps: unknown node "${d}"`);
+    if (n.from && !cfg.nodes[n.from]) throw new ConfigError(`${source}: nodes.${id}.from: unknown node "${n.from}"`);
+  }
+  topoOrder(cfg.nodes);
+  const ancestors = (id: string, seen = new Set<string>()): Set<string> => {
+    for (const d of cfg.nodes[id].deps) if (!seen.has(d)) ancestors(d, seen.add(d));
+    return seen;
+  };
+  for (const id of ids) {
+    const n = cfg.nodes[id];
+    if (n.from && !ancestors(id).has(n.from)) throw new ConfigError(`${source}: nodes.${id}.from: "${n.from}" must also be a dependency (directly or not)`);
+    const needsPolicy = n.kind !== 'report' && n.kind !== 'sft';
+    if (needsPolicy && !policySource(cfg, id) && cfg.init === 'scratch') {
+      throw new ConfigError(`${source}: nodes.${id}: no policy to start from (no sft/rl ancestor and init is "scratch")`);
+    }
+    const maxBudget = n.kind === 'rl' ? (typeof n.budget === 'number' ? n.budget : 0) : n.kind === 'eval' ? Math.max(...n.budgets) : n.kind === 'select-budget' ? Math.max(...n.grid) : 0;
+    const prompt = n.kind === 'rl' || n.kind === 'eval' || n.kind === 'select-budget' ? promptTokens(n.difficulty) : 0;
+    if (maxBudget > 0 && maxBudget + prompt > cfg.model.context) {
+      throw new ConfigError(`${source}: nodes.${id}: budget ${maxBudget} plus the prompt (up to ${prompt} tokens) exceeds model.context ${cfg.model.context}`);
+    }
+    if (n.kind === 'rl' && typeof n.budget !== 'number') {
+      const src = cfg.nodes[n.budget.fromNode];
+      if (!src || src.kind !== 'select-budget') throw new ConfigError(`${source}: nodes.${id}.budget.fromNode: "${n.budget.fromNode}" is not a select-budget node`);
+      if (!ancestors(id).has(n.budget.fromNode)) throw new ConfigError(`${source}: nodes.${id}.budget.fromNode: "${n.budget.fromNode}" must be a dependency`);
+      const most = Math.max(...src.grid);
+      if (most + promptTokens(n.difficulty) > cfg.model.context) throw new ConfigError(`${source}: nodes.${id}.budget: the selected budget can be up to ${most}, which with the prompt exceeds model.context ${cfg.model.context}`);
+    }
+    if (n.kind === 'select-budget') {
+      const sorted = [...n.grid].sort((a, b) => a - b);
+      if (!sorted.some((b) => sorted.includes(2 * b))) throw new ConfigError(`${source}: nodes.${id}.grid: Eq. 6.1 needs some B with 2B also on the grid`);
+    }
+  }
+  if (cfg.init === 'lineage' && !cfg.lineage) throw new ConfigError(`${source}: init: "lineage" needs a lineage name`);
+  return cfg;
+}
+
+/** Upper bound of a prompt's length in tokens: `<bos>` + numbers + spaces + '>' + target + ':'. */
+export function promptTokens(d: { count: number; max: number }): number {
+  const digits = String(d.max).length;
+  return 1 + d.count * (digits + 1) + 4 + 2;
+}

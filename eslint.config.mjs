@@ -1,0 +1,39 @@
+// ESLint flat config: typescript-eslint with type information; workflow files are
+// restricted to deterministic imports (DESIGN.md: no Node built-ins, tfjs, minio, or
+// activity implementations — `import type` only).
+import tseslint from 'typescript-eslint';
+import { builtinModules } from 'node:module';
+
+const nodeBuiltins = builtinModules.flatMap((m) => [m, `node:${m}`]);
+
+export default tseslint.config(
+  { ignores: ['node_modules/**', 'infra/**', '.e3/**', 'test/fixtures/**', 'out/**', 'eslint.config.mjs'] },
+  ...tseslint.configs.recommended,
+  {
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    rules: {
+      '@typescript-eslint/no-floating-promises': ['error', { allowForKnownSafeCalls: [{ from: 'package', name: ['test', 'it', 'describe', 'suite'], package: 'node:test' }] }],
+      '@typescript-eslint/consistent-type-imports': ['error', { disallowTypeAnnotations: false }],
+      '@typescript-eslint/no-require-imports': 'off',
+      '@typescript-eslint/no-non-null-assertion': 'off',
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+    },
+  },
+  {
+    files: ['workflows/**/*.ts'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
+        {
+          paths: nodeBuiltins.map((name) => ({ name, message: 'Workflows must be deterministic: no Node built-ins.' })),
+          patterns: [
+            { group: ['@tensorflow/*'], message: 'Workflows may not import tfjs.' },
+            { group: ['minio', 'minio/*'], message: 'Workflows may not import minio.' },
+            { group: ['**/activities/*', '**/activities', '**/storage/*', '**/ml/*'], allowTypeImports: true, message: 'Workflows import activities (and ml/storage) by type only.' },
+            { group: ['@temporalio/client', '@temporalio/worker', '@temporalio/activity'], message: 'Workflows use @temporalio/workflow only.' },
+          ],
+        },
+      ],
+    },
+  },
+);

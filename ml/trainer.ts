@@ -1,0 +1,391 @@
+/**
+ * The e3 loop on one policy, with no Temporal in sight: SFT steps on warm-start traces,
+ * and the RL iteration of E3_RECIPE.md split into the three activities the workflow runs
+ * (sample → grade → update). Every step is a pure function of (run seed, node, step) and
+ * the state it starts from, so a rerun from a checkpoint reproduces the same bytes.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { generateCountdown, makeCountdown, countdownPrompt } from './countdown';
+import type { CountdownProblem } from './countdown';
+import { crossEntropyLoss, groupAdvantages, grpoLoss } from './grpo';
+import type { GrpoConfig, GrpoStats } from './grpo';
+import { passAtKMetrics, summarizeResponses } from './metrics';
+import type { ResponseRecord } from './metrics';
+import { AdamW, NonFiniteError } from './optim';
+import type { AdamWConfig, AdamWState } from './optim';
+import { createPolicy, disposePolicy, tokenLogProbs } from './policy';
+import type { Policy, PolicyConfig } from './policy';
+import { Rng, deriveSeed } from './rng';
+import { sample } from './sampler';
+import { deserializeTensors, loadPolicy, serializePolicy, serializeTensors } from './serialize';
+import type { Difficulty, Grade } from './task';
+import { BOS, EOS, PAD, decode, encode } from './tokenizer';
+import { sftBatch } from './traces';
+
+export { NonFiniteError };
+
+/** One sampled response with what the update needs; JSON-able (stored as a rollout shard). */
+export interface Rollout {
+  /** Prompt index within the iteration and sample index within its group. */
+  i: number;
+  j: number;
+  problemId: string;
+  prompt: number[];
+  response: number[];
+  /** Sampling log-prob of each response token. */
+  logp: number[];
+  /** Indices of response tokens written by the environment (excluded from the loss). */
+  forced: number[];
+  truncated: boolean;
+}
+
+export interface GradedRollout extends Rollout {
+  reward: number;
+  grade: Grade;
+}
+
+export interface RlSettings {
+  seed: number;
+  nodeId: string;
+  difficulty: Difficulty;
+  prompts: number;
+  samples: number;
+  temperature: number;
+  topP: number;
+  miniBatches: number;
+  microBatch: number;
+  skipZeroStd: boolean;
+  grpo: GrpoConfig;
+}
+
+const taskFor = (tool: boolean) => makeCountdown({ toolArithmetic: tool });
+
+/** Problems of RL iteration t: a pure function of (run seed, node, t); the cursor is t. */
+export function iterationProblems(seed: number, nodeId: string, t: number, prompts: number, d: Difficulty): CountdownProblem[] {
+  const s = deriveSeed(seed, 'rl-data', nodeId);
+  return Array.from({ length: prompts }, (_, i) => generateCountdown(s, t * prompts + i, d));
+}
+
+export class Trainer {
+  readonly opt: AdamW;
+  private constructor(
+    readonly policy: Policy,
+    readonly ref: Policy | null,
+    optim: Partial<AdamWConfig>,
+    readonly toolArithmetic: boolean,
+  ) {
+    this.opt = new AdamW(Object.fromEntries([...policy.params.values()].map((v) => [v.name, v])), optim, (name) => !/(ln|bias|_b$|\.b$|pos|emb)/i.test(name));
+  }
+
+  /** A trainer from serialised weights (or a seeded init), optimiser state, and an optional frozen reference. */
+  static create(o: {
+    model: PolicyConfig;
+    weights?: Uint8Array;
+    optimState?: Uint8Array;
+    refWeights?: Uint8Array;
+    optim: Partial<AdamWConfig>;
+    toolArithmetic: boolean;
+  }): Trainer {
+    const policy = o.weights ? loadPolicy(o.weights) : createPolicy(o.model);
+    for (const k of ['vocab', 'layers', 'dModel', 'heads', 'context'] as const) {
+      if (policy.cfg[k] !== o.model[k]) {
+        disposePolicy(policy);
+        throw new ShapeMismatchError(`checkpoint model.${k} is ${policy.cfg[k]}, the config says ${o.model[k]}`);
+      }
+    }
+    const ref = o.refWeights ? loadPolicy(o.refWeights) : null;
+    const tr = new Trainer(policy, ref, o.optim, o.toolArithmetic);
+    if (o.optimState) tr.opt.setState(decodeOptState(o.optimState));
+    return tr;
+  }
+
+  dispose(): void {
+    this.opt.dispose();
+    disposePolicy(this.policy);
+    if (this.ref) disposePolicy(this.ref);
+  }
+
+  /** Weights and optimiser state as bytes (with sha256) for a checkpoint. */
+  snapshot(): { weights: Uint8Array; optim: Uint8Array } {
+    return { weights: serializePolicy(this.policy).bytes, optim: encodeOptState(this.opt.getState()) };
+  }
+
+  /** One supervised step on warm-start traces (batch `step` is a pure function of the seed). */
+  sftStep(seed: number, step: number, batchSize: number, difficulty: Difficulty[], meanWrong: number, microBatch = 16): Record<string, number> {
+    const maxResp = this.policy.cfg.context;
+    const batch = sftBatch(seed, step, batchSize, difficulty, { meanWrong, budget: maxResp });
+    const rows = batch.map((ex) => ({ prompt: [BOS, ...encode(ex.prompt)], response: [...encode(ex.response), EOS], forced: [] as number[] }));
+    const fits = rows.filter((r) => r.prompt.length + r.response.length <= this.policy.cfg.context);
+    if (fits.length === 0) throw new ShapeMismatchError(`sft: no trace fits model.context ${this.policy.cfg.context}`);
+    const total = fits.reduce((a, r) => a + r.response.length, 0);
+    let lossSum = 0;
+    const grads = accumulate(fits, microBatch, (chunk) => {
+      const { tokens, mask } = pack(chunk, false);
+      const f = () => tf.tidy(() => {
+        const { logp } = tokenLogProbs(this.policy, tokens);
+        const n = chunk.reduce((a, r) => a + r.response.length, 0);
+        return tf.mul(crossEntropyLoss(logp, mask), n / total) as tf.Scalar;
+      });
+      const r = tf.variableGrads(f);
+      lossSum += r.value.dataSync()[0];
+      r.value.dispose();
+      tokens.dispose();
+      mask.dispose();
+      return r.grads;
+    });
+    const { gradNorm } = this.stepOrThrow(grads, `sft step ${step}`);
+    return { 'sft/loss': lossSum, 'sft/grad_norm': gradNorm, 'sft/tokens': total };
+  }
+
+  /** Sample shard `shard` of iteration t's rollouts (prompts are split across shards). */
+  async sampleShard(s: RlSettings, t: number, shard: number, shards: number, budget: number): Promise<Rollout[]> {
+    const task = taskFor(this.toolArithmetic);
+    const problems = iterationProblems(s.seed, s.nodeId, t, s.prompts, s.difficulty);
+    const rows: Array<{ i: number; j: number; p: CountdownProblem }> = [];
+    problems.forEach((p, i) => {
+      if (i % shards !== shard) return;
+      for (let j = 0; j < s.samples; j++) rows.push({ i, j, p });
+    });
+    return this.sampleRows(rows, budget, s.temperature, s.topP, (r) => deriveSeed(s.seed, 'sample', s.nodeId, t, r.i, r.j), task);
+  }
+
+  private async sampleRows(
+    rows: Array<{ i: number; j: number; p: CountdownProblem }>,
+    budget: number,
+    temperature: number,
+    topP: number,
+    seedOf: (r: { i: number; j: number }) => number,
+    task = taskFor(this.toolArithmetic),
+  ): Promise<Rollout[]> {
+    const prompts = rows.map((r) => [BOS, ...encode(countdownPrompt(r.p))]);
+    const forced = task.forced
+      ? (row: number, soFar: number[]) => {
+          const text = task.forced!(rows[row].p, decode(soFar));
+          return text ? encode(text) : [];
+        }
+      : undefined;
+    const out = await sample(this.policy, prompts, { budget, temperature, topP, seeds: rows.map(seedOf), eos: EOS, forced });
+    return rows.map((r, k) => ({
+      i: r.i,
+      j: r.j,
+      problemId: r.p.id,
+      prompt: prompts[k],
+      response: out.responses[k],
+      logp: Array.from(out.logp[k]),
+      forced: Array.from(out.forcedMask[k]).flatMap((f, idx) => (f ? [idx] : [])),
+      truncated: out.truncated[k],
+    }));
+  }
+
+  /** GRPO update on graded rollouts: mini-batches, each one AdamW step (E3_RECIPE.md). */
+  update(s: RlSettings, t: number, graded: GradedRollout[]): Record<string, number> {
+    const order = [...graded].sort((a, b) => a.i - b.i || a.j - b.j);
+    const { adv, zeroStdGroups } = groupAdvantages(order.map((g) => g.reward), s.samples);
+    let rows = order.map((g, k) => ({ ...g, adv: adv[k], zeroStd: isZeroStdGroup(order, g.i) }));
+    if (s.skipZeroStd) rows = rows.filter((r) => !r.zeroStd);
+    const shuffled = new Rng(deriveSeed(s.seed, 'minibatch', s.nodeId, t)).shuffle(rows);
+    const mbSize = Math.ceil(shuffled.length / s.miniBatches);
+    const stats: GrpoStats[] = [];
+    const norms: number[] = [];
+    for (let m = 0; m < shuffled.length; m += mbSize) {
+      const mb = shuffled.slice(m, m + mbSize);
+      const tokensInMb = mb.reduce((a, r) => a + lossTokens(r, s.grpo.positiveOnly), 0);
+      if (tokensInMb === 0) continue;
+      const grads = accumulate(mb, s.microBatch, (chunk) => {
+        const { tokens, mask, oldLogp, adv: advT } = pack(chunk, true);
+        const n = chunk.reduce((a, r) => a + lossTokens(r, s.grpo.positiveOnly), 0);
+        const refLogp = this.ref && s.grpo.klCoef > 0 ? tf.tidy(() => tokenLogProbs(this.ref!, tokens, { temperature: s.temperature }).logp) : undefined;
+        let st: GrpoStats | undefined;
+        const r = tf.variableGrads(() => {
+          const { logp, entropy } = tokenLogProbs(this.policy, tokens, { temperature: s.temperature });
+          const out = grpoLoss({ logp, oldLogp: oldLogp!, refLogp, entropy, adv: advT!, mask }, s.grpo);
+          st = out.stats;
+          return tf.mul(out.loss, n / tokensInMb) as tf.Scalar;
+        });
+        r.value.dispose();
+        tf.dispose([tokens, mask, oldLogp!, advT!, ...(refLogp ? [refLogp] : [])]);
+        if (st && n > 0) stats.push(st);
+        return r.grads;
+      });
+      norms.push(this.stepOrThrow(grads, `rl iteration ${t}`).gradNorm);
+    }
+    const w = stats.reduce((a, x) => a + x.tokens, 0) || 1;
+    const avg = (f: (x: GrpoStats) => number) => stats.reduce((a, x) => a + f(x) * x.tokens, 0) / w;
+    return {
+      'train/loss': avg((x) => x.loss),
+      'train/clip_frac': avg((x) => x.clipFrac),
+      'train/dual_clip_frac': avg((x) => x.dualClipFrac),
+      'train/kl_ref': avg((x) => x.kl),
+      'train/entropy': avg((x) => x.entropy),
+      'train/approx_kl_old': avg((x) => x.approxKlOld),
+      'train/grad_norm': norms.length ? norms.reduce((a, b) => a + b, 0) / norms.length : 0,
+      'train/optimizer_steps': norms.length,
+      'train/zero_std_groups': zeroStdGroups,
+    };
+  }
+
+  /**
+   * J(pi; D, B) at several budgets from one sampling pass at the largest budget: with a
+   * per-row seeded PRNG, the first B tokens of a response do not depend on the budget, so
+   * a response cut at B is exactly what sampling at budget B would have produced.
+   */
+  async evaluate(o: {
+    seed: number;
+    nodeId: string;
+    difficulty: Difficulty;
+    budgets: number[];
+    prompts: number;
+    samples: number;
+    temperature: number;
+    ks: number[];
+    offset: number;
+    /** Evaluate problems [from, to) only (resumable chunks); default all. */
+    range?: [number, number];
+  }): Promise<EvalCounts> {
+    const task = taskFor(this.toolArithmetic);
+    const dataSeed = deriveSeed(o.seed, 'eval-data');
+    const maxB = Math.max(...o.budgets);
+    const [from, to] = o.range ?? [0, o.prompts];
+    const rows: Array<{ i: number; j: number; p: CountdownProblem }> = [];
+    for (let i = from; i < to; i++) {
+      const p = generateCountdown(dataSeed, o.offset + i, o.difficulty);
+      for (let j = 0; j < o.samples; j++) rows.push({ i, j, p });
+    }
+    const rollouts = await this.sampleRows(rows, maxB, o.temperature, 1, (r) => deriveSeed(o.seed, 'eval', o.nodeId, r.i, r.j), task);
+    const counts: EvalCounts = {};
+    for (const b of o.budgets) {
+      const per = new Map<number, { n: number; c: number }>();
+      const recs: ResponseRecord[] = [];
+      rollouts.forEach((r, k) => {
+        const cut = r.response.slice(0, b);
+        const ended = cut.length > 0 && cut[cut.length - 1] === EOS;
+        const truncated = !ended;
+        const g = task.verify(rows[k].p, decode(cut), truncated);
+        const e = per.get(r.i) ?? { n: 0, c: 0 };
+        e.n++;
+        e.c += g.reward;
+        per.set(r.i, e);
+        recs.push({ reward: g.reward, length: cut.length, truncated: g.truncated, attempts: g.attempts, checks: g.checks });
+      });
+      counts[b] = { problems: [...per.values()], records: recs };
+    }
+    return counts;
+  }
+
+  private stepOrThrow(grads: Record<string, tf.Tensor>, where: string): { gradNorm: number } {
+    try {
+      return this.opt.step(grads);
+    } catch (e) {
+      if (e instanceof NonFiniteError) throw new NonFiniteError(`${where}: ${e.message}`);
+      throw e;
+    } finally {
+      tf.dispose(Object.values(grads));
+    }
+  }
+}
+
+export type EvalCounts = Record<number, { problems: Array<{ n: number; c: number }>; records: ResponseRecord[] }>;
+
+/** Merge partial evaluations (resumed chunks) into metric keys like eval/b64/pass@1. */
+export function evalMetrics(counts: EvalCounts[], budgets: number[], ks: number[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const b of budgets) {
+    const problems = counts.flatMap((c) => c[b]?.problems ?? []);
+    const records = counts.flatMap((c) => c[b]?.records ?? []);
+    Object.assign(out, passAtKMetrics(`eval/b${b}`, problems, ks), summarizeResponses(`eval/b${b}`, records));
+  }
+  return out;
+}
+
+/** Grade a shard of rollouts (the grader recomputes every step itself). */
+export function gradeRollouts(seed: number, nodeId: string, t: number, prompts: number, d: Difficulty, tool: boolean, rollouts: Rollout[]): GradedRollout[] {
+  const task = taskFor(tool);
+  const problems = iterationProblems(seed, nodeId, t, prompts, d);
+  return rollouts.map((r) => {
+    const p = problems[r.i];
+    if (p.id !== r.problemId) throw new ShapeMismatchError(`rollout for problem ${r.problemId} does not match iteration ${t}'s problem ${p.id}`);
+    const grade = task.verify(p, decode(r.response), r.truncated);
+    return { ...r, reward: grade.reward, grade };
+  });
+}
+
+/** train/* metrics of one iteration's graded rollouts. */
+export function rolloutMetrics(graded: GradedRollout[], samples: number): Record<string, number> {
+  const recs: ResponseRecord[] = graded.map((g) => ({ reward: g.reward, length: g.response.length, truncated: g.truncated, attempts: g.grade.attempts, checks: g.grade.checks }));
+  const order = [...graded].sort((a, b) => a.i - b.i || a.j - b.j);
+  return summarizeResponses('train', order.map((g) => recs[graded.indexOf(g)]), samples);
+}
+
+export class ShapeMismatchError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ShapeMismatchError';
+  }
+}
+
+function isZeroStdGroup(rows: GradedRollout[], i: number): boolean {
+  const rs = rows.filter((r) => r.i === i).map((r) => r.reward);
+  return rs.every((r) => r === rs[0]);
+}
+
+const lossTokens = (r: { response: number[]; forced: number[]; adv?: number }, positiveOnly: boolean): number =>
+  positiveOnly && !((r.adv ?? 0) > 0) ? 0 : r.response.length - r.forced.length;
+
+/** Run `f` over micro-batches and sum the gradients (each micro loss pre-scaled by its token share). */
+function accumulate<R>(rows: R[], micro: number, f: (chunk: R[]) => tf.NamedTensorMap): Record<string, tf.Tensor> {
+  let acc: Record<string, tf.Tensor> = {};
+  for (let k = 0; k < rows.length; k += micro) {
+    const g = f(rows.slice(k, k + micro));
+    const next: Record<string, tf.Tensor> = {};
+    for (const [name, t] of Object.entries(g)) next[name] = acc[name] ? tf.add(acc[name], t) : t;
+    for (const [name, t] of Object.entries(g)) if (acc[name]) tf.dispose([acc[name], t]);
+    acc = next;
+  }
+  return acc;
+}
+
+/**
+ * Right-pad rows of (prompt, response) to one length. logp index k predicts token k + 1,
+ * so response token r of a row with prompt length P sits at logp index P + r − 1.
+ */
+function pack(rows: Array<{ prompt: number[]; response: number[]; forced: number[]; logp?: number[]; adv?: number }>, rl: boolean) {
+  const T = Math.max(...rows.map((r) => r.prompt.length + r.response.length));
+  const B = rows.length;
+  const tok = new Int32Array(B * T).fill(PAD);
+  const mask = new Float32Array(B * (T - 1));
+  const old = new Float32Array(B * (T - 1));
+  rows.forEach((r, b) => {
+    const P = r.prompt.length;
+    tok.set(r.prompt, b * T);
+    tok.set(r.response, b * T + P);
+    const forced = new Set(r.forced);
+    for (let k = 0; k < r.response.length; k++) {
+      if (forced.has(k)) continue;
+      mask[b * (T - 1) + P + k - 1] = 1;
+      if (r.logp) old[b * (T - 1) + P + k - 1] = r.logp[k];
+    }
+  });
+  return {
+    tokens: tf.tensor2d(tok, [B, T], 'int32'),
+    mask: tf.tensor2d(mask, [B, T - 1]),
+    oldLogp: rl ? tf.tensor2d(old, [B, T - 1]) : undefined,
+    adv: rl ? tf.tensor1d(rows.map((r) => r.adv ?? 0)) : undefined,
+  };
+}
+
+function encodeOptState(s: AdamWState): Uint8Array {
+  const map: Record<string, Float32Array> = { __step: Float32Array.of(s.step) };
+  for (const [k, v] of Object.entries(s.m)) map[`m/${k}`] = v;
+  for (const [k, v] of Object.entries(s.v)) map[`v/${k}`] = v;
+  return serializeTensors(map).bytes;
+}
+
+function decodeOptState(bytes: Uint8Array): AdamWState {
+  const map = deserializeTensors(bytes);
+  const s: AdamWState = { step: map.__step[0], m: {}, v: {} };
+  for (const [k, v] of Object.entries(map)) {
+    if (k.startsWith('m/')) s.m[k.slice(2)] = v;
+    else if (k.startsWith('v/')) s.v[k.slice(2)] = v;
+  }
+  return s;
+}

@@ -1,0 +1,28 @@
+/**
+ * Object keys of the store layout (DESIGN.md "Object store layout"). Pure: also imported
+ * (by type and value) from workflows, so no Node built-ins here.
+ */
+const ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/;
+
+/** Run ids, node ids and lineage names become key segments: no separators, no dot-dot. */
+export function checkId(field: string, value: string): string {
+  if (typeof value !== 'string' || !ID.test(value) || value.includes('..')) {
+    throw new Error(`${field}: ${JSON.stringify(value)} is not a valid id (letters, digits, '.', '_', '-'; at most 100; no path separators or '..')`);
+  }
+  return value;
+}
+
+export const pad6 = (n: number): string => String(n).padStart(6, '0');
+
+export const keys = {
+  manifest: (run: string) => `runs/${run}/manifest.json`,
+  metrics: (run: string) => `runs/${run}/metrics.jsonl`,
+  metricsPart: (run: string, node: string, step: number) => `runs/${run}/metrics/${node}/${pad6(step)}.json`,
+  ckptDir: (run: string, node: string) => `runs/${run}/${node}/ckpt/`,
+  ckpt: (run: string, node: string, step: number) => `runs/${run}/${node}/ckpt/${pad6(step)}/`,
+  latest: (run: string, node: string) => `runs/${run}/${node}/ckpt/LATEST`,
+  rollouts: (run: string, node: string, step: number, shard: number) => `runs/${run}/${node}/rollouts/${pad6(step)}/shard-${shard}.json`,
+  result: (run: string, node: string) => `runs/${run}/${node}/result.json`,
+  report: (run: string, file = 'index.html') => `runs/${run}/report/${file}`,
+  lineage: (name: string) => `lineages/${name}/LATEST`,
+};

@@ -1,0 +1,203 @@
+/**
+ * The object store (one bucket, DESIGN.md "Object store layout") through the `minio`
+ * client. Every blob is written with its sha256 in the object's metadata and checked on
+ * load, so a flipped byte is detected rather than trained on.
+ * Credentials come only from the environment or the credentials file infra/up writes.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import * as Minio from 'minio';
+
+export interface StoreConfig {
+  /** e.g. http://127.0.0.1:7070 or https://s3.example.com */
+  endpoint: string;
+  accessKey: string;
+  secretKey: string;
+  bucket: string;
+  region: string;
+}
+
+export class CorruptObjectError extends Error {
+  constructor(
+    readonly key: string,
+    readonly expected: string,
+    readonly actual: string,
+  ) {
+    super(`object ${key} is corrupt: sha256 ${actual} does not match the recorded ${expected}`);
+    this.name = 'CorruptObjectError';
+  }
+}
+
+export class MissingObjectError extends Error {
+  constructor(readonly key: string) {
+    super(`object ${key} does not exist`);
+    this.name = 'MissingObjectError';
+  }
+}
+
+export const sha256Hex = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
+
+/** Parse a KEY=VALUE file (the one infra/up writes), ignoring comments and blanks. */
+export function readEnvFile(file: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    const m = /^\s*([A-Z0-9_]+)\s*=\s*(.*)\s*$/.exec(line);
+    if (m) out[m[1]] = m[2];
+  }
+  return out;
+}
+
+/** Data dir of the embedded servers (where infra/up writes ports and credentials). */
+export const dataDir = (): string => process.env.E3_DATA_DIR ?? path.resolve(__dirname, '..', '.e3');
+
+/**
+ * Store settings from the environment: E3_S3_ENDPOINT, E3_S3_ACCESS_KEY, E3_S3_SECRET_KEY
+ * (or E3_S3_CREDENTIALS_FILE, default .e3/s3-credentials.env), E3_S3_BUCKET, E3_S3_REGION.
+ */
+export function storeConfigFromEnv(env: NodeJS.ProcessEnv = process.env): StoreConfig {
+  let accessKey = env.E3_S3_ACCESS_KEY;
+  let secretKey = env.E3_S3_SECRET_KEY;
+  const credFile = env.E3_S3_CREDENTIALS_FILE ?? path.join(dataDir(), 's3-credentials.env');
+  if ((!accessKey || !secretKey) && existsSync(credFile)) {
+    const f = readEnvFile(credFile);
+    accessKey ||= f.E3_S3_ACCESS_KEY;
+    secretKey ||= f.E3_S3_SECRET_KEY;
+  }
+  if (!accessKey || !secretKey) {
+    throw new Error(`S3 credentials missing: set E3_S3_ACCESS_KEY and E3_S3_SECRET_KEY, or E3_S3_CREDENTIALS_FILE (looked for ${credFile})`);
+  }
+  const port = env.E3_S3_PORT ?? '7070';
+  return {
+    endpoint: env.E3_S3_ENDPOINT ?? `http://127.0.0.1:${port}`,
+    accessKey,
+    secretKey,
+    bucket: env.E3_S3_BUCKET ?? 'e3',
+    region: env.E3_S3_REGION ?? 'us-east-1',
+  };
+}
+
+async function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(typeof c === 'string' ? Buffer.from(c) : (c as Buffer));
+  return Buffer.concat(chunks);
+}
+
+const isNotFound = (e: unknown): boolean => {
+  const code = (e as { code?: string }).code;
+  return code === 'NoSuchKey' || code === 'NotFound' || code === 'NoSuchObject';
+};
+
+export class ObjectStore {
+  readonly client: Minio.Client;
+  readonly bucket: string;
+  private bucketReady: Promise<void> | undefined;
+
+  constructor(readonly cfg: StoreConfig) {
+    const url = new URL(cfg.endpoint);
+    this.client = new Minio.Client({
+      endPoint: url.hostname,
+      port: url.port ? Number(url.port) : url.protocol === 'https:' ? 443 : 80,
+      useSSL: url.protocol === 'https:',
+      accessKey: cfg.accessKey,
+      secretKey: cfg.secretKey,
+      region: cfg.region,
+      pathStyle: true,
+    });
+    this.bucket = cfg.bucket;
+  }
+
+  static fromEnv(): ObjectStore {
+    return new ObjectStore(storeConfigFromEnv());
+  }
+
+  /** Create the bucket when missing (once per process). */
+  ensureBucket(): Promise<void> {
+    this.bucketReady ??= (async () => {
+      if (!(await this.client.bucketExists(this.bucket))) {
+        try {
+          await this.client.makeBucket(this.bucket, this.cfg.region);
+        } catch (e) {
+          const code = (e as { code?: string }).code;
+          if (code !== 'BucketAlreadyOwnedByYou' && code !== 'BucketAlreadyExists') throw e;
+        }
+      }
+    })().catch((e) => {
+      this.bucketReady = undefined;
+      throw e;
+    });
+    return this.bucketReady;
+  }
+
+  /** Write a blob with its sha256 recorded in metadata; returns the digest. */
+  async put(key: string, bytes: Uint8Array | string, contentType = 'application/octet-stream'): Promise<{ sha256: string; size: number }> {
+    await this.ensureBucket();
+    const buf = typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const sha256 = sha256Hex(buf);
+    await this.client.putObject(this.bucket, key, buf, buf.length, { 'Content-Type': contentType, 'X-Amz-Meta-Sha256': sha256 });
+    return { sha256, size: buf.length };
+  }
+
+  /**
+   * Read a blob and check it against `expectedSha256` (when given) and the sha256 stored
+   * in its metadata. Throws MissingObjectError / CorruptObjectError.
+   */
+  async get(key: string, expectedSha256?: string): Promise<Buffer> {
+    await this.ensureBucket();
+    let stat: Minio.BucketItemStat;
+    let buf: Buffer;
+    try {
+      stat = await this.client.statObject(this.bucket, key);
+      buf = await readAll(await this.client.getObject(this.bucket, key));
+    } catch (e) {
+      if (isNotFound(e)) throw new MissingObjectError(key);
+      throw e;
+    }
+    const actual = sha256Hex(buf);
+    const recorded = (stat.metaData?.sha256 as string | undefined) ?? expectedSha256;
+    for (const want of [expectedSha256, recorded]) {
+      if (want && want !== actual) throw new CorruptObjectError(key, want, actual);
+    }
+    return buf;
+  }
+
+  async putJson(key: string, value: unknown): Promise<{ sha256: string; size: number }> {
+    return this.put(key, JSON.stringify(value, null, 1), 'application/json');
+  }
+
+  async getJson<T>(key: string, expectedSha256?: string): Promise<T> {
+    const buf = await this.get(key, expectedSha256);
+    try {
+      return JSON.parse(buf.toString('utf8')) as T;
+    } catch (e) {
+      throw new CorruptObjectError(key, 'valid JSON', `unparseable (${(e as Error).message})`);
+    }
+  }
+
+  async exists(key: string): Promise<boolean> {
+    await this.ensureBucket();
+    try {
+      await this.client.statObject(this.bucket, key);
+      return true;
+    } catch (e) {
+      if (isNotFound(e)) return false;
+      throw e;
+    }
+  }
+
+  /** All keys under a prefix, sorted. */
+  async list(prefix: string): Promise<string[]> {
+    await this.ensureBucket();
+    const keys: string[] = [];
+    for await (const item of this.client.listObjectsV2(this.bucket, prefix, true)) {
+      if ((item as Minio.BucketItem).name) keys.push((item as Minio.BucketItem).name!);
+    }
+    return keys.sort();
+  }
+
+  async remove(keys: string[]): Promise<void> {
+    if (keys.length === 0) return;
+    await this.ensureBucket();
+    for (let i = 0; i < keys.length; i += 500) await this.client.removeObjects(this.bucket, keys.slice(i, i + 500));
+  }
+}

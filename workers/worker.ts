@@ -1,0 +1,86 @@
+/**
+ * A worker process: workflows and general activities on `e3`, `openTrainer` on
+ * `e3-trainer`, and this process's own trainer-session queue. Run several for more
+ * throughput (the wasm backend is single-threaded: one worker per core).
+ *   tsx workers/worker.ts [--queues all|general|trainer] [--concurrency N]
+ */
+import { NativeConnection, Worker, bundleWorkflowCode } from '@temporalio/worker';
+import type { WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { randomUUID } from 'node:crypto';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { createActivities } from '../activities';
+import { TASK_QUEUE, TRAINER_QUEUE } from '../activities/types';
+import { initBackend } from '../ml/backend';
+import { ObjectStore, dataDir } from '../storage/store';
+import { ServersDownError, temporalTarget } from './connection';
+
+export interface WorkerOptions {
+  queues: 'all' | 'general' | 'trainer';
+  /** Activities run at once on the general queue (trainer queues always run one at a time). */
+  concurrency: number;
+  log?: (msg: string) => void;
+}
+
+let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
+/** The workflow bundle, built once per process. */
+export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
+  bundle ??= bundleWorkflowCode({ workflowsPath: require.resolve('../workflows'), logger: { ...console, trace: () => {}, debug: () => {}, info: () => {}, log: () => {} } as never });
+  return bundle;
+}
+
+export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<void>; shutdown: () => void; queue: string }> {
+  const log = opts.log ?? ((m: string) => console.log(`[worker ${process.pid}] ${m}`));
+  const backend = await initBackend();
+  const target = temporalTarget();
+  let connection: NativeConnection;
+  try {
+    connection = await NativeConnection.connect({ address: target.address, tls: target.tls, apiKey: target.apiKey });
+  } catch (e) {
+    throw new ServersDownError(`Temporal at ${target.address}`, e);
+  }
+  const store = ObjectStore.fromEnv();
+  try {
+    await store.ensureBucket();
+  } catch (e) {
+    throw new ServersDownError(`the object store at ${store.cfg.endpoint}`, e);
+  }
+  const queue = `${TRAINER_QUEUE}-${os.hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
+  const activities = createActivities({ store, queue, backend, reportDir: path.join(dataDir(), 'reports'), log });
+  const common = { connection, namespace: target.namespace, activities };
+  const workers: Worker[] = [];
+  if (opts.queues !== 'trainer') {
+    workers.push(await Worker.create({ ...common, taskQueue: TASK_QUEUE, workflowBundle: await workflowBundle(), maxConcurrentActivityTaskExecutions: opts.concurrency }));
+  }
+  if (opts.queues !== 'general') {
+    workers.push(await Worker.create({ ...common, taskQueue: TRAINER_QUEUE, maxConcurrentActivityTaskExecutions: 1 }));
+    workers.push(await Worker.create({ ...common, taskQueue: queue, maxConcurrentActivityTaskExecutions: 1 }));
+  }
+  log(`polling ${opts.queues === 'trainer' ? '' : TASK_QUEUE + ' '}${opts.queues === 'general' ? '' : `${TRAINER_QUEUE} ${queue}`} on ${target.address} (backend ${backend})`);
+  const run = Promise.all(workers.map((w) => w.run())).then(async () => {
+    await connection.close();
+  });
+  return { run, queue, shutdown: () => workers.forEach((w) => w.shutdown()) };
+}
+
+async function main() {
+  const args = process.argv.slice(2);
+  const get = (flag: string, dflt: string) => {
+    const i = args.indexOf(flag);
+    return i >= 0 && args[i + 1] ? args[i + 1] : dflt;
+  };
+  const queues = get('--queues', 'all');
+  if (!['all', 'general', 'trainer'].includes(queues)) throw new Error(`--queues must be all, general or trainer (got ${queues})`);
+  const concurrency = Number(get('--concurrency', '2'));
+  if (!(Number.isInteger(concurrency) && concurrency >= 1)) throw new Error(`--concurrency must be a positive integer`);
+  const w = await startWorkers({ queues: queues as WorkerOptions['queues'], concurrency });
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => w.shutdown());
+  await w.run;
+}
+
+if (require.main === module) {
+  main().catch((err) => {
+    console.error(err instanceof Error ? err.message : err);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,136 @@
+/**
+ * One child workflow per DAG node, id `<runId>/<nodeId>` (DESIGN.md "A run is a DAG").
+ * Training nodes (sft, rl) keep their state in a trainer session and commit checkpoints;
+ * evaluation nodes are single heartbeating activities that resume from their heartbeat.
+ */
+import {
+  condition, continueAsNew, defineQuery, defineSignal, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo,
+} from '@temporalio/workflow';
+import type { Activities } from '../activities';
+import type { IterationStats, NodeInput, NodeResult, Progress, Session } from '../activities/types';
+import { ErrorTypes } from '../activities/types';
+import type { RlNode, SftNode } from '../configs/schema';
+import { E3Budget, E3Iteration, E3Node, E3PassAt1, E3Run } from './search';
+import { openSession, sessionActivities, withRewind } from './session';
+
+export const pauseSignal = defineSignal('pause');
+export const resumeSignal = defineSignal('resume');
+export const progressQuery = defineQuery<Progress>('progress');
+
+const general = proxyActivities<Activities>({
+  startToCloseTimeout: '30 minutes',
+  heartbeatTimeout: '60 seconds',
+  retry: { initialInterval: '1s', maximumInterval: '15s', backoffCoefficient: 2, nonRetryableErrorTypes: [ErrorTypes.config, ErrorTypes.shape, ErrorTypes.missing] },
+});
+
+/** Continue-as-new well before the history grows large (each iteration adds ~20 events). */
+const MAX_HISTORY_EVENTS = 4000;
+
+interface Carry {
+  iteration: number;
+  session: Session;
+  rewinds: number;
+  metrics: Record<string, number>;
+}
+
+function controls(input: NodeInput, kind: string, total: number, carry: Partial<Carry>) {
+  const st = { paused: false, iteration: carry.iteration ?? 0, rewinds: carry.rewinds ?? 0, metrics: carry.metrics ?? {}, budget: undefined as number | undefined };
+  setHandler(pauseSignal, () => void (st.paused = true));
+  setHandler(resumeSignal, () => void (st.paused = false));
+  setHandler(progressQuery, (): Progress => ({
+    runId: input.runId, nodeId: input.nodeId, kind, iteration: st.iteration, total, paused: st.paused, budget: st.budget, metrics: st.metrics, rewinds: st.rewinds,
+  }));
+  upsertSearchAttributes([{ key: E3Run, value: input.runId }, { key: E3Node, value: input.nodeId }]);
+  return st;
+}
+
+const shouldContinueAsNew = (): boolean => workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > MAX_HISTORY_EVENTS;
+
+/** Warm start: supervised steps on attempt → check → retry traces, committed every ckptEvery. */
+export async function sftNode(input: NodeInput & { carry?: Carry }): Promise<NodeResult> {
+  const node = input.config.nodes[input.nodeId] as SftNode;
+  const st = controls(input, 'sft', node.steps, input.carry ?? {});
+  let session = input.carry?.session ?? (await openSession(input));
+  if (!input.carry) st.iteration = session.step;
+  while (st.iteration < node.steps) {
+    await condition(() => !st.paused);
+    const to = Math.min(node.steps, (Math.floor(st.iteration / node.ckptEvery) + 1) * node.ckptEvery);
+    const from = st.iteration;
+    const r = await withRewind(() => session, (s) => (session = s), input, (s) => sessionActivities(s).sftChunk(s, from, to));
+    if (!r.ok) {
+      st.iteration = r.rewindTo;
+      st.rewinds++;
+      continue;
+    }
+    st.iteration = to;
+    st.metrics = r.value.metrics;
+    upsertSearchAttributes([{ key: E3Iteration, value: st.iteration }]);
+    if (shouldContinueAsNew() && st.iteration < node.steps) {
+      return continueAsNew<typeof sftNode>({ ...input, carry: { iteration: st.iteration, session, rewinds: st.rewinds, metrics: st.metrics } });
+    }
+  }
+  await sessionActivities(session).closeTrainer(session).catch(() => undefined);
+  return { kind: 'sft', checkpoint: { step: st.iteration }, metrics: st.metrics };
+}
+
+/** One curriculum stage of RL: sample (shards) → grade → update → commit every K (E3_RECIPE.md). */
+export async function rlStage(input: NodeInput & { carry?: Carry }): Promise<NodeResult> {
+  const node = input.config.nodes[input.nodeId] as RlNode;
+  const budget = typeof node.budget === 'number' ? node.budget : input.upstream[node.budget.fromNode]?.budget;
+  if (budget === undefined) throw new Error(`nodes.${input.nodeId}.budget: upstream node did not report a budget`);
+  const st = controls(input, 'rl', node.iterations, input.carry ?? {});
+  st.budget = budget;
+  upsertSearchAttributes([{ key: E3Budget, value: budget }]);
+  let session = input.carry?.session ?? (await openSession(input));
+  if (!input.carry) st.iteration = session.step;
+  while (st.iteration < node.iterations) {
+    await condition(() => !st.paused);
+    const t = st.iteration;
+    const r = await withRewind(() => session, (s) => (session = s), input, async (s): Promise<IterationStats> => {
+      const acts = sessionActivities(s);
+      const shards = await Promise.all(Array.from({ length: node.shards }, (_, k) => acts.rlSample(s, t, k, budget)));
+      const graded = await acts.rlGrade(s, t, shards.map((x) => x.key));
+      const updated = await acts.rlUpdate(s, t);
+      const next = t + 1;
+      if (next % node.ckptEvery === 0 || next === node.iterations) await acts.commitCheckpoint(s, next);
+      return { iteration: next, metrics: { ...graded.metrics, ...updated.metrics } };
+    });
+    if (!r.ok) {
+      st.iteration = r.rewindTo;
+      st.rewinds++;
+      continue;
+    }
+    st.iteration = r.value.iteration;
+    st.metrics = r.value.metrics;
+    const pass1 = st.metrics['train/reward_mean'];
+    upsertSearchAttributes([{ key: E3Iteration, value: st.iteration }, ...(Number.isFinite(pass1) ? [{ key: E3PassAt1, value: pass1 }] : [])]);
+    if (shouldContinueAsNew() && st.iteration < node.iterations) {
+      return continueAsNew<typeof rlStage>({ ...input, carry: { iteration: st.iteration, session, rewinds: st.rewinds, metrics: st.metrics } });
+    }
+  }
+  await sessionActivities(session).closeTrainer(session).catch(() => undefined);
+  return { kind: 'rl', checkpoint: { step: st.iteration }, budget, metrics: st.metrics };
+}
+
+/** Eq. 6.1: measure J(B) on a grid of budgets, pick the smallest B >= B0 with J(2B) <= kappa J(B). */
+export async function selectBudgetNode(input: NodeInput): Promise<NodeResult> {
+  controls(input, 'select-budget', 1, {});
+  const r = await general.selectBudget(input);
+  upsertSearchAttributes([{ key: E3Budget, value: r.budget! }]);
+  return r;
+}
+
+/** pass@k and length / retry / truncation stats at several budgets (the extrapolation curve). */
+export async function evalNode(input: NodeInput): Promise<NodeResult> {
+  controls(input, 'eval', 1, {});
+  const r = await general.evaluate(input);
+  const p1 = Object.entries(r.metrics ?? {}).filter(([k]) => k.endsWith('/pass@1'));
+  if (p1.length) upsertSearchAttributes([{ key: E3PassAt1, value: Math.max(...p1.map(([, v]) => v)) }]);
+  return r;
+}
+
+/** HTML report with plots, into the object store and to disk. */
+export async function reportNode(input: NodeInput): Promise<NodeResult> {
+  controls(input, 'report', 1, {});
+  return general.renderReport(input);
+}

@@ -1,0 +1,65 @@
+/**
+ * The trainer-session pattern (DESIGN.md "One RL iteration"): the live policy and optimiser
+ * stay in memory on one worker, reached through that worker's own task queue. When the
+ * worker is gone (its queue has no poller: schedule-to-start timeout; or it restarted and
+ * lost the session) the node re-opens on any trainer, which loads the last committed
+ * checkpoint, and the caller rewinds to that step.
+ */
+import { ActivityFailure, ApplicationFailure, TimeoutFailure, proxyActivities } from '@temporalio/workflow';
+import type { Duration } from '@temporalio/common';
+import type { Activities } from '../activities';
+import type { NodeInput, Session } from '../activities/types';
+import { ErrorTypes, TRAINER_QUEUE } from '../activities/types';
+
+const opener = proxyActivities<Activities>({
+  taskQueue: TRAINER_QUEUE,
+  startToCloseTimeout: '10 minutes',
+  heartbeatTimeout: '60 seconds',
+  retry: { initialInterval: '1s', maximumInterval: '10s', backoffCoefficient: 2, nonRetryableErrorTypes: [ErrorTypes.config, ErrorTypes.shape] },
+});
+
+/** Activities of an open session, pinned to the worker that holds it. */
+export function sessionActivities(s: Session, startToClose: Duration = '10 minutes') {
+  return proxyActivities<Activities>({
+    taskQueue: s.queue,
+    // No poller for this long means the worker is gone: fail fast and re-open elsewhere.
+    scheduleToStartTimeout: '20 seconds',
+    startToCloseTimeout: startToClose,
+    heartbeatTimeout: '30 seconds',
+    retry: {
+      initialInterval: '1s',
+      maximumInterval: '10s',
+      backoffCoefficient: 2,
+      maximumAttempts: 8,
+      nonRetryableErrorTypes: [ErrorTypes.sessionLost, ErrorTypes.nonFinite, ErrorTypes.config, ErrorTypes.shape],
+    },
+  });
+}
+
+export const openSession = (input: NodeInput): Promise<Session> => opener.openTrainer(input);
+
+/** True when the failure means the session's worker (or its memory) is gone. */
+export function isSessionLost(err: unknown): boolean {
+  if (!(err instanceof ActivityFailure)) return false;
+  const cause = err.cause;
+  if (cause instanceof ApplicationFailure && cause.type === ErrorTypes.sessionLost) return true;
+  if (cause instanceof TimeoutFailure) return true;
+  return false;
+}
+
+/** Wrap a session step: on session loss, re-open and report the step to rewind to. */
+export async function withRewind<T>(
+  get: () => Session,
+  reopen: (s: Session) => void,
+  input: NodeInput,
+  body: (s: Session) => Promise<T>,
+): Promise<{ ok: true; value: T } | { ok: false; rewindTo: number }> {
+  try {
+    return { ok: true, value: await body(get()) };
+  } catch (err) {
+    if (!isSessionLost(err)) throw err;
+    const s = await openSession(input);
+    reopen(s);
+    return { ok: false, rewindTo: s.step };
+  }
+}
