@@ -72,7 +72,7 @@ export function storeConfigFromEnv(env: NodeJS.ProcessEnv = process.env): StoreC
     endpoint: env.E3_S3_ENDPOINT ?? `http://127.0.0.1:${port}`,
     accessKey,
     secretKey,
-    bucket: env.E3_S3_BUCKET ?? 'e3',
+    bucket: env.E3_S3_BUCKET ?? 'e3-runs',
     region: env.E3_S3_REGION ?? 'us-east-1',
   };
 }
