@@ -68,13 +68,16 @@ export function iterationProblems(seed: number, nodeId: string, t: number, promp
 
 export class Trainer {
   readonly opt: AdamW;
+  private readonly paramOf: Map<string, string>;
   private constructor(
     readonly policy: Policy,
     readonly ref: Policy | null,
     optim: Partial<AdamWConfig>,
     readonly toolArithmetic: boolean,
   ) {
-    this.opt = new AdamW(Object.fromEntries([...policy.params.values()].map((v) => [v.name, v])), optim, (name) => !/(ln|bias|_b$|\.b$|pos|emb)/i.test(name));
+    // Keyed by the stable parameter name (tfjs variable names differ between processes).
+    this.opt = new AdamW(Object.fromEntries(policy.params), optim, (name) => /\.(wqkv|wo|w1|w2)$|^head$/.test(name));
+    this.paramOf = new Map([...policy.params].map(([name, v]) => [v.name, name]));
   }
 
   /** A trainer from serialised weights (or a seeded init), optimiser state, and an optional frozen reference. */
@@ -95,7 +98,14 @@ export class Trainer {
     }
     const ref = o.refWeights ? loadPolicy(o.refWeights) : null;
     const tr = new Trainer(policy, ref, o.optim, o.toolArithmetic);
-    if (o.optimState) tr.opt.setState(decodeOptState(o.optimState));
+    if (o.optimState) {
+      try {
+        tr.opt.setState(decodeOptState(o.optimState));
+      } catch (e) {
+        tr.dispose();
+        throw new ShapeMismatchError(`optimiser state does not fit the model: ${(e as Error).message}`);
+      }
+    }
     return tr;
   }
 
@@ -274,7 +284,7 @@ export class Trainer {
 
   private stepOrThrow(grads: Record<string, tf.Tensor>, where: string): { gradNorm: number } {
     try {
-      return this.opt.step(grads);
+      return this.opt.step(Object.fromEntries(Object.entries(grads).map(([v, g]) => [this.paramOf.get(v) ?? v, g])));
     } catch (e) {
       if (e instanceof NonFiniteError) throw new NonFiniteError(`${where}: ${e.message}`);
       throw e;
@@ -374,18 +384,21 @@ function pack(rows: Array<{ prompt: number[]; response: number[]; forced: number
 }
 
 function encodeOptState(s: AdamWState): Uint8Array {
-  const map: Record<string, Float32Array> = { __step: Float32Array.of(s.step) };
-  for (const [k, v] of Object.entries(s.m)) map[`m/${k}`] = v;
-  for (const [k, v] of Object.entries(s.v)) map[`v/${k}`] = v;
-  return serializeTensors(map).bytes;
+  const map = new Map<string, Float32Array>();
+  for (const [k, v] of Object.entries(s.m)) map.set(`m/${k}`, v);
+  for (const [k, v] of Object.entries(s.v)) map.set(`v/${k}`, v);
+  return serializeTensors(map, { kind: 'adamw', step: s.step }).bytes;
 }
 
 function decodeOptState(bytes: Uint8Array): AdamWState {
-  const map = deserializeTensors(bytes);
-  const s: AdamWState = { step: map.__step[0], m: {}, v: {} };
-  for (const [k, v] of Object.entries(map)) {
-    if (k.startsWith('m/')) s.m[k.slice(2)] = v;
-    else if (k.startsWith('v/')) s.v[k.slice(2)] = v;
+  const { meta, tensors } = deserializeTensors(bytes);
+  const step = (meta as { step?: unknown } | null)?.step;
+  if (typeof step !== 'number') throw new ShapeMismatchError('optimiser state: header has no step');
+  const s: AdamWState = { step, m: {}, v: {} };
+  for (const [k, t] of tensors) {
+    if (!(t.data instanceof Float32Array)) throw new ShapeMismatchError(`optimiser state: ${k} is not float32`);
+    if (k.startsWith('m/')) s.m[k.slice(2)] = t.data;
+    else if (k.startsWith('v/')) s.v[k.slice(2)] = t.data;
   }
   return s;
 }

@@ -1,0 +1,132 @@
+/**
+ * The tiny DAG end-to-end on the real servers, with its histories checked (payload sizes)
+ * and saved for the replay test; resume after terminate; a worker SIGKILLed mid-stage.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import type { Client } from '@temporalio/client';
+import { historyToJSON } from '@temporalio/common/lib/proto-utils';
+import { TASK_QUEUE } from '../../activities/types';
+import type { PipelineInput } from '../../activities/types';
+import { loadCheckpoint, readLatest } from '../../storage/checkpoints';
+import { keys } from '../../storage/layout';
+import type { PipelineResult } from '../../workflows/pipeline';
+import { ROOT, client, inProcessWorker, store, uid } from './env';
+
+const NODES = ['warmstart', 'stage1', 'select', 'stage2', 'eval', 'report'];
+
+/** Largest payload (bytes) anywhere in a history. */
+function largestPayload(x: unknown): number {
+  if (x === null || typeof x !== 'object') return 0;
+  if (x instanceof Uint8Array) return 0;
+  const o = x as Record<string, unknown>;
+  let best = o.data instanceof Uint8Array && 'metadata' in o ? o.data.length : 0;
+  for (const v of Object.values(o)) best = Math.max(best, largestPayload(v));
+  return best;
+}
+
+const start = (c: Client, runId: string, input: PipelineInput = {}) =>
+  c.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: runId, args: [{ config: 'tiny', runId, ...input }] });
+
+async function waitFor(what: string, pred: () => Promise<boolean>, ms = 120_000) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await pred()) return;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+function spawnWorker(): ChildProcess {
+  return spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'workers', 'worker.ts')], { env: process.env, stdio: ['ignore', 'ignore', 'inherit'] });
+}
+
+test('the tiny DAG runs end-to-end; histories stay small and are saved for replay', async () => {
+  const w = await inProcessWorker();
+  const c = await client();
+  const runId = uid('tiny');
+  try {
+    const r = (await (await start(c.client, runId)).result()) as PipelineResult;
+    assert.deepEqual(Object.keys(r.results).sort(), [...NODES].sort());
+    assert.equal(r.results.warmstart.checkpoint?.step, 12);
+    assert.equal(r.results.stage1.checkpoint?.step, 4);
+    assert.equal(r.results.stage2.checkpoint?.step, 2);
+    assert.ok([16, 32, 64].includes(r.results.select.budget!));
+    assert.equal(r.results.stage2.budget, r.results.select.budget);
+    for (const k of ['eval/b16/pass@1', 'eval/b64/pass@4', 'eval/b32/truncated_frac']) assert.ok(Number.isFinite(r.results.eval.metrics?.[k]), k);
+    const s = store();
+    assert.ok(await s.exists(keys.report(runId)));
+    assert.ok(await s.exists(keys.metrics(runId)));
+    const ck = await loadCheckpoint(s, runId, 'stage2');
+    assert.equal(ck?.manifest.step, 2);
+    assert.equal((ck?.manifest.meta.config as { name: string }).name, 'tiny');
+    // Retention: only the last 2 (+ best) commits of stage1 remain, and LATEST points at the last.
+    assert.equal((await readLatest(s, runId, 'stage1'))?.step, 4);
+
+    const dir = path.join(process.env.E3_DATA_DIR!, 'histories');
+    mkdirSync(dir, { recursive: true });
+    let largest = 0;
+    for (const id of [runId, ...NODES.map((n) => `${runId}/${n}`)]) {
+      const h = await c.client.workflow.getHandle(id).fetchHistory();
+      largest = Math.max(largest, largestPayload(h));
+      const type = id === runId ? 'pipeline' : id.split('/')[1];
+      writeFileSync(path.join(dir, `${type}.json`), historyToJSON(h));
+    }
+    assert.ok(largest > 0 && largest < 64 * 1024, `largest payload ${largest} bytes`);
+  } finally {
+    await c.close();
+    await w.stop();
+  }
+});
+
+test('e3 resume after terminate skips finished nodes and continues from the last commit', async () => {
+  const w = await inProcessWorker();
+  const c = await client();
+  const runId = uid('resume');
+  const s = store();
+  try {
+    const h = await start(c.client, runId);
+    await waitFor('stage1 first commit', async () => ((await readLatest(s, runId, 'stage1').catch(() => null))?.step ?? 0) >= 2);
+    await h.terminate('test: simulated crash');
+    const r = (await (await start(c.client, runId, {})).result()) as PipelineResult;
+    assert.ok(r.skipped.includes('warmstart'), `skipped ${r.skipped}`);
+    assert.equal(r.results.stage1.checkpoint?.step, 4);
+    assert.equal(r.results.report.kind, 'report');
+    // The re-opened stage1 session started at its committed step, not from scratch.
+    const hist = await c.client.workflow.getHandle(`${runId}/stage1`).fetchHistory();
+    const opened = JSON.parse(historyToJSON(hist)).events.filter((e: { activityTaskCompletedEventAttributes?: unknown }) => e.activityTaskCompletedEventAttributes);
+    assert.ok(opened.length > 0);
+    const first = Buffer.from(opened[0].activityTaskCompletedEventAttributes.result.payloads[0].data, 'base64').toString();
+    assert.ok(JSON.parse(first).step >= 2, `opened at ${first}`);
+  } finally {
+    await c.close();
+    await w.stop();
+  }
+});
+
+test('a worker SIGKILLed mid-stage: a new worker takes over from the last commit and the run completes', async () => {
+  const c = await client();
+  const runId = uid('kill');
+  const s = store();
+  let a: ChildProcess | undefined = spawnWorker();
+  let b: ChildProcess | undefined;
+  try {
+    const h = await start(c.client, runId);
+    await waitFor('stage1 first commit', async () => ((await readLatest(s, runId, 'stage1').catch(() => null))?.step ?? 0) >= 2, 180_000);
+    a.kill('SIGKILL');
+    a = undefined;
+    b = spawnWorker();
+    const r = (await h.result()) as PipelineResult;
+    assert.equal(r.results.stage1.checkpoint?.step, 4);
+    assert.equal(r.results.stage2.checkpoint?.step, 2);
+    assert.ok(await s.exists(keys.report(runId)));
+  } finally {
+    a?.kill('SIGKILL');
+    b?.kill('SIGTERM');
+    await c.close();
+  }
+});
