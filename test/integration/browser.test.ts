@@ -1,0 +1,85 @@
+/**
+ * A run started the way a user starts one: in the Temporal Web UI's "Start Workflow" form
+ * (UI 2.42.1 embedded in the dev server), driven by headless Debian chromium through
+ * playwright-core. The form needs no extra server flag (startWorkflowDisabled is false by
+ * default). What a user enters: Workflow ID (anything unique), Task Queue `e3`, Workflow
+ * Type `pipeline`, Input data `{"config":"tiny"}` with encoding json/plain.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { chromium } from 'playwright-core';
+import type { Browser } from 'playwright-core';
+import { TASK_QUEUE } from '../../activities/types';
+import type { PipelineResult } from '../../workflows/pipeline';
+import { E3Config } from '../../workflows/search';
+import { client, inProcessWorker, uid } from './env';
+
+const NODES = ['warmstart', 'stage1', 'select', 'stage2', 'eval', 'report'];
+const INPUT = '{"config":"tiny"}';
+
+test('a tiny run started from the Web UI "Start Workflow" form completes with the whole DAG', { timeout: 420_000 }, async () => {
+  const ui = `http://127.0.0.1:${process.env.E3_TEMPORAL_UI_PORT}`;
+  const id = uid('ui-tiny');
+  const w = await inProcessWorker();
+  let browser: Browser | undefined;
+  const c = await client();
+  try {
+    browser = await chromium.launch({
+      executablePath: '/usr/bin/chromium',
+      headless: true,
+      args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-gpu', '--disable-sync'],
+    });
+    const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+    page.setDefaultTimeout(60_000);
+
+    // The workflow list has a "Start Workflow" button that opens the form.
+    await page.goto(`${ui}/namespaces/default/workflows`, { waitUntil: 'networkidle', timeout: 120_000 });
+    await page.getByRole('button', { name: 'Start Workflow' }).click();
+    await page.waitForURL(/\/namespaces\/default\/workflows\/start-workflow/);
+
+    await page.getByTestId('workflowId').fill(id);
+    await page.getByTestId('taskQueue').fill(TASK_QUEUE);
+    await page.getByTestId('workflowType').fill('pipeline');
+    // Input data is a CodeMirror editor: type into it like a user would.
+    const editor = page.locator('.cm-content[data-language="json"]');
+    await editor.click();
+    await page.keyboard.type(INPUT);
+    assert.deepEqual(JSON.parse(await editor.innerText()), { config: 'tiny' });
+    // Leave the editor before pressing the button: on blur it re-formats the JSON over three
+    // lines, which moves the button, so a click straight from the editor can miss it.
+    await page.getByTestId('workflowType').click();
+    await editor.locator('.cm-line').nth(2).waitFor();
+    assert.deepEqual(JSON.parse(await editor.innerText()), { config: 'tiny' });
+
+    const button = page.getByTestId('start-workflow-button');
+    assert.equal(await button.isEnabled(), true, 'Start Workflow is enabled once the required fields are filled');
+    const started = page.waitForResponse((r) => r.request().method() === 'POST' && r.url().includes(`/api/v1/namespaces/default/workflows/${encodeURIComponent(id)}`));
+    await button.click();
+    const res = await started;
+    assert.equal(res.status(), 200, await res.text());
+    const sent = res.request().postDataJSON() as { taskQueue: { name: string }; workflowType: { name: string }; input: { payloads: { data: string }[] } };
+    assert.equal(sent.taskQueue.name, TASK_QUEUE);
+    assert.equal(sent.workflowType.name, 'pipeline');
+    assert.deepEqual(JSON.parse(Buffer.from(sent.input.payloads[0].data, 'base64').toString('utf8')), { config: 'tiny' });
+    await page.getByText('Workflow started successfully').waitFor();
+    await browser.close();
+    browser = undefined;
+
+    // The run the UI started is an ordinary pipeline run: the worker takes it to completion.
+    const h = c.client.workflow.getHandle(id);
+    const r = (await h.result()) as PipelineResult;
+    assert.equal(r.runId, id);
+    assert.deepEqual(Object.keys(r.results).sort(), [...NODES].sort());
+    assert.deepEqual(r.skipped, []);
+    assert.ok(r.report?.key, 'the report node produced a report');
+    const d = await h.describe();
+    assert.equal(d.status.name, 'COMPLETED');
+    assert.equal(d.type, 'pipeline');
+    assert.equal(d.taskQueue, TASK_QUEUE);
+    assert.equal(d.typedSearchAttributes.get(E3Config), 'tiny');
+  } finally {
+    await browser?.close().catch(() => {});
+    await c.close();
+    await w.stop();
+  }
+});
