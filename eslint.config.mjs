@@ -29,7 +29,8 @@ export default tseslint.config(
           patterns: [
             { group: ['@tensorflow/*'], message: 'Workflows may not import tfjs.' },
             { group: ['minio', 'minio/*'], message: 'Workflows may not import minio.' },
-            { group: ['**/activities/*', '**/activities', '**/storage/*', '**/ml/*'], allowTypeImports: true, message: 'Workflows import activities (and ml/storage) by type only.' },
+            { regex: '(^|/)activities(/(?!types$)[^/]+)?$', allowTypeImports: true, message: 'Workflows import activities by type only (activities/types holds pure shared constants).' },
+            { regex: '(^|/)(ml|storage)/(?!layout$)[^/]+$', allowTypeImports: true, message: 'Workflows import ml/ and storage/ by type only (storage/layout is pure).' },
             { group: ['@temporalio/client', '@temporalio/worker', '@temporalio/activity'], message: 'Workflows use @temporalio/workflow only.' },
           ],
         },

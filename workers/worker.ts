@@ -4,7 +4,7 @@
  * throughput (the wasm backend is single-threaded: one worker per core).
  *   tsx workers/worker.ts [--queues all|general|trainer] [--concurrency N]
  */
-import { NativeConnection, Worker, bundleWorkflowCode } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode } from '@temporalio/worker';
 import type { WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { randomUUID } from 'node:crypto';
 import * as os from 'node:os';
@@ -29,7 +29,14 @@ export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
   return bundle;
 }
 
+let runtimeInstalled = false;
+
 export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<void>; shutdown: () => void; queue: string }> {
+  if (!runtimeInstalled) {
+    // The SDK's INFO lines (worker state changes) drown the training log; keep warnings.
+    Runtime.install({ logger: new DefaultLogger((process.env.E3_SDK_LOG_LEVEL as 'WARN' | undefined) ?? 'WARN') });
+    runtimeInstalled = true;
+  }
   const log = opts.log ?? ((m: string) => console.log(`[worker ${process.pid}] ${m}`));
   const backend = await initBackend();
   const target = temporalTarget();
