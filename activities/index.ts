@@ -119,7 +119,7 @@ export function createActivities(ctx: WorkerContext) {
 
     /** Resolve and validate the config, create or load the run manifest. */
     async prepareRun(input: PipelineInput & { runId: string }): Promise<PreparedRun> {
-      const runId = checkId('runId', input.runId);
+      const runId = checkId('runId', scheduledRunId(input.runId));
       const existing = (await store.exists(keys.manifest(runId))) ? await readManifest(runId) : null;
       if (existing) {
         if (input.config && input.config !== existing.config.name) {
@@ -348,6 +348,17 @@ export function createActivities(ctx: WorkerContext) {
 }
 
 export type Activities = ReturnType<typeof createActivities>;
+
+/**
+ * Temporal Schedules name each run's workflow `<action workflowId>-<RFC 3339 time>` (e.g.
+ * `nightly-workflow-2026-01-02T03:04:05Z`), and ':' cannot be in a run id (it is an object-key
+ * segment): that suffix becomes `20260102T030405Z`, so a scheduled run gets a valid, stable run id.
+ * Every other id is returned unchanged (and then checked as is).
+ */
+export function scheduledRunId(id: string): string {
+  const m = /^(.+)-(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d+)?Z$/.exec(id);
+  return m ? `${m[1]}-${m[2]}${m[3]}${m[4]}T${m[5]}${m[6]}${m[7]}${m[8] ?? ''}Z` : id;
+}
 
 /** A base checkpoint committed in the repo (e.g. configs/base/base.e3w), checked against its .sha256 file. */
 export function readInitFile(file: string, expectedSha?: string): Buffer & { sha256: string } {

@@ -7,7 +7,9 @@
  *   e3 schedule create|list|describe|trigger|pause|unpause|delete
  *   e3 start                       up + worker + demo run + watch (what `npm start` does)
  */
-import { Client, Connection, ScheduleOverlapPolicy, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
+import { Client, Connection, ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
+import type { ScheduleHandle, WorkflowHandle } from '@temporalio/client';
+import { msToNumber } from '@temporalio/common/lib/time';
 import { spawn, spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { Command } from 'commander';
@@ -31,6 +33,32 @@ async function connect(): Promise<Client> {
     throw new ServersDownError(`Temporal at ${t.address}`, e);
   }
   return new Client({ connection, namespace: t.namespace });
+}
+
+/** The object store, its bucket checked: unreachable → how to start it, not a bare ECONNREFUSED. */
+async function openStore(): Promise<ObjectStore> {
+  const store = ObjectStore.fromEnv();
+  try {
+    await store.ensureBucket();
+  } catch (e) {
+    const code = (e as { code?: string }).code ?? '';
+    if (['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EHOSTUNREACH', 'ETIMEDOUT'].includes(code)) throw new ServersDownError(`the object store at ${store.cfg.endpoint}`, e);
+    throw new Error(`the object store at ${store.cfg.endpoint}: ${(e as Error).message}`);
+  }
+  return store;
+}
+
+/** A run's pipeline workflow: its id is the run id, except for scheduled runs (found by E3Run). */
+async function runHandle(client: Client, runId: string): Promise<WorkflowHandle> {
+  const handle = client.workflow.getHandle(runId);
+  try {
+    await handle.describe();
+    return handle;
+  } catch (e) {
+    if (!(e instanceof WorkflowNotFoundError)) throw e;
+  }
+  for await (const wf of client.workflow.list({ query: `E3Run = "${runId}" AND WorkflowType = "pipeline"` })) return client.workflow.getHandle(wf.workflowId);
+  throw new WorkflowNotFoundError(`run ${runId}: no such run in Temporal`, runId, undefined);
 }
 
 function infra(script: 'up' | 'down' | 'status', ...args: string[]): number {
@@ -60,16 +88,14 @@ function parseSets(sets: string[]): Record<string, unknown> {
 
 /** Live progress: the node running now, its iteration, reward, truncation, pass@1, ETA. */
 async function watch(client: Client, runId: string): Promise<PipelineResult> {
-  const handle = client.workflow.getHandle(runId);
-  const cfg = (await handle.describe()).status;
-  void cfg;
+  const handle = await runHandle(client, runId);
   const started = Date.now();
   const seen = new Map<string, { t0: number; i0: number }>();
   let last = '';
   const tick = async () => {
     const children = client.workflow.list({ query: `E3Run = "${runId}" AND ExecutionStatus = "Running"` });
     for await (const wf of children) {
-      if (wf.workflowId === runId) continue;
+      if (wf.workflowId === handle.workflowId) continue;
       try {
         const p = await client.workflow.getHandle(wf.workflowId).query<Progress>('progress');
         const s = seen.get(p.nodeId) ?? { t0: Date.now(), i0: p.iteration };
@@ -143,6 +169,7 @@ program.command('run <config>').description(`start a run (configs: ${configNames
   const overrides = parseSets(o.set);
   loadConfig(config, overrides); // fail here, with the field named, before anything starts
   const runId = checkId('--id', o.id ?? `${config}-${Math.random().toString(36).slice(2, 8)}`);
+  if (o.lineage) checkId('--lineage', o.lineage);
   const client = await connect();
   await startRun(client, { config, overrides, runId, ...(o.lineage ? { lineage: o.lineage } : {}) });
   if (o.watch) printResult(await watch(client, runId));
@@ -154,19 +181,19 @@ program.command('resume <runId>').description('continue a terminated or failed r
   checkId('runId', runId);
   const client = await connect();
   try {
-    const d = await client.workflow.getHandle(runId).describe();
+    const d = await (await runHandle(client, runId)).describe();
     if (d.status.name === 'RUNNING') throw new Error(`run ${runId} is still running; nothing to resume`);
   } catch (e) {
     if (!(e instanceof WorkflowNotFoundError)) throw e;
   }
-  const store = ObjectStore.fromEnv();
+  const store = await openStore();
   if (!(await store.exists(keys.manifest(runId)))) throw new Error(`run ${runId} has no manifest in the object store: nothing to resume`);
   await startRun(client, { runId });
   printResult(await watch(client, runId));
 });
 
 program.command('ls').description('runs and their checkpoints in the object store').action(async () => {
-  const store = ObjectStore.fromEnv();
+  const store = await openStore();
   const all = await store.list('runs/');
   const runs = [...new Set(all.map((k) => k.split('/')[1]))];
   for (const run of runs) {
@@ -179,38 +206,75 @@ program.command('ls').description('runs and their checkpoints in the object stor
 });
 
 program.command('report <runId>').description('print where a run\'s report is').action(async (runId: string) => {
-  const store = ObjectStore.fromEnv();
+  const store = await openStore();
   const key = keys.report(checkId('runId', runId));
   if (!(await store.exists(key))) throw new Error(`run ${runId} has no report yet`);
   console.log(`s3://${store.bucket}/${key}\n${path.join(process.env.E3_DATA_DIR ?? path.join(ROOT, '.e3'), 'reports', runId, 'index.html')}`);
 });
 
 const schedule = program.command('schedule').description('scheduled retraining (Temporal Schedules)');
+/** A schedule that exists (a missing one is named, not reported as the scheduler's internal workflow). */
+async function scheduleHandle(id: string): Promise<ScheduleHandle> {
+  const handle = (await connect()).schedule.getHandle(id);
+  try {
+    await handle.describe();
+  } catch (e) {
+    if (e instanceof ScheduleNotFoundError) throw new Error(`schedule ${id} does not exist (see \`e3 schedule list\`)`);
+    throw e;
+  }
+  return handle;
+}
+
 schedule.command('create <id>').requiredOption('--config <name>').requiredOption('--lineage <name>').option('--every <interval>', 'e.g. 1d, 6h', '1d').option('--paused').action(async (id: string, o) => {
   checkId('schedule id', id);
+  checkId('--lineage', o.lineage);
+  let every: number;
+  try {
+    every = msToNumber(o.every);
+  } catch {
+    every = NaN;
+  }
+  if (!(every >= 1000)) throw new Error(`--every: ${JSON.stringify(o.every)} is not an interval of at least 1s (e.g. 1d, 6h, 30m)`);
   loadConfig(o.config, { lineage: o.lineage });
   const client = await connect();
-  await client.schedule.create({
-    scheduleId: id,
-    spec: { intervals: [{ every: o.every }] },
-    action: { type: 'startWorkflow', workflowType: 'pipeline', taskQueue: TASK_QUEUE, args: [{ config: o.config, lineage: checkId('--lineage', o.lineage) }] },
-    policies: { overlap: ScheduleOverlapPolicy.SKIP },
-    state: { paused: Boolean(o.paused) },
-  });
-  console.log(`schedule ${id} created: ${o.config} every ${o.every}, lineage ${o.lineage}, overlap skip`);
+  try {
+    await client.schedule.create({
+      scheduleId: id,
+      spec: { intervals: [{ every: o.every }] },
+      action: { type: 'startWorkflow', workflowType: 'pipeline', taskQueue: TASK_QUEUE, args: [{ config: o.config, lineage: o.lineage }] },
+      policies: { overlap: ScheduleOverlapPolicy.SKIP },
+      state: { paused: Boolean(o.paused) },
+    });
+  } catch (e) {
+    if (e instanceof ScheduleAlreadyRunning) throw new Error(`schedule ${id} already exists (\`e3 schedule delete ${id}\` first to replace it)`);
+    throw e;
+  }
+  console.log(`schedule ${id} created: ${o.config} every ${o.every}, lineage ${o.lineage}, overlap skip${o.paused ? ', paused' : ''}`);
 });
 schedule.command('list').action(async () => {
   const client = await connect();
   for await (const s of client.schedule.list()) console.log(`${s.scheduleId}${s.state.paused ? ' (paused)' : ''}`);
 });
 schedule.command('describe <id>').action(async (id: string) => {
-  const d = await (await connect()).schedule.getHandle(id).describe();
-  console.log(JSON.stringify({ id: d.scheduleId, paused: d.state.paused, recentActions: d.info.recentActions.map((a) => a.action.workflow.workflowId), next: d.info.nextActionTimes }, null, 2));
+  const d = await (await scheduleHandle(id)).describe();
+  console.log(JSON.stringify({ id: d.scheduleId, paused: d.state.paused, overlap: d.policies.overlap, recentActions: d.info.recentActions.map((a) => a.action.workflow.workflowId), next: d.info.nextActionTimes }, null, 2));
 });
-schedule.command('trigger <id>').action(async (id: string) => (await connect()).schedule.getHandle(id).trigger(ScheduleOverlapPolicy.SKIP));
-schedule.command('pause <id>').action(async (id: string) => (await connect()).schedule.getHandle(id).pause());
-schedule.command('unpause <id>').action(async (id: string) => (await connect()).schedule.getHandle(id).unpause());
-schedule.command('delete <id>').action(async (id: string) => (await connect()).schedule.getHandle(id).delete());
+schedule.command('trigger <id>').action(async (id: string) => {
+  await (await scheduleHandle(id)).trigger(ScheduleOverlapPolicy.SKIP);
+  console.log(`schedule ${id} triggered (skipped if its last run is still running)`);
+});
+schedule.command('pause <id>').action(async (id: string) => {
+  await (await scheduleHandle(id)).pause();
+  console.log(`schedule ${id} paused`);
+});
+schedule.command('unpause <id>').action(async (id: string) => {
+  await (await scheduleHandle(id)).unpause();
+  console.log(`schedule ${id} unpaused`);
+});
+schedule.command('delete <id>').action(async (id: string) => {
+  await (await scheduleHandle(id)).delete();
+  console.log(`schedule ${id} deleted`);
+});
 
 program.command('start').description('servers up, a worker, the demo run, and watch it (npm start)').option('--config <name>', 'config to run', 'demo').action(async (o) => {
   if (infra('up') !== 0) process.exit(1);
