@@ -37,7 +37,6 @@ interface Manifest {
   config: RunConfig;
   /** Where the first policy came from when not scratch: a lineage's commit or a file. */
   initFrom?: { runId: string; nodeId: string; step: number } | { file: string; sha256: string };
-  nodes: Record<string, { state: 'done'; result: NodeResult }>;
 }
 
 interface LiveSession {
@@ -79,6 +78,15 @@ export function createActivities(ctx: WorkerContext) {
   const sessionKey = (runId: string, nodeId: string) => `${runId}/${nodeId}`;
 
   const readManifest = (runId: string) => store.getJson<Manifest>(keys.manifest(runId));
+
+  /** Results of the nodes recorded as done (`runs/<run>/<node>/result.json`). */
+  async function nodeResults(runId: string, cfg: RunConfig): Promise<Record<string, NodeResult>> {
+    const out: Record<string, NodeResult> = {};
+    for (const id of Object.keys(cfg.nodes)) {
+      if (await store.exists(keys.result(runId, id))) out[id] = await store.getJson<NodeResult>(keys.result(runId, id));
+    }
+    return out;
+  }
 
   /** Weights of a finished training node (its LATEST commit). */
   async function nodeWeights(runId: string, nodeId: string): Promise<Buffer> {
@@ -125,8 +133,7 @@ export function createActivities(ctx: WorkerContext) {
         if (input.config && input.config !== existing.config.name) {
           throw new ConfigError(`runId: run "${runId}" already exists with config "${existing.config.name}", not "${input.config}"`);
         }
-        const done = Object.fromEntries(Object.entries(existing.nodes).map(([k, v]) => [k, v.result]));
-        return { runId, config: existing.config, done, order: topoOrder(existing.config.nodes) };
+        return { runId, config: existing.config, done: await nodeResults(runId, existing.config), order: topoOrder(existing.config.nodes) };
       }
       const overrides = { ...(input.overrides ?? {}), ...(input.lineage ? { lineage: input.lineage } : {}) };
       for (const k of ['accessKey', 'secretKey', 'E3_S3_SECRET_KEY']) if (k in overrides) throw new ConfigError(`overrides.${k}: credentials are never accepted in workflow input`);
@@ -142,16 +149,15 @@ export function createActivities(ctx: WorkerContext) {
         initFrom = { file, sha256: sha };
       }
       if (!initFrom && config.init === 'lineage') throw new ConfigError(`init: lineage "${config.lineage}" has no committed checkpoint yet`);
-      const m: Manifest = { runId, config, ...(initFrom ? { initFrom } : {}), nodes: {} };
+      const m: Manifest = { runId, config, ...(initFrom ? { initFrom } : {}) };
       await store.putJson(keys.manifest(runId), m);
       ctx.log(`run ${runId}: config ${config.name}, seed ${config.seed}, init ${initFrom ? JSON.stringify(initFrom) : config.init}, backend ${ctx.backend}`);
       return { runId, config, done: {}, order: topoOrder(config.nodes) };
     },
 
+    /** One object per node (parallel nodes finishing together must not race on a shared manifest). */
     async markNodeDone(runId: string, nodeId: string, result: NodeResult): Promise<void> {
-      const m = await readManifest(runId);
-      m.nodes[nodeId] = { state: 'done', result };
-      await store.putJson(keys.manifest(runId), m);
+      await store.putJson(keys.result(runId, nodeId), result);
     },
 
     /** Point the lineage at this run's last training node's final commit. */
@@ -160,7 +166,7 @@ export function createActivities(ctx: WorkerContext) {
       const order = topoOrder(m.config.nodes).filter((id) => ['sft', 'rl'].includes(m.config.nodes[id].kind));
       const last = order[order.length - 1];
       if (!last) return;
-      const step = m.nodes[last]?.result.checkpoint?.step ?? 0;
+      const step = (await nodeResults(runId, m.config))[last]?.checkpoint?.step ?? 0;
       await store.putJson(keys.lineage(checkId('lineage', lineage)), { runId, nodeId: last, step });
     },
 
