@@ -43,6 +43,12 @@ interface LiveSession {
   trainer: Trainer;
   node: string;
   step: number;
+  /**
+   * The last SFT chunk / RL update applied in memory, with its metrics: a retry of the same
+   * activity (a store write after it failed, or its completion was lost) finds the work done
+   * and must not apply it a second time.
+   */
+  applied?: { kind: 'sft' | 'rl'; from: number; to: number; metrics: Record<string, number> };
 }
 
 const ROOT = path.resolve(__dirname, '..');
@@ -203,17 +209,22 @@ export function createActivities(ctx: WorkerContext) {
     /** SFT steps [from, to), then a commit at `to`. Resumes from its heartbeat on retry. */
     async sftChunk(s: Session, from: number, to: number): Promise<{ step: number; metrics: Record<string, number> }> {
       const l = live(s);
-      if (l.step !== from) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at step ${l.step}, asked to run from ${from}`);
-      const m = await readManifest(s.runId);
-      const node = m.config.nodes[s.nodeId] as SftNode;
-      let metrics: Record<string, number> = {};
-      await withHeartbeat(() => ({ step: l.step }), async () => {
-        while (l.step < to) {
-          metrics = l.trainer.sftStep(m.config.seed, l.step, node.batchSize, node.difficulty, node.meanWrong);
-          l.step++;
-          await yieldLoop();
-        }
-      });
+      const redo = l.applied?.kind === 'sft' && l.applied.from === from && l.applied.to === to && l.step === to;
+      if (!redo && l.step !== from) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at step ${l.step}, asked to run from ${from}`);
+      let metrics: Record<string, number> = redo ? l.applied!.metrics : {};
+      if (!redo) {
+        const m = await readManifest(s.runId);
+        const node = m.config.nodes[s.nodeId] as SftNode;
+        await withHeartbeat(() => ({ step: l.step }), async () => {
+          while (l.step < to) {
+            metrics = l.trainer.sftStep(m.config.seed, l.step, node.batchSize, node.difficulty, node.meanWrong);
+            l.step++;
+            await yieldLoop();
+          }
+        });
+        l.applied = { kind: 'sft', from, to, metrics };
+      }
+      // A retry that finds the chunk already trained in memory (its commit failed) only commits.
       await writeMetrics(s.runId, s.nodeId, to, metrics);
       await acts.commitCheckpoint(s, to, metrics);
       return { step: to, metrics };
@@ -245,18 +256,34 @@ export function createActivities(ctx: WorkerContext) {
     /** GRPO update from the graded rollouts of iteration t; the session advances to t + 1. */
     async rlUpdate(s: Session, t: number): Promise<{ metrics: Record<string, number> }> {
       const l = live(s);
+      // A retry after the update was applied in memory (the metrics write failed, or the
+      // completion never reached the server): applying it again would train twice on t.
+      if (l.applied?.kind === 'rl' && l.applied.from === t && l.step === t + 1) {
+        await writeMetrics(s.runId, s.nodeId, t + 1, l.applied.metrics);
+        return { metrics: l.applied.metrics };
+      }
       if (l.step !== t) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at iteration ${l.step}, asked to update ${t}`);
       const m = await readManifest(s.runId);
       const key = keys.rollouts(s.runId, s.nodeId, t, 0).replace(/shard-0\.json$/, 'graded.json');
       const graded = await store.getJson<GradedRollout[]>(key);
       const settings = rlSettings(m.config, s.nodeId);
-      const metrics = await withHeartbeat(() => ({ t }), async () => {
-        await yieldLoop();
-        return l.trainer.update(settings, t, graded);
-      });
+      let metrics: Record<string, number>;
+      try {
+        metrics = await withHeartbeat(() => ({ t }), async () => {
+          await yieldLoop();
+          return l.trainer.update(settings, t, graded);
+        });
+      } catch (e) {
+        // Mini-batches before the failing one may have stepped: the in-memory state is no
+        // longer the state at t, so drop the session (a re-open loads the last commit).
+        sessions.delete(sessionKey(s.runId, s.nodeId));
+        l.trainer.dispose();
+        throw e;
+      }
       const all = { ...rolloutMetrics(graded, settings.samples), ...metrics };
-      await writeMetrics(s.runId, s.nodeId, t + 1, all);
       l.step = t + 1;
+      l.applied = { kind: 'rl', from: t, to: t + 1, metrics: all };
+      await writeMetrics(s.runId, s.nodeId, t + 1, all);
       return { metrics: all };
     },
 
@@ -337,7 +364,9 @@ export function createActivities(ctx: WorkerContext) {
     try {
       for (let from = done.next ?? 0; from < node.prompts; from += chunk) {
         const range: [number, number] = [from, Math.min(node.prompts, from + chunk)];
-        counts.push(await withHeartbeat(() => ({ counts, next: from }), () => trainer.evaluate({ seed: m.config.seed, nodeId, ...node, ks: node.k, range })));
+        // Heartbeat a copy: the SDK may encode a queued heartbeat later, after the push below,
+        // and {counts with this chunk, next: from} would count the chunk twice on resume.
+        counts.push(await withHeartbeat(() => ({ counts: [...counts], next: from }), () => trainer.evaluate({ seed: m.config.seed, nodeId, ...node, ks: node.k, range })));
         try {
           heartbeat({ counts, next: range[1] });
         } catch {

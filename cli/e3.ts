@@ -11,13 +11,15 @@ import { Client, Connection, ScheduleAlreadyRunning, ScheduleNotFoundError, Sche
 import type { ScheduleHandle, WorkflowHandle } from '@temporalio/client';
 import { msToNumber } from '@temporalio/common/lib/time';
 import { spawn, spawnSync } from 'node:child_process';
+import { renameSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
 import { TASK_QUEUE } from '../activities/types';
 import type { PipelineInput, Progress } from '../activities/types';
 import { configNames, loadConfig } from '../configs/load';
 import { checkId, keys } from '../storage/layout';
-import { ObjectStore } from '../storage/store';
+import { loadCheckpoint } from '../storage/checkpoints';
+import { ObjectStore, sha256Hex } from '../storage/store';
 import { ServersDownError, temporalTarget } from '../workers/connection';
 import type { PipelineResult } from '../workflows/pipeline';
 
@@ -203,6 +205,19 @@ program.command('ls').description('runs and their checkpoints in the object stor
       console.log(`  ${k.split('/')[2]}: latest checkpoint step ${l.step}`);
     }
   }
+});
+
+program.command('export <runId> <nodeId> <file>').description('write a node\'s latest committed weights to a file (+ <file>.sha256), e.g. the base checkpoint').action(async (runId: string, nodeId: string, file: string) => {
+  const store = ObjectStore.fromEnv();
+  const c = await loadCheckpoint(store, checkId('runId', runId), checkId('nodeId', nodeId), (step, err) => console.error(`skipped ${runId}/${nodeId}@${step}: ${err}`));
+  if (!c) throw new Error(`${runId}/${nodeId} has no committed checkpoint`);
+  const weights = c.files['weights.bin'];
+  const tmp = `${file}.tmp`;
+  writeFileSync(tmp, weights);
+  renameSync(tmp, file);
+  const sha = sha256Hex(weights);
+  writeFileSync(`${file}.sha256`, `${sha}  ${path.basename(file)}\n`);
+  console.log(`${file}: ${weights.length} bytes, sha256 ${sha} (from ${runId}/${nodeId} step ${c.manifest.step})`);
 });
 
 program.command('report <runId>').description('print where a run\'s report is').action(async (runId: string) => {

@@ -188,7 +188,7 @@ export class Trainer {
   }
 
   /** GRPO update on graded rollouts: mini-batches, each one AdamW step (E3_RECIPE.md). */
-  update(s: RlSettings, t: number, graded: GradedRollout[]): Record<string, number> {
+  async update(s: RlSettings, t: number, graded: GradedRollout[]): Promise<Record<string, number>> {
     const order = [...graded].sort((a, b) => a.i - b.i || a.j - b.j);
     const { adv, zeroStdGroups } = groupAdvantages(order.map((g) => g.reward), s.samples);
     let rows = order.map((g, k) => ({ ...g, adv: adv[k], zeroStd: isZeroStdGroup(order, g.i) }));
@@ -218,6 +218,8 @@ export class Trainer {
         return r.grads;
       });
       norms.push(this.stepOrThrow(grads, `rl iteration ${t}`).gradNorm);
+      // Let the worker's event loop breathe (heartbeats, workflow tasks) between optimiser steps.
+      await new Promise<void>((r) => setImmediate(r));
     }
     const w = stats.reduce((a, x) => a + x.tokens, 0) || 1;
     const avg = (f: (x: GrpoStats) => number) => stats.reduce((a, x) => a + f(x) * x.tokens, 0) / w;

@@ -15,7 +15,7 @@ const settings: RlSettings = { seed: 5, nodeId: 'stage', difficulty: d, prompts:
 async function rlIteration(tr: Trainer, t: number) {
   const rollouts = await tr.sampleShard(settings, t, 0, 1, 24);
   const graded = gradeRollouts(settings.seed, settings.nodeId, t, settings.prompts, d, true, rollouts);
-  return { graded, metrics: tr.update(settings, t, graded) };
+  return { graded, metrics: await tr.update(settings, t, graded) };
 }
 
 test('a trainer restored from a snapshot continues byte-identically (the crash-equivalence core)', async () => {
