@@ -53,7 +53,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
     throw new ServersDownError(`the object store at ${store.cfg.endpoint}`, e);
   }
   const queue = `${TRAINER_QUEUE}-${os.hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
-  const activities = createActivities({ store, queue, backend, reportDir: path.join(dataDir(), 'reports'), log });
+  const activities = createActivities({ store, queue, backend, reportDir: path.join(dataDir(), 'reports'), log, maxSessions: Number(process.env.E3_TRAINER_SESSIONS ?? 1) });
   const common = { connection, namespace: target.namespace, activities };
   const workers: Worker[] = [];
   if (opts.queues !== 'trainer') {

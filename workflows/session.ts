@@ -15,7 +15,7 @@ const opener = proxyActivities<Activities>({
   taskQueue: TRAINER_QUEUE,
   startToCloseTimeout: '10 minutes',
   heartbeatTimeout: '60 seconds',
-  retry: { initialInterval: '1s', maximumInterval: '10s', backoffCoefficient: 2, maximumAttempts: 30, nonRetryableErrorTypes: [ErrorTypes.config, ErrorTypes.shape, ErrorTypes.corrupt, ErrorTypes.missing] },
+  retry: { initialInterval: '1s', maximumInterval: '10s', backoffCoefficient: 2, nonRetryableErrorTypes: [ErrorTypes.config, ErrorTypes.shape, ErrorTypes.corrupt, ErrorTypes.missing] },
 });
 
 /** Activities of an open session, pinned to the worker that holds it. */
