@@ -44,7 +44,7 @@ export function renderReportHtml(o: { runId: string; config: RunConfig; results:
     lineChart('train reward (pass@1 of samples)', curve('train/reward_mean'), 'iteration', 'reward'),
     lineChart('response length', curve('train/response_len'), 'iteration', 'tokens'),
     lineChart('truncated fraction', curve('train/truncated_frac'), 'iteration', 'fraction'),
-    lineChart('attempts per response', curve('train/attempts_mean'), 'iteration', 'attempts'),
+    lineChart('attempts per response', curve('train/attempts'), 'iteration', 'attempts'),
     lineChart('SFT loss', curve('sft/loss'), 'step', 'nats'),
   ];
   const evalSeries: Series[] = [];
