@@ -133,3 +133,31 @@ test('a worker SIGKILLed mid-stage: a new worker takes over from the last commit
     await c.close();
   }
 });
+
+test('pause and resume signals hold a stage between iterations; the progress query reports it', async () => {
+  const w = await inProcessWorker();
+  const c = await client();
+  const runId = uid('pause');
+  try {
+    // A longer stage 1 so the signals land while it runs.
+    const h = await start(c.client, runId, { overrides: { nodes: { stage1: { iterations: 30, ckptEvery: 10 } } } });
+    const stage = c.client.workflow.getHandle(`${runId}/stage1`);
+    type P = { iteration: number; paused: boolean; total: number; kind: string };
+    await waitFor('stage1 running', async () => ((await stage.query<P>('progress').catch(() => null))?.iteration ?? -1) >= 1);
+    await stage.signal('pause');
+    await waitFor('paused', async () => (await stage.query<P>('progress')).paused);
+    await new Promise((r) => setTimeout(r, 2000)); // an iteration in flight may still finish
+    const held = (await stage.query<P>('progress')).iteration;
+    await new Promise((r) => setTimeout(r, 4000));
+    const p = await stage.query<P>('progress');
+    assert.equal(p.kind, 'rl');
+    assert.equal(p.iteration, held, 'no iteration may start while paused');
+    assert.ok(held < p.total);
+    await stage.signal('resume');
+    const r = (await h.result()) as PipelineResult;
+    assert.equal(r.results.stage1.checkpoint?.step, 30);
+  } finally {
+    await c.close();
+    await w.stop();
+  }
+});
