@@ -5,25 +5,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import * as path from 'node:path';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { keys } from '../../storage/layout';
-import { ROOT, client, inProcessWorker, store, uid } from './env';
+import { client, e3, inProcessWorker, store, uid } from './env';
 
-/** The real CLI in a child process (asynchronously: an in-process worker must keep running). */
-function e3(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
-  return new Promise((resolve, reject) => {
-    const t0 = Date.now();
-    const p = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'cli', 'e3.ts'), ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
-    p.on('error', reject);
-    p.on('close', (code) => resolve({ code, stdout, stderr, ms: Date.now() - t0 }));
-  });
-}
 
 /** Neither a workflow nor a manifest exists for `runId`. */
 async function nothingStarted(runId: string) {

@@ -1,6 +1,6 @@
 /** Shared set-up for integration tests: the servers test/integration/run.ts started. */
 import { Client, Connection } from '@temporalio/client';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { startWorkers } from '../../workers/worker';
 import { temporalTarget } from '../../workers/connection';
@@ -33,3 +33,17 @@ export async function inProcessWorker() {
 export const store = () => ObjectStore.fromEnv();
 
 export const uid = (prefix: string) => `${prefix}-${process.pid}-${Date.now().toString(36)}`;
+
+/** The real CLI in a child process (asynchronously: an in-process worker must keep running). */
+export function e3(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
+  return new Promise((resolve, reject) => {
+    const t0 = Date.now();
+    const p = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'cli', 'e3.ts'), ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d) => (stdout += d));
+    p.stderr.on('data', (d) => (stderr += d));
+    p.on('error', reject);
+    p.on('close', (code) => resolve({ code, stdout, stderr, ms: Date.now() - t0 }));
+  });
+}

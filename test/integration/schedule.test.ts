@@ -7,8 +7,6 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import * as path from 'node:path';
 import { ScheduleNotFoundError, ScheduleOverlapPolicy } from '@temporalio/client';
 import type { Client, ScheduleDescription } from '@temporalio/client';
 import { modelConfig } from '../../activities';
@@ -19,7 +17,7 @@ import { loadCheckpoint } from '../../storage/checkpoints';
 import { keys } from '../../storage/layout';
 import { sha256Hex } from '../../storage/store';
 import type { PipelineResult } from '../../workflows/pipeline';
-import { ROOT, client, inProcessWorker, store, uid } from './env';
+import { client, e3, inProcessWorker, store, uid } from './env';
 
 const DAY = 86_400_000;
 const LAST_TRAINING_NODE = 'stage2'; // tiny: warmstart → stage1 → select → stage2 → eval → report
@@ -40,19 +38,6 @@ async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, ms 
   }
 }
 
-/** The real CLI in a child process (asynchronously: the in-process worker must keep running). */
-function e3(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
-  return new Promise((resolve, reject) => {
-    const t0 = Date.now();
-    const p = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'cli', 'e3.ts'), ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
-    p.on('error', reject);
-    p.on('close', (code) => resolve({ code, stdout, stderr, ms: Date.now() - t0 }));
-  });
-}
 
 /** The pipeline action `e3 schedule create` makes, with the phase put ~12 h away so only triggers start runs. */
 async function createSchedule(c: Client, scheduleId: string, lineage: string) {
