@@ -196,13 +196,14 @@ program.command('resume <runId>').description('continue a terminated or failed r
 
 program.command('ls').description('runs and their checkpoints in the object store').action(async () => {
   const store = await openStore();
-  const all = await store.list('runs/');
-  const runs = [...new Set(all.map((k) => k.split('/')[1]))];
-  for (const run of runs) {
-    console.log(run);
-    for (const k of all.filter((k) => k.startsWith(`runs/${run}/`) && k.endsWith('/ckpt/LATEST'))) {
-      const l = await store.getJson<{ step: number }>(k);
-      console.log(`  ${k.split('/')[2]}: latest checkpoint step ${l.step}`);
+  // Delimiter listings (runs, then their nodes): never the rollouts and checkpoint blobs.
+  for (const runPrefix of await store.listPrefixes('runs/')) {
+    console.log(runPrefix.split('/')[1]);
+    for (const nodePrefix of await store.listPrefixes(runPrefix)) {
+      const latest = `${nodePrefix}ckpt/LATEST`;
+      if (!(await store.exists(latest))) continue;
+      const l = await store.getJson<{ step: number }>(latest);
+      console.log(`  ${nodePrefix.split('/')[2]}: latest checkpoint step ${l.step}`);
     }
   }
 });

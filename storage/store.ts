@@ -195,6 +195,17 @@ export class ObjectStore {
     return keys.sort();
   }
 
+  /** The next level of "folders" under a prefix (a delimiter listing: no recursion). */
+  async listPrefixes(prefix: string): Promise<string[]> {
+    await this.ensureBucket();
+    const out: string[] = [];
+    for await (const item of this.client.listObjectsV2(this.bucket, prefix, false)) {
+      const p = (item as { prefix?: string }).prefix;
+      if (p) out.push(p);
+    }
+    return out.sort();
+  }
+
   async remove(keys: string[]): Promise<void> {
     if (keys.length === 0) return;
     await this.ensureBucket();
