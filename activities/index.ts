@@ -29,6 +29,8 @@ export interface WorkerContext {
   backend: string;
   /** Where reports are written on disk. */
   reportDir: string;
+  /** Trainer sessions this worker holds at once. @default 1 */
+  maxSessions?: number;
   log: (msg: string) => void;
 }
 
@@ -49,7 +51,12 @@ interface LiveSession {
    * and must not apply it a second time.
    */
   applied?: { kind: 'sft' | 'rl'; from: number; to: number; metrics: Record<string, number> };
+  /** Wall-clock ms of the last activity on this session (for evicting abandoned sessions only). */
+  lastUsed: number;
 }
+
+/** A session untouched this long was abandoned (its workflow re-routed elsewhere) and may be evicted. */
+const SESSION_IDLE_MS = 120_000;
 
 const ROOT = path.resolve(__dirname, '..');
 
@@ -113,6 +120,7 @@ export function createActivities(ctx: WorkerContext) {
   function live(s: Session): LiveSession {
     const l = sessions.get(sessionKey(s.runId, s.nodeId));
     if (!l) throw new SessionLostError(`trainer session ${s.runId}/${s.nodeId} is not held by worker ${ctx.queue} (it restarted or the session was closed)`);
+    l.lastUsed = Date.now();
     return l;
   }
 
@@ -182,8 +190,17 @@ export function createActivities(ctx: WorkerContext) {
       const cfg = m.config;
       const node = cfg.nodes[input.nodeId] as RlNode | SftNode;
       const key = sessionKey(input.runId, input.nodeId);
-      sessions.get(key)?.trainer.dispose();
-      sessions.delete(key);
+      // One live session per trainer worker (training is CPU-bound and single-threaded): a busy
+      // worker refuses, and the retry lands on an idle trainer (or here, once this one is free).
+      for (const [k, l] of sessions) {
+        if (k === key || Date.now() - l.lastUsed > SESSION_IDLE_MS) {
+          l.trainer.dispose();
+          sessions.delete(k);
+        }
+      }
+      if (sessions.size >= (ctx.maxSessions ?? 1)) {
+        throw new Error(`trainer ${ctx.queue} is busy with session ${[...sessions.keys()].join(', ')}; retrying`);
+      }
       const own = await loadCheckpoint(store, input.runId, input.nodeId, (step, err) => ctx.log(`checkpoint ${key}@${step} rejected, trying the previous commit: ${err}`));
       const start = node.kind === 'rl' || !own ? await startWeights(m, input.nodeId) : undefined;
       const trainer = Trainer.create({
@@ -195,7 +212,7 @@ export function createActivities(ctx: WorkerContext) {
         toolArithmetic: cfg.toolArithmetic,
       });
       const step = own ? own.manifest.step : 0;
-      sessions.set(key, { trainer, node: input.nodeId, step });
+      sessions.set(key, { trainer, node: input.nodeId, step, lastUsed: Date.now() });
       ctx.log(`session ${key} opened on ${ctx.queue} at step ${step}${own ? '' : ' (fresh)'}`);
       return { runId: input.runId, nodeId: input.nodeId, queue: ctx.queue, step };
     },
@@ -215,7 +232,7 @@ export function createActivities(ctx: WorkerContext) {
       if (!redo) {
         const m = await readManifest(s.runId);
         const node = m.config.nodes[s.nodeId] as SftNode;
-        await withHeartbeat(() => ({ step: l.step }), async () => {
+        await withHeartbeat(() => ({ step: l.step, at: (l.lastUsed = Date.now()) }), async () => {
           while (l.step < to) {
             metrics = l.trainer.sftStep(m.config.seed, l.step, node.batchSize, node.difficulty, node.meanWrong);
             l.step++;
@@ -236,7 +253,7 @@ export function createActivities(ctx: WorkerContext) {
       if (l.step !== t) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at iteration ${l.step}, asked to sample ${t}`);
       const m = await readManifest(s.runId);
       const node = m.config.nodes[s.nodeId] as RlNode;
-      const rollouts = await withHeartbeat(() => ({ t, shard }), () => l.trainer.sampleShard(rlSettings(m.config, s.nodeId), t, shard, node.shards, budget));
+      const rollouts = await withHeartbeat(() => ({ t, shard, at: (l.lastUsed = Date.now()) }), () => l.trainer.sampleShard(rlSettings(m.config, s.nodeId), t, shard, node.shards, budget));
       const key = keys.rollouts(s.runId, s.nodeId, t, shard);
       await store.putJson(key, rollouts);
       return { key, rows: rollouts.length };
@@ -269,7 +286,7 @@ export function createActivities(ctx: WorkerContext) {
       const settings = rlSettings(m.config, s.nodeId);
       let metrics: Record<string, number>;
       try {
-        metrics = await withHeartbeat(() => ({ t }), async () => {
+        metrics = await withHeartbeat(() => ({ t, at: (l.lastUsed = Date.now()) }), async () => {
           await yieldLoop();
           return l.trainer.update(settings, t, graded);
         });
