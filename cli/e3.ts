@@ -12,6 +12,7 @@ import type { ScheduleHandle, WorkflowHandle } from '@temporalio/client';
 import { msToNumber } from '@temporalio/common/lib/time';
 import { spawn, spawnSync } from 'node:child_process';
 import { renameSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { Command } from 'commander';
 import { TASK_QUEUE } from '../activities/types';
@@ -294,18 +295,21 @@ schedule.command('delete <id>').action(async (id: string) => {
 
 program.command('start').description('servers up, a worker, the demo run, and watch it (npm start)').option('--config <name>', 'config to run', 'demo').action(async (o) => {
   if (infra('up') !== 0) process.exit(1);
-  const worker = spawn(process.execPath, [...process.execArgv, __filename, 'worker'], { stdio: 'inherit' });
+  // One worker process per core (the wasm backend is single-threaded), at least two.
+  const n = Math.max(2, Number(process.env.E3_START_WORKERS ?? os.availableParallelism()));
+  const workers = Array.from({ length: n }, () => spawn(process.execPath, [...process.execArgv, __filename, 'worker'], { stdio: 'inherit' }));
   try {
     const client = await connect();
     const runId = `${o.config}-${Date.now().toString(36)}`;
     await startRun(client, { config: o.config, runId });
     printResult(await watch(client, runId));
+    console.log('servers are still up (Web UI http://127.0.0.1:' + (process.env.E3_TEMPORAL_UI_PORT ?? '8233') + '); stop them with `npx e3 down`');
   } finally {
-    worker.kill('SIGTERM');
+    for (const w of workers) w.kill('SIGTERM');
   }
 });
 
-program.parseAsync().catch((err) => {
+program.parseAsync().then(() => process.exit(process.exitCode ?? 0)).catch((err) => {
   console.error(`e3: ${err instanceof Error ? err.message : err}`);
   process.exit(1);
 });
