@@ -39,6 +39,8 @@ interface Manifest {
   config: RunConfig;
   /** Where the first policy came from when not scratch: a lineage's commit or a file. */
   initFrom?: { runId: string; nodeId: string; step: number } | { file: string; sha256: string };
+  /** tfjs backend of the worker that prepared the run (each checkpoint records its own). */
+  backend?: string;
 }
 
 interface LiveSession {
@@ -163,7 +165,7 @@ export function createActivities(ctx: WorkerContext) {
         initFrom = { file, sha256: sha };
       }
       if (!initFrom && config.init === 'lineage') throw new ConfigError(`init: lineage "${config.lineage}" has no committed checkpoint yet`);
-      const m: Manifest = { runId, config, ...(initFrom ? { initFrom } : {}) };
+      const m: Manifest = { runId, config, ...(initFrom ? { initFrom } : {}), backend: ctx.backend };
       await store.putJson(keys.manifest(runId), m);
       ctx.log(`run ${runId}: config ${config.name}, seed ${config.seed}, init ${initFrom ? JSON.stringify(initFrom) : config.init}, backend ${ctx.backend}`);
       return { runId, config, done: {}, order: topoOrder(config.nodes) };
