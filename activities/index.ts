@@ -214,6 +214,10 @@ export function createActivities(ctx: WorkerContext) {
         toolArithmetic: cfg.toolArithmetic,
       });
       const step = own ? own.manifest.step : 0;
+      const was = own?.manifest.meta.backend;
+      if (typeof was === 'string' && was !== ctx.backend) {
+        ctx.log(`warning: ${key}@${step} was committed on the ${was} backend, resuming on ${ctx.backend}: the run stays valid but is no longer byte-identical to an uninterrupted one (pin E3_BACKEND)`);
+      }
       sessions.set(key, { trainer, node: input.nodeId, step, lastUsed: Date.now() });
       ctx.log(`session ${key} opened on ${ctx.queue} at step ${step}${own ? '' : ' (fresh)'}`);
       return { runId: input.runId, nodeId: input.nodeId, queue: ctx.queue, step };
