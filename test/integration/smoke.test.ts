@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { TASK_QUEUE } from '../../activities/types';
@@ -57,7 +58,12 @@ test('a workflow started before a Temporal restart is still there afterwards and
   let c = await client();
   await c.client.workflow.start('ping', { taskQueue: TASK_QUEUE, workflowId: id, args: [{ waitMs: 3000, note: 'restart' }] });
   await c.close();
+  const pidFile = path.join(process.env.E3_DATA_DIR!, 'pids', 'temporal.pid');
+  const pid = Number(readFileSync(pidFile, 'utf8'));
   assert.equal(infra('down', 'temporal'), 0);
+  // infra/down stops exactly the recorded process, and it is gone.
+  assert.throws(() => process.kill(pid, 0), /ESRCH/);
+  assert.equal(existsSync(pidFile), false);
   assert.equal(infra('up', 'temporal'), 0);
   const w = await inProcessWorker();
   c = await client();
