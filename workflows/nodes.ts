@@ -92,7 +92,7 @@ export async function rlStage(input: NodeInput & { carry?: Carry }): Promise<Nod
       const graded = await acts.rlGrade(s, t, shards.map((x) => x.key));
       const updated = await acts.rlUpdate(s, t);
       const next = t + 1;
-      if (next % node.ckptEvery === 0 || next === node.iterations) await acts.commitCheckpoint(s, next);
+      if (next % node.ckptEvery === 0 || next === node.iterations) await acts.commitCheckpoint(s, next, { ...graded.metrics, ...updated.metrics });
       return { iteration: next, metrics: { ...graded.metrics, ...updated.metrics } };
     });
     if (!r.ok) {
