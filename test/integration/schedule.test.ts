@@ -62,7 +62,9 @@ function replayWarmstart(cfg: RunConfig, weights: Uint8Array | undefined): strin
 }
 
 test('a schedule retrains a lineage: overlap SKIP, and the second run warm-starts from the first run\'s final commit', async () => {
-  const w = await inProcessWorker();
+  // No worker yet: the first scheduled run cannot finish before the second trigger arrives,
+  // so the overlap policy is exercised deterministically.
+  let w: Awaited<ReturnType<typeof inProcessWorker>> | undefined;
   const c = await client();
   const s = store();
   const scheduleId = uid('retrain');
@@ -76,14 +78,18 @@ test('a schedule retrains a lineage: overlap SKIP, and the second run warm-start
     assert.ok(d.info.nextActionTimes[0].getTime() > Date.now() + 6 * 3_600_000, `next action ${d.info.nextActionTimes[0].toISOString()} is too close`);
     assert.equal(d.info.numActionsTaken, 0);
 
-    // Trigger twice back to back (as `e3 schedule trigger` does, with SKIP): the second
-    // finds the first run still running and is skipped.
+    // Trigger twice (as `e3 schedule trigger` does, with SKIP): the second finds the first
+    // run still running and is skipped. The second trigger waits for the first to be
+    // taken and for the next second (scheduled workflow ids carry the time to the second).
     await h.trigger(ScheduleOverlapPolicy.SKIP);
+    await waitFor('first trigger taken', async () => ((await describe()).info.numActionsTaken >= 1 ? true : undefined));
+    await new Promise((r) => setTimeout(r, 1100));
     await h.trigger(ScheduleOverlapPolicy.SKIP);
     d = await waitFor('both triggers processed', async () => {
       const x = await describe();
       return x.info.numActionsTaken + x.info.numActionsSkippedOverlap >= 2 ? x : undefined;
     });
+    w = await inProcessWorker();
     assert.equal(d.info.numActionsTaken, 1, 'one run started');
     assert.equal(d.info.numActionsSkippedOverlap, 1, 'the overlapping trigger was skipped');
     const first = d.info.recentActions[0].action.workflow.workflowId;
@@ -149,7 +155,7 @@ test('a schedule retrains a lineage: overlap SKIP, and the second run warm-start
   } finally {
     await h.delete().catch(() => undefined);
     await c.close();
-    await w.stop();
+    await w?.stop();
   }
 });
 
