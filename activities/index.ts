@@ -15,7 +15,7 @@ import { Trainer, evalMetrics, gradeRollouts, rolloutMetrics } from '../ml/train
 import type { EvalCounts, GradedRollout, RlSettings, Rollout } from '../ml/trainer';
 import { VOCAB_SIZE } from '../ml/tokenizer';
 import { commitCheckpoint as commit, loadCheckpoint } from '../storage/checkpoints';
-import { checkId, keys, pad6 } from '../storage/layout';
+import { checkId, keys } from '../storage/layout';
 import type { ObjectStore } from '../storage/store';
 import { sha256Hex } from '../storage/store';
 import { MissingCheckpointError, SessionLostError, classified } from './errors';
@@ -271,7 +271,7 @@ export function createActivities(ctx: WorkerContext) {
       const node = m.config.nodes[s.nodeId] as RlNode;
       const rollouts = (await Promise.all(shardKeys.map((k) => store.getJson<Rollout[]>(k)))).flat();
       const graded = gradeRollouts(m.config.seed, s.nodeId, t, node.prompts, node.difficulty, m.config.toolArithmetic, rollouts);
-      const key = keys.rollouts(s.runId, s.nodeId, t, 0).replace(/shard-0\.json$/, 'graded.json');
+      const key = keys.graded(s.runId, s.nodeId, t);
       await store.putJson(key, graded);
       return { key, metrics: rolloutMetrics(graded, node.samples) };
     },
@@ -287,7 +287,7 @@ export function createActivities(ctx: WorkerContext) {
       }
       if (l.step !== t) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at iteration ${l.step}, asked to update ${t}`);
       const m = await readManifest(s.runId);
-      const key = keys.rollouts(s.runId, s.nodeId, t, 0).replace(/shard-0\.json$/, 'graded.json');
+      const key = keys.graded(s.runId, s.nodeId, t);
       const graded = await store.getJson<GradedRollout[]>(key);
       const settings = rlSettings(m.config, s.nodeId);
       let metrics: Record<string, number>;
@@ -431,4 +431,3 @@ export function readInitFile(file: string, expectedSha?: string): Buffer & { sha
   return Object.assign(buf, { sha256: sha });
 }
 
-export { pad6 };

@@ -210,7 +210,7 @@ program.command('ls').description('runs and their checkpoints in the object stor
 });
 
 program.command('export <runId> <nodeId> <file>').description('write a node\'s latest committed weights to a file (+ <file>.sha256), e.g. the base checkpoint').action(async (runId: string, nodeId: string, file: string) => {
-  const store = ObjectStore.fromEnv();
+  const store = await openStore();
   const c = await loadCheckpoint(store, checkId('runId', runId), checkId('nodeId', nodeId), (step, err) => console.error(`skipped ${runId}/${nodeId}@${step}: ${err}`));
   if (!c) throw new Error(`${runId}/${nodeId} has no committed checkpoint`);
   const weights = c.files['weights.bin'];

@@ -191,8 +191,11 @@ export class Trainer {
   async update(s: RlSettings, t: number, graded: GradedRollout[]): Promise<Record<string, number>> {
     const order = [...graded].sort((a, b) => a.i - b.i || a.j - b.j);
     const { adv, zeroStdGroups } = groupAdvantages(order.map((g) => g.reward), s.samples);
-    let rows = order.map((g, k) => ({ ...g, adv: adv[k], zeroStd: isZeroStdGroup(order, g.i) }));
-    if (s.skipZeroStd) rows = rows.filter((r) => !r.zeroStd);
+    let rows = order.map((g, k) => ({ ...g, adv: adv[k] }));
+    if (s.skipZeroStd) {
+      const flat = zeroStdPrompts(order);
+      rows = rows.filter((r) => !flat.has(r.i));
+    }
     const shuffled = new Rng(deriveSeed(s.seed, 'minibatch', s.nodeId, t)).shuffle(rows);
     const mbSize = Math.ceil(shuffled.length / s.miniBatches);
     const stats: GrpoStats[] = [];
@@ -323,9 +326,9 @@ export function gradeRollouts(seed: number, nodeId: string, t: number, prompts: 
 
 /** train/* metrics of one iteration's graded rollouts. */
 export function rolloutMetrics(graded: GradedRollout[], samples: number): Record<string, number> {
-  const recs: ResponseRecord[] = graded.map((g) => ({ reward: g.reward, length: g.response.length, truncated: g.truncated, attempts: g.grade.attempts, checks: g.grade.checks }));
   const order = [...graded].sort((a, b) => a.i - b.i || a.j - b.j);
-  return summarizeResponses('train', order.map((g) => recs[graded.indexOf(g)]), samples);
+  const recs: ResponseRecord[] = order.map((g) => ({ reward: g.reward, length: g.response.length, truncated: g.truncated, attempts: g.grade.attempts, checks: g.grade.checks }));
+  return summarizeResponses('train', recs, samples);
 }
 
 export class ShapeMismatchError extends Error {
@@ -335,9 +338,15 @@ export class ShapeMismatchError extends Error {
   }
 }
 
-function isZeroStdGroup(rows: GradedRollout[], i: number): boolean {
-  const rs = rows.filter((r) => r.i === i).map((r) => r.reward);
-  return rs.every((r) => r === rs[0]);
+/** Prompts whose group of rewards is all equal (no signal), in one pass. */
+function zeroStdPrompts(rows: GradedRollout[]): Set<number> {
+  const first = new Map<number, number>();
+  const mixed = new Set<number>();
+  for (const r of rows) {
+    if (!first.has(r.i)) first.set(r.i, r.reward);
+    else if (first.get(r.i) !== r.reward) mixed.add(r.i);
+  }
+  return new Set([...first.keys()].filter((i) => !mixed.has(i)));
 }
 
 const lossTokens = (r: { response: number[]; forced: number[]; adv?: number }, positiveOnly: boolean): number =>

@@ -5,7 +5,7 @@
  * without a LATEST that ever pointed at it is not a checkpoint. Loading verifies every
  * sha256; a corrupt or missing commit falls back to the previous one and says so.
  */
-import { keys, pad6 } from './layout';
+import { keys } from './layout';
 import type { ObjectStore } from './store';
 import { CorruptObjectError, MissingObjectError } from './store';
 
@@ -163,4 +163,3 @@ export async function pruneCheckpoints(store: ObjectStore, run: string, node: st
   return drop;
 }
 
-export const ckptLabel = (run: string, node: string, step: number): string => `${run}/${node}@${pad6(step)}`;

@@ -22,6 +22,7 @@ export const keys = {
   ckpt: (run: string, node: string, step: number) => `runs/${run}/${node}/ckpt/${pad6(step)}/`,
   latest: (run: string, node: string) => `runs/${run}/${node}/ckpt/LATEST`,
   rollouts: (run: string, node: string, step: number, shard: number) => `runs/${run}/${node}/rollouts/${pad6(step)}/shard-${shard}.json`,
+  graded: (run: string, node: string, step: number) => `runs/${run}/${node}/rollouts/${pad6(step)}/graded.json`,
   result: (run: string, node: string) => `runs/${run}/${node}/result.json`,
   report: (run: string, file = 'index.html') => `runs/${run}/report/${file}`,
   lineage: (name: string) => `lineages/${name}/LATEST`,
