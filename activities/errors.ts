@@ -24,6 +24,14 @@ export class MissingCheckpointError extends Error {
   }
 }
 
+/** Stage data too hard for the policy entering it (select-budget measured J ~ 0): retrying cannot help. */
+export class UncalibratedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UncalibratedError';
+  }
+}
+
 export function classify(err: unknown): unknown {
   if (err instanceof ApplicationFailure) return err;
   const e = err as Error;
@@ -35,6 +43,7 @@ export function classify(err: unknown): unknown {
   if (err instanceof MissingCheckpointError) return nonRetryable(ErrorTypes.missing);
   if (err instanceof CorruptObjectError) return nonRetryable(ErrorTypes.corrupt);
   if (err instanceof MissingObjectError) return nonRetryable(ErrorTypes.missing);
+  if (err instanceof UncalibratedError) return nonRetryable(ErrorTypes.uncalibrated);
   return err;
 }
 

@@ -18,7 +18,7 @@ import { commitCheckpoint as commit, loadCheckpoint } from '../storage/checkpoin
 import { checkId, keys } from '../storage/layout';
 import type { ObjectStore } from '../storage/store';
 import { sha256Hex } from '../storage/store';
-import { MissingCheckpointError, SessionLostError, classified } from './errors';
+import { MissingCheckpointError, SessionLostError, UncalibratedError, classified } from './errors';
 import { renderReportHtml } from './report';
 import type { NodeInput, NodeResult, PipelineInput, PreparedRun, Session } from './types';
 
@@ -66,7 +66,7 @@ export const modelConfig = (cfg: RunConfig): PolicyConfig => ({ vocab: VOCAB_SIZ
 
 export function rlSettings(cfg: RunConfig, nodeId: string): RlSettings {
   const n = cfg.nodes[nodeId] as RlNode;
-  return { seed: cfg.seed, nodeId, difficulty: n.difficulty, prompts: n.prompts, samples: n.samples, temperature: n.temperature, topP: n.topP, miniBatches: n.miniBatches, microBatch: n.microBatch, skipZeroStd: n.skipZeroStd, grpo: n.grpo };
+  return { seed: cfg.seed, nodeId, stream: n.stream ?? nodeId, difficulty: n.difficulty, prompts: n.prompts, samples: n.samples, temperature: n.temperature, topP: n.topP, miniBatches: n.miniBatches, microBatch: n.microBatch, skipZeroStd: n.skipZeroStd, grpo: n.grpo };
 }
 
 /** Run `fn` while heartbeating every few seconds (the sampler and trainer yield to the event loop). */
@@ -240,7 +240,7 @@ export function createActivities(ctx: WorkerContext) {
         const node = m.config.nodes[s.nodeId] as SftNode;
         await withHeartbeat(() => ({ step: l.step, at: (l.lastUsed = Date.now()) }), async () => {
           while (l.step < to) {
-            metrics = l.trainer.sftStep(m.config.seed, l.step, node.batchSize, node.difficulty, node.meanWrong);
+            metrics = l.trainer.sftStep(m.config.seed, l.step, node.batchSize, node.difficulty, { meanWrong: node.meanWrong, maxAttempts: node.maxAttempts, nearMiss: node.nearMiss });
             l.step++;
             await yieldLoop();
           }
@@ -270,7 +270,7 @@ export function createActivities(ctx: WorkerContext) {
       const m = await readManifest(s.runId);
       const node = m.config.nodes[s.nodeId] as RlNode;
       const rollouts = (await Promise.all(shardKeys.map((k) => store.getJson<Rollout[]>(k)))).flat();
-      const graded = gradeRollouts(m.config.seed, s.nodeId, t, node.prompts, node.difficulty, m.config.toolArithmetic, rollouts);
+      const graded = gradeRollouts(m.config.seed, node.stream ?? s.nodeId, t, node.prompts, node.difficulty, m.config.toolArithmetic, rollouts);
       const key = keys.graded(s.runId, s.nodeId, t);
       await store.putJson(key, graded);
       return { key, metrics: rolloutMetrics(graded, node.samples) };
@@ -325,28 +325,46 @@ export function createActivities(ctx: WorkerContext) {
       return { step, sha256: sha256Hex(weights) };
     },
 
-    /** Eq. 6.1 on J(B) measured at the node's grid of budgets. */
+    /**
+     * Eq. 6.1 on J(B) measured at the node's grid of budgets, on the `select` split with the
+     * policy entering the next stage. When J stays below minPassAt1 on the whole grid the
+     * stage data is too hard for that policy and Eq. 6.1 has nothing to measure: the node
+     * fails (onUncalibrated "fail") or warns in its result and takes the largest budget.
+     */
     async selectBudget(input: NodeInput): Promise<NodeResult> {
       const m = await readManifest(input.runId);
       const node = m.config.nodes[input.nodeId] as SelectBudgetNode;
-      const counts = await evaluateResumable(m, input.nodeId, { ...node, budgets: node.grid, k: [1], offset: 2_000_000 });
+      const counts = await evaluateResumable(m, input.nodeId, { ...node, split: 'select', budgets: node.grid, k: [1], offset: 0 });
       const metrics = evalMetrics(counts, node.grid, [1]);
       const J = node.grid.map((b) => ({ budget: b, passAt1: metrics[`eval/b${b}/pass@1`] }));
       const maxB = Math.max(...node.grid);
       const lens = counts.flatMap((c) => c[maxB].records.filter((r) => !r.truncated).map((r) => r.length));
       const meanLen = lens.length ? lens.reduce((a, b) => a + b, 0) / lens.length : 0;
       const b0 = node.b0 > 0 ? node.b0 : meanLen;
+      const curve = J.map((j) => `J(${j.budget})=${j.passAt1.toFixed(3)}`).join(' ');
+      const bestJ = Math.max(...J.map((j) => j.passAt1));
+      if (bestJ < node.minPassAt1) {
+        const msg = `nodes.${input.nodeId}: J(B) < minPassAt1 ${node.minPassAt1} on the whole grid (${curve}; ${node.prompts} problems x ${node.samples} samples): the stage data is too hard for the policy entering it, so Eq. 6.1 cannot pick a budget. Make the stage easier (count, minSteps, max) or the policy stronger`;
+        if (node.onUncalibrated === 'fail') throw new UncalibratedError(msg);
+        ctx.log(`warning: ${msg}; taking the largest budget ${maxB}`);
+        return { kind: 'select-budget', budget: maxB, warning: msg, metrics: { ...metrics, 'select/b0': b0, 'select/budget': maxB, 'select/qualified': 0, 'select/uncalibrated': 1 } };
+      }
       const choice = eq61(J, { kappa: node.kappa, b0 });
-      const budget = choice.budget ?? maxB;
-      ctx.log(`select-budget ${input.runId}/${input.nodeId}: J=${JSON.stringify(J)} b0=${b0.toFixed(1)} -> ${budget} (${choice.reason})`);
-      return { kind: 'select-budget', budget, metrics: { ...metrics, 'select/b0': b0, 'select/budget': budget, 'select/qualified': choice.budget === null ? 0 : 1 } };
+      const budget = choice.budget ?? choice.fallback ?? maxB;
+      ctx.log(`select-budget ${input.runId}/${input.nodeId}: ${curve} b0=${b0.toFixed(1)} -> ${budget} (${choice.reason})`);
+      return {
+        kind: 'select-budget',
+        budget,
+        ...(choice.budget === null ? { warning: `Eq. 6.1: ${choice.reason}; took ${budget}` } : {}),
+        metrics: { ...metrics, 'select/b0': b0, 'select/budget': budget, 'select/qualified': choice.budget === null ? 0 : 1, 'select/uncalibrated': 0 },
+      };
     },
 
     /** pass@k and length / attempt / truncation stats at several budgets. */
     async evaluate(input: NodeInput): Promise<NodeResult> {
       const m = await readManifest(input.runId);
       const node = m.config.nodes[input.nodeId] as EvalNode;
-      const counts = await evaluateResumable(m, input.nodeId, node);
+      const counts = await evaluateResumable(m, input.nodeId, { ...node, split: 'eval' });
       return { kind: 'eval', metrics: evalMetrics(counts, node.budgets, node.k) };
     },
 
@@ -370,7 +388,7 @@ export function createActivities(ctx: WorkerContext) {
   async function evaluateResumable(
     m: Manifest,
     nodeId: string,
-    node: { difficulty: RlNode['difficulty']; budgets: number[]; prompts: number; samples: number; temperature: number; k: number[]; offset: number },
+    node: { difficulty: RlNode['difficulty']; split: 'eval' | 'select'; budgets: number[]; prompts: number; samples: number; temperature: number; k: number[]; offset: number },
   ): Promise<EvalCounts[]> {
     const src = policySource(m.config, nodeId);
     const weights = src ? await nodeWeights(m.runId, src) : await startWeights(m, nodeId);
@@ -389,7 +407,7 @@ export function createActivities(ctx: WorkerContext) {
         const range: [number, number] = [from, Math.min(node.prompts, from + chunk)];
         // Heartbeat a copy: the SDK may encode a queued heartbeat later, after the push below,
         // and {counts with this chunk, next: from} would count the chunk twice on resume.
-        counts.push(await withHeartbeat(() => ({ counts: [...counts], next: from }), () => trainer.evaluate({ seed: m.config.seed, nodeId, ...node, ks: node.k, range })));
+        counts.push(await withHeartbeat(() => ({ counts: [...counts], next: from }), () => trainer.evaluate({ seed: m.config.seed, ...node, ks: node.k, range })));
         try {
           heartbeat({ counts, next: range[1] });
         } catch {

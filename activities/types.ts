@@ -26,6 +26,8 @@ export type NodeResult = {
   checkpoint?: { step: number };
   /** Budget chosen by a select-budget node. */
   budget?: number;
+  /** Something the user should know about this result (e.g. Eq. 6.1 had no qualifying budget). */
+  warning?: string;
   /** Small metrics (e.g. eval/b64/pass@1). */
   metrics?: Record<string, number>;
   /** Report location (object key and local path). */
@@ -83,4 +85,5 @@ export const ErrorTypes = {
   corrupt: 'CorruptCheckpoint',
   missing: 'MissingCheckpoint',
   shape: 'ShapeMismatch',
+  uncalibrated: 'UncalibratedData',
 } as const;

@@ -1,15 +1,14 @@
 /**
- * Tool-computed arithmetic vs the policy writing every result (issue 3): the same small
+ * Tool-computed arithmetic vs the policy writing every result : the same small
  * policy, the same SFT steps on the same traces, then pass@k at a fixed budget, check
  * agreement, and how often the policy's own arithmetic is right. Prints; never fails.
  *
  *   npx tsx bench/modes.bench.ts [steps=150] [layers=2] [dModel=64]
  */
 import { initBackend } from '../ml/backend';
-import { checkAgreement, generateCountdown, makeCountdown, parseResponse } from '../ml/countdown';
-import { deriveSeed } from '../ml/rng';
+import { exploreResponse, makeCountdown, parseResponse } from '../ml/countdown';
 import { VOCAB_SIZE, decode } from '../ml/tokenizer';
-import { Trainer, evalMetrics } from '../ml/trainer';
+import { Trainer, evalMetrics, heldOutProblem } from '../ml/trainer';
 
 const [steps = 150, layers = 2, dModel = 64] = process.argv.slice(2).map(Number);
 const d = { count: 3, min: 1, max: 9, ops: '+-*' };
@@ -19,20 +18,20 @@ async function run(tool: boolean) {
   const tr = Trainer.create({ model, optim: { lr: 2e-3 }, toolArithmetic: tool });
   const t0 = performance.now();
   let loss = 0;
-  for (let s = 0; s < steps; s++) loss = tr.sftStep(1, s, 32, [d], 1.5)['sft/loss'];
+  for (let s = 0; s < steps; s++) loss = tr.sftStep(1, s, 32, [d], { meanWrong: 1.5 })['sft/loss'];
   const trainS = (performance.now() - t0) / 1000;
-  const counts = await tr.evaluate({ seed: 1, nodeId: 'bench', difficulty: d, budgets: [64], prompts: 48, samples: 4, temperature: 0.6, ks: [1, 4], offset: 7_000_000 });
+  const counts = await tr.evaluate({ seed: 1, split: 'eval', difficulty: d, budgets: [64], prompts: 48, samples: 4, temperature: 0.6, ks: [1, 4], offset: 0 });
   const m = evalMetrics([counts], [64], [1, 4]);
   // Verification and arithmetic skill on one sample per problem.
   const task = makeCountdown({ toolArithmetic: tool });
   let agree = 0, checks = 0, steps_ = 0, right = 0;
-  const rows = Array.from({ length: 48 }, (_, i) => ({ i, j: 0, p: generateCountdown(deriveSeed(1, 'eval-data'), 7_000_000 + i, d) }));
+  const rows = Array.from({ length: 48 }, (_, i) => ({ i, j: 0, p: heldOutProblem(1, 'eval', d, i) }));
   const out = await (tr as unknown as { sampleRows: (r: typeof rows, b: number, t: number, p: number, s: (r: { i: number }) => number) => Promise<Array<{ response: number[] }>> }).sampleRows(rows, 64, 0.6, 1, (r) => r.i + 1);
   out.forEach((r, k) => {
     const text = decode(r.response);
-    const a = checkAgreement(rows[k].p, text);
-    agree += a.agree;
-    checks += a.checks;
+    const a = exploreResponse(rows[k].p, parseResponse(text), text.length, false);
+    agree += a.marksTrue;
+    checks += a.marks;
     for (const att of parseResponse(text).attempts ?? []) for (const st of att.steps) {
       steps_++;
       const v = st.op === '+' ? st.a + st.b : st.op === '-' ? st.a - st.b : st.op === '*' ? st.a * st.b : st.a / st.b;

@@ -18,9 +18,14 @@ export const DifficultySchema = z
     max: z.number().int().min(1).max(1000).default(9),
     /** Allowed operations. @default "+-*" */
     ops: z.string().regex(/^[+\-*/]{1,4}$/, 'a subset of "+-*/"').default('+-*'),
+    /** Fewest steps every solution needs, measured by the exact solver (1: no constraint). @default 1 */
+    minSteps: z.number().int().min(1).max(6).default(1),
+    /** Only problems that need every number (minSteps = count − 1). @default false */
+    useAll: z.boolean().default(false),
   })
   .strict()
-  .refine((d) => d.min <= d.max, { message: 'min must be <= max', path: ['min'] });
+  .refine((d) => d.min <= d.max, { message: 'min must be <= max', path: ['min'] })
+  .refine((d) => d.minSteps <= d.count - 1, { message: 'minSteps must be <= count - 1 (a solution over n numbers has at most n - 1 steps)', path: ['minSteps'] });
 
 export const ModelSchema = z
   .object({
@@ -62,8 +67,12 @@ export const SftNodeSchema = z
     steps: z.number().int().min(1).default(50),
     /** Traces per step. @default 32 */
     batchSize: z.number().int().min(1).default(32),
-    /** Mean wrong attempts before the answer in a trace. @default 1.5 */
+    /** Mean wrong attempts before the answer in a trace (geometric: the same chance of `ok` at every position). @default 1.5 */
     meanWrong: z.number().min(0).default(1.5),
+    /** Most attempts in one trace, the answer included (long traces teach late positions). @default 8 */
+    maxAttempts: z.number().int().min(1).max(64).default(8),
+    /** Share of wrong attempts that are near misses (result close to the target). @default 0.5 */
+    nearMiss: z.number().min(0).max(1).default(0.5),
     optim: OptimSchema.prefault({ lr: 1e-3 }),
     /** Commit a checkpoint every this many steps. @default 25 */
     ckptEvery: z.number().int().min(1).default(25),
@@ -76,6 +85,12 @@ export const RlNodeSchema = z
     deps,
     from,
     difficulty: DifficultySchema.prefault({}),
+    /**
+     * Data and sampling stream (problems and seeds derive from the run seed and this name):
+     * arms of one comparison set the same stream to see the same problems and seeds.
+     * @default the node id
+     */
+    stream: Id.optional(),
     /** Token budget: a number, or `{ "fromNode": "<select-budget node>" }`. @default 64 */
     budget: z.union([z.number().int().min(4), z.object({ fromNode: Id }).strict()]).default(64),
     /** RL iterations. @default 10 */
@@ -120,6 +135,13 @@ export const SelectBudgetNodeSchema = z
     /** Samples per problem. @default 4 */
     samples: z.number().int().min(1).default(4),
     temperature: z.number().gt(0).default(0.6),
+    /**
+     * J below this at every budget means the data is too hard for the policy entering the
+     * stage (Eq. 6.1 then has nothing to measure). @default 0.05
+     */
+    minPassAt1: z.number().min(0).max(1).default(0.05),
+    /** What to do then: fail the node (clean experiments), or warn and take the largest budget. @default "fail" */
+    onUncalibrated: z.enum(['fail', 'warn']).default('fail'),
   })
   .strict();
 
@@ -138,8 +160,11 @@ export const EvalNodeSchema = z
     /** k values reported (each <= samples). @default [1, 4, 8] */
     k: z.array(z.number().int().min(1)).min(1).default([1, 4, 8]),
     temperature: z.number().gt(0).default(0.6),
-    /** Problem-index offset so evaluation problems are disjoint from training ones. @default 1000000 */
-    offset: z.number().int().min(0).default(1_000_000),
+    /**
+     * First problem index within the eval split (disjointness from training comes from the
+     * content-defined split, not from this offset). @default 0
+     */
+    offset: z.number().int().min(0).default(0),
   })
   .strict()
   .refine((e) => e.k.every((k) => k <= e.samples), { message: 'every k must be <= samples', path: ['k'] });

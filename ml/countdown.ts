@@ -5,11 +5,19 @@
  *
  * Prompt:   `3 5 7>22:`                       numbers, '>', target, ':'
  * Response: attempt { attempt } then <eos>, where
- *   attempt := step {',' step} ' ' ('ok' | 'no') ';'
+ *   attempt := step {',' step} ['>' target] ' ' ('ok' | 'no') ';'
  *   step    := a op b '=' c        a, b, c non-negative integers written in digits
- *   e.g. `3+5=8,8*7=56 no;3*5=15,15+7=22 ok;`
+ *   e.g. `3+5=8,8*7=56>22 no;3*5=15,15+7=22>22 ok;`
  * The answer is the LAST attempt, which must be marked `ok`. The grader recomputes every
- * step with exact integer arithmetic and never trusts the written c.
+ * step with exact integer arithmetic and never trusts the written c. The optional `>target`
+ * is the policy's own copy of the target, written next to the attempt's last result so
+ * that the check (the mark) compares two adjacent numbers instead of a result with a
+ * target far back in the prompt; the mark stays the policy's decision.
+ *
+ * Data (paper §3-6 use 3 to 7 numbers): a problem's identity is its content (sorted
+ * numbers + target) and its split (train / select / eval) is a hash of that identity, so
+ * evaluation data is disjoint from training data by construction. Difficulty is measured
+ * by the solver: `minSteps` is the fewest steps any solution needs.
  *
  * Tool-computed mode (`countdownTool`): after `a op b=` the environment writes the exact
  * result. It writes nothing when the result is not a non-negative integer (inexact
@@ -18,7 +26,7 @@
  * 'wrong-result'), so the tool never produces text the grammar cannot hold.
  */
 import { Rng, deriveSeed } from './rng';
-import type { Difficulty, Grade, Problem, Task } from './task';
+import type { Difficulty, Explore, Grade, Problem, Split, StopReason, Task } from './task';
 
 export type Op = '+' | '-' | '*' | '/';
 export interface Step {
@@ -41,6 +49,9 @@ export interface CountdownProblem extends Problem {
   ops: string;
   /** One known solution (the generator's construction); reaches `target`. */
   solution: Step[];
+  /** Fewest steps any solution needs (solver-measured; from 6 numbers, at most this). */
+  minSteps: number;
+  split: Split;
 }
 
 /** Difficulty presets (paper: 3 to 7 numbers, difficulty grows with the count). */
@@ -67,7 +78,26 @@ function checkDifficulty(d: Difficulty): void {
     Number.isInteger(d.count) && d.count >= 2 && d.count <= 9 &&
     Number.isInteger(d.min) && Number.isInteger(d.max) && d.min >= 1 && d.min <= d.max && d.max <= INTERMEDIATE_CAP &&
     d.ops.length > 0 && [...d.ops].every((c) => (ALL_OPS as readonly string[]).includes(c)) && new Set(d.ops).size === d.ops.length;
-  if (!ok) throw new Error(`countdown: bad difficulty ${JSON.stringify(d)} (count 2..9, 1 <= min <= max, ops a subset of '+-*/')`);
+  const steps = d.minSteps ?? 1;
+  const stepsOk = Number.isInteger(steps) && steps >= 1 && steps <= d.count - 1;
+  if (!ok || !stepsOk) throw new Error(`countdown: bad difficulty ${JSON.stringify(d)} (count 2..9, 1 <= min <= max, ops a subset of '+-*/', 1 <= minSteps <= count - 1)`);
+}
+
+/** Fewest steps a generated problem of difficulty d must need (useAll: every number, so count − 1). */
+export const requiredSteps = (d: Difficulty): number => (d.useAll ? d.count - 1 : d.minSteps ?? 1);
+
+/** A problem's identity: the sorted multiset of its numbers and its target (content, not index). */
+export const problemIdentity = (p: { numbers: readonly number[]; target: number }): string =>
+  `${[...p.numbers].sort((a, b) => a - b).join(' ')}>${p.target}`;
+
+/**
+ * The content-defined split of a problem: identities hashing to 0 mod 10 are `eval`, to 1
+ * are `select` (budget selection, Eq. 6.1), the rest `train` (RL stages and warm-start
+ * traces). Fixed forever: changing it would mix evaluation problems into training.
+ */
+export function splitOf(p: { numbers: readonly number[]; target: number }): Split {
+  const h = deriveSeed('countdown-split', problemIdentity(p)) % 10;
+  return h === 0 ? 'eval' : h === 1 ? 'select' : 'train';
 }
 
 /**
@@ -101,7 +131,9 @@ function usefulResult(a: number, op: Op, b: number): number | null {
 }
 
 export const formatStep = (s: Step): string => `${s.a}${s.op}${s.b}=${s.c}`;
-export const formatAttempt = (steps: readonly Step[], mark: 'ok' | 'no'): string => `${steps.map(formatStep).join(',')} ${mark};`;
+/** One attempt as text; with `target`, the policy's copy of it goes before the mark (see header). */
+export const formatAttempt = (steps: readonly Step[], mark: 'ok' | 'no', target?: number): string =>
+  `${steps.map(formatStep).join(',')}${target === undefined ? '' : `>${target}`} ${mark};`;
 
 export interface SolveResult {
   /** A solution (steps whose last result is the target), or null. */
@@ -161,6 +193,47 @@ export function solve(numbers: readonly number[], target: number, ops: string, o
 }
 
 /**
+ * Fewest steps any solution needs (iterative deepening over the same moves as `solve`), or
+ * null when there is none. `capped` when the search hit `maxNodes` at some depth: `steps` is
+ * then an upper bound (the smallest depth found) or null.
+ */
+export function minSolutionSteps(numbers: readonly number[], target: number, ops: string, opts: { maxNodes?: number } = {}): { steps: number | null; capped: boolean } {
+  const allowed = ALL_OPS.filter((o) => ops.includes(o));
+  const maxNodes = opts.maxNodes ?? Infinity;
+  let capped = false;
+  for (let depth = 1; depth < numbers.length; depth++) {
+    const dead = new Set<string>();
+    let nodes = 0;
+    const reach = (pool: number[], left: number): boolean => {
+      if (++nodes > maxNodes) {
+        capped = true;
+        return false;
+      }
+      const key = `${left}|${[...pool].sort((x, y) => x - y).join(' ')}`;
+      if (dead.has(key)) return false;
+      for (let i = 0; i < pool.length; i++) {
+        for (let j = 0; j < pool.length; j++) {
+          if (i === j) continue;
+          for (const op of allowed) {
+            if ((op === '+' || op === '*') && j < i) continue;
+            const c = usefulResult(pool[i], op, pool[j]);
+            if (c === null) continue;
+            if (c === target) return true;
+            if (left > 1 && pool.length > 2 && reach([...pool.filter((_, k) => k !== i && k !== j), c], left - 1)) return true;
+            if (capped) return false;
+          }
+        }
+      }
+      dead.add(key);
+      return false;
+    };
+    if (reach([...numbers], depth)) return { steps: depth, capped };
+    if (capped) return { steps: null, capped };
+  }
+  return { steps: null, capped };
+}
+
+/**
  * Remove steps the answer does not need (depth-first search can combine two numbers and
  * then never use the result): each step whose removal leaves a correct attempt goes.
  */
@@ -181,20 +254,23 @@ export function dropUnusedSteps(p: ProblemCore, steps: readonly Step[]): Step[] 
 const confirmCap = (count: number): number => (count >= 6 ? SOLVER_NODE_CAP : Infinity);
 
 /**
- * Problem `index` of difficulty `d`, a pure function of (seed, index, d). The target is the
- * value of a random expression over all numbers (half the time) or a random subset of
- * at least two, with positive integer intermediates; targets above TARGET_CAP or equal to
- * an input number are redrawn. Solvability is confirmed by `solve`, exhaustively up to 5
- * numbers; from 6 numbers the search is capped at SOLVER_NODE_CAP nodes and, if it hits
- * the cap, the construction itself is the proof.
+ * Problem `index` of difficulty `d` in split `split`, a pure function of (seed, index, d,
+ * split). The target is the value of a random expression over all numbers (half the time)
+ * or a random subset (of at least minSteps + 1), with positive integer intermediates;
+ * candidates whose target is above TARGET_CAP or equal to an input number, whose identity
+ * hashes to another split (`splitOf`), or that a shorter solution than `requiredSteps(d)`
+ * solves are redrawn. The fewest steps are measured exhaustively up to 5 numbers; from 6
+ * numbers the search is capped at SOLVER_NODE_CAP nodes and, if it hits the cap, the
+ * construction itself is the proof of solvability (and minSteps > 1 cannot be confirmed).
  */
-export function generateCountdown(seed: number, index: number, d: Difficulty): CountdownProblem {
+export function generateCountdown(seed: number, index: number, d: Difficulty, split: Split): CountdownProblem {
   checkDifficulty(d);
-  const rng = new Rng(deriveSeed(seed, 'countdown', index, d.count, d.min, d.max, d.ops));
+  const need = requiredSteps(d);
+  const rng = new Rng(deriveSeed(seed, 'countdown', split, index, d.count, d.min, d.max, d.ops, need));
   const allowed = ALL_OPS.filter((o) => d.ops.includes(o));
-  for (let tries = 0; tries < 10_000; tries++) {
+  for (let tries = 0; tries < 100_000; tries++) {
     const numbers = Array.from({ length: d.count }, () => rng.int(d.min, d.max));
-    const k = rng.next() < 0.5 ? d.count : rng.int(2, d.count);
+    const k = rng.next() < 0.5 ? d.count : rng.int(Math.max(2, need + 1), d.count);
     let pool = rng.shuffle([...numbers]).slice(0, k);
     const steps: Step[] = [];
     while (pool.length > 1) {
@@ -216,12 +292,24 @@ export function generateCountdown(seed: number, index: number, d: Difficulty): C
     if (pool.length !== 1) continue;
     const target = pool[0];
     if (target > TARGET_CAP || numbers.includes(target)) continue;
-    const check = solve(numbers, target, d.ops, { maxNodes: confirmCap(d.count) });
-    if (!check.steps && !check.capped) throw new Error(`countdown: construction ${steps.map(formatStep).join(',')} not confirmed by the solver`);
-    const id = `cd${d.count}-${d.min}..${d.max}-${d.ops}-${String(index).padStart(6, '0')}`;
-    return { id, numbers, target, ops: d.ops, solution: steps };
+    if (splitOf({ numbers, target }) !== split) continue;
+    const fewest = minSolutionSteps(numbers, target, d.ops, { maxNodes: confirmCap(d.count) });
+    if (fewest.steps === null && !fewest.capped) throw new Error(`countdown: construction ${steps.map(formatStep).join(',')} not confirmed by the solver`);
+    const minSteps = fewest.steps ?? steps.length;
+    if (minSteps < need || (fewest.capped && need > 1)) continue;
+    const id = `cd${d.count}-${d.min}..${d.max}-${d.ops}${need > 1 ? `-s${need}` : ''}-${split}-${String(index).padStart(6, '0')}`;
+    return { id, numbers, target, ops: d.ops, solution: steps, minSteps, split };
   }
-  throw new Error(`countdown: no valid target found for ${JSON.stringify(d)} (seed ${seed}, index ${index})`);
+  throw new Error(`countdown: no ${split} problem found for ${JSON.stringify(d)} (seed ${seed}, index ${index}): is minSteps reachable with these numbers?`);
+}
+
+/** What a set of problems is made of: share needing 1, 2, 3… steps at least, and needing every number. */
+export function difficultyProfile(ps: readonly CountdownProblem[]): { problems: number; minSteps: Record<number, number>; needsAll: number; meanMinSteps: number } {
+  const minSteps: Record<number, number> = {};
+  for (const p of ps) minSteps[p.minSteps] = (minSteps[p.minSteps] ?? 0) + 1 / ps.length;
+  const needsAll = ps.filter((p) => p.minSteps === p.numbers.length - 1).length / (ps.length || 1);
+  const meanMinSteps = ps.reduce((a, p) => a + p.minSteps, 0) / (ps.length || 1);
+  return { problems: ps.length, minSteps, needsAll, meanMinSteps };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -230,8 +318,10 @@ export function generateCountdown(seed: number, index: number, d: Difficulty): C
 export interface ParsedAttempt {
   steps: Step[];
   mark: 'ok' | 'no';
-  /** The attempt's steps as written, without the mark (`3*5=15,15+7=22`). */
+  /** The attempt's steps as written, without the target copy and the mark (`3*5=15,15+7=22`). */
   text: string;
+  /** The target the policy copied before its mark (`>22`), if it wrote one. */
+  copied?: number;
 }
 
 export interface ParseResult {
@@ -264,6 +354,8 @@ export function parseResponse(text: string): ParseResult {
     const start = pos;
     const steps: Step[] = [];
     let mark: 'ok' | 'no' | null = null;
+    let stepsEnd = pos;
+    let copied: number | undefined;
     for (;;) {
       const a = num();
       if (a === null) break;
@@ -280,6 +372,13 @@ export function parseResponse(text: string): ParseResult {
         pos++;
         continue;
       }
+      stepsEnd = pos;
+      if (text[pos] === '>') {
+        pos++;
+        const t = num();
+        if (t === null) break;
+        copied = t;
+      }
       if (text[pos] === ' ' && (text.startsWith('ok;', pos + 1) || text.startsWith('no;', pos + 1))) {
         mark = text.slice(pos + 1, pos + 3) as 'ok' | 'no';
         pos += 4;
@@ -289,7 +388,7 @@ export function parseResponse(text: string): ParseResult {
     if (mark === null) {
       return { attempts, partial: true, error: error ?? 'malformed' };
     }
-    attempts.push({ steps, mark, text: text.slice(start, pos - 4) });
+    attempts.push({ steps, mark, text: text.slice(start, stepsEnd), ...(copied === undefined ? {} : { copied }) });
   }
   return { attempts, partial: false, error: null };
 }
@@ -334,6 +433,49 @@ export function gradeAttempt(p: ProblemCore, steps: readonly Step[]): { correct:
   return { correct: true, reason: 'ok', value };
 }
 
+/** An attempt as a normalised expression: operands of + and * in order, so `3+5` and `5+3` are one attempt. */
+export const normalizeAttempt = (steps: readonly Step[]): string =>
+  steps.map((s) => ((s.op === '+' || s.op === '*') && s.a > s.b ? { ...s, a: s.b, b: s.a } : s)).map(formatStep).join(',');
+
+/**
+ * Exact exploration diagnostics of one response (see Explore): each mark against the truth,
+ * distinct and repeated attempts, target copies, and why the response stopped.
+ */
+export function exploreResponse(p: ProblemCore, parsed: ParseResult, responseLength: number, truncated: boolean): Explore {
+  const e: Explore = { marks: 0, marksTrue: 0, wrong: 0, falseOk: 0, right: 0, falseNo: 0, unique: 0, repeats: 0, copies: 0, copiesTrue: 0, stop: 'other' };
+  const seen = new Set<string>();
+  let lastCorrect = false;
+  for (const a of parsed.attempts) {
+    const correct = gradeAttempt(p, a.steps).correct;
+    lastCorrect = correct;
+    e.marks++;
+    if ((a.mark === 'ok') === correct) e.marksTrue++;
+    if (correct) {
+      e.right++;
+      if (a.mark === 'no') e.falseNo++;
+    } else {
+      e.wrong++;
+      if (a.mark === 'ok') e.falseOk++;
+    }
+    const key = normalizeAttempt(a.steps);
+    if (seen.has(key)) e.repeats++;
+    else seen.add(key);
+    if (a.copied !== undefined) {
+      e.copies++;
+      if (a.copied === p.target) e.copiesTrue++;
+    }
+  }
+  e.unique = seen.size;
+  const last = parsed.attempts[parsed.attempts.length - 1];
+  let stop: StopReason;
+  if (truncated) stop = 'truncated';
+  else if (parsed.error !== null || !last || responseLength === 0) stop = 'other';
+  else if (last.mark === 'no') stop = 'gave_up';
+  else stop = lastCorrect ? 'correct' : 'false_ok';
+  e.stop = stop;
+  return e;
+}
+
 /** The countdown grade (see Task.verify). Reward 1 only for a well-formed, untruncated response whose last attempt is marked ok and is correct. */
 export function verifyCountdown(p: CountdownProblem, response: string, truncated: boolean): Grade {
   try {
@@ -341,7 +483,8 @@ export function verifyCountdown(p: CountdownProblem, response: string, truncated
     const attempts = parsed.attempts.length + (parsed.partial ? 1 : 0);
     const checks = parsed.attempts.length;
     const last = parsed.attempts.length > 0 ? parsed.attempts[parsed.attempts.length - 1] : null;
-    const base = { wellFormed: parsed.error === null && response.length > 0, truncated, attempts, checks, answer: last ? last.text : null };
+    const explore = exploreResponse(p, parsed, response.length, truncated);
+    const base = { wellFormed: parsed.error === null && response.length > 0, truncated, attempts, checks, answer: last ? last.text : null, explore };
     const fail = (reason: string): Grade => ({ ...base, reward: 0, reason });
     if (truncated) return fail('truncated');
     if (response.length === 0) return fail('empty');
@@ -353,31 +496,6 @@ export function verifyCountdown(p: CountdownProblem, response: string, truncated
   } catch {
     return { reward: 0, wellFormed: false, truncated, attempts: 0, checks: 0, answer: null, reason: 'grader-error' };
   }
-}
-
-export interface CheckAgreement {
-  /** One entry per complete attempt: what its mark said and whether the attempt is correct. */
-  marks: Array<{ said: 'ok' | 'no'; correct: boolean; agrees: boolean }>;
-  checks: number;
-  agree: number;
-  /** Marked ok but wrong (a missed error) / marked no but correct (a discarded solution). */
-  falseOk: number;
-  falseNo: number;
-}
-
-/** The verification-skill metric: does each check agree with the truth (ok iff the attempt is correct)? */
-export function checkAgreement(p: CountdownProblem, response: string): CheckAgreement {
-  const marks = parseResponse(response).attempts.map((a) => {
-    const correct = gradeAttempt(p, a.steps).correct;
-    return { said: a.mark, correct, agrees: (a.mark === 'ok') === correct };
-  });
-  return {
-    marks,
-    checks: marks.length,
-    agree: marks.filter((m) => m.agrees).length,
-    falseOk: marks.filter((m) => m.said === 'ok' && !m.correct).length,
-    falseNo: marks.filter((m) => m.said === 'no' && m.correct).length,
-  };
 }
 
 export const countdownPrompt = (p: Problem): string => `${p.numbers.join(' ')}>${p.target}:`;

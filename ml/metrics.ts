@@ -41,6 +41,8 @@ export function passAtKMetrics(prefix: string, problems: ReadonlyArray<{ n: numb
   return out;
 }
 
+import type { Explore } from './task';
+
 /** What a summary needs from one graded response. */
 export interface ResponseRecord {
   /** 1 if verified correct, else 0 (truncated → 0). */
@@ -54,14 +56,21 @@ export interface ResponseRecord {
   /** Sum of per-token entropies over the policy's tokens, and how many tokens. */
   entropySum?: number;
   entropyTokens?: number;
+  /** Exact exploration diagnostics (countdown's grader). */
+  explore?: Explore;
 }
+
+/** Stop reasons reported as `stop_<reason>` shares (see Explore). */
+export const STOP_REASONS = ['correct', 'false_ok', 'gave_up', 'truncated', 'other'] as const;
 
 const mean = (xs: readonly number[]): number | undefined => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : undefined);
 
 /**
  * Means over responses under `prefix` (`train` or `evalPrefix(budget)`): reward_mean,
  * truncated_frac, response_len (all / _correct / _incorrect), attempts, checks, entropy
- * (token-weighted), responses; and zero_std_frac (groups whose rewards are all equal) when
+ * (token-weighted), responses; the exploration diagnostics where records carry them
+ * (marks_true, false_ok, false_no, target_copy_true pooled over marks; unique_attempts,
+ * repeats per response; stop_<reason> shares); and zero_std_frac (groups whose rewards are all equal) when
  * `groupSize` is given, responses laid out group after group as for groupAdvantages.
  */
 export function summarizeResponses(prefix: string, rs: readonly ResponseRecord[], groupSize?: number): Record<string, number> {
@@ -77,6 +86,19 @@ export function summarizeResponses(prefix: string, rs: readonly ResponseRecord[]
   put('response_len_incorrect', mean(rs.filter((r) => !(r.reward > 0)).map((r) => r.length)));
   put('attempts', mean(rs.filter((r) => r.attempts !== undefined).map((r) => r.attempts!)));
   put('checks', mean(rs.filter((r) => r.checks !== undefined).map((r) => r.checks!)));
+  const ex = rs.flatMap((r) => (r.explore ? [r.explore] : []));
+  if (ex.length) {
+    const sum = (f: (e: Explore) => number) => ex.reduce((a, e) => a + f(e), 0);
+    const ratio = (num: number, den: number) => (den > 0 ? num / den : undefined);
+    // Pooled over all marks of all responses (a response with more attempts weighs more).
+    put('marks_true', ratio(sum((e) => e.marksTrue), sum((e) => e.marks)));
+    put('false_ok', ratio(sum((e) => e.falseOk), sum((e) => e.wrong)));
+    put('false_no', ratio(sum((e) => e.falseNo), sum((e) => e.right)));
+    put('target_copy_true', ratio(sum((e) => e.copiesTrue), sum((e) => e.copies)));
+    put('unique_attempts', sum((e) => e.unique) / ex.length);
+    put('repeats', sum((e) => e.repeats) / ex.length);
+    for (const why of STOP_REASONS) put(`stop_${why}`, ex.filter((e) => e.stop === why).length / ex.length);
+  }
   const tokens = rs.reduce((s, r) => s + (r.entropyTokens ?? 0), 0);
   if (tokens > 0) put('entropy', rs.reduce((s, r) => s + (r.entropySum ?? 0), 0) / tokens);
   if (groupSize !== undefined) {

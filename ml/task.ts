@@ -11,7 +11,21 @@ export interface Difficulty {
   max: number;
   /** Allowed operations, a subset of '+-*\/'. */
   ops: string;
+  /**
+   * Countdown: fewest steps any solution needs, as measured by the exact solver (1 = some
+   * pair of given numbers already reaches the target). @default 1
+   */
+  minSteps?: number;
+  /** Countdown: every solution must use every number (the same as minSteps = count − 1). @default false */
+  useAll?: boolean;
 }
+
+/**
+ * Content-defined data split: a problem's identity (its content, not its index) decides
+ * which split it belongs to, so evaluation and budget-selection problems can never be drawn
+ * by a training or warm-start generator, however many draws it makes.
+ */
+export type Split = 'train' | 'select' | 'eval';
 
 export interface Grade {
   /** 1 when the final answer is verified correct, else 0 (truncated → 0). */
@@ -26,6 +40,34 @@ export interface Grade {
   answer: string | null;
   /** Why the reward is 0, for debugging and metrics (e.g. 'reused-number'). */
   reason: string;
+  /** Exact exploration diagnostics, where the task can compute them (countdown). */
+  explore?: Explore;
+}
+
+/** Why a response stopped: on a true `ok`, on a false `ok`, after a `no` (gave up), cut at the budget, or malformed. */
+export type StopReason = 'correct' | 'false_ok' | 'gave_up' | 'truncated' | 'other';
+
+/**
+ * Per-response exploration diagnostics from the exact grader (paper §4: the e3 policy
+ * chains generate → verify → retry; here each verification is checked against the truth).
+ */
+export interface Explore {
+  /** Complete attempts (each carries a mark), and the marks that match the truth. */
+  marks: number;
+  marksTrue: number;
+  /** Attempts that miss the target, and those of them marked `ok` (false ok). */
+  wrong: number;
+  falseOk: number;
+  /** Attempts that reach the target, and those of them marked `no` (false no). */
+  right: number;
+  falseNo: number;
+  /** Distinct attempts (normalised expressions) and attempts equal to an earlier one. */
+  unique: number;
+  repeats: number;
+  /** Target copies written before a mark, and those equal to the prompt's target. */
+  copies: number;
+  copiesTrue: number;
+  stop: StopReason;
 }
 
 export interface Problem {
@@ -37,8 +79,8 @@ export interface Problem {
 
 export interface Task<P extends Problem = Problem> {
   readonly name: string;
-  /** Problem `index` of a difficulty, as a pure function of the seed. */
-  generate(seed: number, index: number, d: Difficulty): P;
+  /** Problem `index` of a difficulty in a split, as a pure function of the seed. */
+  generate(seed: number, index: number, d: Difficulty, split: Split): P;
   /** Prompt text (encoded with ml/tokenizer). */
   prompt(p: P): string;
   /** Grade a response text (without the prompt). Never throws. */

@@ -1,16 +1,22 @@
 /**
  * Synthetic warm-start (SFT) traces for countdown: attempt → check → retry … → answer.
  * A warm-started model should carry the verification asymmetry the e3 recipe chains
- * (paper §3): checking an attempt (compare its last result with the target) is easy,
- * generating a correct one is hard. So a trace is a geometric number of wrong attempts,
- * each legal with correct arithmetic but ending off-target and marked `no`, then one
- * correct attempt from the solver marked `ok`. Every mark agrees with the truth: the
- * trace teaches checking, never a wrong check.
+ * (paper §3): checking an attempt is easy, generating a correct one is hard. A trace is a
+ * geometric number of wrong attempts, each legal with correct arithmetic but ending off
+ * target and marked `no`, then one correct attempt from the solver marked `ok`. Every mark
+ * agrees with the truth, and every attempt writes the target next to its last result
+ * before the mark (`…,15+7=22>24 no;`), so the check is a comparison of two adjacent
+ * numbers. Two choices keep a mark from being predictable without that comparison:
+ * - the number of wrong attempts is geometric, so the chance that the next mark is `ok` is
+ *   the same at every position (a constant hazard: position says nothing);
+ * - a share of wrong attempts are near misses (last result close to the target, often
+ *   sharing its length and leading digits), so a coarse look at the numbers is not enough.
+ * Problems come only from the `train` split (ml/countdown.ts `splitOf`).
  */
 import { Rng, deriveSeed } from './rng';
 import { encode } from './tokenizer';
 import type { Difficulty } from './task';
-import { type CountdownProblem, type Op, type Step, INTERMEDIATE_CAP, apply, countdownPrompt, formatAttempt, generateCountdown, solve } from './countdown';
+import { type CountdownProblem, type Op, type Step, INTERMEDIATE_CAP, apply, countdownPrompt, formatAttempt, generateCountdown, normalizeAttempt, solve } from './countdown';
 
 export interface TraceOptions {
   /** Mean number of wrong attempts before the answer (geometric). @default 1.5 */
@@ -19,9 +25,14 @@ export interface TraceOptions {
   maxAttempts: number;
   /** Most response tokens, <eos> included; wrong attempts are dropped to fit. @default 256 */
   budget: number;
+  /** Share of wrong attempts chosen as the nearest miss among a few candidates. @default 0.5 */
+  nearMiss: number;
 }
 
-export const TRACE_DEFAULTS: TraceOptions = { meanWrong: 1.5, maxAttempts: 8, budget: 256 };
+export const TRACE_DEFAULTS: TraceOptions = { meanWrong: 1.5, maxAttempts: 8, budget: 256, nearMiss: 0.5 };
+
+/** Candidates drawn when a near miss is wanted. */
+const NEAR_CANDIDATES = 6;
 
 /** A random legal attempt (operands available, exact positive arithmetic) that misses the target, or null. */
 export function wrongAttempt(p: CountdownProblem, rng: Rng): Step[] | null {
@@ -54,7 +65,8 @@ export function wrongAttempt(p: CountdownProblem, rng: Rng): Step[] | null {
 const tokens = (text: string): number => encode(text).length;
 
 /**
- * One trace's response text (up to where <eos> goes). Wrong attempts are distinct; when
+ * One trace's response text (up to where <eos> goes). Wrong attempts are distinct (as
+ * normalised expressions: `3+5` and `5+3` are one attempt); when
  * the trace would exceed `budget` tokens (+1 for <eos>), wrong attempts are dropped from
  * the end. The correct attempt alone is returned even if it exceeds the budget.
  */
@@ -64,14 +76,24 @@ export function makeTrace(p: CountdownProblem, rng: Rng, opts: Partial<TraceOpti
   let nWrong = 0;
   while (nWrong < o.maxAttempts - 1 && rng.next() < q) nWrong++;
   const wrong: string[] = [];
+  const seen = new Set<string>();
   for (let k = 0; k < nWrong * 3 && wrong.length < nWrong; k++) {
-    const steps = wrongAttempt(p, rng);
+    let steps = wrongAttempt(p, rng);
     if (!steps) break;
-    const text = formatAttempt(steps, 'no');
-    if (!wrong.includes(text)) wrong.push(text);
+    if (rng.next() < o.nearMiss) {
+      const miss = (s: Step[]) => Math.abs(s[s.length - 1].c - p.target);
+      for (let c = 1; c < NEAR_CANDIDATES; c++) {
+        const other = wrongAttempt(p, rng);
+        if (other && miss(other) < miss(steps)) steps = other;
+      }
+    }
+    const key = normalizeAttempt(steps);
+    if (seen.has(key)) continue;
+    seen.add(key);
+    wrong.push(formatAttempt(steps, 'no', p.target));
   }
   const found = solve(p.numbers, p.target, p.ops, { rng, maxNodes: 20_000 }).steps;
-  const right = formatAttempt(found ?? p.solution, 'ok');
+  const right = formatAttempt(found ?? p.solution, 'ok', p.target);
   let total = tokens(right) + 1;
   const kept: string[] = [];
   for (const w of wrong) {
@@ -91,10 +113,9 @@ export interface SftExample {
 }
 
 /**
- * Batch `step` of warm-start examples, a pure function of (seed, step). Problems come
- * from their own seed stream (`deriveSeed(seed, 'sft')`) so they do not coincide with
- * problems an RL or eval run draws from `seed`. With several difficulties, each example
- * picks one uniformly.
+ * Batch `step` of warm-start examples, a pure function of (seed, step). Problems come from
+ * the `train` split only (evaluation and budget-selection problems are other identities,
+ * whatever the seed). With several difficulties, each example picks one uniformly.
  */
 export function sftBatch(seed: number, step: number, batchSize: number, difficulty: Difficulty | readonly Difficulty[], opts: Partial<TraceOptions> = {}): SftExample[] {
   const ds = Array.isArray(difficulty) ? (difficulty as readonly Difficulty[]) : [difficulty as Difficulty];
@@ -102,7 +123,7 @@ export function sftBatch(seed: number, step: number, batchSize: number, difficul
   const out: SftExample[] = [];
   for (let i = 0; i < batchSize; i++) {
     const rng = new Rng(deriveSeed(seed, 'sft-trace', step, i));
-    const p = generateCountdown(problemSeed, step * batchSize + i, rng.pick(ds));
+    const p = generateCountdown(problemSeed, step * batchSize + i, rng.pick(ds), 'train');
     out.push({ id: p.id, problem: p, prompt: countdownPrompt(p), response: makeTrace(p, rng, opts) });
   }
   return out;

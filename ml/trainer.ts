@@ -18,9 +18,10 @@ import type { Policy, PolicyConfig } from './policy';
 import { Rng, deriveSeed } from './rng';
 import { sample } from './sampler';
 import { deserializeTensors, loadPolicy, serializePolicy, serializeTensors } from './serialize';
-import type { Difficulty, Grade } from './task';
+import type { Difficulty, Grade, Split } from './task';
 import { BOS, EOS, PAD, decode, encode } from './tokenizer';
 import { sftBatch } from './traces';
+import type { TraceOptions } from './traces';
 
 export { NonFiniteError };
 
@@ -47,6 +48,12 @@ export interface GradedRollout extends Rollout {
 export interface RlSettings {
   seed: number;
   nodeId: string;
+  /**
+   * Data and sampling stream: problems and sampling seeds derive from (run seed, stream, t,
+   * i, j), so arms of one comparison that name the same stream see the same problems with
+   * the same seeds (EXPERIMENTS: paired arms). Defaults to the node id.
+   */
+  stream: string;
   difficulty: Difficulty;
   prompts: number;
   samples: number;
@@ -60,11 +67,20 @@ export interface RlSettings {
 
 const taskFor = (tool: boolean) => makeCountdown({ toolArithmetic: tool });
 
-/** Problems of RL iteration t: a pure function of (run seed, node, t); the cursor is t. */
-export function iterationProblems(seed: number, nodeId: string, t: number, prompts: number, d: Difficulty): CountdownProblem[] {
-  const s = deriveSeed(seed, 'rl-data', nodeId);
-  return Array.from({ length: prompts }, (_, i) => generateCountdown(s, t * prompts + i, d));
+/** Problems of RL iteration t (train split): a pure function of (run seed, stream, t); the cursor is t. */
+export function iterationProblems(seed: number, stream: string, t: number, prompts: number, d: Difficulty): CountdownProblem[] {
+  const s = deriveSeed(seed, 'rl-data', stream);
+  return Array.from({ length: prompts }, (_, i) => generateCountdown(s, t * prompts + i, d, 'train'));
 }
+
+/**
+ * Problem i of an evaluation (split `eval`) or budget selection (split `select`): a pure
+ * function of (run seed, split, difficulty, offset + i), the same for every node that
+ * evaluates that difficulty, so the base, each stage and each arm are measured on the same
+ * problems. Disjoint by content from all training data (ml/countdown.ts `splitOf`).
+ */
+export const heldOutProblem = (seed: number, split: Exclude<Split, 'train'>, d: Difficulty, index: number): CountdownProblem =>
+  generateCountdown(deriveSeed(seed, 'eval-data'), index, d, split);
 
 export class Trainer {
   readonly opt: AdamW;
@@ -121,11 +137,11 @@ export class Trainer {
   }
 
   /** One supervised step on warm-start traces (batch `step` is a pure function of the seed). */
-  sftStep(seed: number, step: number, batchSize: number, difficulty: Difficulty[], meanWrong: number, microBatch = 16): Record<string, number> {
+  sftStep(seed: number, step: number, batchSize: number, difficulty: Difficulty[], traces: Partial<TraceOptions>, microBatch = 16): Record<string, number> {
     const maxResp = this.policy.cfg.context;
-    const batch = sftBatch(seed, step, batchSize, difficulty, { meanWrong, budget: maxResp });
+    const batch = sftBatch(seed, step, batchSize, difficulty, { ...traces, budget: maxResp });
     const rows = batch.map((ex) => ({ prompt: [BOS, ...encode(ex.prompt)], response: [...encode(ex.response), EOS], forced: [] as number[] }));
-    const fits = rows.filter((r) => r.prompt.length + r.response.length <= this.policy.cfg.context);
+    const fits = byLength(rows.filter((r) => r.prompt.length + r.response.length <= this.policy.cfg.context));
     if (fits.length === 0) throw new ShapeMismatchError(`sft: no trace fits model.context ${this.policy.cfg.context}`);
     const total = fits.reduce((a, r) => a + r.response.length, 0);
     let lossSum = 0;
@@ -150,13 +166,13 @@ export class Trainer {
   /** Sample shard `shard` of iteration t's rollouts (prompts are split across shards). */
   async sampleShard(s: RlSettings, t: number, shard: number, shards: number, budget: number): Promise<Rollout[]> {
     const task = taskFor(this.toolArithmetic);
-    const problems = iterationProblems(s.seed, s.nodeId, t, s.prompts, s.difficulty);
+    const problems = iterationProblems(s.seed, s.stream, t, s.prompts, s.difficulty);
     const rows: Array<{ i: number; j: number; p: CountdownProblem }> = [];
     problems.forEach((p, i) => {
       if (i % shards !== shard) return;
       for (let j = 0; j < s.samples; j++) rows.push({ i, j, p });
     });
-    return this.sampleRows(rows, budget, s.temperature, s.topP, (r) => deriveSeed(s.seed, 'sample', s.nodeId, t, r.i, r.j), task);
+    return this.sampleRows(rows, budget, s.temperature, s.topP, (r) => deriveSeed(s.seed, 'sample', s.stream, t, r.i, r.j), task);
   }
 
   private async sampleRows(
@@ -196,7 +212,7 @@ export class Trainer {
       const flat = zeroStdPrompts(order);
       rows = rows.filter((r) => !flat.has(r.i));
     }
-    const shuffled = new Rng(deriveSeed(s.seed, 'minibatch', s.nodeId, t)).shuffle(rows);
+    const shuffled = new Rng(deriveSeed(s.seed, 'minibatch', s.stream, t)).shuffle(rows);
     const mbSize = Math.ceil(shuffled.length / s.miniBatches);
     const stats: GrpoStats[] = [];
     const norms: number[] = [];
@@ -204,7 +220,7 @@ export class Trainer {
       const mb = shuffled.slice(m, m + mbSize);
       const tokensInMb = mb.reduce((a, r) => a + lossTokens(r, s.grpo.positiveOnly), 0);
       if (tokensInMb === 0) continue;
-      const grads = accumulate(mb, s.microBatch, (chunk) => {
+      const grads = accumulate(byLength(mb), s.microBatch, (chunk) => {
         const { tokens, mask, oldLogp, adv: advT } = pack(chunk, true);
         const n = chunk.reduce((a, r) => a + lossTokens(r, s.grpo.positiveOnly), 0);
         const refLogp = this.ref && s.grpo.klCoef > 0 ? tf.tidy(() => tokenLogProbs(this.ref!, tokens, { temperature: s.temperature }).logp) : undefined;
@@ -242,11 +258,13 @@ export class Trainer {
   /**
    * J(pi; D, B) at several budgets from one sampling pass at the largest budget: with a
    * per-row seeded PRNG, the first B tokens of a response do not depend on the budget, so
-   * a response cut at B is exactly what sampling at budget B would have produced.
+   * a response cut at B is exactly what sampling at budget B would have produced. Sampling
+   * seeds derive from (run seed, split, problem index, sample index), not from the node, so
+   * every policy evaluated on a set meets the same problems with the same seeds.
    */
   async evaluate(o: {
     seed: number;
-    nodeId: string;
+    split: Exclude<Split, 'train'>;
     difficulty: Difficulty;
     budgets: number[];
     prompts: number;
@@ -258,15 +276,14 @@ export class Trainer {
     range?: [number, number];
   }): Promise<EvalCounts> {
     const task = taskFor(this.toolArithmetic);
-    const dataSeed = deriveSeed(o.seed, 'eval-data');
     const maxB = Math.max(...o.budgets);
     const [from, to] = o.range ?? [0, o.prompts];
     const rows: Array<{ i: number; j: number; p: CountdownProblem }> = [];
     for (let i = from; i < to; i++) {
-      const p = generateCountdown(dataSeed, o.offset + i, o.difficulty);
+      const p = heldOutProblem(o.seed, o.split, o.difficulty, o.offset + i);
       for (let j = 0; j < o.samples; j++) rows.push({ i, j, p });
     }
-    const rollouts = await this.sampleRows(rows, maxB, o.temperature, 1, (r) => deriveSeed(o.seed, 'eval', o.nodeId, r.i, r.j), task);
+    const rollouts = await this.sampleRows(rows, maxB, o.temperature, 1, (r) => deriveSeed(o.seed, 'eval', o.split, o.offset + r.i, r.j), task);
     const counts: EvalCounts = {};
     for (const b of o.budgets) {
       const per = new Map<number, { n: number; c: number }>();
@@ -280,7 +297,7 @@ export class Trainer {
         e.n++;
         e.c += g.reward;
         per.set(r.i, e);
-        recs.push({ reward: g.reward, length: cut.length, truncated: g.truncated, attempts: g.attempts, checks: g.checks });
+        recs.push({ reward: g.reward, length: cut.length, truncated: g.truncated, attempts: g.attempts, checks: g.checks, explore: g.explore });
       });
       counts[b] = { problems: [...per.values()], records: recs };
     }
@@ -313,9 +330,9 @@ export function evalMetrics(counts: EvalCounts[], budgets: number[], ks: number[
 }
 
 /** Grade a shard of rollouts (the grader recomputes every step itself). */
-export function gradeRollouts(seed: number, nodeId: string, t: number, prompts: number, d: Difficulty, tool: boolean, rollouts: Rollout[]): GradedRollout[] {
+export function gradeRollouts(seed: number, stream: string, t: number, prompts: number, d: Difficulty, tool: boolean, rollouts: Rollout[]): GradedRollout[] {
   const task = taskFor(tool);
-  const problems = iterationProblems(seed, nodeId, t, prompts, d);
+  const problems = iterationProblems(seed, stream, t, prompts, d);
   return rollouts.map((r) => {
     const p = problems[r.i];
     if (p.id !== r.problemId) throw new ShapeMismatchError(`rollout for problem ${r.problemId} does not match iteration ${t}'s problem ${p.id}`);
@@ -327,7 +344,7 @@ export function gradeRollouts(seed: number, nodeId: string, t: number, prompts: 
 /** train/* metrics of one iteration's graded rollouts. */
 export function rolloutMetrics(graded: GradedRollout[], samples: number): Record<string, number> {
   const order = [...graded].sort((a, b) => a.i - b.i || a.j - b.j);
-  const recs: ResponseRecord[] = order.map((g) => ({ reward: g.reward, length: g.response.length, truncated: g.truncated, attempts: g.grade.attempts, checks: g.grade.checks }));
+  const recs: ResponseRecord[] = order.map((g) => ({ reward: g.reward, length: g.response.length, truncated: g.truncated, attempts: g.grade.attempts, checks: g.grade.checks, explore: g.grade.explore }));
   return summarizeResponses('train', recs, samples);
 }
 
@@ -351,6 +368,15 @@ function zeroStdPrompts(rows: GradedRollout[]): Set<number> {
 
 const lossTokens = (r: { response: number[]; forced: number[]; adv?: number }, positiveOnly: boolean): number =>
   positiveOnly && !((r.adv ?? 0) > 0) ? 0 : r.response.length - r.forced.length;
+
+/**
+ * Rows in order of length (stable): micro-batches are padded to their longest row, so
+ * grouping rows of similar length cuts the padded work (traces and responses are
+ * long-tailed). Each micro-batch's loss is scaled by its token share, so the grouping
+ * changes only float rounding, never the objective.
+ */
+const byLength = <R extends { prompt: number[]; response: number[] }>(rows: R[]): R[] =>
+  rows.map((r, k) => ({ r, k, n: r.prompt.length + r.response.length })).sort((a, b) => a.n - b.n || a.k - b.k).map((x) => x.r);
 
 /** Run `f` over micro-batches and sum the gradients (each micro loss pre-scaled by its token share). */
 function accumulate<R>(rows: R[], micro: number, f: (chunk: R[]) => tf.NamedTensorMap): Record<string, tf.Tensor> {

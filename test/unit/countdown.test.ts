@@ -1,20 +1,29 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  type CountdownProblem, EASY, EXTREME, HARD, MEDIUM, TARGET_CAP, checkAgreement, countdown, countdownTool,
-  formatAttempt, forcedCountdown, generateCountdown, gradeAttempt, parseResponse, solve, verifyCountdown,
+  type CountdownProblem, EASY, EXTREME, HARD, MEDIUM, TARGET_CAP, countdown, countdownTool, difficultyProfile, exploreResponse,
+  formatAttempt, forcedCountdown, generateCountdown, gradeAttempt, minSolutionSteps, normalizeAttempt, parseResponse, problemIdentity,
+  solve, splitOf, verifyCountdown,
 } from '../../ml/countdown';
 import { encode, VOCAB } from '../../ml/tokenizer';
 import { Rng } from '../../ml/rng';
 import type { Difficulty } from '../../ml/task';
 
-const prob = (numbers: number[], target: number, ops = '+-*/'): CountdownProblem => ({ id: 't', numbers, target, ops, solution: [] });
+const prob = (numbers: number[], target: number, ops = '+-*/'): CountdownProblem => ({ id: 't', numbers, target, ops, solution: [], minSteps: 1, split: 'train' });
+const gen = (seed: number, i: number, d: Difficulty) => generateCountdown(seed, i, d, 'train');
 const P = prob([3, 5, 7], 22);
 const reason = (p: CountdownProblem, r: string, truncated = false): string => verifyCountdown(p, r, truncated).reason;
 
 void test('verify: a correct response after a checked wrong attempt gets reward 1 with its counts', () => {
   const g = verifyCountdown(P, '3+5=8,8*7=56 no;3*5=15,15+7=22 ok;', false);
-  assert.deepEqual(g, { reward: 1, wellFormed: true, truncated: false, attempts: 2, checks: 2, answer: '3*5=15,15+7=22', reason: 'ok' });
+  const { explore, ...rest } = g;
+  assert.deepEqual(rest, { reward: 1, wellFormed: true, truncated: false, attempts: 2, checks: 2, answer: '3*5=15,15+7=22', reason: 'ok' });
+  assert.equal(explore?.stop, 'correct');
+  // The policy's copy of the target before the mark is part of the grammar and of no consequence to the reward.
+  const c = verifyCountdown(P, '3+5=8,8*7=56>22 no;3*5=15,15+7=22>22 ok;', false);
+  assert.deepEqual([c.reward, c.answer, c.explore?.copies, c.explore?.copiesTrue], [1, '3*5=15,15+7=22', 2, 2]);
+  assert.equal(verifyCountdown(P, '3*5=15,15+7=22>23 ok;', false).reward, 1, 'a miscopied target does not change the truth');
+  assert.equal(verifyCountdown(P, '3*5=15,15+7=22> ok;', false).reason, 'malformed');
   assert.equal(verifyCountdown(prob([3, 5, 7], 15), '3*5=15 ok;', false).reward, 1, 'a subset of the numbers may be used');
 });
 
@@ -94,26 +103,109 @@ void test('verify never throws and rewards only responses whose last attempt re-
   assert.ok(ones > 100, `${ones} correct responses in the fuzz set`);
 });
 
-void test('checkAgreement: each mark compared with the truth', () => {
-  const a = checkAgreement(P, '3+5=8,8*7=56 no;3*5=15,15+7=22 no;3+5=8 ok;3*5=15,15+7=22 ok;');
-  assert.deepEqual(a.marks.map((m) => m.agrees), [true, false, false, true]);
-  assert.deepEqual([a.checks, a.agree, a.falseOk, a.falseNo], [4, 2, 1, 1]);
-  assert.equal(checkAgreement(P, '').checks, 0);
+void test('exploreResponse: each mark against the truth, repeats, copies and the stop reason', () => {
+  const r = '3+5=8,8*7=56>22 no;3*5=15,15+7=22>22 no;5+3=8,7*8=56>21 ok;3*5=15,15+7=22 ok;';
+  const e = exploreResponse(P, parseResponse(r), r.length, false);
+  // marks: no on wrong (true), no on right (false no), ok on wrong (false ok), ok on right (true)
+  assert.deepEqual(
+    [e.marks, e.marksTrue, e.wrong, e.falseOk, e.right, e.falseNo, e.unique, e.repeats, e.copies, e.copiesTrue, e.stop],
+    [4, 2, 2, 1, 2, 1, 2, 2, 3, 2, 'correct'],
+  );
+  const stop = (text: string, truncated = false) => exploreResponse(P, parseResponse(text), text.length, truncated).stop;
+  assert.equal(stop('3+5=8,8*7=56 ok;'), 'false_ok');
+  assert.equal(stop('3+5=8,8*7=56 no;'), 'gave_up');
+  assert.equal(stop('3+5=8,8*7=56 no;3*5', true), 'truncated');
+  assert.equal(stop('3+5=8,8*7=56 no;3*5'), 'other');
+  assert.equal(stop(''), 'other');
+  assert.equal(normalizeAttempt([{ a: 5, op: '+', b: 3, c: 8 }, { a: 8, op: '-', b: 1, c: 7 }]), '3+5=8,8-1=7');
+});
+
+void test('split: content-defined, about 10% eval and 10% select, identical for reordered numbers', () => {
+  const counts = { train: 0, select: 0, eval: 0 };
+  for (let a = 1; a <= 9; a++) for (let b = a; b <= 9; b++) for (let t = 10; t < 60; t++) counts[splitOf({ numbers: [a, b], target: t })]++;
+  const n = counts.train + counts.select + counts.eval;
+  assert.ok(Math.abs(counts.eval / n - 0.1) < 0.025 && Math.abs(counts.select / n - 0.1) < 0.025, JSON.stringify(counts));
+  assert.equal(problemIdentity({ numbers: [7, 3, 5], target: 22 }), '3 5 7>22');
+  assert.equal(splitOf({ numbers: [7, 3, 5], target: 22 }), splitOf({ numbers: [5, 7, 3], target: 22 }));
+  for (const split of ['train', 'select', 'eval'] as const) {
+    for (let i = 0; i < 40; i++) {
+      const p = generateCountdown(1, i, EASY, split);
+      assert.equal(p.split, split);
+      assert.equal(splitOf(p), split, p.id);
+    }
+  }
+});
+
+void test('minSolutionSteps: the fewest steps, checked against a brute-force enumeration', () => {
+  assert.equal(minSolutionSteps([3, 5, 7], 15, '+-*').steps, 1);
+  assert.equal(minSolutionSteps([3, 5, 7], 22, '+-*').steps, 2);
+  assert.equal(minSolutionSteps([1, 1, 1], 100, '+-*/').steps, null);
+  // Reference: every value reachable with exactly k steps from some sub-multiset, by breadth-first expansion.
+  const reachable = (nums: number[], ops: string): Map<number, number> => {
+    const best = new Map<number, number>();
+    let frontier: Array<{ pool: number[]; k: number }> = [{ pool: nums, k: 0 }];
+    while (frontier.length) {
+      const next: typeof frontier = [];
+      for (const { pool, k } of frontier) {
+        for (let i = 0; i < pool.length; i++) for (let j = 0; j < pool.length; j++) {
+          if (i === j) continue;
+          for (const op of ops) {
+            const a = pool[i], b = pool[j];
+            const c = op === '+' ? a + b : op === '-' ? a - b : op === '*' ? a * b : b !== 0 && a % b === 0 ? a / b : -1;
+            if (c <= 0) continue;
+            if (!best.has(c) || best.get(c)! > k + 1) best.set(c, k + 1);
+            if (pool.length > 2) next.push({ pool: [...pool.filter((_, t) => t !== i && t !== j), c], k: k + 1 });
+          }
+        }
+      }
+      frontier = next;
+    }
+    return best;
+  };
+  const rng = new Rng(3);
+  for (let trial = 0; trial < 25; trial++) {
+    const nums = Array.from({ length: 4 }, () => rng.int(1, 9));
+    const ref = reachable(nums, '+-*');
+    for (const [t, k] of ref) {
+      if (nums.includes(t) || t > 200) continue;
+      assert.equal(minSolutionSteps(nums, t, '+-*').steps, k, `${nums} -> ${t}`);
+    }
+  }
+});
+
+void test('generate: minSteps and useAll give problems no shorter solution solves', () => {
+  for (const d of [{ ...MEDIUM, max: 9, ops: '+-*', minSteps: 2 }, { ...MEDIUM, max: 9, ops: '+-*', useAll: true }]) {
+    const ps = Array.from({ length: 40 }, (_, i) => generateCountdown(2, i, d, 'eval'));
+    for (const p of ps) {
+      const need = d.useAll ? 3 : 2;
+      assert.ok(p.minSteps >= need, p.id);
+      assert.equal(minSolutionSteps(p.numbers, p.target, p.ops).steps, p.minSteps, p.id);
+      assert.equal(verifyCountdown(p, formatAttempt(p.solution, 'ok'), false).reward, 1, p.id);
+    }
+    const prof = difficultyProfile(ps);
+    assert.equal(prof.problems, 40);
+    if (d.useAll) assert.equal(prof.needsAll, 1);
+  }
+  // Unconstrained sets are dominated by easy problems: the knob matters.
+  const easy = difficultyProfile(Array.from({ length: 200 }, (_, i) => gen(3, i, { ...MEDIUM, max: 9, ops: '+-*' })));
+  assert.ok((easy.minSteps[1] ?? 0) > 0.15, JSON.stringify(easy));
+  assert.throws(() => gen(1, 0, { ...EASY, minSteps: 3 }), /bad difficulty/);
 });
 
 const inRange = (p: CountdownProblem, d: Difficulty): boolean =>
   p.numbers.length === d.count && p.numbers.every((n) => Number.isInteger(n) && n >= d.min && n <= d.max);
 
 void test('generate: a pure function of (seed, index, difficulty), with varied problems', () => {
-  assert.deepEqual(generateCountdown(3, 42, MEDIUM), generateCountdown(3, 42, MEDIUM));
-  assert.equal(generateCountdown(3, 42, EASY).id, 'cd3-1..9-+-*-000042');
+  assert.deepEqual(gen(3, 42, MEDIUM), gen(3, 42, MEDIUM));
+  assert.equal(gen(3, 42, EASY).id, 'cd3-1..9-+-*-train-000042');
+  assert.equal(generateCountdown(3, 42, { ...MEDIUM, minSteps: 2 }, 'eval').id, 'cd4-1..20-+-*/-s2-eval-000042');
   assert.equal(countdown.generate, generateCountdown);
   const seen = new Set<string>();
-  for (let i = 0; i < 50; i++) seen.add(countdown.prompt(generateCountdown(3, i, MEDIUM)));
+  for (let i = 0; i < 50; i++) seen.add(countdown.prompt(gen(3, i, MEDIUM)));
   assert.ok(seen.size >= 45, `${seen.size} distinct of 50`);
-  assert.notDeepEqual(generateCountdown(3, 0, MEDIUM).numbers, generateCountdown(4, 0, MEDIUM).numbers);
-  assert.throws(() => generateCountdown(1, 0, { count: 3, min: 1, max: 9, ops: '+^' }), /bad difficulty/);
-  assert.throws(() => generateCountdown(1, 0, { count: 3, min: 5, max: 2, ops: '+' }), /bad difficulty/);
+  assert.notDeepEqual(gen(3, 0, MEDIUM).numbers, gen(4, 0, MEDIUM).numbers);
+  assert.throws(() => gen(1, 0, { count: 3, min: 1, max: 9, ops: '+^' }), /bad difficulty/);
+  assert.throws(() => gen(1, 0, { count: 3, min: 5, max: 2, ops: '+' }), /bad difficulty/);
 });
 
 void test('generate: every problem is in range, non-trivial, solvable, and its solutions verify', () => {
@@ -121,7 +213,7 @@ void test('generate: every problem is in range, non-trivial, solvable, and its s
   for (const [d, n] of plans) {
     for (let seed = 0; seed < 2; seed++) {
       for (let i = 0; i < n / 2; i++) {
-        const p = generateCountdown(seed, i, d);
+        const p = gen(seed, i, d);
         assert.ok(inRange(p, d), p.id);
         assert.ok(Number.isInteger(p.target) && p.target >= 1 && p.target <= TARGET_CAP, p.id);
         assert.ok(!p.numbers.includes(p.target), `${p.id} trivial`);
@@ -151,7 +243,7 @@ void test('solve: finds solutions, proves unsolvable cases, stops at the node ca
   // Solutions carry no unused steps: removing any one breaks them.
   const rng = new Rng(9);
   for (let i = 0; i < 30; i++) {
-    const p = generateCountdown(11, i, HARD);
+    const p = gen(11, i, HARD);
     const steps = solve(p.numbers, p.target, p.ops, { rng }).steps!;
     for (let k = 0; k < steps.length; k++) assert.equal(gradeAttempt(p, steps.filter((_, j) => j !== k)).correct, false, p.id);
   }

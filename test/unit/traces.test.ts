@@ -1,11 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { EASY, MEDIUM, HARD, checkAgreement, generateCountdown, gradeAttempt, parseResponse, verifyCountdown } from '../../ml/countdown';
+import { EASY, MEDIUM, HARD, exploreResponse, generateCountdown, gradeAttempt, parseResponse, splitOf, verifyCountdown } from '../../ml/countdown';
+import type { Difficulty } from '../../ml/task';
 import { TRACE_DEFAULTS, makeTrace, sftBatch, wrongAttempt } from '../../ml/traces';
 import { encode } from '../../ml/tokenizer';
 import { Rng } from '../../ml/rng';
 
 const C3 = { ...EASY, ops: '+-*/' };
+const gen = (seed: number, i: number, d: Difficulty) => generateCountdown(seed, i, d, 'train');
 
 void test('traces: every trace verifies, encodes, fits the budget, and every check is true', () => {
   for (const [d, budget] of [[C3, 256], [MEDIUM, 256], [HARD, 256], [MEDIUM, 48]] as const) {
@@ -17,10 +19,14 @@ void test('traces: every trace verifies, encodes, fits the budget, and every che
         encode(ex.prompt);
         const ids = encode(ex.response);
         assert.ok(ids.length + 1 <= budget, `${ex.id}: ${ids.length + 1} tokens`);
-        const a = checkAgreement(ex.problem, ex.response);
-        assert.equal(a.agree, a.checks);
-        assert.deepEqual([a.falseOk, a.falseNo], [0, 0]);
-        const attempts = parseResponse(ex.response).attempts;
+        const parsed = parseResponse(ex.response);
+        const a = exploreResponse(ex.problem, parsed, ex.response.length, false);
+        assert.equal(a.marksTrue, a.marks);
+        assert.deepEqual([a.falseOk, a.falseNo, a.repeats, a.stop], [0, 0, 0, 'correct']);
+        assert.equal(splitOf(ex.problem), 'train', 'warm-start problems come from the train split only');
+        const attempts = parsed.attempts;
+        // Every attempt copies the target next to its last result before its mark.
+        assert.ok(attempts.every((t) => t.copied === ex.problem.target), ex.response);
         assert.deepEqual(attempts.map((t) => t.mark), [...attempts.slice(1).map(() => 'no'), 'ok']);
         for (const w of attempts.slice(0, -1)) {
           // Wrong attempts are legal with true arithmetic: they fail only by missing the target.
@@ -61,7 +67,7 @@ void test('traces: the budget drops wrong attempts, never the answer', () => {
     sftBatch(4, 0, 60, MEDIUM, { meanWrong: 4, budget }).reduce((n, ex) => n + parseResponse(ex.response).attempts.length, 0);
   const wide = count(1000), tight = count(40);
   assert.ok(wide > 3 * 60 && tight < 0.6 * wide, `${wide} vs ${tight} attempts`);
-  const p = generateCountdown(1, 0, HARD);
+  const p = gen(1, 0, HARD);
   const t = makeTrace(p, new Rng(1), { meanWrong: 5, budget: 1 }); // below the answer's own length
   assert.equal(parseResponse(t).attempts.length, 1);
   assert.equal(verifyCountdown(p, t, false).reward, 1);
@@ -76,10 +82,39 @@ void test('sftBatch is a pure function of (seed, step)', () => {
   assert.equal(TRACE_DEFAULTS.budget, 256);
 });
 
+void test('traces: the next mark is not predictable from its position; near misses are near', () => {
+  // P(ok | attempt index) is flat under a geometric count (a constant hazard 1 / (1 + meanWrong)).
+  const okAt = new Map<number, { ok: number; n: number }>();
+  let near = 0, far = 0;
+  for (let step = 0; step < 30; step++) {
+    for (const ex of sftBatch(6, step, 40, { ...MEDIUM, max: 9, ops: '+-*' }, { meanWrong: 3, maxAttempts: 24 })) {
+      const attempts = parseResponse(ex.response).attempts;
+      attempts.forEach((a, k) => {
+        const e = okAt.get(k) ?? { ok: 0, n: 0 };
+        e.n++;
+        if (a.mark === 'ok') e.ok++;
+        okAt.set(k, e);
+        if (a.mark === 'no') {
+          const miss = Math.abs(a.steps.at(-1)!.c - ex.problem.target);
+          if (miss <= 3) near++;
+          else far++;
+        }
+      });
+    }
+  }
+  for (const k of [0, 1, 2, 3]) {
+    const e = okAt.get(k)!;
+    assert.ok(e.n > 150 && Math.abs(e.ok / e.n - 0.25) < 0.08, `P(ok | attempt ${k}) = ${e.ok}/${e.n}`);
+  }
+  assert.ok(near / (near + far) > 0.15, `${near} near misses of ${near + far}`);
+  const noNear = sftBatch(6, 0, 200, { ...MEDIUM, max: 9, ops: '+-*' }, { meanWrong: 3, nearMiss: 0 });
+  assert.equal(noNear.length, 200);
+});
+
 void test('wrongAttempt: legal, true arithmetic, off target', () => {
   const rng = new Rng(4);
   for (let i = 0; i < 100; i++) {
-    const p = generateCountdown(8, i, MEDIUM);
+    const p = gen(8, i, MEDIUM);
     const w = wrongAttempt(p, rng)!;
     assert.ok(w && w.length >= 1 && w.length <= 3);
     assert.equal(gradeAttempt(p, w).reason, 'wrong-target');

@@ -10,7 +10,7 @@ import { VOCAB_SIZE } from '../../ml/tokenizer';
 
 const model = { vocab: VOCAB_SIZE, layers: 1, dModel: 32, heads: 2, context: 96, seed: 3 };
 const d = { count: 3, min: 1, max: 9, ops: '+-*' };
-const settings: RlSettings = { seed: 5, nodeId: 'stage', difficulty: d, prompts: 3, samples: 4, temperature: 0.6, topP: 1, miniBatches: 2, microBatch: 5, skipZeroStd: false, grpo: grpoConfig({ klCoef: 0.001 }) };
+const settings: RlSettings = { seed: 5, nodeId: 'stage', stream: 'stage', difficulty: d, prompts: 3, samples: 4, temperature: 0.6, topP: 1, miniBatches: 2, microBatch: 5, skipZeroStd: false, grpo: grpoConfig({ klCoef: 0.001 }) };
 
 async function rlIteration(tr: Trainer, t: number) {
   const rollouts = await tr.sampleShard(settings, t, 0, 1, 24);
@@ -25,13 +25,13 @@ test('a trainer restored from a snapshot continues byte-identically (the crash-e
   init.dispose();
   // Uninterrupted: 3 SFT steps and one RL iteration.
   const a = Trainer.create({ model, weights: ref, refWeights: ref, optim: { lr: 3e-3 }, toolArithmetic: true });
-  for (let s = 0; s < 2; s++) a.sftStep(1, s, 6, [d], 1.5);
+  for (let s = 0; s < 2; s++) a.sftStep(1, s, 6, [d], { meanWrong: 1.5 });
   const snap = a.snapshot();
-  a.sftStep(1, 2, 6, [d], 1.5);
+  a.sftStep(1, 2, 6, [d], { meanWrong: 1.5 });
   await rlIteration(a, 0);
   // Interrupted after step 2: a new trainer from the snapshot redoes the rest.
   const b = Trainer.create({ model, weights: snap.weights, optimState: snap.optim, refWeights: ref, optim: { lr: 3e-3 }, toolArithmetic: true });
-  b.sftStep(1, 2, 6, [d], 1.5);
+  b.sftStep(1, 2, 6, [d], { meanWrong: 1.5 });
   await rlIteration(b, 0);
   assert.equal(sha256Hex(b.snapshot().weights), sha256Hex(a.snapshot().weights));
   assert.equal(Buffer.compare(Buffer.from(b.snapshot().optim), Buffer.from(a.snapshot().optim)), 0);
@@ -44,9 +44,9 @@ test('a trainer restored from a snapshot continues byte-identically (the crash-e
 test('SFT lowers the loss on the warm-start traces', async () => {
   await initBackend();
   const tr = Trainer.create({ model, optim: { lr: 3e-3 }, toolArithmetic: true });
-  const first = tr.sftStep(1, 0, 16, [d], 1.5)['sft/loss'];
+  const first = tr.sftStep(1, 0, 16, [d], { meanWrong: 1.5 })['sft/loss'];
   let last = first;
-  for (let s = 1; s < 30; s++) last = tr.sftStep(1, s, 16, [d], 1.5)['sft/loss'];
+  for (let s = 1; s < 30; s++) last = tr.sftStep(1, s, 16, [d], { meanWrong: 1.5 })['sft/loss'];
   assert.ok(first > 2.5, `initial loss ${first} should be near ln(${VOCAB_SIZE})`);
   assert.ok(last < first * 0.7, `loss ${first} -> ${last}`);
   tr.dispose();
