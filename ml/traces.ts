@@ -118,13 +118,18 @@ export interface SftExample {
  * whatever the seed). With several difficulties, each example picks one uniformly.
  */
 export function sftBatch(seed: number, step: number, batchSize: number, difficulty: Difficulty | readonly Difficulty[], opts: Partial<TraceOptions> = {}): SftExample[] {
-  const ds = Array.isArray(difficulty) ? (difficulty as readonly Difficulty[]) : [difficulty as Difficulty];
-  const problemSeed = deriveSeed(seed, 'sft');
   const out: SftExample[] = [];
   for (let i = 0; i < batchSize; i++) {
-    const rng = new Rng(deriveSeed(seed, 'sft-trace', step, i));
-    const p = generateCountdown(problemSeed, step * batchSize + i, rng.pick(ds), 'train');
+    const { problem: p, rng } = sftProblem(seed, step, i, batchSize, difficulty);
     out.push({ id: p.id, problem: p, prompt: countdownPrompt(p), response: makeTrace(p, rng, opts) });
   }
   return out;
+}
+
+/** Problem i of warm-start batch `step` (and the trace's rng, already past the pick): what sftBatch draws. */
+export function sftProblem(seed: number, step: number, i: number, batchSize: number, difficulty: Difficulty | readonly Difficulty[]): { problem: CountdownProblem; rng: Rng } {
+  const ds = Array.isArray(difficulty) ? (difficulty as readonly Difficulty[]) : [difficulty as Difficulty];
+  const rng = new Rng(deriveSeed(seed, 'sft-trace', step, i));
+  const problem = generateCountdown(deriveSeed(seed, 'sft'), step * batchSize + i, rng.pick(ds), 'train');
+  return { problem, rng };
 }
