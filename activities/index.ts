@@ -11,7 +11,7 @@ import { ConfigError, policySource, topoOrder } from '../configs/schema';
 import type { RlNode, RunConfig, SftNode, EvalNode, SelectBudgetNode } from '../configs/schema';
 import { selectBudget as eq61 } from '../ml/budget';
 import type { PolicyConfig } from '../ml/policy';
-import { Trainer, evalMetrics, gradeRollouts, rolloutMetrics } from '../ml/trainer';
+import { Trainer, dataMetrics, evalMetrics, gradeRollouts, heldOutSet, iterationProblems, rolloutMetrics } from '../ml/trainer';
 import type { EvalCounts, GradedRollout, RlSettings, Rollout } from '../ml/trainer';
 import { VOCAB_SIZE } from '../ml/tokenizer';
 import { commitCheckpoint as commit, loadCheckpoint } from '../storage/checkpoints';
@@ -273,7 +273,8 @@ export function createActivities(ctx: WorkerContext) {
       const graded = gradeRollouts(m.config.seed, node.stream ?? s.nodeId, t, node.prompts, node.difficulty, m.config.toolArithmetic, rollouts);
       const key = keys.graded(s.runId, s.nodeId, t);
       await store.putJson(key, graded);
-      return { key, metrics: rolloutMetrics(graded, node.samples) };
+      const data = dataMetrics('data', iterationProblems(m.config.seed, node.stream ?? s.nodeId, t, node.prompts, node.difficulty));
+      return { key, metrics: { ...rolloutMetrics(graded, node.samples), ...data } };
     },
 
     /** GRPO update from the graded rollouts of iteration t; the session advances to t + 1. */
@@ -303,7 +304,8 @@ export function createActivities(ctx: WorkerContext) {
         l.trainer.dispose();
         throw e;
       }
-      const all = { ...rolloutMetrics(graded, settings.samples), ...metrics };
+      const data = dataMetrics('data', iterationProblems(settings.seed, settings.stream, t, settings.prompts, settings.difficulty));
+      const all = { ...rolloutMetrics(graded, settings.samples), ...data, ...metrics };
       l.step = t + 1;
       l.applied = { kind: 'rl', from: t, to: t + 1, metrics: all };
       await writeMetrics(s.runId, s.nodeId, t + 1, all);
@@ -335,7 +337,7 @@ export function createActivities(ctx: WorkerContext) {
       const m = await readManifest(input.runId);
       const node = m.config.nodes[input.nodeId] as SelectBudgetNode;
       const counts = await evaluateResumable(m, input.nodeId, { ...node, split: 'select', budgets: node.grid, k: [1], offset: 0 });
-      const metrics = evalMetrics(counts, node.grid, [1]);
+      const metrics = { ...evalMetrics(counts, node.grid, [1]), ...dataMetrics('data', heldOutSet(m.config.seed, 'select', node.difficulty, 0, node.prompts)) };
       const J = node.grid.map((b) => ({ budget: b, passAt1: metrics[`eval/b${b}/pass@1`] }));
       const maxB = Math.max(...node.grid);
       const lens = counts.flatMap((c) => c[maxB].records.filter((r) => !r.truncated).map((r) => r.length));
@@ -365,7 +367,7 @@ export function createActivities(ctx: WorkerContext) {
       const m = await readManifest(input.runId);
       const node = m.config.nodes[input.nodeId] as EvalNode;
       const counts = await evaluateResumable(m, input.nodeId, { ...node, split: 'eval' });
-      return { kind: 'eval', metrics: evalMetrics(counts, node.budgets, node.k) };
+      return { kind: 'eval', metrics: { ...evalMetrics(counts, node.budgets, node.k), ...dataMetrics('data', heldOutSet(m.config.seed, 'eval', node.difficulty, node.offset, node.prompts)) } };
     },
 
     async renderReport(input: NodeInput): Promise<NodeResult> {

@@ -5,7 +5,7 @@
  * the state it starts from, so a rerun from a checkpoint reproduces the same bytes.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { generateCountdown, makeCountdown, countdownPrompt } from './countdown';
+import { difficultyProfile, generateCountdown, makeCountdown, countdownPrompt } from './countdown';
 import type { CountdownProblem } from './countdown';
 import { crossEntropyLoss, groupAdvantages, grpoLoss } from './grpo';
 import type { GrpoConfig, GrpoStats } from './grpo';
@@ -317,6 +317,22 @@ export class Trainer {
 }
 
 export type EvalCounts = Record<number, { problems: Array<{ n: number; c: number }>; records: ResponseRecord[] }>;
+
+/**
+ * What a set of problems is made of, as `<prefix>/min_steps_mean`, `<prefix>/min_steps_<k>`
+ * (share needing at least k steps, solver-measured) and `<prefix>/needs_all` (share whose
+ * every solution uses every number): difficulty reported per set, not assumed from the count.
+ */
+export function dataMetrics(prefix: string, ps: readonly CountdownProblem[]): Record<string, number> {
+  const prof = difficultyProfile(ps);
+  const out: Record<string, number> = { [`${prefix}/min_steps_mean`]: prof.meanMinSteps, [`${prefix}/needs_all`]: prof.needsAll };
+  for (const [k, share] of Object.entries(prof.minSteps)) out[`${prefix}/min_steps_${k}`] = share;
+  return out;
+}
+
+/** The held-out problems an evaluation of `prompts` problems from `offset` meets. */
+export const heldOutSet = (seed: number, split: Exclude<Split, 'train'>, d: Difficulty, offset: number, prompts: number): CountdownProblem[] =>
+  Array.from({ length: prompts }, (_, i) => heldOutProblem(seed, split, d, offset + i));
 
 /** Merge partial evaluations (resumed chunks) into metric keys like eval/b64/pass@1. */
 export function evalMetrics(counts: EvalCounts[], budgets: number[], ks: number[]): Record<string, number> {
