@@ -375,7 +375,8 @@ export function createActivities(ctx: WorkerContext) {
       const parts = await store.list(`runs/${input.runId}/metrics/`);
       const rows = await Promise.all(parts.map((k) => store.getJson<Record<string, number | string>>(k)));
       await store.put(keys.metrics(input.runId), rows.map((r) => JSON.stringify(r)).join('\n') + '\n', 'application/x-ndjson');
-      const html = renderReportHtml({ runId: input.runId, config: m.config, results: input.upstream, metrics: rows, backend: ctx.backend });
+      const { html, svgs } = await renderReportHtml({ runId: input.runId, config: m.config, results: input.upstream, metrics: rows, backend: ctx.backend });
+      for (const [name, svg] of Object.entries(svgs)) await store.put(keys.report(input.runId, `${name}.svg`), svg, 'image/svg+xml');
       const key = keys.report(input.runId);
       await store.put(key, html, 'text/html');
       const dir = path.join(ctx.reportDir, input.runId);

@@ -1,69 +1,351 @@
 /**
- * The run report: one self-contained HTML page with SVG line plots (training curves per
- * node, the extrapolation curve pass@1 vs test budget) and the result tables.
+ * The run report: one self-contained HTML page (inline SVG, no scripts, no external URLs)
+ * with the extrapolation curve, exploration diagnostics vs budget, training curves per node
+ * and the node results table. Charts are vega-lite specs compiled to vega and rendered
+ * headless to SVG by `View.toSVG()` (no browser, no canvas: text widths are estimated).
+ *
+ * vega and vega-lite are ESM-only (vega-canvas even awaits at top level, so `require` of
+ * an ES module cannot load them): they are loaded once by a dynamic `import()`, which tsx
+ * keeps native in this CommonJS project. Activities only: workflows never import this file.
  */
+import type { TopLevelSpec } from 'vega-lite';
 import type { RunConfig } from '../configs/schema';
+import { STOP_REASONS } from '../ml/metrics';
 import type { NodeResult } from './types';
 
-const esc = (s: string) => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
+const esc = (s: string) => s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 const fmt = (x: number) => (Math.abs(x) >= 100 || Number.isInteger(x) ? String(Math.round(x * 100) / 100) : x.toFixed(3));
 
-interface Series {
+type Row = Record<string, number | string>;
+
+export interface ReportInput {
+  runId: string;
+  config: RunConfig;
+  results: Record<string, NodeResult>;
+  /** Rows of runs/<run>/metrics/<node>/<step>.json: `{ node, step, ...metrics }`. */
+  metrics: Row[];
+  backend: string;
+}
+
+/** One chart of the report: `name` is also its file name (report/<name>.svg). */
+export interface ChartSpec {
   name: string;
-  points: Array<[number, number]>;
+  section: 'extrapolation' | 'exploration' | 'training';
+  title: string;
+  /** What the chart shows, and where the paper shows it. */
+  caption: string;
+  spec: TopLevelSpec;
 }
 
-/** A small SVG line chart; x and y ranges from the data. */
-export function lineChart(title: string, series: Series[], xLabel: string, yLabel: string, logX = false): string {
-  const W = 420, H = 240, L = 48, R = 12, T = 24, B = 36;
-  const pts = series.flatMap((s) => s.points).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
-  if (pts.length === 0) return `<p>${esc(title)}: no data</p>`;
-  const fx = (x: number) => (logX ? Math.log2(x) : x);
-  const xs = pts.map(([x]) => fx(x)), ys = pts.map(([, y]) => y);
-  const [x0, x1] = [Math.min(...xs), Math.max(...xs) === Math.min(...xs) ? Math.min(...xs) + 1 : Math.max(...xs)];
-  const [y0, y1] = [Math.min(0, ...ys), Math.max(...ys) === Math.min(0, ...ys) ? Math.min(0, ...ys) + 1 : Math.max(...ys)];
-  const sx = (x: number) => L + ((fx(x) - x0) / (x1 - x0)) * (W - L - R);
-  const sy = (y: number) => H - B - ((y - y0) / (y1 - y0)) * (H - T - B);
-  const colors = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b'];
-  const lines = series.map((s, i) => {
-    const d = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)).map(([x, y], k) => `${k ? 'L' : 'M'}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join('');
-    const dots = s.points.map(([x, y]) => `<circle cx="${sx(x).toFixed(1)}" cy="${sy(y).toFixed(1)}" r="2.5" fill="${colors[i % colors.length]}"/>`).join('');
-    return `<path d="${d}" fill="none" stroke="${colors[i % colors.length]}" stroke-width="1.5"/>${dots}<text x="${W - R - 4}" y="${T + 12 + 14 * i}" text-anchor="end" font-size="11" fill="${colors[i % colors.length]}">${esc(s.name)}</text>`;
-  });
-  const xt = [...new Set(pts.map(([x]) => x))].sort((a, b) => a - b);
-  const xticks = (xt.length <= 8 ? xt : xt.filter((_, i) => i % Math.ceil(xt.length / 8) === 0)).map((x) => `<text x="${sx(x).toFixed(1)}" y="${H - B + 14}" text-anchor="middle" font-size="10">${fmt(x)}</text>`);
-  const yticks = [y0, (y0 + y1) / 2, y1].map((y) => `<text x="${L - 4}" y="${sy(y).toFixed(1)}" text-anchor="end" font-size="10">${fmt(y)}</text>`);
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" role="img" aria-label="${esc(title)}"><text x="${L}" y="14" font-size="12" font-weight="bold">${esc(title)}</text><line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="#999"/><line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="#999"/>${xticks.join('')}${yticks.join('')}<text x="${(L + W - R) / 2}" y="${H - 4}" text-anchor="middle" font-size="11">${esc(xLabel)}</text><text x="12" y="${(T + H - B) / 2}" font-size="11" transform="rotate(-90 12 ${(T + H - B) / 2})" text-anchor="middle">${esc(yLabel)}</text>${lines.join('')}</svg>`;
-}
+type Engines = { vega: typeof import('vega'); vl: typeof import('vega-lite') };
+let engines: Promise<Engines> | undefined;
+const loadEngines = (): Promise<Engines> =>
+  (engines ??= Promise.all([import('vega'), import('vega-lite')]).then(
+    ([vega, vl]) => ({ vega, vl }),
+    (e: unknown) => {
+      engines = undefined; // a failed load is retried by the next report, not cached
+      throw e;
+    },
+  ));
 
-export function renderReportHtml(o: { runId: string; config: RunConfig; results: Record<string, NodeResult>; metrics: Array<Record<string, number | string>>; backend: string }): string {
-  const byNode = new Map<string, Array<Record<string, number | string>>>();
-  for (const r of o.metrics) byNode.set(String(r.node), [...(byNode.get(String(r.node)) ?? []), r]);
-  const curve = (key: string) => [...byNode.entries()].filter(([, rows]) => rows.some((r) => typeof r[key] === 'number')).map(([node, rows]) => ({ name: node, points: rows.filter((r) => typeof r[key] === 'number').map((r) => [Number(r.step), Number(r[key])] as [number, number]) }));
-  const charts = [
-    lineChart('train reward (pass@1 of samples)', curve('train/reward_mean'), 'iteration', 'reward'),
-    lineChart('response length', curve('train/response_len'), 'iteration', 'tokens'),
-    lineChart('truncated fraction', curve('train/truncated_frac'), 'iteration', 'fraction'),
-    lineChart('attempts per response', curve('train/attempts'), 'iteration', 'attempts'),
-    lineChart('SFT loss', curve('sft/loss'), 'step', 'nats'),
-  ];
-  const evalSeries: Series[] = [];
-  for (const [node, r] of Object.entries(o.results)) {
-    if (r.kind !== 'eval' && r.kind !== 'select-budget') continue;
-    const pts = Object.entries(r.metrics ?? {}).map(([k, v]) => [/^eval\/b(\d+)\/pass@1$/.exec(k), v] as const).filter(([m]) => m).map(([m, v]) => [Number(m![1]), v] as [number, number]).sort((a, b) => a[0] - b[0]);
-    if (pts.length) evalSeries.push({ name: node, points: pts });
+/** vega-lite → vega → SVG string, headless. */
+export async function renderSvg(spec: TopLevelSpec): Promise<string> {
+  const { vega, vl } = await loadEngines();
+  const view = new vega.View(vega.parse(vl.compile(spec).spec), { renderer: 'none' });
+  try {
+    return await view.toSVG();
+  } finally {
+    view.finalize();
   }
-  const trainBudgets = Object.entries(o.results).filter(([, r]) => r.kind === 'rl' && r.budget).map(([n, r]) => `${n}: ${r.budget}`);
-  const table = Object.entries(o.results).map(([node, r]) => `<tr><td>${esc(node)}</td><td>${esc(r.kind)}</td><td>${r.checkpoint ? r.checkpoint.step : ''}</td><td>${r.budget ?? ''}</td><td><code>${esc(Object.entries(r.metrics ?? {}).slice(0, 40).map(([k, v]) => `${k}=${fmt(v)}`).join('  '))}</code></td></tr>`);
-  return `<!doctype html><html><head><meta charset="utf-8"><title>e3 report ${esc(o.runId)}</title>
-<style>body{font-family:system-ui,sans-serif;margin:24px;max-width:1400px}svg{margin:6px;border:1px solid #eee}td,th{border-bottom:1px solid #ddd;padding:4px 8px;vertical-align:top;text-align:left}code{font-size:11px;white-space:pre-wrap}</style></head><body>
+}
+
+const WIDTH = 360, HEIGHT = 200;
+const base = { width: WIDTH, height: HEIGHT, config: { font: 'system-ui, sans-serif', title: { anchor: 'start' as const } } };
+
+/** `eval/b<B>/<name>` of a result's metrics as `{ budget, name, value }`. */
+function evalEntries(r: NodeResult): Array<{ budget: number; name: string; value: number }> {
+  const out = [];
+  for (const [k, v] of Object.entries(r.metrics ?? {})) {
+    const m = /^eval\/b(\d+)\/(.+)$/.exec(k);
+    if (m && Number.isFinite(v)) out.push({ budget: Number(m[1]), name: m[2], value: v });
+  }
+  return out.sort((a, b) => a.budget - b.budget);
+}
+
+const isEval = (r: NodeResult) => r.kind === 'eval' || r.kind === 'select-budget';
+
+const rlBudgets = (results: Record<string, NodeResult>) => Object.entries(results).flatMap(([node, r]) => (r.kind === 'rl' && typeof r.budget === 'number' ? [{ node, budget: r.budget }] : []));
+
+/**
+ * Training budgets of the RL nodes as vertical rules with a label (`stage1: B=48`), each
+ * label on its own line so equal budgets (stage 2 often keeps stage 1's) stay readable;
+ * labels in the right half of the (log2) x range sit left of their rule.
+ */
+function budgetRules(results: Record<string, NodeResult>, xs: readonly number[]) {
+  const rules = rlBudgets(results).map(({ node, budget }, i) => ({ budget, label: `${node}: B=${budget}`, ypx: 4 + 13 * i }));
+  if (rules.length === 0) return [];
+  const l2 = [...xs, ...rules.map((r) => r.budget)].map(Math.log2);
+  const mid = (Math.min(...l2) + Math.max(...l2)) / 2;
+  const x = { field: 'budget', type: 'quantitative' as const };
+  const label = (values: typeof rules, align: 'left' | 'right') => ({
+    data: { values },
+    mark: { type: 'text' as const, align, baseline: 'top' as const, dx: align === 'left' ? 3 : -3, fontSize: 10, color: '#444' },
+    encoding: { x, y: { field: 'ypx', type: 'quantitative' as const, scale: null }, text: { field: 'label' } },
+  });
+  const right = rules.filter((r) => Math.log2(r.budget) > mid), left = rules.filter((r) => !right.includes(r));
+  return [
+    { data: { values: rules }, mark: { type: 'rule' as const, color: '#666', strokeDash: [4, 3] }, encoding: { x, description: { field: 'label' } } },
+    ...(left.length ? [label(left, 'left')] : []),
+    ...(right.length ? [label(right, 'right')] : []),
+  ];
+}
+
+/** A y scale from zero; all-equal values (a run where nothing was solved) get a unit range rather than a point. */
+function yScale(values: ReadonlyArray<{ value: number }>) {
+  const v = values.map((p) => p.value);
+  const lo = Math.min(0, ...v), hi = Math.max(0, ...v);
+  return hi > lo ? { zero: true } : { domain: [lo, lo + 1] };
+}
+
+/** pass@1 vs budget and (when measured) pass@k vs budget, one line per eval/select node. */
+function extrapolationCharts(results: Record<string, NodeResult>): ChartSpec[] {
+  const pass: Array<{ node: string; budget: number; k: number; value: number; desc: string }> = [];
+  for (const [node, r] of Object.entries(results)) {
+    if (!isEval(r)) continue;
+    for (const e of evalEntries(r)) {
+      const m = /^pass@(\d+)$/.exec(e.name);
+      if (m) pass.push({ node, budget: e.budget, k: Number(m[1]), value: e.value, desc: `${node} B=${e.budget} pass@${m[1]}=${fmt(e.value)}` });
+    }
+  }
+  const budgets = [...new Set([...pass.map((p) => p.budget), ...rlBudgets(results).map((r) => r.budget)])].sort((a, b) => a - b);
+  const rules = budgetRules(results, budgets);
+  const x = { field: 'budget', type: 'quantitative' as const, title: 'test budget (tokens, log2)', scale: { type: 'log' as const, base: 2 }, axis: { values: budgets, format: 'd' } };
+  const out: ChartSpec[] = [];
+  const p1 = pass.filter((p) => p.k === 1);
+  if (p1.length) {
+    const title = 'Extrapolation: pass@1 vs test budget';
+    out.push({
+      name: 'extrapolation',
+      section: 'extrapolation',
+      title,
+      caption: 'pass@1 with responses cut at each test budget, one line per eval / select-budget node; dashed rules mark each RL node\'s training budget. Extrapolation (paper §6) is pass@1 still rising to the right of the training budget.',
+      spec: {
+        ...base,
+        title,
+        layer: [
+          { data: { values: p1 }, mark: { type: 'line', point: { size: 40 } }, encoding: { x, y: { field: 'value', type: 'quantitative', title: 'pass@1', scale: yScale(p1) }, color: { field: 'node', type: 'nominal', title: 'node' }, description: { field: 'desc' } } },
+          ...rules,
+        ],
+      },
+    });
+  }
+  if (pass.some((p) => p.k !== 1)) {
+    const title = 'pass@k vs test budget';
+    out.push({
+      name: 'extrapolation-passk',
+      section: 'extrapolation',
+      title,
+      caption: 'pass@k at each test budget (dash and marker per k, colour per node): exploration that only sharpened pass@1 would leave pass@k flat; the paper reports e3 lifting both.',
+      spec: {
+        ...base,
+        title,
+        layer: [
+          {
+            data: { values: pass.map((p) => ({ ...p, series: `${p.node} pass@${p.k}`, kLabel: `pass@${p.k}` })) },
+            mark: { type: 'line', point: { size: 30 } },
+            encoding: { x, y: { field: 'value', type: 'quantitative', title: 'pass@k', scale: yScale(pass) }, color: { field: 'node', type: 'nominal', title: 'node' }, strokeDash: { field: 'kLabel', type: 'nominal', title: 'k' }, shape: { field: 'kLabel', type: 'nominal', title: 'k' }, detail: { field: 'series' }, description: { field: 'desc' } },
+          },
+          ...rules,
+        ],
+      },
+    });
+  }
+  return out;
+}
+
+/** Exploration diagnostics measured at each eval budget (paper §4: generate → verify → retry chains). */
+const EXPLORE: ReadonlyArray<[key: string, title: string, y: string]> = [
+  ['attempts', 'attempts per response', 'attempts'],
+  ['unique_attempts', 'distinct attempts per response', 'attempts'],
+  ['marks_true', 'verification marks that match the truth', 'share of marks'],
+  ['false_ok', 'wrong attempts marked ok (false ok)', 'share of wrong attempts'],
+  ['false_no', 'right attempts marked no (false no)', 'share of right attempts'],
+  ['response_len', 'response length', 'tokens'],
+  ['truncated_frac', 'truncated at the budget', 'fraction'],
+];
+
+function explorationCharts(results: Record<string, NodeResult>): ChartSpec[] {
+  const evals = Object.entries(results).filter(([, r]) => isEval(r)).map(([node, r]) => ({ node, entries: evalEntries(r) }));
+  const out: ChartSpec[] = [];
+  for (const [key, title, y] of EXPLORE) {
+    const values = evals.flatMap(({ node, entries }) => entries.filter((e) => e.name === key).map((e) => ({ node, budget: e.budget, value: e.value, desc: `${node} B=${e.budget} ${key}=${fmt(e.value)}` })));
+    if (values.length === 0) continue;
+    const budgets = [...new Set([...values.map((v) => v.budget), ...rlBudgets(results).map((r) => r.budget)])].sort((a, b) => a - b);
+    const rules = budgetRules(results, budgets);
+    out.push({
+      name: `explore-${key}`,
+      section: 'exploration',
+      title,
+      caption: `eval/b<B>/${key} per eval / select-budget node.`,
+      spec: {
+        ...base,
+        title,
+        layer: [
+          {
+            data: { values },
+            mark: { type: 'line', point: { size: 30 } },
+            encoding: {
+              x: { field: 'budget', type: 'quantitative', title: 'test budget (tokens, log2)', scale: { type: 'log', base: 2 }, axis: { values: budgets, format: 'd' } },
+              y: { field: 'value', type: 'quantitative', title: y, scale: yScale(values) },
+              color: { field: 'node', type: 'nominal', title: 'node' },
+              description: { field: 'desc' },
+            },
+          },
+          ...rules,
+        ],
+      },
+    });
+  }
+  // How responses end, per budget: a stacked bar per budget, one panel per node.
+  const order = (why: string) => {
+    const i = (STOP_REASONS as readonly string[]).indexOf(why);
+    return i < 0 ? STOP_REASONS.length : i;
+  };
+  const stops = evals.flatMap(({ node, entries }) =>
+    entries.flatMap((e) => {
+      const m = /^stop_(.+)$/.exec(e.name);
+      return m ? [{ node, budget: e.budget, reason: m[1], order: order(m[1]), share: e.value, desc: `${node} B=${e.budget} stop_${m[1]}=${fmt(e.value)}` }] : [];
+    }),
+  );
+  if (stops.length) {
+    const reasons = [...new Set(stops.map((s) => s.reason))].sort((a, b) => order(a) - order(b) || a.localeCompare(b));
+    const title = 'How responses stop, per test budget';
+    out.push({
+      name: 'stop-reasons',
+      section: 'exploration',
+      title,
+      caption: 'Share of responses ending on a true ok (correct), a false ok, a give-up (no), cut at the budget (truncated) or malformed (other), from eval/b<B>/stop_<reason>.',
+      spec: {
+        title,
+        config: base.config,
+        data: { values: stops },
+        facet: { field: 'node', type: 'nominal', title: null },
+        columns: 3,
+        spec: {
+          width: 200,
+          height: HEIGHT,
+          mark: { type: 'bar' },
+          encoding: {
+            x: { field: 'budget', type: 'ordinal', title: 'test budget (tokens)', sort: 'ascending' },
+            y: { field: 'share', type: 'quantitative', stack: 'zero', title: 'share of responses' },
+            color: { field: 'reason', type: 'nominal', title: 'stop', scale: { domain: reasons, range: ['#59a14f', '#e15759', '#f28e2b', '#79706e', '#bab0ac', '#4e79a7', '#b07aa1'] } },
+            order: { field: 'order', type: 'quantitative' },
+            description: { field: 'desc' },
+          },
+        },
+      },
+    });
+  }
+  return out;
+}
+
+/** Training curves, one line per node (x: the step the metrics row was written at). */
+const TRAIN: ReadonlyArray<{ name: string; keys: Array<[key: string, label: string]>; title: string; y: string; x: string; caption: string }> = [
+  { name: 'train-reward_mean', keys: [['train/reward_mean', 'all']], title: 'train reward (pass@1 of the samples)', y: 'reward', x: 'iteration', caption: 'train/reward_mean.' },
+  {
+    name: 'train-response_len',
+    keys: [['train/response_len', 'all'], ['train/response_len_correct', 'correct'], ['train/response_len_incorrect', 'incorrect']],
+    title: 'response length',
+    y: 'tokens',
+    x: 'iteration',
+    caption: 'train/response_len (solid), _correct and _incorrect (dashed): negative gradients lengthen responses as exploration grows (paper §5).',
+  },
+  { name: 'train-truncated_frac', keys: [['train/truncated_frac', 'all']], title: 'truncated at the training budget', y: 'fraction', x: 'iteration', caption: 'train/truncated_frac.' },
+  { name: 'train-attempts', keys: [['train/attempts', 'all']], title: 'attempts per response', y: 'attempts', x: 'iteration', caption: 'train/attempts: generate → verify episodes chained in a response (paper §4).' },
+  { name: 'train-unique_attempts', keys: [['train/unique_attempts', 'all']], title: 'distinct attempts per response', y: 'attempts', x: 'iteration', caption: 'train/unique_attempts.' },
+  { name: 'train-marks_true', keys: [['train/marks_true', 'all']], title: 'verification marks that match the truth', y: 'share of marks', x: 'iteration', caption: 'train/marks_true: the verification side of the asymmetry (paper §4).' },
+  { name: 'train-false_ok', keys: [['train/false_ok', 'all']], title: 'wrong attempts marked ok', y: 'share of wrong attempts', x: 'iteration', caption: 'train/false_ok.' },
+  { name: 'train-entropy', keys: [['train/entropy', 'all']], title: 'policy entropy', y: 'nats per token', x: 'iteration', caption: 'train/entropy (paper §5: negative gradients keep it from collapsing).' },
+  { name: 'train-zero_std_frac', keys: [['train/zero_std_frac', 'all']], title: 'groups with no reward signal', y: 'fraction of groups', x: 'iteration', caption: 'train/zero_std_frac: groups whose samples all got the same reward (no GRPO advantage).' },
+  { name: 'sft-loss', keys: [['sft/loss', 'all']], title: 'SFT loss', y: 'nats per token', x: 'step', caption: 'sft/loss.' },
+];
+
+function trainingCharts(metrics: readonly Row[]): ChartSpec[] {
+  const out: ChartSpec[] = [];
+  for (const c of TRAIN) {
+    const values = metrics.flatMap((r) =>
+      c.keys.flatMap(([key, label]) => (typeof r[key] === 'number' && Number.isFinite(r[key]) ? [{ node: String(r.node), step: Number(r.step), value: r[key], series: label, desc: `${String(r.node)} ${c.x} ${r.step} ${key}=${fmt(r[key])}` }] : [])),
+    );
+    if (values.length === 0) continue;
+    const steps = new Set(values.map((v) => `${v.node}/${v.step}`)).size;
+    const multi = c.keys.length > 1;
+    out.push({
+      name: c.name,
+      section: 'training',
+      title: c.title,
+      caption: c.caption,
+      spec: {
+        ...base,
+        title: c.title,
+        data: { values: values.sort((a, b) => a.step - b.step) },
+        mark: { type: 'line', ...(steps <= 60 ? { point: { size: 16 } } : {}) },
+        encoding: {
+          x: { field: 'step', type: 'quantitative', title: c.x, axis: { tickMinStep: 1, format: 'd' } },
+          y: { field: 'value', type: 'quantitative', title: c.y, scale: yScale(values) },
+          color: { field: 'node', type: 'nominal', title: 'node' },
+          ...(multi ? { strokeDash: { field: 'series', type: 'nominal', title: 'responses', sort: c.keys.map(([, l]) => l) } } : {}),
+          detail: { field: 'series' },
+          description: { field: 'desc' },
+        },
+      },
+    });
+  }
+  return out;
+}
+
+/** Every chart the report draws from these results and metric rows (absent metrics: no chart). */
+export function reportCharts(o: Pick<ReportInput, 'results' | 'metrics'>): ChartSpec[] {
+  return [...extrapolationCharts(o.results), ...explorationCharts(o.results), ...trainingCharts(o.metrics)];
+}
+
+const figure = (c: ChartSpec, svg: string) => `<figure class="chart" id="chart-${c.name}" aria-label="${esc(c.title)}">${svg}<figcaption>${esc(c.caption)}</figcaption></figure>`;
+
+/** The report page and its charts (`name` → SVG, written next to the page as report/<name>.svg). */
+export async function renderReportHtml(o: ReportInput): Promise<{ html: string; svgs: Record<string, string> }> {
+  const charts = reportCharts(o);
+  const svgs: Record<string, string> = {};
+  for (const c of charts) svgs[c.name] = await renderSvg(c.spec);
+  const section = (s: ChartSpec['section'], none: string) => {
+    const cs = charts.filter((c) => c.section === s);
+    return cs.length ? `<div class="charts">${cs.map((c) => figure(c, svgs[c.name])).join('\n')}</div>` : `<p class="none">${esc(none)}</p>`;
+  };
+  const trainBudgets = Object.entries(o.results).filter(([, r]) => r.kind === 'rl' && r.budget).map(([n, r]) => `${n}: B=${r.budget}`);
+  const warnings = Object.entries(o.results).filter(([, r]) => r.warning);
+  const warningBlock = warnings.length
+    ? `<section class="warnings" role="alert"><h2>Warnings</h2>${warnings.map(([node, r]) => `<p class="warning"><b>${esc(node)}</b>: ${esc(r.warning!)}</p>`).join('')}</section>`
+    : '';
+  const table = Object.entries(o.results).map(
+    ([node, r]) =>
+      `<tr${r.warning ? ' class="warned"' : ''}><td>${esc(node)}</td><td>${esc(r.kind)}</td><td>${r.checkpoint ? r.checkpoint.step : ''}</td><td>${r.budget ?? ''}</td><td>${r.warning ? `<span class="warning">${esc(r.warning)}</span>` : ''}</td><td><code>${esc(
+        Object.entries(r.metrics ?? {})
+          .slice(0, 60)
+          .map(([k, v]) => `${k}=${fmt(v)}`)
+          .join('  '),
+      )}</code></td></tr>`,
+  );
+  const html = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>e3 report ${esc(o.runId)}</title>
+<style>body{font-family:system-ui,sans-serif;margin:24px;max-width:1500px}.charts{display:flex;flex-wrap:wrap;gap:8px}figure.chart{margin:0;padding:6px;border:1px solid #eee;max-width:min(100%,640px)}figure.chart svg{display:block;max-width:100%;height:auto}figcaption{font-size:12px;color:#555;max-width:560px}.warnings{border:2px solid #c0392b;background:#fdecea;padding:4px 12px;margin:12px 0}.warning{color:#922b21;font-weight:600}tr.warned{background:#fdecea}td,th{border-bottom:1px solid #ddd;padding:4px 8px;vertical-align:top;text-align:left}code{font-size:11px;white-space:pre-wrap}.none{color:#777}</style></head><body>
 <h1>e3 run <code>${esc(o.runId)}</code></h1>
 <p>config <b>${esc(o.config.name)}</b>, seed ${o.config.seed}, model ${o.config.model.layers}×${o.config.model.dModel} (${o.config.model.heads} heads, context ${o.config.model.context}), tool arithmetic ${o.config.toolArithmetic}, backend ${esc(o.backend)}. Training budgets: ${esc(trainBudgets.join(', ') || 'n/a')}.</p>
-<h2>Extrapolation: pass@1 vs test budget</h2>
-${lineChart('pass@1 vs budget (log2 x)', evalSeries, 'test budget (tokens)', 'pass@1', true)}
+${warningBlock}
+<h2>Extrapolation</h2>
+${section('extrapolation', 'no eval or select-budget results with pass@k')}
+<h2>Exploration vs test budget</h2>
+${section('exploration', 'no exploration metrics in the eval results')}
 <h2>Training</h2>
-${charts.join('\n')}
-<h2>Nodes</h2><table><tr><th>node</th><th>kind</th><th>ckpt step</th><th>budget</th><th>metrics</th></tr>${table.join('')}</table>
+${section('training', 'no training metrics')}
+<h2>Nodes</h2><table><tr><th>node</th><th>kind</th><th>ckpt step</th><th>budget</th><th>warning</th><th>metrics</th></tr>${table.join('')}</table>
 </body></html>
 `;
+  return { html, svgs };
 }

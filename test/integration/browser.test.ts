@@ -3,19 +3,33 @@
  * (UI 2.42.1 embedded in the dev server), driven by headless Debian chromium through
  * playwright-core. The form needs no extra server flag (startWorkflowDisabled is false by
  * default). What a user enters: Workflow ID (anything unique), Task Queue `e3`, Workflow
- * Type `pipeline`, Input data `{"config":"tiny"}` with encoding json/plain.
+ * Type `pipeline`, Input data `{"config":"tiny"}` with encoding json/plain. Then the run's
+ * report page is opened from disk the way a user opens it: its vega-rendered SVG charts
+ * are laid out with a size, the extrapolation chart has a point per measured budget and
+ * the training budgets as labelled rules, and the page fetches nothing.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { chromium } from 'playwright-core';
 import type { Browser } from 'playwright-core';
 import { TASK_QUEUE } from '../../activities/types';
 import type { PipelineResult } from '../../workflows/pipeline';
 import { E3Config } from '../../workflows/search';
-import { client, inProcessWorker, uid } from './env';
+import { client, inProcessWorker, store, uid } from './env';
 
 const NODES = ['warmstart', 'stage1', 'select', 'stage2', 'eval', 'report'];
 const INPUT = '{"config":"tiny"}';
+/** configs/tiny.json: the select grid and the eval budgets (one point each on pass@1 vs budget). */
+const TINY_POINTS = 3 + 3;
+
+const launch = () =>
+  chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-gpu', '--disable-sync'],
+  });
 
 test('a tiny run started from the Web UI "Start Workflow" form completes with the whole DAG', { timeout: 420_000 }, async () => {
   const ui = `http://127.0.0.1:${process.env.E3_TEMPORAL_UI_PORT}`;
@@ -24,11 +38,7 @@ test('a tiny run started from the Web UI "Start Workflow" form completes with th
   let browser: Browser | undefined;
   const c = await client();
   try {
-    browser = await chromium.launch({
-      executablePath: '/usr/bin/chromium',
-      headless: true,
-      args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-gpu', '--disable-sync'],
-    });
+    browser = await launch();
     const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
     page.setDefaultTimeout(60_000);
 
@@ -77,6 +87,40 @@ test('a tiny run started from the Web UI "Start Workflow" form completes with th
     assert.equal(d.type, 'pipeline');
     assert.equal(d.taskQueue, TASK_QUEUE);
     assert.equal(d.typedSearchAttributes.get(E3Config), 'tiny');
+
+    // The report page, opened from disk: one self-contained file with the charts inline.
+    const file = path.resolve(r.report!.path);
+    assert.ok(await store().exists(r.report!.key.replace(/index\.html$/, 'extrapolation.svg')), 'report/extrapolation.svg is stored next to the page');
+    browser = await launch();
+    const report = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+    const fetched: string[] = [];
+    report.on('request', (q) => {
+      if (!q.url().startsWith('file:')) fetched.push(q.url());
+    });
+    const errors: string[] = [];
+    report.on('pageerror', (e) => errors.push(String(e)));
+    await report.goto(pathToFileURL(file).href, { waitUntil: 'load' });
+    assert.equal(await report.title(), `e3 report ${id}`);
+    const charts = report.locator('figure.chart > svg');
+    const n = await charts.count();
+    assert.ok(n >= 6, `the tiny run draws extrapolation, exploration and training charts (got ${n})`);
+    for (let i = 0; i < n; i++) {
+      const svg = charts.nth(i);
+      assert.ok(await svg.isVisible(), `chart ${i} is visible`);
+      const box = await svg.boundingBox();
+      assert.ok(box && box.width > 100 && box.height > 100, `chart ${i} is laid out with a size (${JSON.stringify(box)})`);
+    }
+    for (const name of ['extrapolation', 'extrapolation-passk', 'train-reward_mean', 'sft-loss']) assert.equal(await report.locator(`#chart-${name} > svg`).count(), 1, `chart ${name}`);
+    const ex = report.locator('#chart-extrapolation > svg');
+    await ex.locator('text', { hasText: 'Extrapolation: pass@1 vs test budget' }).waitFor({ state: 'visible' });
+    const points = ex.locator('[aria-roledescription="point"]');
+    assert.equal(await points.count(), TINY_POINTS, 'a point per (eval / select node, budget)');
+    const pbox = await points.first().boundingBox();
+    assert.ok(pbox && pbox.width > 0 && pbox.height > 0, 'points are drawn');
+    await ex.locator('text', { hasText: 'stage1: B=32' }).waitFor({ state: 'visible' });
+    await ex.locator('text', { hasText: /^stage2: B=\d+$/ }).waitFor({ state: 'visible' });
+    assert.deepEqual(fetched, [], 'the report fetches nothing');
+    assert.deepEqual(errors, []);
   } finally {
     await browser?.close().catch(() => {});
     await c.close();

@@ -1,0 +1,140 @@
+/**
+ * The run report from a synthetic run: vega-lite charts rendered headless to SVG, one mark
+ * per measured point, training budgets as labelled rules, absent metrics leave no chart,
+ * node ids escaped, warnings shown.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { loadConfig } from '../../configs/load';
+import type { NodeResult } from '../../activities/types';
+import { renderReportHtml, reportCharts } from '../../activities/report';
+
+const config = loadConfig('tiny');
+const EVAL_BUDGETS = [24, 48, 96, 192, 384];
+const GRID = [48, 96, 192];
+const ODD = 'ev<al>&"x"';
+
+function evalMetrics(budgets: number[], ks: number[], explore: boolean): Record<string, number> {
+  const m: Record<string, number> = {};
+  budgets.forEach((b, i) => {
+    for (const k of ks) m[`eval/b${b}/pass@${k}`] = Math.min(1, 0.1 + 0.05 * i + 0.1 * (k - 1));
+    m[`eval/b${b}/response_len`] = b * 0.8;
+    if (explore) {
+      m[`eval/b${b}/attempts`] = 1 + i;
+      m[`eval/b${b}/unique_attempts`] = 1 + i * 0.8;
+      m[`eval/b${b}/marks_true`] = 0.9;
+      m[`eval/b${b}/false_ok`] = 0.05;
+      const stops = { correct: 0.2 + 0.05 * i, false_ok: 0.1, gave_up: 0.2, truncated: 0.45 - 0.05 * i, other: 0.05 };
+      for (const [why, share] of Object.entries(stops)) m[`eval/b${b}/stop_${why}`] = share;
+    }
+  });
+  return m;
+}
+
+const results: Record<string, NodeResult> = {
+  warmstart: { kind: 'sft', checkpoint: { step: 12 }, metrics: { 'sft/loss': 1.2 } },
+  stage1: { kind: 'rl', checkpoint: { step: 4 }, budget: 48, metrics: { 'train/reward_mean': 0.3 } },
+  select: { kind: 'select-budget', budget: 96, warning: 'Eq. 6.1: no B qualified; took 96', metrics: { ...evalMetrics(GRID, [1], false), 'select/budget': 96 } },
+  stage2: { kind: 'rl', checkpoint: { step: 2 }, budget: 96, metrics: {} },
+  eval: { kind: 'eval', metrics: evalMetrics(EVAL_BUDGETS, [1, 4], true) },
+  [ODD]: { kind: 'eval', metrics: evalMetrics([48, 96], [1], false) },
+  report: { kind: 'report' },
+};
+
+const metrics: Array<Record<string, number | string>> = [
+  ...[6, 12].map((step) => ({ node: 'warmstart', step, 'sft/loss': 2 / step, 'sft/grad_norm': 1 })),
+  ...[1, 2, 3, 4].map((step) => ({ node: 'stage1', step, 'train/reward_mean': 0.1 * step, 'train/response_len': 30 + step, 'train/response_len_correct': 25 + step, 'train/truncated_frac': 0.5 / step, 'train/attempts': 1 + step / 4, 'train/entropy': 1.5 })),
+  ...[1, 2].map((step) => ({ node: 'stage2', step, 'train/reward_mean': 0.2 * step, 'train/response_len': 50 + step, 'train/zero_std_frac': 0.5 })),
+];
+
+const input = { runId: 'run-1', config, results, metrics, backend: 'cpu' };
+
+/** Well-formed markup: every opened tag is closed in order (SVG has no void elements). */
+function assertBalanced(svg: string, name: string) {
+  const stack: string[] = [];
+  for (const m of svg.matchAll(/<(\/?)([a-zA-Z][\w:-]*)[^>]*?(\/?)>/g)) {
+    if (m[3]) continue;
+    if (m[1]) assert.equal(stack.pop(), m[2], `${name}: </${m[2]}> closes the wrong element`);
+    else stack.push(m[2]);
+  }
+  assert.deepEqual(stack, [], `${name}: unclosed elements`);
+}
+
+const count = (s: string, needle: string) => s.split(needle).length - 1;
+const escAttr = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+
+test('report: every chart is a well-formed SVG rendered by vega, inlined in one page', { timeout: 60_000 }, async () => {
+  const { html, svgs } = await renderReportHtml(input);
+  const names = Object.keys(svgs).sort();
+  assert.deepEqual(
+    names,
+    [
+      'explore-attempts', 'explore-false_ok', 'explore-marks_true', 'explore-response_len', 'explore-unique_attempts',
+      'extrapolation', 'extrapolation-passk', 'sft-loss', 'stop-reasons',
+      'train-attempts', 'train-entropy', 'train-response_len', 'train-reward_mean', 'train-truncated_frac', 'train-zero_std_frac',
+    ].sort(),
+  );
+  for (const [name, svg] of Object.entries(svgs)) {
+    assert.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"[^>]* class="marks" width="(\d+)" height="(\d+)"/, name);
+    const [, w, h] = /width="(\d+)" height="(\d+)"/.exec(svg)!;
+    assert.ok(Number(w) > 100 && Number(h) > 100, `${name}: ${w}x${h}`);
+    assert.ok(svg.endsWith('</svg>'), name);
+    assertBalanced(svg, name);
+    assert.ok(html.includes(svg), `${name} is inlined in the page`);
+  }
+  // One self-contained page: no scripts, no fetched resources.
+  assert.doesNotMatch(html, /<script|<link|<img|\bsrc=|href="http|url\(http/i);
+  const ids = [...html.matchAll(/\bid="([^"]+)"/g)].map((m) => m[1]);
+  assert.equal(new Set(ids).size, ids.length, 'ids are unique across the inlined SVGs');
+  assertBalanced(html.replace(/^<!doctype html>/, '').replace(/<meta [^>]*>/g, ''), 'page');
+});
+
+test('report: the extrapolation chart has a point per (node, budget) and the training budgets as labelled rules', { timeout: 60_000 }, async () => {
+  const { svgs } = await renderReportHtml(input);
+  const svg = svgs.extrapolation;
+  assert.ok(svg.includes('>Extrapolation: pass@1 vs test budget</text>'), 'title');
+  const points: Array<[string, number]> = [...GRID.map((b) => ['select', b] as [string, number]), ...EVAL_BUDGETS.map((b) => ['eval', b] as [string, number]), [ODD, 48], [ODD, 96]];
+  assert.equal(count(svg, 'aria-roledescription="point"'), points.length);
+  for (const [node, b] of points) assert.ok(svg.includes(`aria-label="${escAttr(`${node} B=${b} pass@1=`)}`), `point ${node} B=${b}`);
+  for (const label of ['stage1: B=48', 'stage2: B=96']) {
+    assert.ok(svg.includes(`>${label}</text>`), `rule label ${label}`);
+    assert.ok(svg.includes(`aria-label="${label}"`), `rule ${label}`);
+  }
+  // pass@k: pass@1 and pass@4 of eval, pass@1 of the others.
+  assert.equal(count(svgs['extrapolation-passk'], 'aria-roledescription="point"'), points.length + EVAL_BUDGETS.length);
+  // Stop reasons: a bar per (budget, reason) of the one node that has them.
+  assert.equal(count(svgs['stop-reasons'], 'aria-roledescription="bar"'), EVAL_BUDGETS.length * 5);
+  // Training curves: a point per metrics row of each node that has the key.
+  assert.equal(count(svgs['train-reward_mean'], 'aria-roledescription="point"'), 6);
+  assert.equal(count(svgs['train-response_len'], 'aria-roledescription="point"'), 4 + 4 + 2);
+});
+
+test('report: absent metrics draw no chart and do not crash', { timeout: 60_000 }, async () => {
+  const names = reportCharts(input).map((c) => c.name);
+  for (const absent of ['train-marks_true', 'train-false_ok', 'train-unique_attempts', 'explore-false_no', 'explore-truncated_frac']) assert.ok(!names.includes(absent), absent);
+  const { html } = await renderReportHtml(input);
+  assert.ok(!html.includes('id="chart-train-marks_true"'));
+
+  const empty = await renderReportHtml({ ...input, results: { report: { kind: 'report' } }, metrics: [] });
+  assert.deepEqual(empty.svgs, {});
+  assert.match(empty.html, /no eval or select-budget results/);
+  assert.match(empty.html, /no training metrics/);
+
+  // Results without pass@1 (only pass@4), rows with non-numeric values, an RL node without budget.
+  const odd = await renderReportHtml({
+    ...input,
+    results: { e: { kind: 'eval', metrics: { 'eval/b64/pass@4': 0.5 } }, r: { kind: 'rl' } },
+    metrics: [{ node: 'r', step: 1, 'train/reward_mean': 'n/a' }],
+  });
+  assert.deepEqual(Object.keys(odd.svgs), ['extrapolation-passk']);
+});
+
+test('report: node ids are escaped in the page and in the SVGs; warnings are shown', { timeout: 60_000 }, async () => {
+  const { html, svgs } = await renderReportHtml(input);
+  assert.ok(!html.includes(ODD), 'raw node id never reaches the page');
+  assert.ok(!html.includes('ev<al>'));
+  assert.ok(html.includes('<td>ev&lt;al&gt;&amp;&quot;x&quot;</td>'), 'escaped in the table');
+  assert.ok(svgs.extrapolation.includes('>ev&lt;al&gt;&amp;"x"</text>') || svgs.extrapolation.includes('>ev&lt;al&gt;&amp;&quot;x&quot;</text>'), 'escaped in the legend');
+  assert.match(html, /<section class="warnings" role="alert">.*<b>select<\/b>: Eq\. 6\.1: no B qualified; took 96/s);
+  assert.match(html, /<tr class="warned"><td>select<\/td>.*<span class="warning">Eq\. 6\.1: no B qualified; took 96<\/span>/);
+});
