@@ -58,3 +58,26 @@ test('p^k toy is deterministic for a seed and differs across seeds', () => {
   assert.notDeepEqual(a.history, c.history);
   assert.throws(() => runPkToy({ stepz: 3 } as never), /unknown config key "stepz"/);
 });
+
+test('p^k toy options: skewed start keeps the initial length, a* by rank, temperature', () => {
+  // Zipf(1) start: P(stop) stays 1/initLen; rank 0 is the likeliest action, rank 99 the rarest,
+  // and their first-token probabilities are in the ratio 100 : 1.
+  const likely = runPkToy({ seed: 3, steps: 1, initSkew: 1, aStar: { rank: 0 } });
+  const rare = runPkToy({ seed: 3, steps: 1, initSkew: 1, aStar: { rank: 99 } });
+  const [hl, hr] = [likely.history[0], rare.history[0]];
+  assert.ok(Math.abs(hl['pktoy/p_stop'] - 1 / 15) < 1e-6 && Math.abs(hr['pktoy/p_stop'] - 1 / 15) < 1e-6);
+  assert.notEqual(likely.aStar, rare.aStar);
+  assert.ok(Math.abs(hl['pktoy/p_star'] / hr['pktoy/p_star'] - 100) < 1e-3, `ratio ${hl['pktoy/p_star'] / hr['pktoy/p_star']}`);
+  // same episodes (the reward differs only through a*): a likely a* is found far more often
+  assert.equal(hl['train/response_len'], hr['train/response_len']);
+  assert.ok(hl['train/reward_mean'] > hr['train/reward_mean'] + 0.3, `${hl['train/reward_mean']} vs ${hr['train/reward_mean']}`);
+  // distinct actions per episode never exceed the actions written
+  assert.ok(hl['pktoy/distinct'] > 1 && hl['pktoy/distinct'] < hl['train/response_len']);
+  // a temperature rescales the table, not the starting distribution; the runs then diverge only through learning
+  const t1 = runPkToy({ seed: 3, steps: 2 }), t2 = runPkToy({ seed: 3, steps: 2, temperature: 2 });
+  assert.ok(Math.abs(t1.history[0]['pktoy/p_stop'] - t2.history[0]['pktoy/p_stop']) < 1e-6);
+  assert.ok(Math.abs(t1.history[0]['train/response_len'] - t2.history[0]['train/response_len']) < 1e-9);
+  assert.notDeepEqual(t1.history[1], t2.history[1]);
+  assert.throws(() => runPkToy({ steps: 1, aStar: { rank: 100 } }), /aStar.rank/);
+  assert.throws(() => runPkToy({ steps: 1, temperature: 0 }), /temperature/);
+});
