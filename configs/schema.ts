@@ -53,8 +53,13 @@ export const OptimSchema = z
   .strict();
 
 const deps = z.array(Id).default([]);
-/** The node whose final policy this node starts from; default: its first dependency that has one. */
-const from = Id.optional();
+/** Start from the run's init policy (the base) even when an ancestor trained: arms of a comparison that wait on another branch. */
+export const FROM_INIT = '@init';
+/**
+ * The node whose final policy this node starts from, or "@init" for the run's init policy;
+ * default: its first dependency that has one.
+ */
+const from = z.union([Id, z.literal(FROM_INIT)]).optional();
 
 export const SftNodeSchema = z
   .object({
@@ -73,6 +78,8 @@ export const SftNodeSchema = z
     maxAttempts: z.number().int().min(1).max(64).default(8),
     /** Share of wrong attempts that are near misses (result close to the target). @default 0.5 */
     nearMiss: z.number().min(0).max(1).default(0.5),
+    /** Loss weight of the check-mark tokens (`ok` / `no`) relative to other tokens. @default 1 */
+    markWeight: z.number().gt(0).max(100).default(1),
     optim: OptimSchema.prefault({ lr: 1e-3 }),
     /** Commit a checkpoint every this many steps. @default 25 */
     ckptEvery: z.number().int().min(1).default(25),
@@ -230,6 +237,7 @@ export function topoOrder(nodes: Record<string, { deps: string[] }>): string[] {
 /** The node a node's policy comes from (explicit `from`, else the nearest ancestor that trains or holds one). */
 export function policySource(cfg: RunConfig, id: string): string | null {
   const n = cfg.nodes[id];
+  if (n.from === FROM_INIT) return null;
   if (n.from) return n.from;
   for (const d of n.deps) {
     const k = cfg.nodes[d].kind;
@@ -254,7 +262,7 @@ export function resolveConfig(raw: unknown, source = 'config'): RunConfig {
   for (const id of ids) {
     const n = cfg.nodes[id];
     for (const d of n.deps) if (!cfg.nodes[d]) throw new ConfigError(`${source}: nodes.${id}.deps: unknown node "${d}"`);
-    if (n.from && !cfg.nodes[n.from]) throw new ConfigError(`${source}: nodes.${id}.from: unknown node "${n.from}"`);
+    if (n.from && n.from !== FROM_INIT && !cfg.nodes[n.from]) throw new ConfigError(`${source}: nodes.${id}.from: unknown node "${n.from}"`);
   }
   topoOrder(cfg.nodes);
   const ancestors = (id: string, seen = new Set<string>()): Set<string> => {
@@ -263,7 +271,7 @@ export function resolveConfig(raw: unknown, source = 'config'): RunConfig {
   };
   for (const id of ids) {
     const n = cfg.nodes[id];
-    if (n.from && !ancestors(id).has(n.from)) throw new ConfigError(`${source}: nodes.${id}.from: "${n.from}" must also be a dependency (directly or not)`);
+    if (n.from && n.from !== FROM_INIT && !ancestors(id).has(n.from)) throw new ConfigError(`${source}: nodes.${id}.from: "${n.from}" must also be a dependency (directly or not)`);
     const needsPolicy = n.kind !== 'report' && n.kind !== 'sft';
     if (needsPolicy && !policySource(cfg, id) && cfg.init === 'scratch') {
       throw new ConfigError(`${source}: nodes.${id}: no policy to start from (no sft/rl ancestor and init is "scratch")`);

@@ -20,7 +20,8 @@
  * by the solver: `minSteps` is the fewest steps any solution needs.
  *
  * Tool-computed mode (`countdownTool`): after `a op b=` the environment writes the exact
- * result. It writes nothing when the result is not a non-negative integer (inexact
+ * result, and after a result's `>` it writes the target (so in this mode the check
+ * compares two numbers the environment wrote; deciding `ok` or `no` stays the policy's). It writes nothing when the result is not a non-negative integer (inexact
  * division, division by zero, negative difference) or an operand is huge; the policy then
  * writes its own c and the grader rejects the step ('non-integer', 'div-zero',
  * 'wrong-result'), so the tool never produces text the grammar cannot hold.
@@ -500,8 +501,13 @@ export function verifyCountdown(p: CountdownProblem, response: string, truncated
 
 export const countdownPrompt = (p: Problem): string => `${p.numbers.join(' ')}>${p.target}:`;
 
-/** Tool-computed mode: the exact result after `a op b=` (see header for when it is ''). */
-export function forcedCountdown(_p: CountdownProblem, soFar: string): string {
+/**
+ * Tool-computed mode: the exact result after `a op b=` (see header for when it is ''), and
+ * the target after a result's `>` (the policy asks to check; the environment shows the
+ * target next to the result; the mark that follows is the policy's own).
+ */
+export function forcedCountdown(p: CountdownProblem, soFar: string): string {
+  if (/=\d+>$/.test(soFar)) return String(p.target);
   const m = /(?:^|[,;])(\d+)([-+*/])(\d+)=$/.exec(soFar);
   if (!m || m[1].length > MAX_DIGITS || m[3].length > MAX_DIGITS) return '';
   const r = apply(Number(m[1]), m[2] as Op, Number(m[3]));

@@ -13,6 +13,9 @@ export type TokenText = (typeof VOCAB)[number];
 export const PAD = 0;
 export const BOS = 1;
 export const EOS = 2;
+/** The check marks (single tokens). */
+export const OK = VOCAB.indexOf('ok');
+export const NO = VOCAB.indexOf('no');
 export const VOCAB_SIZE = VOCAB.length;
 
 const index = new Map<string, number>(VOCAB.map((t, i) => [t, i]));

@@ -19,7 +19,7 @@ import { Rng, deriveSeed } from './rng';
 import { sample } from './sampler';
 import { deserializeTensors, loadPolicy, serializePolicy, serializeTensors } from './serialize';
 import type { Difficulty, Grade, Split } from './task';
-import { BOS, EOS, PAD, decode, encode } from './tokenizer';
+import { BOS, EOS, NO, OK, PAD, decode, encode } from './tokenizer';
 import { sftBatch } from './traces';
 import type { TraceOptions } from './traces';
 
@@ -136,20 +136,29 @@ export class Trainer {
     return { weights: serializePolicy(this.policy).bytes, optim: encodeOptState(this.opt.getState()) };
   }
 
-  /** One supervised step on warm-start traces (batch `step` is a pure function of the seed). */
-  sftStep(seed: number, step: number, batchSize: number, difficulty: Difficulty[], traces: Partial<TraceOptions>, microBatch = 16): Record<string, number> {
+  /**
+   * One supervised step on warm-start traces (batch `step` is a pure function of the seed).
+   * `markWeight` scales the loss of the check-mark tokens (`ok` / `no`): a mark is one token
+   * in ~20 of an attempt, so at weight 1 the comparison it needs is learned last.
+   */
+  sftStep(seed: number, step: number, batchSize: number, difficulty: Difficulty[], traces: Partial<TraceOptions>, microBatch = 16, markWeight = 1): Record<string, number> {
     const maxResp = this.policy.cfg.context;
     const batch = sftBatch(seed, step, batchSize, difficulty, { ...traces, budget: maxResp });
-    const rows = batch.map((ex) => ({ prompt: [BOS, ...encode(ex.prompt)], response: [...encode(ex.response), EOS], forced: [] as number[] }));
+    const rows = batch.map((ex) => {
+      const response = [...encode(ex.response), EOS];
+      const weights = markWeight === 1 ? undefined : response.map((id) => (id === OK || id === NO ? markWeight : 1));
+      return { prompt: [BOS, ...encode(ex.prompt)], response, forced: [] as number[], weights };
+    });
     const fits = byLength(rows.filter((r) => r.prompt.length + r.response.length <= this.policy.cfg.context));
     if (fits.length === 0) throw new ShapeMismatchError(`sft: no trace fits model.context ${this.policy.cfg.context}`);
-    const total = fits.reduce((a, r) => a + r.response.length, 0);
+    const weightOf = (r: (typeof fits)[number]) => (r.weights ? r.weights.reduce((a, w) => a + w, 0) : r.response.length);
+    const total = fits.reduce((a, r) => a + weightOf(r), 0);
     let lossSum = 0;
     const grads = accumulate(fits, microBatch, (chunk) => {
       const { tokens, mask } = pack(chunk, false);
       const f = () => tf.tidy(() => {
         const { logp } = tokenLogProbs(this.policy, tokens);
-        const n = chunk.reduce((a, r) => a + r.response.length, 0);
+        const n = chunk.reduce((a, r) => a + weightOf(r), 0);
         return tf.mul(crossEntropyLoss(logp, mask), n / total) as tf.Scalar;
       });
       const r = tf.variableGrads(f);
@@ -411,7 +420,7 @@ function accumulate<R>(rows: R[], micro: number, f: (chunk: R[]) => tf.NamedTens
  * Right-pad rows of (prompt, response) to one length. logp index k predicts token k + 1,
  * so response token r of a row with prompt length P sits at logp index P + r − 1.
  */
-function pack(rows: Array<{ prompt: number[]; response: number[]; forced: number[]; logp?: number[]; adv?: number }>, rl: boolean) {
+function pack(rows: Array<{ prompt: number[]; response: number[]; forced: number[]; logp?: number[]; adv?: number; weights?: number[] }>, rl: boolean) {
   const T = Math.max(...rows.map((r) => r.prompt.length + r.response.length));
   const B = rows.length;
   const tok = new Int32Array(B * T).fill(PAD);
@@ -424,7 +433,7 @@ function pack(rows: Array<{ prompt: number[]; response: number[]; forced: number
     const forced = new Set(r.forced);
     for (let k = 0; k < r.response.length; k++) {
       if (forced.has(k)) continue;
-      mask[b * (T - 1) + P + k - 1] = 1;
+      mask[b * (T - 1) + P + k - 1] = r.weights ? r.weights[k] : 1;
       if (r.logp) old[b * (T - 1) + P + k - 1] = r.logp[k];
     }
   });

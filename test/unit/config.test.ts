@@ -4,7 +4,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { configNames, loadConfig } from '../../configs/load';
-import { ConfigError, resolveConfig, topoOrder } from '../../configs/schema';
+import { ConfigError, policySource, resolveConfig, topoOrder } from '../../configs/schema';
 import { checkId } from '../../storage/layout';
 
 const base = () => ({
@@ -77,4 +77,15 @@ test('overrides merge deeply and are validated too', () => {
   assert.equal(c.seed, 11);
   assert.equal(c.nodes.stage1.kind === 'rl' && c.nodes.stage1.iterations, 2);
   assert.throws(() => loadConfig('tiny', { nodes: { stage1: { iterations: 'many' } } }), /nodes\.stage1\.iterations/);
+});
+
+test('difficulty knobs and "@init": validated, and "@init" starts from the run init', () => {
+  assert.throws(() => loadConfig('tiny', { nodes: { stage1: { difficulty: { count: 3, minSteps: 3 } } } }), /nodes\.stage1\.difficulty\.minSteps: minSteps must be <= count - 1/);
+  assert.throws(() => loadConfig('tiny', { nodes: { stage1: { from: 'nope' } } }), /nodes\.stage1\.from: unknown node "nope"/);
+  const cur = loadConfig('curriculum');
+  assert.equal(policySource(cur, 'stage2'), 'stage1');
+  assert.equal(policySource(cur, 'none'), null, 'an arm that waits on select2 still starts from the base');
+  assert.equal(policySource(cur, 'budget-only-2'), 'budget-only-1');
+  // scratch init and "@init" with no policy anywhere: refused
+  assert.throws(() => loadConfig('tiny', { nodes: { stage1: { from: '@init' } } }), /nodes\.stage1: no policy to start from/);
 });
