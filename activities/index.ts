@@ -240,7 +240,7 @@ export function createActivities(ctx: WorkerContext) {
         const node = m.config.nodes[s.nodeId] as SftNode;
         await withHeartbeat(() => ({ step: l.step, at: (l.lastUsed = Date.now()) }), async () => {
           while (l.step < to) {
-            metrics = l.trainer.sftStep(m.config.seed, l.step, node.batchSize, node.difficulty, { meanWrong: node.meanWrong, maxAttempts: node.maxAttempts, nearMiss: node.nearMiss }, undefined, node.markWeight);
+            metrics = l.trainer.sftStep(m.config.seed, l.step, node.batchSize, node.difficulty, { meanWrong: node.meanWrong, maxAttempts: node.maxAttempts, nearMiss: node.nearMiss, perturbed: node.perturbed }, undefined, node.markWeight);
             l.step++;
             await yieldLoop();
           }

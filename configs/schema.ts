@@ -78,6 +78,8 @@ export const SftNodeSchema = z
     maxAttempts: z.number().int().min(1).max(64).default(8),
     /** Share of wrong attempts that are near misses (result close to the target). @default 0.5 */
     nearMiss: z.number().min(0).max(1).default(0.5),
+    /** Share of wrong attempts that are the answer with its last operation changed (they look like the answer until the result). @default 0 */
+    perturbed: z.number().min(0).max(1).default(0),
     /** Loss weight of the check-mark tokens (`ok` / `no`) relative to other tokens. @default 1 */
     markWeight: z.number().gt(0).max(100).default(1),
     optim: OptimSchema.prefault({ lr: 1e-3 }),

@@ -27,9 +27,34 @@ export interface TraceOptions {
   budget: number;
   /** Share of wrong attempts chosen as the nearest miss among a few candidates. @default 0.5 */
   nearMiss: number;
+  /**
+   * Share of wrong attempts that are the trace's own solution with its last operation
+   * changed (`perturbSolution`): they look exactly like the answer until the result, so only
+   * comparing the result with the target tells the two apart. @default 0
+   */
+  perturbed: number;
 }
 
-export const TRACE_DEFAULTS: TraceOptions = { meanWrong: 1.5, maxAttempts: 8, budget: 256, nearMiss: 0.5 };
+export const TRACE_DEFAULTS: TraceOptions = { meanWrong: 1.5, maxAttempts: 8, budget: 256, nearMiss: 0.5, perturbed: 0 };
+
+/**
+ * A solution with its last step's operation (or operand order) changed so that it misses
+ * the target: a legal attempt, true arithmetic, the same prefix as the answer. Null when no
+ * change keeps the step legal and off target.
+ */
+export function perturbSolution(p: CountdownProblem, solution: readonly Step[], rng: Rng): Step[] | null {
+  const last = solution[solution.length - 1];
+  const ops = rng.shuffle((['+', '-', '*', '/'] as Op[]).filter((o) => p.ops.includes(o)));
+  for (const op of ops) {
+    for (const [a, b] of rng.next() < 0.5 ? [[last.a, last.b], [last.b, last.a]] : [[last.b, last.a], [last.a, last.b]]) {
+      if (op === last.op && a === last.a && b === last.b) continue;
+      const r = apply(a, op, b);
+      if (!('value' in r) || r.value <= 0 || r.value > INTERMEDIATE_CAP || r.value === p.target) continue;
+      return [...solution.slice(0, -1), { a, op, b, c: r.value }];
+    }
+  }
+  return null;
+}
 
 /** Candidates drawn when a near miss is wanted. */
 const NEAR_CANDIDATES = 6;
@@ -77,10 +102,15 @@ export function makeTrace(p: CountdownProblem, rng: Rng, opts: Partial<TraceOpti
   while (nWrong < o.maxAttempts - 1 && rng.next() < q) nWrong++;
   const wrong: string[] = [];
   const seen = new Set<string>();
+  // With perturbed solutions the answer is found first (they are built from it); without,
+  // the draws keep their historical order (committed checkpoints were trained on them).
+  let found = o.perturbed > 0 ? solve(p.numbers, p.target, p.ops, { rng, maxNodes: 20_000 }).steps ?? p.solution : null;
   for (let k = 0; k < nWrong * 3 && wrong.length < nWrong; k++) {
-    let steps = wrongAttempt(p, rng);
+    let steps = found && rng.next() < o.perturbed ? perturbSolution(p, found, rng) : null;
+    const fromAnswer = steps !== null;
+    if (!steps) steps = wrongAttempt(p, rng);
     if (!steps) break;
-    if (rng.next() < o.nearMiss) {
+    if (!fromAnswer && rng.next() < o.nearMiss) {
       const miss = (s: Step[]) => Math.abs(s[s.length - 1].c - p.target);
       for (let c = 1; c < NEAR_CANDIDATES; c++) {
         const other = wrongAttempt(p, rng);
@@ -92,8 +122,8 @@ export function makeTrace(p: CountdownProblem, rng: Rng, opts: Partial<TraceOpti
     seen.add(key);
     wrong.push(formatAttempt(steps, 'no', p.target));
   }
-  const found = solve(p.numbers, p.target, p.ops, { rng, maxNodes: 20_000 }).steps;
-  const right = formatAttempt(found ?? p.solution, 'ok', p.target);
+  found ??= solve(p.numbers, p.target, p.ops, { rng, maxNodes: 20_000 }).steps ?? p.solution;
+  const right = formatAttempt(found, 'ok', p.target);
   let total = tokens(right) + 1;
   const kept: string[] = [];
   for (const w of wrong) {
