@@ -22,6 +22,7 @@ import { grpoConfig, grpoLoss, groupAdvantages, type GrpoConfig, type GrpoStats 
 import { AdamW } from './optim';
 import { summarizeResponses, trainKey, type ResponseRecord } from './metrics';
 import { Rng, deriveSeed } from './rng';
+import { InvalidArgumentError } from './errors';
 
 export interface PkToyConfig {
   /** Ordinary actions; index `actions` is stop. @default 100 */
@@ -111,12 +112,12 @@ function sampleEpisode(p: Float64Array, n: number, stop: number, budget: number,
 
 /** Train the toy; deterministic for a seed and backend. Call after `initBackend()`. */
 export function runPkToy(partial: Partial<PkToyConfig> = {}): PkToyResult {
-  for (const k of Object.keys(partial)) if (!(k in DEFAULT_PKTOY)) throw new Error(`runPkToy: unknown config key "${k}"`);
+  for (const k of Object.keys(partial)) if (!(k in DEFAULT_PKTOY)) throw new InvalidArgumentError(`runPkToy: unknown config key "${k}"`);
   const cfg: PkToyConfig = { ...DEFAULT_PKTOY, ...partial };
   const grpo = grpoConfig({ ...cfg.grpo, klCoef: 0 });
   const n = cfg.actions + 1;
   const stop = cfg.actions;
-  if (cfg.groups % cfg.minibatches !== 0) throw new Error(`runPkToy: groups ${cfg.groups} not divisible by minibatches ${cfg.minibatches}`);
+  if (cfg.groups % cfg.minibatches !== 0) throw new InvalidArgumentError(`runPkToy: groups ${cfg.groups} not divisible by minibatches ${cfg.minibatches}`);
   const aStar = new Rng(deriveSeed(cfg.seed, 'pktoy', 'a*')).int(0, cfg.actions - 1);
 
   // P(stop) = e^b / (e^b + actions) = 1 / initLen
