@@ -1,12 +1,13 @@
 /**
- * Error classification where errors arise (STYLE.md): bad config, shape mismatch,
- * non-finite loss and corrupt / missing checkpoints are non-retryable with a type;
- * everything else (storage, network) stays retryable.
+ * Error classification where errors arise: bad config, invalid arguments and shape
+ * mismatches from ml/, non-finite loss, uncalibrated data and corrupt / missing
+ * checkpoints are non-retryable with a type (the types of NON_RETRYABLE_ERROR_TYPES in
+ * ./types); everything else (storage, network) stays retryable.
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { ConfigError } from '../configs/schema';
+import { InvalidArgumentError, ShapeMismatchError } from '../ml/errors';
 import { NonFiniteError } from '../ml/optim';
-import { ShapeMismatchError } from '../ml/trainer';
 import { CorruptObjectError, MissingObjectError } from '../storage/store';
 import { ErrorTypes } from './types';
 
@@ -37,6 +38,7 @@ export function classify(err: unknown): unknown {
   const e = err as Error;
   const nonRetryable = (type: string) => ApplicationFailure.create({ message: e.message, type, nonRetryable: true, cause: e });
   if (err instanceof ConfigError) return nonRetryable(ErrorTypes.config);
+  if (err instanceof InvalidArgumentError) return nonRetryable(ErrorTypes.invalid);
   if (err instanceof ShapeMismatchError) return nonRetryable(ErrorTypes.shape);
   if (err instanceof NonFiniteError) return nonRetryable(ErrorTypes.nonFinite);
   if (err instanceof SessionLostError) return nonRetryable(ErrorTypes.sessionLost);

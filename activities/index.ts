@@ -143,7 +143,13 @@ export function createActivities(ctx: WorkerContext) {
 
     /** Resolve and validate the config, create or load the run manifest. */
     async prepareRun(input: PipelineInput & { runId: string }): Promise<PreparedRun> {
-      const runId = checkId('runId', scheduledRunId(input.runId));
+      let runId: string;
+      try {
+        runId = checkId('runId', scheduledRunId(input.runId));
+      } catch (e) {
+        // The run id (by default the workflow id typed into the Web UI) is input: no retry fixes it.
+        throw new ConfigError((e as Error).message);
+      }
       const existing = (await store.exists(keys.manifest(runId))) ? await readManifest(runId) : null;
       if (existing) {
         if (input.config && input.config !== existing.config.name) {

@@ -86,4 +86,26 @@ export const ErrorTypes = {
   missing: 'MissingCheckpoint',
   shape: 'ShapeMismatch',
   uncalibrated: 'UncalibratedData',
+  invalid: 'InvalidArgument',
 } as const;
+
+/**
+ * The one list of failure types no activity retries (every `proxyActivities` retry policy
+ * uses it): a retry meets the same config, shapes, data or missing object again.
+ * activities/errors.ts `classify` also marks these failures non-retryable where they arise.
+ */
+export const NON_RETRYABLE_ERROR_TYPES: readonly string[] = [
+  ErrorTypes.config,
+  ErrorTypes.invalid,
+  ErrorTypes.shape,
+  ErrorTypes.nonFinite,
+  ErrorTypes.corrupt,
+  ErrorTypes.missing,
+  ErrorTypes.uncalibrated,
+];
+
+/**
+ * Activities of an open trainer session: the same list plus SessionLost, which the workflow
+ * handles itself by re-opening the session elsewhere (workflows/session.ts `withRewind`).
+ */
+export const SESSION_NON_RETRYABLE_ERROR_TYPES: readonly string[] = [...NON_RETRYABLE_ERROR_TYPES, ErrorTypes.sessionLost];

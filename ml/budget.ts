@@ -12,6 +12,7 @@
  * extend the grid. Note J(B) = J(2B) = 0 does qualify (doubling gains nothing); `reason` then
  * warns that the data may be too hard for the policy.
  */
+import { InvalidArgumentError } from './errors';
 
 export type PassAt1Curve = ReadonlyMap<number, number> | ReadonlyArray<{ budget: number; passAt1: number }>;
 
@@ -25,17 +26,17 @@ export interface BudgetChoice {
 export function selectBudget(J: PassAt1Curve, opts: { kappa?: number; b0: number }): BudgetChoice {
   const kappa = opts.kappa ?? 1.2;
   const { b0 } = opts;
-  if (!Number.isFinite(kappa) || kappa < 1) throw new Error(`selectBudget: kappa must be a finite number >= 1 (got ${kappa})`);
-  if (!Number.isFinite(b0) || b0 < 0) throw new Error(`selectBudget: b0 must be a finite number >= 0 (got ${b0})`);
+  if (!Number.isFinite(kappa) || kappa < 1) throw new InvalidArgumentError(`selectBudget: kappa must be a finite number >= 1 (got ${kappa})`);
+  if (!Number.isFinite(b0) || b0 < 0) throw new InvalidArgumentError(`selectBudget: b0 must be a finite number >= 0 (got ${b0})`);
   const pairs: Array<[number, number]> = J instanceof Map ? [...J.entries()] : (J as ReadonlyArray<{ budget: number; passAt1: number }>).map((p) => [p.budget, p.passAt1]);
   const curve = new Map<number, number>();
   for (const [b, j] of pairs) {
-    if (typeof b !== 'number' || !Number.isFinite(b) || b <= 0) throw new Error(`selectBudget: budget must be a finite number > 0 (got ${b})`);
-    if (typeof j !== 'number' || !(j >= 0 && j <= 1)) throw new Error(`selectBudget: passAt1 at budget ${b} must be in [0, 1] (got ${j})`);
-    if (curve.has(b)) throw new Error(`selectBudget: budget ${b} appears twice`);
+    if (typeof b !== 'number' || !Number.isFinite(b) || b <= 0) throw new InvalidArgumentError(`selectBudget: budget must be a finite number > 0 (got ${b})`);
+    if (typeof j !== 'number' || !(j >= 0 && j <= 1)) throw new InvalidArgumentError(`selectBudget: passAt1 at budget ${b} must be in [0, 1] (got ${j})`);
+    if (curve.has(b)) throw new InvalidArgumentError(`selectBudget: budget ${b} appears twice`);
     curve.set(b, j);
   }
-  if (curve.size === 0) throw new Error('selectBudget: J is empty (no budget measured)');
+  if (curve.size === 0) throw new InvalidArgumentError('selectBudget: J is empty (no budget measured)');
 
   const grid = [...curve.keys()].sort((a, b) => a - b).filter((b) => b >= b0);
   const fallback = grid.length ? grid[grid.length - 1] : null;

@@ -28,6 +28,7 @@
  */
 import { Rng, deriveSeed } from './rng';
 import type { Difficulty, Explore, Grade, Problem, Split, StopReason, Task } from './task';
+import { InvalidArgumentError } from './errors';
 
 export type Op = '+' | '-' | '*' | '/';
 export interface Step {
@@ -81,7 +82,7 @@ function checkDifficulty(d: Difficulty): void {
     d.ops.length > 0 && [...d.ops].every((c) => (ALL_OPS as readonly string[]).includes(c)) && new Set(d.ops).size === d.ops.length;
   const steps = d.minSteps ?? 1;
   const stepsOk = Number.isInteger(steps) && steps >= 1 && steps <= d.count - 1;
-  if (!ok || !stepsOk) throw new Error(`countdown: bad difficulty ${JSON.stringify(d)} (count 2..9, 1 <= min <= max, ops a subset of '+-*/', 1 <= minSteps <= count - 1)`);
+  if (!ok || !stepsOk) throw new InvalidArgumentError(`countdown: bad difficulty ${JSON.stringify(d)} (count 2..9, 1 <= min <= max, ops a subset of '+-*/', 1 <= minSteps <= count - 1)`);
 }
 
 /** Fewest steps a generated problem of difficulty d must need (useAll: every number, so count − 1). */
@@ -301,7 +302,7 @@ export function generateCountdown(seed: number, index: number, d: Difficulty, sp
     const id = `cd${d.count}-${d.min}..${d.max}-${d.ops}${need > 1 ? `-s${need}` : ''}-${split}-${String(index).padStart(6, '0')}`;
     return { id, numbers, target, ops: d.ops, solution: steps, minSteps, split };
   }
-  throw new Error(`countdown: no ${split} problem found for ${JSON.stringify(d)} (seed ${seed}, index ${index}): is minSteps reachable with these numbers?`);
+  throw new InvalidArgumentError(`countdown: no ${split} problem found for ${JSON.stringify(d)} (seed ${seed}, index ${index}): is minSteps reachable with these numbers?`);
 }
 
 /** What a set of problems is made of: share needing 1, 2, 3… steps at least, and needing every number. */

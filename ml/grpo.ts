@@ -20,6 +20,7 @@ import * as tf from '@tensorflow/tfjs-core';
 // grpoLoss is differentiated by its callers; gradients are not registered by tfjs-core itself.
 import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import { z } from 'zod';
+import { InvalidArgumentError, ShapeMismatchError } from './errors';
 
 /**
  * GRPO advantages, one per response (recipe: A = (r − mean_group)/(std_group + 1e-6)).
@@ -33,13 +34,13 @@ export function groupAdvantages(
   groupSize: number,
   eps = 1e-6,
 ): { adv: Float32Array; zeroStdGroups: number } {
-  if (!Number.isInteger(groupSize) || groupSize < 2) throw new Error(`groupAdvantages: groupSize must be an integer >= 2 (got ${groupSize})`);
-  if (rewards.length % groupSize !== 0) throw new Error(`groupAdvantages: rewards.length ${rewards.length} is not a multiple of groupSize ${groupSize}`);
+  if (!Number.isInteger(groupSize) || groupSize < 2) throw new InvalidArgumentError(`groupAdvantages: groupSize must be an integer >= 2 (got ${groupSize})`);
+  if (rewards.length % groupSize !== 0) throw new ShapeMismatchError(`groupAdvantages: rewards.length ${rewards.length} is not a multiple of groupSize ${groupSize}`);
   const adv = new Float32Array(rewards.length);
   let zeroStdGroups = 0;
   for (let g = 0; g < rewards.length; g += groupSize) {
     const r = rewards.slice(g, g + groupSize);
-    if (!r.every(Number.isFinite)) throw new Error(`groupAdvantages: non-finite reward in group ${g / groupSize}`);
+    if (!r.every(Number.isFinite)) throw new InvalidArgumentError(`groupAdvantages: non-finite reward in group ${g / groupSize}`);
     if (r.every((x) => x === r[0])) {
       zeroStdGroups++;
       continue;
@@ -132,14 +133,14 @@ const KL_LOGRATIO_CLAMP = 20;
 
 function checkShapes(x: GrpoInputs): void {
   const want = x.logp.shape;
-  if (want.length !== 2) throw new Error(`grpoLoss: logp must be [B, T] (got [${want}])`);
+  if (want.length !== 2) throw new ShapeMismatchError(`grpoLoss: logp must be [B, T] (got [${want}])`);
   const named: Array<[string, tf.Tensor | undefined]> = [['oldLogp', x.oldLogp], ['refLogp', x.refLogp], ['entropy', x.entropy], ['mask', x.mask]];
   for (const [name, t] of named) {
     if (t && (t.shape.length !== 2 || t.shape[0] !== want[0] || t.shape[1] !== want[1])) {
-      throw new Error(`grpoLoss: ${name} has shape [${t.shape}], logp has [${want}]`);
+      throw new ShapeMismatchError(`grpoLoss: ${name} has shape [${t.shape}], logp has [${want}]`);
     }
   }
-  if (x.adv.shape.length !== 1 || x.adv.shape[0] !== want[0]) throw new Error(`grpoLoss: adv must be [${want[0]}] (got [${x.adv.shape}])`);
+  if (x.adv.shape.length !== 1 || x.adv.shape[0] !== want[0]) throw new ShapeMismatchError(`grpoLoss: adv must be [${want[0]}] (got [${x.adv.shape}])`);
 }
 
 /**
@@ -204,7 +205,7 @@ export function grpoLoss(x: GrpoInputs, cfg: Partial<GrpoConfig> = {}): { loss: 
 
 /** SFT loss: −token-mean of logp over mask (same aggregation as grpoLoss). */
 export function crossEntropyLoss(logp: tf.Tensor, mask: tf.Tensor): tf.Scalar {
-  if (logp.shape.join() !== mask.shape.join()) throw new Error(`crossEntropyLoss: mask [${mask.shape}] vs logp [${logp.shape}]`);
+  if (logp.shape.join() !== mask.shape.join()) throw new ShapeMismatchError(`crossEntropyLoss: mask [${mask.shape}] vs logp [${logp.shape}]`);
   return tf.tidy(() => {
     const m = tf.cast(mask, 'float32');
     const lp = tf.where(tf.greater(m, 0), logp, tf.zerosLike(logp));

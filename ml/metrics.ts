@@ -17,9 +17,9 @@ export const passKey = (k: number): string => `pass@${k}`;
  * 1 − Π_{i=n−c+1}^{n} (1 − k/i) so no binomial overflows.
  */
 export function passAtK(n: number, c: number, k: number): number {
-  if (!Number.isInteger(n) || n < 1) throw new Error(`passAtK: n must be an integer >= 1 (got ${n})`);
-  if (!Number.isInteger(c) || c < 0 || c > n) throw new Error(`passAtK: c must be an integer in [0, n=${n}] (got ${c})`);
-  if (!Number.isInteger(k) || k < 1 || k > n) throw new Error(`passAtK: k must be an integer in [1, n=${n}] (got ${k})`);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`passAtK: n must be an integer >= 1 (got ${n})`);
+  if (!Number.isInteger(c) || c < 0 || c > n) throw new InvalidArgumentError(`passAtK: c must be an integer in [0, n=${n}] (got ${c})`);
+  if (!Number.isInteger(k) || k < 1 || k > n) throw new InvalidArgumentError(`passAtK: k must be an integer in [1, n=${n}] (got ${k})`);
   if (n - c < k) return 1;
   let fail = 1;
   for (let i = n - c + 1; i <= n; i++) fail *= 1 - k / i;
@@ -28,7 +28,7 @@ export function passAtK(n: number, c: number, k: number): number {
 
 /** Mean pass@k over problems, each with its own n and c. */
 export function meanPassAtK(problems: ReadonlyArray<{ n: number; c: number }>, k: number): number {
-  if (problems.length === 0) throw new Error('meanPassAtK: no problems');
+  if (problems.length === 0) throw new InvalidArgumentError('meanPassAtK: no problems');
   return problems.reduce((s, p) => s + passAtK(p.n, p.c, k), 0) / problems.length;
 }
 
@@ -42,6 +42,7 @@ export function passAtKMetrics(prefix: string, problems: ReadonlyArray<{ n: numb
 }
 
 import type { Explore } from './task';
+import { InvalidArgumentError, ShapeMismatchError } from './errors';
 
 /** What a summary needs from one graded response. */
 export interface ResponseRecord {
@@ -103,7 +104,7 @@ export function summarizeResponses(prefix: string, rs: readonly ResponseRecord[]
   if (tokens > 0) put('entropy', rs.reduce((s, r) => s + (r.entropySum ?? 0), 0) / tokens);
   if (groupSize !== undefined) {
     if (!Number.isInteger(groupSize) || groupSize < 1 || rs.length % groupSize !== 0) {
-      throw new Error(`summarizeResponses: groupSize ${groupSize} does not divide ${rs.length} responses`);
+      throw new ShapeMismatchError(`summarizeResponses: groupSize ${groupSize} does not divide ${rs.length} responses`);
     }
     let zero = 0;
     for (let g = 0; g < rs.length; g += groupSize) {

@@ -12,6 +12,7 @@
  */
 import { Rng, deriveSeed } from './rng';
 import type { Difficulty, Grade, Problem, Task } from './task';
+import { InvalidArgumentError } from './errors';
 
 export const MUL_MAX_DIGITS = 7;
 const ANSWER_MAX_DIGITS = 15;
@@ -23,7 +24,7 @@ export const MUL5: Difficulty = { count: 5, min: 0, max: 0, ops: '*' };
 
 export function generateMultiplication(seed: number, index: number, d: Difficulty): Problem {
   const n = d.count;
-  if (!Number.isInteger(n) || n < 1 || n > MUL_MAX_DIGITS) throw new Error(`multiplication: count (digits) must be 1..${MUL_MAX_DIGITS}, got ${n}`);
+  if (!Number.isInteger(n) || n < 1 || n > MUL_MAX_DIGITS) throw new InvalidArgumentError(`multiplication: count (digits) must be 1..${MUL_MAX_DIGITS}, got ${n}`);
   const rng = new Rng(deriveSeed(seed, 'multiplication', index, n));
   const lo = n === 1 ? 1 : 10 ** (n - 1);
   const hi = 10 ** n - 1;

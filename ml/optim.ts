@@ -12,6 +12,7 @@
  * ‖g‖ the global L2 norm over all gradients passed to `step`.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { InvalidArgumentError, ShapeMismatchError } from './errors';
 
 /** A non-finite loss or gradient: the step is refused and nothing was modified. */
 export class NonFiniteError extends Error {
@@ -65,13 +66,13 @@ export class AdamW {
     cfg: Partial<AdamWConfig> = {},
     private readonly decay: (name: string) => boolean = () => true,
   ) {
-    for (const k of Object.keys(cfg)) if (!(k in DEFAULT_ADAMW)) throw new Error(`AdamW: unknown config key "${k}"`);
+    for (const k of Object.keys(cfg)) if (!(k in DEFAULT_ADAMW)) throw new InvalidArgumentError(`AdamW: unknown config key "${k}"`);
     const c = { ...DEFAULT_ADAMW, ...cfg };
     for (const [k, x] of Object.entries(c)) {
-      if (typeof x !== 'number' || Number.isNaN(x) || x < 0) throw new Error(`AdamW: ${k} must be a number >= 0 (got ${x})`);
+      if (typeof x !== 'number' || Number.isNaN(x) || x < 0) throw new InvalidArgumentError(`AdamW: ${k} must be a number >= 0 (got ${x})`);
     }
-    if (c.beta1 >= 1 || c.beta2 >= 1) throw new Error('AdamW: beta1 and beta2 must be < 1');
-    if (!(c.maxGradNorm > 0)) throw new Error(`AdamW: maxGradNorm must be > 0 (got ${c.maxGradNorm}); Infinity disables clipping`);
+    if (c.beta1 >= 1 || c.beta2 >= 1) throw new InvalidArgumentError('AdamW: beta1 and beta2 must be < 1');
+    if (!(c.maxGradNorm > 0)) throw new InvalidArgumentError(`AdamW: maxGradNorm must be > 0 (got ${c.maxGradNorm}); Infinity disables clipping`);
     this.cfg = Object.freeze(c);
     for (const [name, p] of Object.entries(params)) {
       this.m[name] = zeroVariable(p);
@@ -94,8 +95,8 @@ export class AdamW {
     const names = Object.keys(grads);
     for (const name of names) {
       const p = this.params[name];
-      if (!p) throw new Error(`AdamW.step: gradient for unknown parameter "${name}"`);
-      if (p.shape.join() !== grads[name].shape.join()) throw new Error(`AdamW.step: gradient "${name}" has shape [${grads[name].shape}], parameter has [${p.shape}]`);
+      if (!p) throw new ShapeMismatchError(`AdamW.step: gradient for unknown parameter "${name}"`);
+      if (p.shape.join() !== grads[name].shape.join()) throw new ShapeMismatchError(`AdamW.step: gradient "${name}" has shape [${grads[name].shape}], parameter has [${p.shape}]`);
     }
     if (names.length === 0) return { gradNorm: 0, clipScale: 1 };
     const normT = tf.tidy(() => tf.sqrt(tf.addN(names.map((n) => tf.sum(tf.square(grads[n]))))));
@@ -137,12 +138,12 @@ export class AdamW {
 
   /** Restore a `getState()` result; the parameter set and sizes must match exactly. */
   setState(state: AdamWState): void {
-    if (!Number.isInteger(state.step) || state.step < 0) throw new Error(`AdamW.setState: step must be an integer >= 0 (got ${state.step})`);
+    if (!Number.isInteger(state.step) || state.step < 0) throw new InvalidArgumentError(`AdamW.setState: step must be an integer >= 0 (got ${state.step})`);
     const want = Object.keys(this.params).sort().join();
     for (const part of ['m', 'v'] as const) {
-      if (Object.keys(state[part]).sort().join() !== want) throw new Error(`AdamW.setState: ${part} names do not match the parameters`);
+      if (Object.keys(state[part]).sort().join() !== want) throw new ShapeMismatchError(`AdamW.setState: ${part} names do not match the parameters`);
       for (const [name, arr] of Object.entries(state[part])) {
-        if (arr.length !== this.params[name].size) throw new Error(`AdamW.setState: ${part}["${name}"] has ${arr.length} values, parameter has ${this.params[name].size}`);
+        if (arr.length !== this.params[name].size) throw new ShapeMismatchError(`AdamW.setState: ${part}["${name}"] has ${arr.length} values, parameter has ${this.params[name].size}`);
       }
     }
     for (const name of Object.keys(this.params)) {

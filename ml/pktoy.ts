@@ -31,6 +31,7 @@ import { grpoConfig, grpoLoss, groupAdvantages, type GrpoConfig, type GrpoStats 
 import { AdamW } from './optim';
 import { summarizeResponses, trainKey, type ResponseRecord } from './metrics';
 import { Rng, deriveSeed } from './rng';
+import { InvalidArgumentError } from './errors';
 
 export interface PkToyConfig {
   /** Ordinary actions; index `actions` is stop. @default 100 */
@@ -131,21 +132,21 @@ function sampleEpisode(p: Float64Array, n: number, stop: number, budget: number,
 
 /** Train the toy; deterministic for a seed and backend. Call after `initBackend()`. */
 export function runPkToy(partial: Partial<PkToyConfig> = {}): PkToyResult {
-  for (const k of Object.keys(partial)) if (!(k in DEFAULT_PKTOY)) throw new Error(`runPkToy: unknown config key "${k}"`);
+  for (const k of Object.keys(partial)) if (!(k in DEFAULT_PKTOY)) throw new InvalidArgumentError(`runPkToy: unknown config key "${k}"`);
   const cfg: PkToyConfig = { ...DEFAULT_PKTOY, ...partial };
   const grpo = grpoConfig({ ...cfg.grpo, klCoef: 0 });
   const n = cfg.actions + 1;
   const stop = cfg.actions;
-  if (cfg.groups % cfg.minibatches !== 0) throw new Error(`runPkToy: groups ${cfg.groups} not divisible by minibatches ${cfg.minibatches}`);
-  if (!(cfg.temperature > 0)) throw new Error(`runPkToy: temperature must be > 0 (got ${cfg.temperature})`);
-  if (!(cfg.initSkew >= 0)) throw new Error(`runPkToy: initSkew must be >= 0 (got ${cfg.initSkew})`);
-  if (!(cfg.initLen > 1)) throw new Error(`runPkToy: initLen must be > 1 (got ${cfg.initLen})`);
+  if (cfg.groups % cfg.minibatches !== 0) throw new InvalidArgumentError(`runPkToy: groups ${cfg.groups} not divisible by minibatches ${cfg.minibatches}`);
+  if (!(cfg.temperature > 0)) throw new InvalidArgumentError(`runPkToy: temperature must be > 0 (got ${cfg.temperature})`);
+  if (!(cfg.initSkew >= 0)) throw new InvalidArgumentError(`runPkToy: initSkew must be >= 0 (got ${cfg.initSkew})`);
+  if (!(cfg.initLen > 1)) throw new InvalidArgumentError(`runPkToy: initLen must be > 1 (got ${cfg.initLen})`);
   const { logits: initLogits, byRank } = initialLogits(cfg);
   let aStar: number;
   if (cfg.aStar === 'random') aStar = new Rng(deriveSeed(cfg.seed, 'pktoy', 'a*')).int(0, cfg.actions - 1);
   else {
     const r = cfg.aStar.rank;
-    if (!Number.isInteger(r) || r < 0 || r >= cfg.actions) throw new Error(`runPkToy: aStar.rank must be an integer in [0, ${cfg.actions}) (got ${r})`);
+    if (!Number.isInteger(r) || r < 0 || r >= cfg.actions) throw new InvalidArgumentError(`runPkToy: aStar.rank must be an integer in [0, ${cfg.actions}) (got ${r})`);
     aStar = byRank[r];
   }
 

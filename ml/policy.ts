@@ -19,6 +19,7 @@ import * as tf from '@tensorflow/tfjs-core';
 // tfjs-core alone registers no gradients (the tfjs umbrella package does this import).
 import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import { Rng, deriveSeed } from './rng';
+import { InvalidArgumentError, ShapeMismatchError } from './errors';
 
 export interface PolicyConfig {
   /** Vocabulary size (ml/tokenizer VOCAB_SIZE). */
@@ -58,11 +59,11 @@ export function checkConfig(cfg: PolicyConfig): PolicyConfig {
   };
   for (const [k, v] of Object.entries(c)) {
     const min = k === 'seed' ? 0 : 1;
-    if (!Number.isInteger(v) || v < min) throw new Error(`policy config: ${k} must be an integer >= ${min} (got ${String(v)})`);
+    if (!Number.isInteger(v) || v < min) throw new InvalidArgumentError(`policy config: ${k} must be an integer >= ${min} (got ${String(v)})`);
   }
   const extra = Object.keys(cfg).filter((k) => !(k in c));
-  if (extra.length) throw new Error(`policy config: unknown key(s) ${extra.join(', ')}`);
-  if (c.dModel % c.heads !== 0) throw new Error(`policy config: dModel ${c.dModel} is not a multiple of heads ${c.heads}`);
+  if (extra.length) throw new InvalidArgumentError(`policy config: unknown key(s) ${extra.join(', ')}`);
+  if (c.dModel % c.heads !== 0) throw new InvalidArgumentError(`policy config: dModel ${c.dModel} is not a multiple of heads ${c.heads}`);
   return c;
 }
 
@@ -108,8 +109,8 @@ export function createPolicy(cfg: PolicyConfig, values?: ReadonlyMap<string, Flo
   for (const [name, shape] of paramShapes(c)) {
     const size = shape.reduce((a, b) => a * b, 1);
     const data = values?.get(name);
-    if (values && !data) throw new Error(`policy: missing parameter ${name}`);
-    if (data && data.length !== size) throw new Error(`policy: parameter ${name} has ${data.length} values, shape [${shape}] needs ${size}`);
+    if (values && !data) throw new ShapeMismatchError(`policy: missing parameter ${name}`);
+    if (data && data.length !== size) throw new ShapeMismatchError(`policy: parameter ${name} has ${data.length} values, shape [${shape}] needs ${size}`);
     // Copy: the cpu backend keeps the array it is given, and callers may reuse theirs.
     const t = tf.tensor(data ? new Float32Array(data) : initValue(c, name, size), shape, 'float32');
     params.set(name, tf.variable(t, true));
@@ -140,7 +141,7 @@ export function readParams(policy: Policy): Map<string, Float32Array> {
 export function assignParams(policy: Policy, values: ReadonlyMap<string, Float32Array>): void {
   for (const [name, v] of policy.params) {
     const data = values.get(name);
-    if (!data || data.length !== v.size) throw new Error(`policy: parameter ${name} missing or of the wrong size`);
+    if (!data || data.length !== v.size) throw new ShapeMismatchError(`policy: parameter ${name} missing or of the wrong size`);
     tf.tidy(() => v.assign(tf.tensor(new Float32Array(data), v.shape, 'float32')));
   }
 }
@@ -408,11 +409,11 @@ export const WASM_ACTIVATION_LIMIT = 2 ** 31;
 export function forwardHidden(policy: Policy, tokens: tf.Tensor2D): tf.Tensor2D {
   const [b, t] = tokens.shape;
   const { layers, heads, context } = policy.cfg;
-  if (t > context) throw new Error(`policy: sequence length ${t} exceeds context ${context}`);
-  if (t < 1) throw new Error('policy: empty sequence');
+  if (t > context) throw new ShapeMismatchError(`policy: sequence length ${t} exceeds context ${context}`);
+  if (t < 1) throw new InvalidArgumentError('policy: empty sequence');
   const bytes = activationBytes(policy.cfg, b, t);
   if (bytes > WASM_ACTIVATION_LIMIT && tf.getBackend() === 'wasm') {
-    throw new Error(`policy: a [${b}, ${t}] pass needs ~${Math.round(bytes / 2 ** 20)} MiB of activations, over the ${WASM_ACTIVATION_LIMIT / 2 ** 30} GiB wasm budget: use smaller micro-batches`);
+    throw new InvalidArgumentError(`policy: a [${b}, ${t}] pass needs ~${Math.round(bytes / 2 ** 20)} MiB of activations, over the ${WASM_ACTIVATION_LIMIT / 2 ** 30} GiB wasm budget: use smaller micro-batches`);
   }
   useFastSlice();
   let x = embed(policy, tokens);
@@ -449,9 +450,9 @@ export interface TokenLogProbs {
  */
 export function tokenLogProbs(policy: Policy, tokens: tf.Tensor2D, opts: { temperature?: number } = {}): TokenLogProbs {
   const [b, t] = tokens.shape;
-  if (t < 2) throw new Error(`tokenLogProbs: need at least 2 tokens per row (got ${t})`);
+  if (t < 2) throw new InvalidArgumentError(`tokenLogProbs: need at least 2 tokens per row (got ${t})`);
   const temperature = opts.temperature ?? 1;
-  if (!(temperature > 0)) throw new Error(`tokenLogProbs: temperature must be > 0 (got ${temperature})`);
+  if (!(temperature > 0)) throw new InvalidArgumentError(`tokenLogProbs: temperature must be > 0 (got ${temperature})`);
   return tf.tidy(() => {
     const n = b * (t - 1);
     // Causal: logits for positions 0..T-2 do not depend on the last token, so drop it.

@@ -17,6 +17,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { Rng } from './rng';
 import type { Policy } from './policy';
 import { blockQkv, blockTail, forwardHidden, headLogits, layerNorm, param } from './policy';
+import { InvalidArgumentError, ShapeMismatchError } from './errors';
 
 export interface SampleOptions {
   /** Most response tokens per row (sampled and forced together, eos included). */
@@ -146,7 +147,7 @@ export class KVCacheDecoder implements Decoder {
     const { heads, dModel, context } = policy.cfg;
     this.heads = heads;
     this.dh = dModel / heads;
-    for (const c of capacity) if (c > context) throw new Error(`sampler: a row needs ${c} positions, the context is ${context}`);
+    for (const c of capacity) if (c > context) throw new ShapeMismatchError(`sampler: a row needs ${c} positions, the context is ${context}`);
     this.scores = new Float64Array(Math.max(1, ...capacity));
     this.q = new Float64Array(this.dh);
     this.acc = new Float64Array(this.dh);
@@ -182,8 +183,8 @@ export class KVCacheDecoder implements Decoder {
     let total = 0;
     rows.forEach((r, i) => {
       const k = tokens[i].length;
-      if (k < 1) throw new Error(`sampler: no tokens to append to row ${r}`);
-      if (this.len[r] + k > this.cap[r]) throw new Error(`sampler: row ${r} would pass its cache capacity ${this.cap[r]}`);
+      if (k < 1) throw new InvalidArgumentError(`sampler: no tokens to append to row ${r}`);
+      if (this.len[r] + k > this.cap[r]) throw new ShapeMismatchError(`sampler: row ${r} would pass its cache capacity ${this.cap[r]}`);
       offsets.push(total);
       total += k;
     });
@@ -321,15 +322,15 @@ export function drawToken(logits: Float32Array, temperature: number, topP: numbe
 function checkOptions(policy: Policy, prompts: number[][], o: SampleOptions): void {
   const { vocab, context } = policy.cfg;
   const isToken = (t: number) => Number.isInteger(t) && t >= 0 && t < vocab;
-  if (o.seeds.length !== prompts.length) throw new Error(`sampler: ${prompts.length} prompts but ${o.seeds.length} seeds`);
-  if (!Number.isInteger(o.budget) || o.budget < 1) throw new Error(`sampler: budget must be an integer >= 1 (got ${o.budget})`);
-  if (!(o.temperature >= 0) || !Number.isFinite(o.temperature)) throw new Error(`sampler: temperature must be >= 0 (got ${o.temperature})`);
-  if (!(o.topP > 0 && o.topP <= 1)) throw new Error(`sampler: topP must be in (0, 1] (got ${o.topP})`);
-  if (!isToken(o.eos)) throw new Error(`sampler: eos ${o.eos} is not a token id`);
+  if (o.seeds.length !== prompts.length) throw new ShapeMismatchError(`sampler: ${prompts.length} prompts but ${o.seeds.length} seeds`);
+  if (!Number.isInteger(o.budget) || o.budget < 1) throw new InvalidArgumentError(`sampler: budget must be an integer >= 1 (got ${o.budget})`);
+  if (!(o.temperature >= 0) || !Number.isFinite(o.temperature)) throw new InvalidArgumentError(`sampler: temperature must be >= 0 (got ${o.temperature})`);
+  if (!(o.topP > 0 && o.topP <= 1)) throw new InvalidArgumentError(`sampler: topP must be in (0, 1] (got ${o.topP})`);
+  if (!isToken(o.eos)) throw new InvalidArgumentError(`sampler: eos ${o.eos} is not a token id`);
   prompts.forEach((p, r) => {
-    if (p.length === 0) throw new Error(`sampler: prompt ${r} is empty`);
-    if (!p.every(isToken)) throw new Error(`sampler: prompt ${r} has a token outside [0, ${vocab})`);
-    if (p.length + o.budget > context) throw new Error(`sampler: prompt ${r} (${p.length} tokens) + budget ${o.budget} exceeds the context ${context}`);
+    if (p.length === 0) throw new InvalidArgumentError(`sampler: prompt ${r} is empty`);
+    if (!p.every(isToken)) throw new InvalidArgumentError(`sampler: prompt ${r} has a token outside [0, ${vocab})`);
+    if (p.length + o.budget > context) throw new ShapeMismatchError(`sampler: prompt ${r} (${p.length} tokens) + budget ${o.budget} exceeds the context ${context}`);
   });
 }
 
@@ -356,7 +357,7 @@ export async function sample(policy: Policy, prompts: number[][], opts: SampleOp
       const resp = responses[r];
       if (queue[r].length === 0 && forced) {
         const f = forced(r, resp.slice());
-        for (const t of f) if (!(Number.isInteger(t) && t >= 0 && t < policy.cfg.vocab)) throw new Error(`sampler: forced token ${t} for row ${r} is not a token id`);
+        for (const t of f) if (!(Number.isInteger(t) && t >= 0 && t < policy.cfg.vocab)) throw new InvalidArgumentError(`sampler: forced token ${t} for row ${r} is not a token id`);
         queue[r] = f.slice(0, budget - resp.length);
       }
       let token: number;

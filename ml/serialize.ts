@@ -14,6 +14,7 @@ import { createHash } from 'node:crypto';
 import { endianness } from 'node:os';
 import type { Policy, PolicyConfig } from './policy';
 import { checkConfig, createPolicy, paramShapes, readParams } from './policy';
+import { InvalidArgumentError, ShapeMismatchError } from './errors';
 
 const MAGIC = 'E3TENSOR';
 const FORMAT_VERSION = 1;
@@ -89,8 +90,8 @@ export function serializeTensors(
     const data = bare ? t : t.data;
     const shape = bare ? [t.length] : t.shape.slice();
     const dtype = data instanceof Float32Array ? 'float32' : data instanceof Int32Array ? 'int32' : null;
-    if (!dtype) throw new Error(`serializeTensors: ${name} must be a Float32Array or Int32Array`);
-    if (sizeOf(shape) !== data.length) throw new Error(`serializeTensors: ${name} has ${data.length} values but shape [${shape}]`);
+    if (!dtype) throw new InvalidArgumentError(`serializeTensors: ${name} must be a Float32Array or Int32Array`);
+    if (sizeOf(shape) !== data.length) throw new ShapeMismatchError(`serializeTensors: ${name} has ${data.length} values but shape [${shape}]`);
     entries.push({ name, dtype, shape, offset, byteLength: data.byteLength });
     datas.push(data);
     offset = align8(offset + data.byteLength);
@@ -177,18 +178,18 @@ export function serializePolicy(policy: Policy): { bytes: Uint8Array; sha256: st
 export function loadPolicy(bytes: Uint8Array, expectedSha256?: string): Policy {
   const { meta, tensors } = deserializeTensors(bytes, expectedSha256);
   const m = meta as Partial<PolicyMeta> | null;
-  if (!m || m.kind !== 'e3-policy' || typeof m.config !== 'object') throw new Error('loadPolicy: blob is not an e3 policy (meta.kind)');
+  if (!m || m.kind !== 'e3-policy' || typeof m.config !== 'object') throw new ShapeMismatchError('loadPolicy: blob is not an e3 policy (meta.kind)');
   const cfg = checkConfig(m.config);
   const expected = paramShapes(cfg);
   const names = [...tensors.keys()];
   if (names.length !== expected.length || expected.some(([n], i) => names[i] !== n)) {
-    throw new Error(`loadPolicy: parameters [${names.join(', ')}] do not match the config's [${expected.map(([n]) => n).join(', ')}]`);
+    throw new ShapeMismatchError(`loadPolicy: parameters [${names.join(', ')}] do not match the config's [${expected.map(([n]) => n).join(', ')}]`);
   }
   const values = new Map<string, Float32Array>();
   for (const [name, shape] of expected) {
     const t = tensors.get(name)!;
     if (t.dtype !== 'float32' || t.shape.join(',') !== shape.join(',')) {
-      throw new Error(`loadPolicy: ${name} is ${t.dtype} [${t.shape}], expected float32 [${shape}]`);
+      throw new ShapeMismatchError(`loadPolicy: ${name} is ${t.dtype} [${t.shape}], expected float32 [${shape}]`);
     }
     values.set(name, t.data as Float32Array);
   }

@@ -3,6 +3,8 @@
  * Digits are single tokens so numbers of any size can be written; the words `ok` / `no`
  * (the check) are single tokens so one attempt with its check costs a few tokens.
  */
+import { InvalidArgumentError } from './errors';
+
 export const VOCAB = [
   '<pad>', '<bos>', '<eos>',
   '0', '1', '2', '3', '4', '5', '6', '7', '8', '9',
@@ -31,7 +33,7 @@ export function encode(text: string): number[] {
       continue;
     }
     const id = index.get(text[i]);
-    if (id === undefined) throw new Error(`tokenizer: character ${JSON.stringify(text[i])} at ${i} is not in the vocabulary`);
+    if (id === undefined) throw new InvalidArgumentError(`tokenizer: character ${JSON.stringify(text[i])} at ${i} is not in the vocabulary`);
     out.push(id);
     i += 1;
   }

@@ -7,6 +7,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { difficultyProfile, generateCountdown, makeCountdown, countdownPrompt } from './countdown';
 import type { CountdownProblem } from './countdown';
+import { ShapeMismatchError } from './errors';
 import { crossEntropyLoss, groupAdvantages, grpoLoss } from './grpo';
 import type { GrpoConfig, GrpoStats } from './grpo';
 import { passAtKMetrics, summarizeResponses } from './metrics';
@@ -23,7 +24,7 @@ import { BOS, EOS, NO, OK, PAD, decode, encode } from './tokenizer';
 import { sftBatch } from './traces';
 import type { TraceOptions } from './traces';
 
-export { NonFiniteError };
+export { NonFiniteError, ShapeMismatchError };
 
 /** One sampled response with what the update needs; JSON-able (stored as a rollout shard). */
 export interface Rollout {
@@ -371,13 +372,6 @@ export function rolloutMetrics(graded: GradedRollout[], samples: number): Record
   const order = [...graded].sort((a, b) => a.i - b.i || a.j - b.j);
   const recs: ResponseRecord[] = order.map((g) => ({ reward: g.reward, length: g.response.length, truncated: g.truncated, attempts: g.grade.attempts, checks: g.grade.checks, explore: g.grade.explore }));
   return summarizeResponses('train', recs, samples);
-}
-
-export class ShapeMismatchError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ShapeMismatchError';
-  }
 }
 
 /** Prompts whose group of rewards is all equal (no signal), in one pass. */

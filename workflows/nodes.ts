@@ -4,11 +4,11 @@
  * evaluation nodes are single heartbeating activities that resume from their heartbeat.
  */
 import {
-  condition, continueAsNew, defineQuery, defineSignal, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo,
+  ApplicationFailure, condition, continueAsNew, defineQuery, defineSignal, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { IterationStats, NodeInput, NodeResult, Progress, Session } from '../activities/types';
-import { ErrorTypes } from '../activities/types';
+import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES } from '../activities/types';
 import type { RlNode, SftNode } from '../configs/schema';
 import { E3Budget, E3Iteration, E3Node, E3PassAt1, E3Run } from './search';
 import { openSession, sessionActivities, withRewind } from './session';
@@ -20,7 +20,7 @@ export const progressQuery = defineQuery<Progress>('progress');
 const general = proxyActivities<Activities>({
   startToCloseTimeout: '30 minutes',
   heartbeatTimeout: '60 seconds',
-  retry: { initialInterval: '1s', maximumInterval: '15s', backoffCoefficient: 2, nonRetryableErrorTypes: [ErrorTypes.config, ErrorTypes.shape, ErrorTypes.missing] },
+  retry: { initialInterval: '1s', maximumInterval: '15s', backoffCoefficient: 2, nonRetryableErrorTypes: [...NON_RETRYABLE_ERROR_TYPES] },
 });
 
 /** Continue-as-new well before the history grows large (each iteration adds ~20 events). */
@@ -77,7 +77,9 @@ export async function sftNode(input: NodeInput & { carry?: Carry }): Promise<Nod
 export async function rlStage(input: NodeInput & { carry?: Carry }): Promise<NodeResult> {
   const node = input.config.nodes[input.nodeId] as RlNode;
   const budget = typeof node.budget === 'number' ? node.budget : input.upstream[node.budget.fromNode]?.budget;
-  if (budget === undefined) throw new Error(`nodes.${input.nodeId}.budget: upstream node did not report a budget`);
+  if (budget === undefined) {
+    throw ApplicationFailure.create({ message: `nodes.${input.nodeId}.budget: upstream node did not report a budget`, type: ErrorTypes.config, nonRetryable: true });
+  }
   const st = controls(input, 'rl', node.iterations, input.carry ?? {});
   st.budget = budget;
   upsertSearchAttributes([{ key: E3Budget, value: budget }]);

@@ -1,19 +1,22 @@
 /**
  * The run: a DAG of nodes executed in topological order, independent nodes in parallel,
  * nodes already completed in the run manifest skipped (so `e3 resume` continues a
- * terminated or failed run). Start it from the Web UI with input `{}` (the demo config)
- * or `{"config":"tiny"}`.
+ * terminated or failed run). Start it from the Web UI with input `{}` (the demo config),
+ * `{"config":"tiny"}`, or just the config name as a JSON string, `"tiny"`. The input is
+ * checked before anything starts (./input.ts): not an object, an unknown key or a wrong
+ * type fails the run at once with a non-retryable BadConfig failure naming the field.
  */
-import { ParentClosePolicy, executeChild, proxyActivities, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, ParentClosePolicy, executeChild, proxyActivities, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { NodeInput, NodeResult, PipelineInput } from '../activities/types';
-import { ErrorTypes } from '../activities/types';
+import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES } from '../activities/types';
+import { pipelineInput } from './input';
 import { evalNode, reportNode, rlStage, selectBudgetNode, sftNode } from './nodes';
 import { E3Config, E3Lineage, E3Run } from './search';
 
 const general = proxyActivities<Activities>({
   startToCloseTimeout: '2 minutes',
-  retry: { initialInterval: '1s', maximumInterval: '15s', backoffCoefficient: 2, nonRetryableErrorTypes: [ErrorTypes.config, ErrorTypes.missing] },
+  retry: { initialInterval: '1s', maximumInterval: '15s', backoffCoefficient: 2, nonRetryableErrorTypes: [...NON_RETRYABLE_ERROR_TYPES] },
 });
 
 const byKind = { sft: sftNode, rl: rlStage, 'select-budget': selectBudgetNode, eval: evalNode, report: reportNode } as const;
@@ -25,7 +28,8 @@ export interface PipelineResult {
   report?: { key: string; path: string };
 }
 
-export async function pipeline(input: PipelineInput = {}): Promise<PipelineResult> {
+export async function pipeline(raw: PipelineInput | string = {}): Promise<PipelineResult> {
+  const input = pipelineInput(raw);
   const prep = await general.prepareRun({ ...input, runId: input.runId ?? workflowInfo().workflowId });
   const { runId, config } = prep;
   upsertSearchAttributes([
@@ -55,7 +59,9 @@ export async function pipeline(input: PipelineInput = {}): Promise<PipelineResul
       });
       running.set(id, child);
     }
-    if (running.size === 0) throw new Error('pipeline: no runnable node (the config graph was validated, so this is a bug)');
+    if (running.size === 0) {
+      throw ApplicationFailure.create({ message: 'pipeline: no runnable node (the config graph was validated, so this is a bug)', type: ErrorTypes.config, nonRetryable: true });
+    }
     const finished = await Promise.race(running.values());
     running.delete(finished);
   }

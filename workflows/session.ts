@@ -9,13 +9,13 @@ import { ActivityFailure, ApplicationFailure, TimeoutFailure, proxyActivities } 
 import type { Duration } from '@temporalio/common';
 import type { Activities } from '../activities';
 import type { NodeInput, Session } from '../activities/types';
-import { ErrorTypes, TRAINER_QUEUE } from '../activities/types';
+import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES, SESSION_NON_RETRYABLE_ERROR_TYPES, TRAINER_QUEUE } from '../activities/types';
 
 const opener = proxyActivities<Activities>({
   taskQueue: TRAINER_QUEUE,
   startToCloseTimeout: '10 minutes',
   heartbeatTimeout: '60 seconds',
-  retry: { initialInterval: '1s', maximumInterval: '10s', backoffCoefficient: 2, nonRetryableErrorTypes: [ErrorTypes.config, ErrorTypes.shape, ErrorTypes.corrupt, ErrorTypes.missing] },
+  retry: { initialInterval: '1s', maximumInterval: '10s', backoffCoefficient: 2, nonRetryableErrorTypes: [...NON_RETRYABLE_ERROR_TYPES] },
 });
 
 /** Activities of an open session, pinned to the worker that holds it. */
@@ -31,7 +31,8 @@ export function sessionActivities(s: Session, startToClose: Duration = '10 minut
       maximumInterval: '10s',
       backoffCoefficient: 2,
       maximumAttempts: 8,
-      nonRetryableErrorTypes: [ErrorTypes.sessionLost, ErrorTypes.nonFinite, ErrorTypes.config, ErrorTypes.shape],
+      // SessionLost too: withRewind re-opens the session rather than retrying on a worker without it.
+      nonRetryableErrorTypes: [...SESSION_NON_RETRYABLE_ERROR_TYPES],
     },
   });
 }
@@ -47,7 +48,11 @@ export function isSessionLost(err: unknown): boolean {
   return false;
 }
 
-/** Wrap a session step: on session loss, re-open and report the step to rewind to. */
+/**
+ * Wrap a session step: on session loss, re-open and report the step to rewind to. Any other
+ * activity failure fails the node: the session is closed first (best effort), so its worker
+ * does not keep refusing other sessions until it evicts this one as idle.
+ */
 export async function withRewind<T>(
   get: () => Session,
   reopen: (s: Session) => void,
@@ -57,7 +62,10 @@ export async function withRewind<T>(
   try {
     return { ok: true, value: await body(get()) };
   } catch (err) {
-    if (!isSessionLost(err)) throw err;
+    if (!isSessionLost(err)) {
+      if (err instanceof ActivityFailure) await sessionActivities(get()).closeTrainer(get()).catch(() => undefined);
+      throw err;
+    }
     const s = await openSession(input);
     reopen(s);
     return { ok: false, rewindTo: s.step };
