@@ -218,6 +218,8 @@ export function createActivities(ctx: WorkerContext) {
         refWeights: node.kind === 'rl' && node.grpo.klCoef > 0 ? start : undefined,
         optim: node.optim,
         toolArithmetic: cfg.toolArithmetic,
+        // A warm start from a shorter-context policy trains the new positions (see growContext).
+        growContext: node.kind === 'sft' && !own,
       });
       const step = own ? own.manifest.step : 0;
       const was = own?.manifest.meta.backend;

@@ -146,9 +146,9 @@ export const SelectBudgetNodeSchema = z
     temperature: z.number().gt(0).default(0.6),
     /**
      * J below this at every budget means the data is too hard for the policy entering the
-     * stage (Eq. 6.1 then has nothing to measure). @default 0.05
+     * stage (Eq. 6.1 then has nothing to measure; ~1 correct response in 50). @default 0.02
      */
-    minPassAt1: z.number().min(0).max(1).default(0.05),
+    minPassAt1: z.number().min(0).max(1).default(0.02),
     /** What to do then: fail the node (clean experiments), or warn and take the largest budget. @default "fail" */
     onUncalibrated: z.enum(['fail', 'warn']).default('fail'),
   })

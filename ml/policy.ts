@@ -119,6 +119,23 @@ export function createPolicy(cfg: PolicyConfig, values?: ReadonlyMap<string, Flo
   return { cfg: c, params };
 }
 
+/**
+ * The same policy with a longer positional table: positions below the old context keep
+ * their embeddings, new ones start from the seeded initialiser (as in a fresh model). For a
+ * warm start that must train positions a later evaluation reaches (4x the longest training
+ * budget); every other parameter is copied. Returns a new policy; the input is untouched.
+ */
+export function growContext(policy: Policy, context: number): Policy {
+  const old = policy.cfg;
+  if (!Number.isInteger(context) || context < old.context) throw new InvalidArgumentError(`policy: cannot grow context ${old.context} to ${context}`);
+  const values = readParams(policy);
+  const cfg = { ...old, context };
+  const fresh = initValue(cfg, 'wpe', context * old.dModel);
+  fresh.set(values.get('wpe')!);
+  values.set('wpe', fresh);
+  return createPolicy(cfg, values);
+}
+
 export function disposePolicy(policy: Policy): void {
   for (const v of policy.params.values()) v.dispose();
   policy.params.clear();

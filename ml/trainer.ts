@@ -14,7 +14,7 @@ import { passAtKMetrics, summarizeResponses } from './metrics';
 import type { ResponseRecord } from './metrics';
 import { AdamW, NonFiniteError } from './optim';
 import type { AdamWConfig, AdamWState } from './optim';
-import { createPolicy, disposePolicy, tokenLogProbs } from './policy';
+import { createPolicy, disposePolicy, growContext, tokenLogProbs } from './policy';
 import type { Policy, PolicyConfig } from './policy';
 import { Rng, deriveSeed } from './rng';
 import { sample } from './sampler';
@@ -105,8 +105,15 @@ export class Trainer {
     refWeights?: Uint8Array;
     optim: Partial<AdamWConfig>;
     toolArithmetic: boolean;
+    /** A warm start may lengthen the positional table of the weights it starts from (growContext). */
+    growContext?: boolean;
   }): Trainer {
-    const policy = o.weights ? loadPolicy(o.weights) : createPolicy(o.model);
+    let policy = o.weights ? loadPolicy(o.weights) : createPolicy(o.model);
+    if (o.growContext && policy.cfg.context < o.model.context) {
+      const grown = growContext(policy, o.model.context);
+      disposePolicy(policy);
+      policy = grown;
+    }
     for (const k of ['vocab', 'layers', 'dModel', 'heads', 'context'] as const) {
       if (policy.cfg[k] !== o.model[k]) {
         disposePolicy(policy);

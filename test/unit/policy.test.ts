@@ -4,7 +4,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../ml/backend';
 import type { Policy, PolicyConfig } from '../../ml/policy';
 import {
-  assignParams, countParams, createPolicy, disposePolicy, forwardLogits, layerNorm, linear, mm, paramShapes, readParams, tokenLogProbs, useFastSlice,
+  assignParams, countParams, createPolicy, disposePolicy, forwardLogits, growContext, layerNorm, linear, mm, paramShapes, readParams, tokenLogProbs, useFastSlice,
 } from '../../ml/policy';
 import { Rng } from '../../ml/rng';
 
@@ -260,4 +260,27 @@ test('a pass too big for the wasm heap fails with a clear error before running',
   if (tf.getBackend() === 'wasm') assert.throws(() => forwardLogits(policy, tokens), /MiB of activations.*micro-batches/);
   tokens.dispose();
   disposePolicy(policy);
+});
+
+test('growContext keeps every parameter and old position, so short sequences score identically', () => {
+  const policy = createPolicy(CFG);
+  randomize(policy, 9);
+  const grown = growContext(policy, CFG.context + 24);
+  assert.equal(grown.cfg.context, CFG.context + 24);
+  const before = readParams(policy), after = readParams(grown);
+  for (const [name, v] of before) {
+    const w = after.get(name)!;
+    if (name === 'wpe') assert.deepEqual(w.subarray(0, v.length), v);
+    else assert.deepEqual(w, v, name);
+  }
+  // New rows are the seeded initialiser's, not zeros and not copies.
+  const extra = after.get('wpe')!.subarray(before.get('wpe')!.length);
+  assert.ok(extra.some((x) => x !== 0) && Math.abs(extra.reduce((a, x) => a + x * x, 0) / extra.length - 0.02 ** 2) < 1e-4);
+  const toks = tf.tensor2d(TOKENS, undefined, 'int32');
+  const [a, b] = [forwardLogits(policy, toks), forwardLogits(grown, toks)];
+  assert.deepEqual(b.arraySync(), a.arraySync());
+  tf.dispose([toks, a, b]);
+  assert.throws(() => growContext(policy, CFG.context - 1), /cannot grow context/);
+  disposePolicy(policy);
+  disposePolicy(grown);
 });
