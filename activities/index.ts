@@ -14,6 +14,7 @@ import type { PolicyConfig } from '../ml/policy';
 import { Trainer, dataMetrics, evalMetrics, gradeRollouts, heldOutSet, iterationProblems, rolloutMetrics } from '../ml/trainer';
 import type { EvalCounts, GradedRollout, RlSettings, Rollout } from '../ml/trainer';
 import { VOCAB_SIZE } from '../ml/tokenizer';
+import { sftSeed } from '../ml/traces';
 import { commitCheckpoint as commit, loadCheckpoint } from '../storage/checkpoints';
 import { checkId, keys } from '../storage/layout';
 import type { ObjectStore } from '../storage/store';
@@ -248,7 +249,7 @@ export function createActivities(ctx: WorkerContext) {
         const node = m.config.nodes[s.nodeId] as SftNode;
         await withHeartbeat(() => ({ step: l.step, at: (l.lastUsed = Date.now()) }), async () => {
           while (l.step < to) {
-            metrics = l.trainer.sftStep(m.config.seed, l.step, node.batchSize, node.difficulty, { meanWrong: node.meanWrong, maxAttempts: node.maxAttempts, nearMiss: node.nearMiss, perturbed: node.perturbed }, undefined, node.markWeight);
+            metrics = l.trainer.sftStep(sftSeed(m.config.seed, node.stream), l.step, node.batchSize, node.difficulty, { meanWrong: node.meanWrong, maxAttempts: node.maxAttempts, nearMiss: node.nearMiss, perturbed: node.perturbed }, undefined, node.markWeight);
             l.step++;
             await yieldLoop();
           }

@@ -66,6 +66,8 @@ export const SftNodeSchema = z
     kind: z.literal('sft'),
     deps,
     from,
+    /** Data stream: batches derive from the run seed and this name (a second warm-start node draws new traces). @default the run seed itself */
+    stream: Id.optional(),
     /** Difficulties the traces are drawn from (mixed evenly). */
     difficulty: z.array(DifficultySchema).min(1).prefault([{}]),
     /** Optimiser steps. @default 50 */

@@ -51,7 +51,7 @@ export interface CountdownProblem extends Problem {
   ops: string;
   /** One known solution (the generator's construction); reaches `target`. */
   solution: Step[];
-  /** Fewest steps any solution needs (solver-measured; from 6 numbers, at most this). */
+  /** Fewest steps any solution needs (solver-measured; from 6 numbers, where the search is capped, a lower bound). */
   minSteps: number;
   split: Split;
 }
@@ -196,10 +196,11 @@ export function solve(numbers: readonly number[], target: number, ops: string, o
 
 /**
  * Fewest steps any solution needs (iterative deepening over the same moves as `solve`), or
- * null when there is none. `capped` when the search hit `maxNodes` at some depth: `steps` is
- * then an upper bound (the smallest depth found) or null.
+ * null when there is none. `capped` when the search hit `maxNodes` (per depth): `steps` is
+ * then null and `atLeast` the first depth that was not fully refuted (every shallower depth
+ * was searched exhaustively, so any solution needs at least that many steps).
  */
-export function minSolutionSteps(numbers: readonly number[], target: number, ops: string, opts: { maxNodes?: number } = {}): { steps: number | null; capped: boolean } {
+export function minSolutionSteps(numbers: readonly number[], target: number, ops: string, opts: { maxNodes?: number } = {}): { steps: number | null; capped: boolean; atLeast: number } {
   const allowed = ALL_OPS.filter((o) => ops.includes(o));
   const maxNodes = opts.maxNodes ?? Infinity;
   let capped = false;
@@ -229,10 +230,10 @@ export function minSolutionSteps(numbers: readonly number[], target: number, ops
       dead.add(key);
       return false;
     };
-    if (reach([...numbers], depth)) return { steps: depth, capped };
-    if (capped) return { steps: null, capped };
+    if (reach([...numbers], depth)) return { steps: depth, capped, atLeast: depth };
+    if (capped) return { steps: null, capped, atLeast: depth };
   }
-  return { steps: null, capped };
+  return { steps: null, capped, atLeast: numbers.length };
 }
 
 /**
@@ -297,8 +298,10 @@ export function generateCountdown(seed: number, index: number, d: Difficulty, sp
     if (splitOf({ numbers, target }) !== split) continue;
     const fewest = minSolutionSteps(numbers, target, d.ops, { maxNodes: confirmCap(d.count) });
     if (fewest.steps === null && !fewest.capped) throw new Error(`countdown: construction ${steps.map(formatStep).join(',')} not confirmed by the solver`);
-    const minSteps = fewest.steps ?? steps.length;
-    if (minSteps < need || (fewest.capped && need > 1)) continue;
+    // Capped (6+ numbers): every depth below `atLeast` was refuted exhaustively and the
+    // construction proves a solution exists, so `atLeast` is a sound lower bound to filter on.
+    const minSteps = fewest.steps ?? fewest.atLeast;
+    if (minSteps < need) continue;
     const id = `cd${d.count}-${d.min}..${d.max}-${d.ops}${need > 1 ? `-s${need}` : ''}-${split}-${String(index).padStart(6, '0')}`;
     return { id, numbers, target, ops: d.ops, solution: steps, minSteps, split };
   }

@@ -156,6 +156,9 @@ export function sftBatch(seed: number, step: number, batchSize: number, difficul
   return out;
 }
 
+/** The seed warm-start batches derive from: the run seed, or a named stream of it (a second warm-start node must not replay the first one's batches). */
+export const sftSeed = (runSeed: number, stream?: string): number => (stream ? deriveSeed(runSeed, 'sft-stream', stream) : runSeed);
+
 /** Problem i of warm-start batch `step` (and the trace's rng, already past the pick): what sftBatch draws. */
 export function sftProblem(seed: number, step: number, i: number, batchSize: number, difficulty: Difficulty | readonly Difficulty[]): { problem: CountdownProblem; rng: Rng } {
   const ds = Array.isArray(difficulty) ? (difficulty as readonly Difficulty[]) : [difficulty as Difficulty];

@@ -9,7 +9,7 @@ import { configNames, loadConfig } from '../../configs/load';
 import type { RunConfig } from '../../configs/schema';
 import { problemIdentity, splitOf } from '../../ml/countdown';
 import { heldOutProblem, iterationProblems } from '../../ml/trainer';
-import { sftProblem } from '../../ml/traces';
+import { sftProblem, sftSeed } from '../../ml/traces';
 
 /** Most draws checked per node (the warm start of `gpu` draws 256k problems; the split guarantees the rest). */
 const CAP = 6000;
@@ -20,7 +20,7 @@ function draws(cfg: RunConfig): { train: Map<string, string>; heldOut: Map<strin
   for (const [id, n] of Object.entries(cfg.nodes)) {
     if (n.kind === 'sft') {
       for (let k = 0; k < Math.min(CAP, n.steps * n.batchSize); k++) {
-        const p = sftProblem(cfg.seed, Math.floor(k / n.batchSize), k % n.batchSize, n.batchSize, n.difficulty).problem;
+        const p = sftProblem(sftSeed(cfg.seed, n.stream), Math.floor(k / n.batchSize), k % n.batchSize, n.batchSize, n.difficulty).problem;
         train.set(problemIdentity(p), `${id} ${p.id}`);
       }
     } else if (n.kind === 'rl') {
