@@ -161,3 +161,19 @@ test('a bare string input is a config name: "tiny" starts the tiny config', asyn
     await h.terminate('test: the bare config name started the tiny run');
   }
 });
+
+test('stage data too hard for the policy entering it: select-budget fails once (UncalibratedData) or, with "warn", reports a warning', async () => {
+  // minPassAt1 1 cannot be met by a 12-step warm start: the J(B) curve is "~0" for it.
+  const runId = uid('uncal');
+  const h = await start(runId, { config: 'tiny', overrides: { nodes: { select: { onUncalibrated: 'fail', minPassAt1: 1 } } } });
+  const err = await h.result().then(() => assert.fail('completed'), (e: unknown) => e);
+  const app = causes(err).filter((x): x is ApplicationFailure => x instanceof ApplicationFailure).pop()!;
+  assert.equal(app.type, ErrorTypes.uncalibrated);
+  assert.equal(app.nonRetryable, true);
+  assert.match(app.message, /nodes\.select: J\(B\) < minPassAt1 1 on the whole grid \(J\(16\)=.* J\(64\)=.*\): the stage data is too hard/);
+  const evs = await events(`${runId}/select`);
+  assert.deepEqual(scheduled(evs).map((a) => a.type), ['selectBudget']);
+  assert.deepEqual(attempts(evs), [1]);
+  // stage2 never started: a clean failure, not a silent smallest budget
+  assert.equal(await store().exists(keys.result(runId, 'stage2')), false);
+});

@@ -61,6 +61,12 @@ test('the tiny DAG runs end-to-end; histories stay small and are saved for repla
     assert.equal(r.results.stage2.checkpoint?.step, 2);
     assert.ok([16, 32, 64].includes(r.results.select.budget!));
     assert.equal(r.results.stage2.budget, r.results.select.budget);
+    // A 12-step warm start cannot solve 4-number problems: tiny's select warns (onUncalibrated "warn") and takes the largest budget.
+    if (r.results.select.metrics?.['select/uncalibrated'] === 1) {
+      assert.match(r.results.select.warning ?? '', /too hard for the policy entering it/);
+      assert.equal(r.results.select.budget, 64);
+    }
+    for (const k of ['eval/b64/unique_attempts', 'eval/b16/stop_truncated', 'data/min_steps_mean', 'data/needs_all']) assert.ok(Number.isFinite(r.results.eval.metrics?.[k]), k);
     for (const k of ['eval/b16/pass@1', 'eval/b64/pass@4', 'eval/b32/truncated_frac']) assert.ok(Number.isFinite(r.results.eval.metrics?.[k]), k);
     const s = store();
     assert.ok(await s.exists(keys.report(runId)));
