@@ -53,7 +53,7 @@ export function selectBudget(J: PassAt1Curve, opts: { kappa?: number; b0: number
     tried.push(`J(${2 * b})=${f(j2)} > ${kappa}*J(${b})=${f(kappa * j)}`);
   }
   const reason = tried.length
-    ? `no budget >= ${b0} qualifies: ${tried.join('; ')}; doubling still helps at the largest measured pair`
-    : `no budget >= ${b0} has its double measured (grid: ${[...curve.keys()].sort((a, b) => a - b).join(', ')})`;
+    ? `no budget >= ${f(b0)} qualifies: ${tried.join('; ')}; doubling still helps at the largest measured pair`
+    : `no budget >= ${f(b0)} has its double measured (grid: ${[...curve.keys()].sort((a, b) => a - b).join(', ')})`;
   return { budget: null, fallback, reason };
 }
