@@ -1,5 +1,5 @@
 // ESLint flat config: typescript-eslint with type information; workflow files are
-// restricted to deterministic imports (DESIGN.md: no Node built-ins, tfjs, minio, or
+// restricted to deterministic imports (docs/ARCHITECTURE.md: no Node built-ins, tfjs, minio, or
 // activity implementations — `import type` only).
 import tseslint from 'typescript-eslint';
 import { builtinModules } from 'node:module';

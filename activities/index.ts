@@ -1,5 +1,5 @@
 /**
- * Thin activity wrappers over ml/ and storage/ (DESIGN.md). `createActivities` binds them
+ * Thin activity wrappers over ml/ and storage/ (docs/ARCHITECTURE.md). `createActivities` binds them
  * to one worker: its object store, its own task queue (where its trainer sessions live),
  * and the backend it runs on. Long activities heartbeat and resume from their details.
  */

@@ -1,6 +1,6 @@
 /**
  * Shapes exchanged between workflows and activities: small JSON only (object keys and
- * stats); rollouts and weights stay in the object store (DESIGN.md "One RL iteration").
+ * stats); rollouts and weights stay in the object store (docs/ARCHITECTURE.md "One RL iteration").
  */
 import type { RunConfig } from '../configs/schema';
 

@@ -1,6 +1,6 @@
 /**
- * The one run config (STYLE.md: one typed object, defaults in one place, unknown keys
- * rejected loudly). A run is a DAG of nodes (DESIGN.md "A run is a DAG"). The resolved
+ * The one run config (docs/ARCHITECTURE.md "Conventions": one typed object, defaults in one place, unknown keys
+ * rejected loudly). A run is a DAG of nodes (docs/ARCHITECTURE.md "A run is a DAG"). The resolved
  * config (defaults filled in) is stored in the run manifest and in every checkpoint.
  */
 import { z } from 'zod';
@@ -43,7 +43,7 @@ export const ModelSchema = z
 
 export const OptimSchema = z
   .object({
-    /** Constant learning rate (E3_RECIPE.md: small, ~1e-5 to 5e-5 for RL). @default 1e-5 */
+    /** Constant learning rate (docs/RECIPE.md: small, ~1e-5 to 5e-5 for RL). @default 1e-5 */
     lr: z.number().gt(0).max(1).default(1e-5),
     /** Decoupled weight decay. @default 0 */
     weightDecay: z.number().min(0).default(0),

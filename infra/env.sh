@@ -11,7 +11,7 @@ export E3_S3_PORT="${E3_S3_PORT:-7070}"
 export E3_NAMESPACE="${E3_NAMESPACE:-default}"
 PID_DIR="$E3_DATA_DIR/pids"
 LOG_DIR="$E3_DATA_DIR/logs"
-# Search attributes the workflows set (DESIGN.md: run, node, iteration, budget, pass@1).
+# Search attributes the workflows set (docs/ARCHITECTURE.md: run, node, iteration, budget, pass@1).
 SEARCH_ATTRIBUTES=(E3Run=Keyword E3Node=Keyword E3Iteration=Int E3Budget=Int E3PassAt1=Double E3Config=Keyword E3Lineage=Keyword)
 
 ts() { date +%s.%N; }

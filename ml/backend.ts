@@ -1,5 +1,5 @@
 /**
- * tfjs backend selection (DESIGN.md "Compute backends"): `tensorflow` from the optional
+ * tfjs backend selection (docs/ARCHITECTURE.md "Compute backends"): `tensorflow` from the optional
  * tfjs-node-gpu / tfjs-node packages, else `wasm` (SIMD), else the pure-JS `cpu` backend.
  * `E3_BACKEND` forces one. The chosen name is returned so runs and checkpoints record it.
  */

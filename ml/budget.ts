@@ -1,5 +1,5 @@
 /**
- * The stage budget rule, paper Eq. 6.1 (E3_RECIPE.md "Three ingredients", 3):
+ * The stage budget rule, paper Eq. 6.1 (docs/RECIPE.md "Three ingredients", 3):
  *
  *   B*_i = the smallest B >= B0 such that J(π_i; D_i, 2B) <= κ · J(π_i; D_i, B)
  *

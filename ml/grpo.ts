@@ -1,5 +1,5 @@
 /**
- * The e3 RL objective as pure functions (E3_RECIPE.md "The RL objective"; arXiv 2506.09026).
+ * The e3 RL objective as pure functions (docs/RECIPE.md "The RL objective"; arXiv 2506.09026).
  *
  * How it differs from plain GRPO (DeepSeekMath, Shao et al. 2024):
  * - clip-higher: asymmetric ratio bounds [1 − epsLow, 1 + epsHigh] (DAPO), not one ε;
@@ -52,7 +52,7 @@ export function groupAdvantages(
   return { adv, zeroStdGroups };
 }
 
-/** The loss's knobs; defaults are the paper's (E3_RECIPE.md "The RL objective"). */
+/** The loss's knobs; defaults are the paper's (docs/RECIPE.md "The RL objective"). */
 export interface GrpoConfig {
   /** Lower ratio bound is 1 − epsLow. @default 0.2 */
   epsLow: number;

@@ -1,6 +1,6 @@
 /**
- * The paper's metrics (E3_RECIPE.md "What to measure") as flat `Record<string, number>` with
- * slash-separated keys that carry the budget where it matters (STYLE.md "Names and metrics"):
+ * The paper's metrics (docs/RECIPE.md "What to measure") as flat `Record<string, number>` with
+ * slash-separated keys that carry the budget where it matters (docs/ARCHITECTURE.md "Conventions"):
  * `train/reward_mean`, `train/truncated_frac`, `train/zero_std_frac`, `train/response_len`,
  * `train/response_len_correct`, `eval/b512/pass@8`. A key with no data (e.g. the length of
  * correct responses when none was correct) is left out rather than written as NaN.

@@ -1,6 +1,6 @@
 /**
  * AdamW (Loshchilov & Hutter 2019; PyTorch's `torch.optim.AdamW` update) with global
- * grad-norm clipping and a constant learning rate, as the recipe trains (E3_RECIPE.md:
+ * grad-norm clipping and a constant learning rate, as the recipe trains (docs/RECIPE.md:
  * "AdamW, constant LR, grad-norm clip 1.0"). Written out rather than tf.train.adam because
  * tfjs has no decoupled weight decay and no global-norm clip, and because a checkpoint needs
  * the moments as plain arrays (`getState` / `setState` round-trip exactly).

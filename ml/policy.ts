@@ -1,7 +1,7 @@
 /**
  * The policy: a GPT-2-style decoder-only transformer (pre-LayerNorm, causal multi-head
  * attention, GELU MLP (sigmoid form), learned positional embeddings, final LayerNorm, untied
- * output head), written for the tfjs wasm backend (DESIGN.md "Compute backends"):
+ * output head), written for the tfjs wasm backend (docs/ARCHITECTURE.md "Compute backends"):
  * - every matmul is a rank-2 `tf.matMul` with no transpose flags (wasm's only fast path),
  *   wrapped in `tf.customGrad` so the backward pass uses explicit transposes too;
  * - attention runs as one 2-D matmul pair per (batch row, head) slice, not batched, inside
@@ -418,7 +418,7 @@ export function activationBytes(cfg: PolicyConfig, b: number, t: number): number
 
 /**
  * Half of wasm's 4 GiB heap, which never shrinks: past it a step dies with "memory access
- * out of bounds" instead of a clean error (DESIGN.md), so refuse such passes up front.
+ * out of bounds" instead of a clean error (docs/ARCHITECTURE.md), so refuse such passes up front.
  */
 export const WASM_ACTIVATION_LIMIT = 2 ** 31;
 

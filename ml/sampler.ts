@@ -4,7 +4,7 @@
  * Per decode step the position-wise work (LayerNorm, q|k|v, out-projection, MLP, head)
  * runs in tfjs as [rows, d] 2-D matmuls; attention for the one new position per row runs
  * on the host over Float32Array caches sized once per row (prompt + budget), so appending
- * is a write, never a concat (DESIGN.md: growing the cache by concat cost more than the
+ * is a write, never a concat (docs/ARCHITECTURE.md: growing the cache by concat cost more than the
  * attention itself). Prompts are prefilled the same way, all their tokens at once, so rows
  * of different lengths are never padded. Cache memory: 2 * layers * (prompt + budget) * d
  * floats per row (1 MiB per row for the demo model at 256 positions).

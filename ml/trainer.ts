@@ -1,6 +1,6 @@
 /**
  * The e3 loop on one policy, with no Temporal in sight: SFT steps on warm-start traces,
- * and the RL iteration of E3_RECIPE.md split into the three activities the workflow runs
+ * and the RL iteration of docs/RECIPE.md split into the three activities the workflow runs
  * (sample → grade → update). Every step is a pure function of (run seed, node, step) and
  * the state it starts from, so a rerun from a checkpoint reproduces the same bytes.
  */
@@ -220,7 +220,7 @@ export class Trainer {
     }));
   }
 
-  /** GRPO update on graded rollouts: mini-batches, each one AdamW step (E3_RECIPE.md). */
+  /** GRPO update on graded rollouts: mini-batches, each one AdamW step (docs/RECIPE.md). */
   async update(s: RlSettings, t: number, graded: GradedRollout[]): Promise<Record<string, number>> {
     const order = [...graded].sort((a, b) => a.i - b.i || a.j - b.j);
     const { adv, zeroStdGroups } = groupAdvantages(order.map((g) => g.reward), s.samples);

@@ -1,5 +1,5 @@
 /**
- * Object keys of the store layout (DESIGN.md "Object store layout"). Pure: also imported
+ * Object keys of the store layout (docs/ARCHITECTURE.md "Object store layout"). Pure: also imported
  * (by type and value) from workflows, so no Node built-ins here.
  */
 const ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/;

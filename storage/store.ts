@@ -1,5 +1,5 @@
 /**
- * The object store (one bucket, DESIGN.md "Object store layout") through the `minio`
+ * The object store (one bucket, docs/ARCHITECTURE.md "Object store layout") through the `minio`
  * client. Every blob is written with its sha256 in the object's metadata and checked on
  * load, so a flipped byte is detected rather than trained on.
  * Credentials come only from the environment or the credentials file infra/up writes.

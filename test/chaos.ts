@@ -1,5 +1,5 @@
 /**
- * Fault injection (DESIGN.md "never lose a run"): run a config once uninterrupted, then
+ * Fault injection (a crashed run resumes and ends byte-identical: docs/ARCHITECTURE.md "One RL iteration"): run a config once uninterrupted, then
  * again with the same seed while, at moments drawn from a seeded PRNG, worker processes are
  * SIGKILLed and started again, the S3 server is stopped and restarted, and the Temporal
  * server is stopped and restarted (same SQLite file). The final committed checkpoint of

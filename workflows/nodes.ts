@@ -1,5 +1,5 @@
 /**
- * One child workflow per DAG node, id `<runId>/<nodeId>` (DESIGN.md "A run is a DAG").
+ * One child workflow per DAG node, id `<runId>/<nodeId>` (docs/ARCHITECTURE.md "A run is a DAG").
  * Training nodes (sft, rl) keep their state in a trainer session and commit checkpoints;
  * evaluation nodes are single heartbeating activities that resume from their heartbeat.
  */
@@ -73,7 +73,7 @@ export async function sftNode(input: NodeInput & { carry?: Carry }): Promise<Nod
   return { kind: 'sft', checkpoint: { step: st.iteration }, metrics: st.metrics };
 }
 
-/** One curriculum stage of RL: sample (shards) → grade → update → commit every K (E3_RECIPE.md). */
+/** One curriculum stage of RL: sample (shards) → grade → update → commit every K (docs/RECIPE.md). */
 export async function rlStage(input: NodeInput & { carry?: Carry }): Promise<NodeResult> {
   const node = input.config.nodes[input.nodeId] as RlNode;
   const budget = typeof node.budget === 'number' ? node.budget : input.upstream[node.budget.fromNode]?.budget;

@@ -1,5 +1,5 @@
 /**
- * The trainer-session pattern (DESIGN.md "One RL iteration"): the live policy and optimiser
+ * The trainer-session pattern (docs/ARCHITECTURE.md "One RL iteration"): the live policy and optimiser
  * stay in memory on one worker, reached through that worker's own task queue. When the
  * worker is gone (its queue has no poller: schedule-to-start timeout; or it restarted and
  * lost the session) the node re-opens on any trainer, which loads the last committed

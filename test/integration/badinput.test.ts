@@ -1,5 +1,5 @@
 /**
- * Bad input never corrupts a run (issue 5): a flipped byte in a committed checkpoint is
+ * Bad input never corrupts a run : a flipped byte in a committed checkpoint is
  * caught by its sha256 and the previous commit is used (storage, activity and resumed-run
  * level); a missing checkpoint is a non-retryable MissingCheckpoint failure; a non-finite
  * loss is rejected before anything changes or is committed (NonFiniteLoss, naming the step);

@@ -1,7 +1,7 @@
 /**
  * The seeded CI version of `npm run chaos` (test/chaos.ts, same code): the tiny pipeline
  * with a worker SIGKILLed and started again, the S3 server down for 30 s (activities retry
- * until it is back: issue 5 (d)), and the Temporal server restarted, ends with checkpoints
+ * until it is back), and the Temporal server restarted, ends with checkpoints
  * byte-identical to an uninterrupted run of the same seed.
  */
 import { test } from 'node:test';

@@ -1,5 +1,5 @@
 /**
- * Every step is a pure function of (seed, node, step) and the committed state (DESIGN.md
+ * Every step is a pure function of (seed, node, step) and the committed state (docs/ARCHITECTURE.md
  * "One RL iteration"): two runs of the tiny config with the same seed and different run ids
  * end with byte-identical final checkpoints of every training node; another seed does not.
  */

@@ -1,5 +1,5 @@
 /**
- * Scheduled retraining (DESIGN.md: Temporal Schedules; each scheduled run warm-starts from
+ * Scheduled retraining (docs/ARCHITECTURE.md: Temporal Schedules; each scheduled run warm-starts from
  * the latest checkpoint of its lineage), on the real servers: a schedule of the tiny config
  * is triggered twice; the second run starts from the first run's final commit, which is
  * checked on the weights themselves, and the lineage pointer advances. Then the `e3 schedule`

@@ -19,7 +19,7 @@ type M = number[][];
 interface RefIn { logp: M; oldLogp: M; refLogp?: M; entropy: M; adv: number[]; mask: M }
 interface RefOut { loss: number; dlogp: M; dent: M; clipLow: number; clipHigh: number; dual: number; tokens: number }
 
-/** The e3 loss in float64, case by case (E3_RECIPE.md "The RL objective"). */
+/** The e3 loss in float64, case by case (docs/RECIPE.md "The RL objective"). */
 function refLoss(x: RefIn, c: GrpoConfig): RefOut {
   const B = x.logp.length, T = x.logp[0].length;
   const w = x.mask.map((row, b) => row.map((m) => (c.positiveOnly && !(x.adv[b] > 0) ? 0 : m)));
