@@ -9,6 +9,7 @@ import type { WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { randomUUID } from 'node:crypto';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { formatWithOptions } from 'node:util';
 import { createActivities } from '../activities';
 import { TASK_QUEUE, TRAINER_QUEUE } from '../activities/types';
 import { initBackend } from '../ml/backend';
@@ -30,11 +31,23 @@ export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
 }
 
 let runtimeInstalled = false;
+/** Logged by the SDK for a worker with activities only: the trainer queues are that on purpose. */
+const EXPECTED_WARNING = 'No workflows registered, not polling for workflow tasks';
+const format = (x: unknown): string => formatWithOptions({ colors: false }, x);
 
 export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<void>; shutdown: () => void; queue: string }> {
   if (!runtimeInstalled) {
-    // The SDK's INFO lines (worker state changes) drown the training log; keep warnings.
-    Runtime.install({ logger: new DefaultLogger((process.env.E3_SDK_LOG_LEVEL as 'WARN' | undefined) ?? 'WARN') });
+    // The SDK's INFO lines (worker state changes) drown the training log; keep warnings,
+    // except the one every activity-only queue (the trainer queues) raises by design.
+    const level = (process.env.E3_SDK_LOG_LEVEL as 'WARN' | undefined) ?? 'WARN';
+    Runtime.install({
+      logger: new DefaultLogger(level, (e) => {
+        if (e.message === EXPECTED_WARNING) return;
+        // The SDK's own format (test/chaos.ts parses "Activity failed" entries from it).
+        const date = format(new Date(Number(e.timestampNanos / 1_000_000n)));
+        process.stderr.write(`${date} [${e.level}] ${e.message}${e.meta === undefined ? '' : ` ${format(e.meta)}`}\n`);
+      }),
+    });
     runtimeInstalled = true;
   }
   const log = opts.log ?? ((m: string) => console.log(`[worker ${process.pid}] ${m}`));

@@ -47,6 +47,10 @@ test('worker kill, 30 s S3 outage and Temporal restart: final checkpoints identi
   assert.ok(failed > 0, `no activity attempt failed during the 30 s S3 outage: ${JSON.stringify(r.chaos.work.failed)}`);
   const logs = readdirSync(r.logDir).map((f) => readFileSync(path.join(r.logDir, f), 'utf8')).join('\n');
   assert.match(logs, new RegExp(`ECONNREFUSED 127\\.0\\.0\\.1:${process.env.E3_S3_PORT}`));
+  // A worker start says what it polls and nothing alarming: the activity-only trainer queues'
+  // "No workflows registered" warning is expected and not printed.
+  assert.match(logs, /polling e3 e3-trainer/);
+  assert.doesNotMatch(logs, /No workflows registered/);
   // When the kill hit the worker holding the running training session (victim: 'trainer'),
   // the session's next activity timed out (its queue had no poller) and the node re-opened
   // at its last commit, recomputed, and still ended identical.
