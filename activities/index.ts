@@ -70,6 +70,16 @@ export function rlSettings(cfg: RunConfig, nodeId: string): RlSettings {
   return { seed: cfg.seed, nodeId, stream: n.stream ?? nodeId, difficulty: n.difficulty, prompts: n.prompts, samples: n.samples, temperature: n.temperature, topP: n.topP, miniBatches: n.miniBatches, microBatch: n.microBatch, skipZeroStd: n.skipZeroStd, grpo: n.grpo };
 }
 
+/** What one SFT step of node `nodeId` needs besides its step number: the batch seed, trace options and mark weight. */
+export function sftSettings(cfg: RunConfig, nodeId: string) {
+  const n = cfg.nodes[nodeId] as SftNode;
+  return {
+    seed: sftSeed(cfg.seed, n.stream),
+    traces: { meanWrong: n.meanWrong, maxAttempts: n.maxAttempts, nearMiss: n.nearMiss, perturbed: n.perturbed },
+    markWeight: n.markWeight,
+  };
+}
+
 /** Run `fn` while heartbeating every few seconds (the sampler and trainer yield to the event loop). */
 async function withHeartbeat<T>(details: () => unknown, fn: () => Promise<T>): Promise<T> {
   let ctx: Context | undefined;
@@ -247,9 +257,10 @@ export function createActivities(ctx: WorkerContext) {
       if (!redo) {
         const m = await readManifest(s.runId);
         const node = m.config.nodes[s.nodeId] as SftNode;
+        const sft = sftSettings(m.config, s.nodeId);
         await withHeartbeat(() => ({ step: l.step, at: (l.lastUsed = Date.now()) }), async () => {
           while (l.step < to) {
-            metrics = l.trainer.sftStep(sftSeed(m.config.seed, node.stream), l.step, node.batchSize, node.difficulty, { meanWrong: node.meanWrong, maxAttempts: node.maxAttempts, nearMiss: node.nearMiss, perturbed: node.perturbed }, undefined, node.markWeight);
+            metrics = l.trainer.sftStep(sft.seed, l.step, node.batchSize, node.difficulty, sft.traces, { markWeight: sft.markWeight });
             l.step++;
             await yieldLoop();
           }
@@ -277,13 +288,13 @@ export function createActivities(ctx: WorkerContext) {
     /** Grade the iteration's shards (the verifier recomputes everything) and store the grades. */
     async rlGrade(s: Session, t: number, shardKeys: string[]): Promise<{ key: string; metrics: Record<string, number> }> {
       const m = await readManifest(s.runId);
-      const node = m.config.nodes[s.nodeId] as RlNode;
+      const rl = rlSettings(m.config, s.nodeId);
       const rollouts = (await Promise.all(shardKeys.map((k) => store.getJson<Rollout[]>(k)))).flat();
-      const graded = gradeRollouts(m.config.seed, node.stream ?? s.nodeId, t, node.prompts, node.difficulty, m.config.toolArithmetic, rollouts);
+      const graded = gradeRollouts(rl.seed, rl.stream, t, rl.prompts, rl.difficulty, m.config.toolArithmetic, rollouts);
       const key = keys.graded(s.runId, s.nodeId, t);
       await store.putJson(key, graded);
-      const data = dataMetrics('data', iterationProblems(m.config.seed, node.stream ?? s.nodeId, t, node.prompts, node.difficulty));
-      return { key, metrics: { ...rolloutMetrics(graded, node.samples), ...data } };
+      // The iteration's data/* metrics come with rlUpdate's (the workflow merges both).
+      return { key, metrics: rolloutMetrics(graded, rl.samples) };
     },
 
     /** GRPO update from the graded rollouts of iteration t; the session advances to t + 1. */

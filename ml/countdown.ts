@@ -21,8 +21,9 @@
  *
  * Tool-computed mode (`countdownTool`): after `a op b=` the environment writes the exact
  * result, and after a result's `>` it writes the target (so in this mode the check
- * compares two numbers the environment wrote; deciding `ok` or `no` stays the policy's). It writes nothing when the result is not a non-negative integer (inexact
- * division, division by zero, negative difference) or an operand is huge; the policy then
+ * compares two numbers the environment wrote; deciding `ok` or `no` stays the policy's).
+ * It writes no result when the result is not a non-negative integer (inexact division,
+ * division by zero, negative difference) or an operand is huge; the policy then
  * writes its own c and the grader rejects the step ('non-integer', 'div-zero',
  * 'wrong-result'), so the tool never produces text the grammar cannot hold.
  */

@@ -5,6 +5,8 @@
  * `train/response_len_correct`, `eval/b512/pass@8`. A key with no data (e.g. the length of
  * correct responses when none was correct) is left out rather than written as NaN.
  */
+import { InvalidArgumentError, ShapeMismatchError } from './errors';
+import type { Explore } from './task';
 
 export const trainKey = (name: string): string => `train/${name}`;
 export const evalPrefix = (budget: number): string => `eval/b${budget}`;
@@ -40,9 +42,6 @@ export function passAtKMetrics(prefix: string, problems: ReadonlyArray<{ n: numb
   for (const k of ks) if (k <= nMin) out[`${prefix}/${passKey(k)}`] = meanPassAtK(problems, k);
   return out;
 }
-
-import type { Explore } from './task';
-import { InvalidArgumentError, ShapeMismatchError } from './errors';
 
 /** What a summary needs from one graded response. */
 export interface ResponseRecord {

@@ -1,6 +1,6 @@
 /**
- * The p^k toy (paper section 5): why negative gradients make responses longer. A bigram softmax policy over `actions` actions plus `stop` writes an
- * episode token by token until it writes `stop` or reaches `budget` tokens. One action a*
+ * The p^k toy (paper section 5): why negative gradients make responses longer. A bigram
+ * softmax policy over `actions` actions plus `stop` writes an episode token by token until it writes `stop` or reaches `budget` tokens. One action a*
  * is correct. Reward 1 iff a* occurs in the episode AND the episode stopped within the budget:
  * a truncated episode gets 0, as a response cut off without a final answer does in RL training.
  *

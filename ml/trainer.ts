@@ -52,7 +52,7 @@ export interface RlSettings {
   /**
    * Data and sampling stream: problems and sampling seeds derive from (run seed, stream, t,
    * i, j), so arms of one comparison that name the same stream see the same problems with
-   * the same seeds (EXPERIMENTS: paired arms). Defaults to the node id.
+   * the same seeds (README "Clean data"). Defaults to the node id.
    */
   stream: string;
   difficulty: Difficulty;
@@ -149,7 +149,8 @@ export class Trainer {
    * `markWeight` scales the loss of the check-mark tokens (`ok` / `no`): a mark is one token
    * in ~20 of an attempt, so at weight 1 the comparison it needs is learned last.
    */
-  sftStep(seed: number, step: number, batchSize: number, difficulty: Difficulty[], traces: Partial<TraceOptions>, microBatch = 16, markWeight = 1): Record<string, number> {
+  sftStep(seed: number, step: number, batchSize: number, difficulty: Difficulty[], traces: Partial<TraceOptions>, opts: { microBatch?: number; markWeight?: number } = {}): Record<string, number> {
+    const { microBatch = 16, markWeight = 1 } = opts;
     const maxResp = this.policy.cfg.context;
     const batch = sftBatch(seed, step, batchSize, difficulty, { ...traces, budget: maxResp });
     const rows = batch.map((ex) => {

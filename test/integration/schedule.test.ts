@@ -9,11 +9,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ScheduleNotFoundError, ScheduleOverlapPolicy } from '@temporalio/client';
 import type { Client, ScheduleDescription } from '@temporalio/client';
-import { modelConfig } from '../../activities';
+import { modelConfig, sftSettings } from '../../activities';
 import { TASK_QUEUE } from '../../activities/types';
 import type { RunConfig, SftNode } from '../../configs/schema';
 import { Trainer } from '../../ml/trainer';
-import { sftSeed } from '../../ml/traces';
 import { loadCheckpoint } from '../../storage/checkpoints';
 import { keys } from '../../storage/layout';
 import { sha256Hex } from '../../storage/store';
@@ -55,7 +54,8 @@ function replayWarmstart(cfg: RunConfig, weights: Uint8Array | undefined): strin
   const ws = cfg.nodes.warmstart as SftNode;
   const tr = Trainer.create({ model: modelConfig(cfg), weights, optim: ws.optim, toolArithmetic: cfg.toolArithmetic });
   try {
-    for (let step = 0; step < ws.steps; step++) tr.sftStep(sftSeed(cfg.seed, ws.stream), step, ws.batchSize, ws.difficulty, { meanWrong: ws.meanWrong, maxAttempts: ws.maxAttempts, nearMiss: ws.nearMiss, perturbed: ws.perturbed }, undefined, ws.markWeight);
+    const sft = sftSettings(cfg, 'warmstart');
+    for (let step = 0; step < ws.steps; step++) tr.sftStep(sft.seed, step, ws.batchSize, ws.difficulty, sft.traces, { markWeight: sft.markWeight });
     return sha256Hex(tr.snapshot().weights);
   } finally {
     tr.dispose();
