@@ -14,7 +14,7 @@ import { passAtKMetrics, summarizeResponses } from './metrics';
 import type { ResponseRecord } from './metrics';
 import { AdamW, NonFiniteError } from './optim';
 import type { AdamWConfig, AdamWState } from './optim';
-import { createPolicy, disposePolicy, growContext, tokenLogProbs } from './policy';
+import { activationBytes, createPolicy, disposePolicy, growContext, tokenLogProbs } from './policy';
 import type { Policy, PolicyConfig } from './policy';
 import { Rng, deriveSeed } from './rng';
 import { sample } from './sampler';
@@ -163,7 +163,7 @@ export class Trainer {
     const weightOf = (r: (typeof fits)[number]) => (r.weights ? r.weights.reduce((a, w) => a + w, 0) : r.response.length);
     const total = fits.reduce((a, r) => a + weightOf(r), 0);
     let lossSum = 0;
-    const grads = accumulate(fits, microBatch, (chunk) => {
+    const grads = accumulate(microBatches(fits, microBatch, this.policy.cfg), (chunk) => {
       const { tokens, mask } = pack(chunk, false);
       const f = () => tf.tidy(() => {
         const { logp } = tokenLogProbs(this.policy, tokens);
@@ -238,7 +238,7 @@ export class Trainer {
       const mb = shuffled.slice(m, m + mbSize);
       const tokensInMb = mb.reduce((a, r) => a + lossTokens(r, s.grpo.positiveOnly), 0);
       if (tokensInMb === 0) continue;
-      const grads = accumulate(byLength(mb), s.microBatch, (chunk) => {
+      const grads = accumulate(microBatches(byLength(mb), s.microBatch, this.policy.cfg), (chunk) => {
         const { tokens, mask, oldLogp, adv: advT } = pack(chunk, true);
         const n = chunk.reduce((a, r) => a + lossTokens(r, s.grpo.positiveOnly), 0);
         const refLogp = this.ref && s.grpo.klCoef > 0 ? tf.tidy(() => tokenLogProbs(this.ref!, tokens, { temperature: s.temperature }).logp) : undefined;
@@ -405,11 +405,39 @@ const lossTokens = (r: { response: number[]; forced: number[]; adv?: number }, p
 const byLength = <R extends { prompt: number[]; response: number[] }>(rows: R[]): R[] =>
   rows.map((r, k) => ({ r, k, n: r.prompt.length + r.response.length })).sort((a, b) => a.n - b.n || a.k - b.k).map((x) => x.r);
 
-/** Run `f` over micro-batches and sum the gradients (each micro loss pre-scaled by its token share). */
-function accumulate<R>(rows: R[], micro: number, f: (chunk: R[]) => tf.NamedTensorMap): Record<string, tf.Tensor> {
+/**
+ * Micro-batches of rows already in length order: at most `micro` rows, and no more rows than
+ * keep the padded pass under PASS_BYTES of activations (policy.ts activationBytes), so long
+ * traces get smaller micro-batches instead of exhausting wasm's heap. A pure function of the
+ * rows, so the split (and the gradient's rounding) is the same on every rerun.
+ */
+export function microBatches<R extends { prompt: number[]; response: number[] }>(rows: R[], micro: number, cfg: PolicyConfig, passBytes = PASS_BYTES): R[][] {
+  const out: R[][] = [];
+  let cur: R[] = [];
+  for (const r of rows) {
+    const t = Math.max(r.prompt.length + r.response.length, ...cur.map((c) => c.prompt.length + c.response.length));
+    if (cur.length > 0 && (cur.length >= micro || activationBytes(cfg, cur.length + 1, t) > passBytes)) {
+      out.push(cur);
+      cur = [];
+    }
+    cur.push(r);
+  }
+  if (cur.length) out.push(cur);
+  return out;
+}
+
+/**
+ * Activation bytes (estimated) one micro-batch may take: 768 MiB. A [16, 544] pass, estimated at
+ * 1.7 GiB, died with "memory access out of bounds" (the heap's pointers break past 2 GiB of
+ * wasm's 4 GiB address space) and the estimate is rough, so stay well under it.
+ */
+export const PASS_BYTES = 3 * 2 ** 28;
+
+/** Run `f` over the micro-batches and sum the gradients in micro-batch order (each micro loss pre-scaled by its token share). */
+function accumulate<R>(chunks: R[][], f: (chunk: R[]) => tf.NamedTensorMap): Record<string, tf.Tensor> {
   let acc: Record<string, tf.Tensor> = {};
-  for (let k = 0; k < rows.length; k += micro) {
-    const g = f(rows.slice(k, k + micro));
+  for (const chunk of chunks) {
+    const g = f(chunk);
     const next: Record<string, tf.Tensor> = {};
     for (const [name, t] of Object.entries(g)) next[name] = acc[name] ? tf.add(acc[name], t) : t;
     for (const [name, t] of Object.entries(g)) if (acc[name]) tf.dispose([acc[name], t]);

@@ -78,3 +78,23 @@ test('a snapshot of another model shape is refused with a shape error', async ()
   a.dispose();
   assert.throws(() => Trainer.create({ model: { ...model, dModel: 64 }, weights: w, optim: {}, toolArithmetic: true }), /ShapeMismatch|model\.dModel is 32, the config says 64/);
 });
+
+test('micro-batches: at most `micro` rows, fewer for long rows so a pass stays under the activation budget', async () => {
+  const { microBatches, PASS_BYTES } = await import('../../ml/trainer');
+  const { activationBytes } = await import('../../ml/policy');
+  const cfg = { vocab: VOCAB_SIZE, layers: 3, dModel: 96, heads: 4, context: 544, seed: 1 };
+  const row = (n: number) => ({ prompt: [1], response: Array.from({ length: n - 1 }, () => 2) });
+  // 20 short rows then 20 context-long ones, in length order as the trainer passes them.
+  const rows = [...Array.from({ length: 20 }, () => row(40)), ...Array.from({ length: 20 }, () => row(544))];
+  const chunks = microBatches(rows, 16, cfg);
+  assert.deepEqual(chunks.flat(), rows, 'every row once, order kept');
+  for (const c of chunks) {
+    const t = Math.max(...c.map((r) => r.prompt.length + r.response.length));
+    assert.ok(c.length <= 16);
+    assert.ok(c.length === 1 || activationBytes(cfg, c.length, t) <= PASS_BYTES, `[${c.length}, ${t}] over budget`);
+  }
+  assert.equal(chunks[0].length, 16, 'short rows fill a whole micro-batch');
+  // the [16, 544] pass that crashed wasm is split; its rows go in at most ~8 per pass
+  const long = chunks.filter((c) => c[0].response.length === 543);
+  assert.ok(long.length >= 3 && long.every((c) => c.length <= 8), `long chunks ${long.map((c) => c.length)}`);
+});
