@@ -145,193 +145,307 @@ export class Trainer {
   }
 
   /**
-   * One supervised step on warm-start traces (batch `step` is a pure function of the seed).
-   * `markWeight` scales the loss of the check-mark tokens (`ok` / `no`): a mark is one token
-   * in ~20 of an attempt, so at weight 1 the comparison it needs is learned last.
+   * One supervised step on warm-start traces (batch `step` is a pure function of the seed):
+   * the plan's micro-batch gradients summed in order, then one AdamW step. The compute pool
+   * (compute/) runs the same three pieces with the micro-batches spread over threads.
    */
-  sftStep(seed: number, step: number, batchSize: number, difficulty: Difficulty[], traces: Partial<TraceOptions>, opts: { microBatch?: number; markWeight?: number } = {}): Record<string, number> {
-    const { microBatch = 16, markWeight = 1 } = opts;
-    const maxResp = this.policy.cfg.context;
-    const batch = sftBatch(seed, step, batchSize, difficulty, { ...traces, budget: maxResp });
-    const rows = batch.map((ex) => {
-      const response = [...encode(ex.response), EOS];
-      const weights = markWeight === 1 ? undefined : response.map((id) => (id === OK || id === NO ? markWeight : 1));
-      return { prompt: [BOS, ...encode(ex.prompt)], response, forced: [] as number[], weights };
-    });
-    const fits = byLength(rows.filter((r) => r.prompt.length + r.response.length <= this.policy.cfg.context));
-    if (fits.length === 0) throw new ShapeMismatchError(`sft: no trace fits model.context ${this.policy.cfg.context}`);
-    const weightOf = (r: (typeof fits)[number]) => (r.weights ? r.weights.reduce((a, w) => a + w, 0) : r.response.length);
-    const total = fits.reduce((a, r) => a + weightOf(r), 0);
+  sftStep(seed: number, step: number, batchSize: number, difficulty: Difficulty[], traces: Partial<TraceOptions>, opts: SftOptions = {}): Record<string, number> {
+    const plan = sftPlan(this.policy.cfg, seed, step, batchSize, difficulty, traces, opts);
+    let acc: Grads | undefined;
     let lossSum = 0;
-    const grads = accumulate(microBatches(fits, microBatch, this.policy.cfg), (chunk) => {
-      const { tokens, mask } = pack(chunk, false);
-      const f = () => tf.tidy(() => {
-        const { logp } = tokenLogProbs(this.policy, tokens);
-        const n = chunk.reduce((a, r) => a + weightOf(r), 0);
-        return tf.mul(crossEntropyLoss(logp, mask), n / total) as tf.Scalar;
-      });
-      const r = tf.variableGrads(f);
-      lossSum += r.value.dataSync()[0];
-      r.value.dispose();
-      tokens.dispose();
-      mask.dispose();
-      return r.grads;
+    for (const chunk of plan.chunks) {
+      const r = this.sftGrads(chunk, plan.total);
+      acc = addGrads(acc, r.grads);
+      lossSum += r.loss;
+    }
+    const { gradNorm } = this.applyGrads(acc!, `sft step ${step}`);
+    return sftMetrics(lossSum, gradNorm, plan.total);
+  }
+
+  /** Gradient of one SFT micro-batch's share of the batch loss (rows from sftPlan). */
+  sftGrads(chunk: SftRow[], total: number): { grads: Grads; loss: number } {
+    const { tokens, mask } = pack(chunk, false);
+    const n = chunk.reduce((a, r) => a + sftWeight(r), 0);
+    const r = tf.variableGrads(() => tf.tidy(() => tf.mul(crossEntropyLoss(tokenLogProbs(this.policy, tokens).logp, mask), n / total) as tf.Scalar));
+    const loss = r.value.dataSync()[0];
+    tf.dispose([r.value, tokens, mask]);
+    return { grads: this.toArrays(r.grads), loss };
+  }
+
+  /** Gradient of one RL micro-batch's share of its mini-batch loss (rows from rlPlan), with its loss statistics. */
+  rlGrads(s: RlSettings, chunk: PlanRow[], tokensInMb: number): { grads: Grads; stats?: GrpoStats } {
+    const { tokens, mask, oldLogp, adv: advT } = pack(chunk, true);
+    const n = chunk.reduce((a, r) => a + lossTokens(r, s.grpo.positiveOnly), 0);
+    const refLogp = this.ref && s.grpo.klCoef > 0 ? tf.tidy(() => tokenLogProbs(this.ref!, tokens, { temperature: s.temperature }).logp) : undefined;
+    let st: GrpoStats | undefined;
+    const r = tf.variableGrads(() => {
+      const { logp, entropy } = tokenLogProbs(this.policy, tokens, { temperature: s.temperature });
+      const out = grpoLoss({ logp, oldLogp: oldLogp!, refLogp, entropy, adv: advT!, mask }, s.grpo);
+      st = out.stats;
+      return tf.mul(out.loss, n / tokensInMb) as tf.Scalar;
     });
-    const { gradNorm } = this.stepOrThrow(grads, `sft step ${step}`);
-    return { 'sft/loss': lossSum, 'sft/grad_norm': gradNorm, 'sft/tokens': total };
+    tf.dispose([r.value, tokens, mask, oldLogp!, advT!, ...(refLogp ? [refLogp] : [])]);
+    return { grads: this.toArrays(r.grads), ...(st && n > 0 ? { stats: st } : {}) };
   }
 
-  /** Sample shard `shard` of iteration t's rollouts (prompts are split across shards). */
-  async sampleShard(s: RlSettings, t: number, shard: number, shards: number, budget: number): Promise<Rollout[]> {
-    const task = taskFor(this.toolArithmetic);
-    const problems = iterationProblems(s.seed, s.stream, t, s.prompts, s.difficulty);
-    const rows: Array<{ i: number; j: number; p: CountdownProblem }> = [];
-    problems.forEach((p, i) => {
-      if (i % shards !== shard) return;
-      for (let j = 0; j < s.samples; j++) rows.push({ i, j, p });
-    });
-    return this.sampleRows(rows, budget, s.temperature, s.topP, (r) => deriveSeed(s.seed, 'sample', s.stream, t, r.i, r.j), task);
-  }
-
-  private async sampleRows(
-    rows: Array<{ i: number; j: number; p: CountdownProblem }>,
-    budget: number,
-    temperature: number,
-    topP: number,
-    seedOf: (r: { i: number; j: number }) => number,
-    task = taskFor(this.toolArithmetic),
-  ): Promise<Rollout[]> {
-    const prompts = rows.map((r) => [BOS, ...encode(countdownPrompt(r.p))]);
-    const forced = task.forced
-      ? (row: number, soFar: number[]) => {
-          const text = task.forced!(rows[row].p, decode(soFar));
-          return text ? encode(text) : [];
-        }
-      : undefined;
-    const out = await sample(this.policy, prompts, { budget, temperature, topP, seeds: rows.map(seedOf), eos: EOS, forced });
-    return rows.map((r, k) => ({
-      i: r.i,
-      j: r.j,
-      problemId: r.p.id,
-      prompt: prompts[k],
-      response: out.responses[k],
-      logp: Array.from(out.logp[k]),
-      forced: Array.from(out.forcedMask[k]).flatMap((f, idx) => (f ? [idx] : [])),
-      truncated: out.truncated[k],
-    }));
-  }
-
-  /** GRPO update on graded rollouts: mini-batches, each one AdamW step (docs/RECIPE.md). */
-  async update(s: RlSettings, t: number, graded: GradedRollout[]): Promise<Record<string, number>> {
-    const order = [...graded].sort((a, b) => a.i - b.i || a.j - b.j);
-    const { adv, zeroStdGroups } = groupAdvantages(order.map((g) => g.reward), s.samples);
-    let rows = order.map((g, k) => ({ ...g, adv: adv[k] }));
-    if (s.skipZeroStd) {
-      const flat = zeroStdPrompts(order);
-      rows = rows.filter((r) => !flat.has(r.i));
-    }
-    const shuffled = new Rng(deriveSeed(s.seed, 'minibatch', s.stream, t)).shuffle(rows);
-    const mbSize = Math.ceil(shuffled.length / s.miniBatches);
-    const stats: GrpoStats[] = [];
-    const norms: number[] = [];
-    for (let m = 0; m < shuffled.length; m += mbSize) {
-      const mb = shuffled.slice(m, m + mbSize);
-      const tokensInMb = mb.reduce((a, r) => a + lossTokens(r, s.grpo.positiveOnly), 0);
-      if (tokensInMb === 0) continue;
-      const grads = accumulate(microBatches(byLength(mb), s.microBatch, this.policy.cfg), (chunk) => {
-        const { tokens, mask, oldLogp, adv: advT } = pack(chunk, true);
-        const n = chunk.reduce((a, r) => a + lossTokens(r, s.grpo.positiveOnly), 0);
-        const refLogp = this.ref && s.grpo.klCoef > 0 ? tf.tidy(() => tokenLogProbs(this.ref!, tokens, { temperature: s.temperature }).logp) : undefined;
-        let st: GrpoStats | undefined;
-        const r = tf.variableGrads(() => {
-          const { logp, entropy } = tokenLogProbs(this.policy, tokens, { temperature: s.temperature });
-          const out = grpoLoss({ logp, oldLogp: oldLogp!, refLogp, entropy, adv: advT!, mask }, s.grpo);
-          st = out.stats;
-          return tf.mul(out.loss, n / tokensInMb) as tf.Scalar;
-        });
-        r.value.dispose();
-        tf.dispose([tokens, mask, oldLogp!, advT!, ...(refLogp ? [refLogp] : [])]);
-        if (st && n > 0) stats.push(st);
-        return r.grads;
-      });
-      norms.push(this.stepOrThrow(grads, `rl iteration ${t}`).gradNorm);
-      // Let the worker's event loop breathe (heartbeats, workflow tasks) between optimiser steps.
-      await new Promise<void>((r) => setImmediate(r));
-    }
-    const w = stats.reduce((a, x) => a + x.tokens, 0) || 1;
-    const avg = (f: (x: GrpoStats) => number) => stats.reduce((a, x) => a + f(x) * x.tokens, 0) / w;
-    return {
-      'train/loss': avg((x) => x.loss),
-      'train/clip_frac': avg((x) => x.clipFrac),
-      'train/dual_clip_frac': avg((x) => x.dualClipFrac),
-      'train/kl_ref': avg((x) => x.kl),
-      'train/entropy': avg((x) => x.entropy),
-      'train/approx_kl_old': avg((x) => x.approxKlOld),
-      'train/grad_norm': norms.length ? norms.reduce((a, b) => a + b, 0) / norms.length : 0,
-      'train/optimizer_steps': norms.length,
-      'train/zero_std_groups': zeroStdGroups,
-    };
-  }
-
-  /**
-   * J(pi; D, B) at several budgets from one sampling pass at the largest budget: with a
-   * per-row seeded PRNG, the first B tokens of a response do not depend on the budget, so
-   * a response cut at B is exactly what sampling at budget B would have produced. Sampling
-   * seeds derive from (run seed, split, problem index, sample index), not from the node, so
-   * every policy evaluated on a set meets the same problems with the same seeds.
-   */
-  async evaluate(o: {
-    seed: number;
-    split: Exclude<Split, 'train'>;
-    difficulty: Difficulty;
-    budgets: number[];
-    prompts: number;
-    samples: number;
-    temperature: number;
-    ks: number[];
-    offset: number;
-    /** Evaluate problems [from, to) only (resumable chunks); default all. */
-    range?: [number, number];
-  }): Promise<EvalCounts> {
-    const task = taskFor(this.toolArithmetic);
-    const maxB = Math.max(...o.budgets);
-    const [from, to] = o.range ?? [0, o.prompts];
-    const rows: Array<{ i: number; j: number; p: CountdownProblem }> = [];
-    for (let i = from; i < to; i++) {
-      const p = heldOutProblem(o.seed, o.split, o.difficulty, o.offset + i);
-      for (let j = 0; j < o.samples; j++) rows.push({ i, j, p });
-    }
-    const rollouts = await this.sampleRows(rows, maxB, o.temperature, 1, (r) => deriveSeed(o.seed, 'eval', o.split, o.offset + r.i, r.j), task);
-    const counts: EvalCounts = {};
-    for (const b of o.budgets) {
-      const per = new Map<number, { n: number; c: number }>();
-      const recs: ResponseRecord[] = [];
-      rollouts.forEach((r, k) => {
-        const cut = r.response.slice(0, b);
-        const ended = cut.length > 0 && cut[cut.length - 1] === EOS;
-        const truncated = !ended;
-        const g = task.verify(rows[k].p, decode(cut), truncated);
-        const e = per.get(r.i) ?? { n: 0, c: 0 };
-        e.n++;
-        e.c += g.reward;
-        per.set(r.i, e);
-        recs.push({ reward: g.reward, length: cut.length, truncated: g.truncated, attempts: g.attempts, checks: g.checks, explore: g.explore });
-      });
-      counts[b] = { problems: [...per.values()], records: recs };
-    }
-    return counts;
-  }
-
-  private stepOrThrow(grads: Record<string, tf.Tensor>, where: string): { gradNorm: number } {
+  /** One AdamW step from summed gradients (keyed by parameter name). */
+  applyGrads(grads: Grads, where: string): { gradNorm: number } {
+    const tensors = Object.fromEntries(Object.entries(grads).map(([name, g]) => [name, tf.tensor(g, this.policy.params.get(name)!.shape, 'float32')]));
     try {
-      return this.opt.step(Object.fromEntries(Object.entries(grads).map(([v, g]) => [this.paramOf.get(v) ?? v, g])));
+      return this.opt.step(tensors);
     } catch (e) {
       if (e instanceof NonFiniteError) throw new NonFiniteError(`${where}: ${e.message}`);
       throw e;
     } finally {
-      tf.dispose(Object.values(grads));
+      tf.dispose(Object.values(tensors));
     }
   }
+
+  private toArrays(grads: tf.NamedTensorMap): Grads {
+    const out: Grads = {};
+    for (const [v, g] of Object.entries(grads)) {
+      out[this.paramOf.get(v) ?? v] = g.dataSync() as Float32Array;
+      g.dispose();
+    }
+    return out;
+  }
+
+  /** Sample shard `shard` of iteration t's rollouts (prompts are split across shards). */
+  async sampleShard(s: RlSettings, t: number, shard: number, shards: number, budget: number): Promise<Rollout[]> {
+    return sampleRows(this.policy, { rows: shardRows(s, t, shard, shards), budget, temperature: s.temperature, topP: s.topP, tool: this.toolArithmetic });
+  }
+
+  /** GRPO update on graded rollouts: mini-batches, each one AdamW step (docs/RECIPE.md). */
+  async update(s: RlSettings, t: number, graded: GradedRollout[]): Promise<Record<string, number>> {
+    const plan = rlPlan(this.policy.cfg, s, t, graded);
+    const stats: GrpoStats[] = [];
+    const norms: number[] = [];
+    for (const mb of plan.miniBatches) {
+      let acc: Grads | undefined;
+      for (const chunk of mb.chunks) {
+        const r = this.rlGrads(s, chunk, mb.tokens);
+        acc = addGrads(acc, r.grads);
+        if (r.stats) stats.push(r.stats);
+      }
+      norms.push(this.applyGrads(acc!, `rl iteration ${t}`).gradNorm);
+      // Let the event loop breathe (heartbeats) between optimiser steps when run in-process.
+      await new Promise<void>((r) => setImmediate(r));
+    }
+    return updateMetrics(stats, norms, plan.zeroStdGroups);
+  }
+
+  /** J(pi; D, B) at several budgets (evalRows → sampleRows → countEval). */
+  async evaluate(o: EvalSpec): Promise<EvalCounts> {
+    const rows = evalRows(o);
+    const rollouts = await sampleRows(this.policy, { rows, budget: Math.max(...o.budgets), temperature: o.temperature, topP: 1, tool: this.toolArithmetic });
+    return countEval(rows, rollouts, o.budgets, this.toolArithmetic);
+  }
+}
+
+/** One row to sample: problem i of the set, sample j, and its own sampling seed (a pure function of its coordinates). */
+export interface SampleRow {
+  i: number;
+  j: number;
+  p: CountdownProblem;
+  seed: number;
+}
+
+/** A sampling job: JSON-able, so a compute thread can run any part of it. */
+export interface SampleJob {
+  rows: SampleRow[];
+  budget: number;
+  temperature: number;
+  topP: number;
+  tool: boolean;
+}
+
+/** Rows of iteration t's shard `shard`: prompts i with i mod shards = shard, `samples` rows each. */
+export function shardRows(s: RlSettings, t: number, shard: number, shards: number): SampleRow[] {
+  const rows: SampleRow[] = [];
+  iterationProblems(s.seed, s.stream, t, s.prompts, s.difficulty).forEach((p, i) => {
+    if (i % shards !== shard) return;
+    for (let j = 0; j < s.samples; j++) rows.push({ i, j, p, seed: deriveSeed(s.seed, 'sample', s.stream, t, i, j) });
+  });
+  return rows;
+}
+
+/**
+ * Sample the job's rows with `policy`. Each row's tokens and log-probs depend only on its own
+ * seed and prompt, not on the rows sampled with it, so a job split over threads and joined in
+ * row order gives the same rollouts (test/unit/pool.test.ts checks it).
+ */
+export async function sampleRows(policy: Policy, job: SampleJob): Promise<Rollout[]> {
+  const { rows } = job;
+  const task = taskFor(job.tool);
+  const prompts = rows.map((r) => [BOS, ...encode(countdownPrompt(r.p))]);
+  const forced = task.forced
+    ? (row: number, soFar: number[]) => {
+        const text = task.forced!(rows[row].p, decode(soFar));
+        return text ? encode(text) : [];
+      }
+    : undefined;
+  const out = await sample(policy, prompts, { budget: job.budget, temperature: job.temperature, topP: job.topP, seeds: rows.map((r) => r.seed), eos: EOS, forced });
+  return rows.map((r, k) => ({
+    i: r.i,
+    j: r.j,
+    problemId: r.p.id,
+    prompt: prompts[k],
+    response: out.responses[k],
+    logp: Array.from(out.logp[k]),
+    forced: Array.from(out.forcedMask[k]).flatMap((f, idx) => (f ? [idx] : [])),
+    truncated: out.truncated[k],
+  }));
+}
+
+export interface EvalSpec {
+  seed: number;
+  split: Exclude<Split, 'train'>;
+  difficulty: Difficulty;
+  budgets: number[];
+  prompts: number;
+  samples: number;
+  temperature: number;
+  ks: number[];
+  offset: number;
+  /** Evaluate problems [from, to) only (resumable chunks); default all. */
+  range?: [number, number];
+}
+
+/**
+ * The rows of an evaluation of J(pi; D, B). Sampling seeds derive from (run seed, split,
+ * problem index, sample index), not from the node, so every policy evaluated on a set meets
+ * the same problems with the same seeds.
+ */
+export function evalRows(o: EvalSpec): SampleRow[] {
+  const [from, to] = o.range ?? [0, o.prompts];
+  const rows: SampleRow[] = [];
+  for (let i = from; i < to; i++) {
+    const p = heldOutProblem(o.seed, o.split, o.difficulty, o.offset + i);
+    for (let j = 0; j < o.samples; j++) rows.push({ i, j, p, seed: deriveSeed(o.seed, 'eval', o.split, o.offset + i, j) });
+  }
+  return rows;
+}
+
+/**
+ * Counts at several budgets from one sampling pass at the largest: with a per-row seeded PRNG,
+ * the first B tokens of a response do not depend on the budget, so a response cut at B is
+ * exactly what sampling at budget B would have produced.
+ */
+export function countEval(rows: SampleRow[], rollouts: Rollout[], budgets: number[], tool: boolean): EvalCounts {
+  const task = taskFor(tool);
+  const counts: EvalCounts = {};
+  for (const b of budgets) {
+    const per = new Map<number, { n: number; c: number }>();
+    const recs: ResponseRecord[] = [];
+    rollouts.forEach((r, k) => {
+      const cut = r.response.slice(0, b);
+      const ended = cut.length > 0 && cut[cut.length - 1] === EOS;
+      const g = task.verify(rows[k].p, decode(cut), !ended);
+      const e = per.get(r.i) ?? { n: 0, c: 0 };
+      e.n++;
+      e.c += g.reward;
+      per.set(r.i, e);
+      recs.push({ reward: g.reward, length: cut.length, truncated: g.truncated, attempts: g.attempts, checks: g.checks, explore: g.explore });
+    });
+    counts[b] = { problems: [...per.values()], records: recs };
+  }
+  return counts;
+}
+
+/** Gradients keyed by parameter name, as float32 arrays (they cross threads). */
+export type Grads = Record<string, Float32Array>;
+
+/**
+ * acc + g, element-wise in float32 (a JS sum of two float32s rounded to float32 is the IEEE
+ * float32 sum, as wasm's add is). Summed in micro-batch order, whichever thread computed
+ * each one, so the update is the same bytes for any number of threads. Reuses acc.
+ */
+export function addGrads(acc: Grads | undefined, g: Grads): Grads {
+  if (!acc) return g;
+  for (const [name, b] of Object.entries(g)) {
+    const a = acc[name];
+    if (!a) {
+      acc[name] = b;
+      continue;
+    }
+    if (a.length !== b.length) throw new ShapeMismatchError(`gradient "${name}": ${a.length} vs ${b.length} values`);
+    for (let k = 0; k < a.length; k++) a[k] += b[k];
+  }
+  return acc;
+}
+
+export interface SftOptions {
+  microBatch?: number;
+  /** Loss weight of the check-mark tokens (ok / no): a mark is one token in ~20 of an attempt, so at weight 1 the comparison it needs is learned last. */
+  markWeight?: number;
+}
+
+export interface SftRow {
+  prompt: number[];
+  response: number[];
+  forced: number[];
+  weights?: number[];
+}
+
+const sftWeight = (r: SftRow) => (r.weights ? r.weights.reduce((a, w) => a + w, 0) : r.response.length);
+
+/** SFT step `step`'s micro-batches and its total (weighted) token count: a pure function of (cfg, seed, step, options). */
+export function sftPlan(cfg: PolicyConfig, seed: number, step: number, batchSize: number, difficulty: Difficulty[], traces: Partial<TraceOptions>, opts: SftOptions = {}): { chunks: SftRow[][]; total: number } {
+  const { microBatch = 16, markWeight = 1 } = opts;
+  const batch = sftBatch(seed, step, batchSize, difficulty, { ...traces, budget: cfg.context });
+  const rows: SftRow[] = batch.map((ex) => {
+    const response = [...encode(ex.response), EOS];
+    const weights = markWeight === 1 ? undefined : response.map((id) => (id === OK || id === NO ? markWeight : 1));
+    return { prompt: [BOS, ...encode(ex.prompt)], response, forced: [], weights };
+  });
+  const fits = byLength(rows.filter((r) => r.prompt.length + r.response.length <= cfg.context));
+  if (fits.length === 0) throw new ShapeMismatchError(`sft: no trace fits model.context ${cfg.context}`);
+  return { chunks: microBatches(fits, microBatch, cfg), total: fits.reduce((a, r) => a + sftWeight(r), 0) };
+}
+
+export const sftMetrics = (lossSum: number, gradNorm: number, tokens: number) => ({ 'sft/loss': lossSum, 'sft/grad_norm': gradNorm, 'sft/tokens': tokens });
+
+export type PlanRow = GradedRollout & { adv: number };
+
+/**
+ * Iteration t's update plan: group advantages (Eq. 2.1), the seeded shuffle into mini-batches
+ * (one optimiser step each) and each mini-batch's micro-batches and loss-token count.
+ * Mini-batches with no loss token are dropped (no step).
+ */
+export function rlPlan(cfg: PolicyConfig, s: RlSettings, t: number, graded: GradedRollout[]): { miniBatches: Array<{ chunks: PlanRow[][]; tokens: number }>; zeroStdGroups: number } {
+  const order = [...graded].sort((a, b) => a.i - b.i || a.j - b.j);
+  const { adv, zeroStdGroups } = groupAdvantages(order.map((g) => g.reward), s.samples);
+  let rows: PlanRow[] = order.map((g, k) => ({ ...g, adv: adv[k] }));
+  if (s.skipZeroStd) {
+    const flat = zeroStdPrompts(order);
+    rows = rows.filter((r) => !flat.has(r.i));
+  }
+  const shuffled = new Rng(deriveSeed(s.seed, 'minibatch', s.stream, t)).shuffle(rows);
+  const mbSize = Math.ceil(shuffled.length / s.miniBatches);
+  const miniBatches: Array<{ chunks: PlanRow[][]; tokens: number }> = [];
+  for (let m = 0; m < shuffled.length; m += mbSize) {
+    const mb = shuffled.slice(m, m + mbSize);
+    const tokens = mb.reduce((a, r) => a + lossTokens(r, s.grpo.positiveOnly), 0);
+    if (tokens > 0) miniBatches.push({ chunks: microBatches(byLength(mb), s.microBatch, cfg), tokens });
+  }
+  return { miniBatches, zeroStdGroups };
+}
+
+/** train/* loss metrics of one update: token-weighted means of the micro-batch statistics. */
+export function updateMetrics(stats: GrpoStats[], norms: number[], zeroStdGroups: number): Record<string, number> {
+  const w = stats.reduce((a, x) => a + x.tokens, 0) || 1;
+  const avg = (f: (x: GrpoStats) => number) => stats.reduce((a, x) => a + f(x) * x.tokens, 0) / w;
+  return {
+    'train/loss': avg((x) => x.loss),
+    'train/clip_frac': avg((x) => x.clipFrac),
+    'train/dual_clip_frac': avg((x) => x.dualClipFrac),
+    'train/kl_ref': avg((x) => x.kl),
+    'train/entropy': avg((x) => x.entropy),
+    'train/approx_kl_old': avg((x) => x.approxKlOld),
+    'train/grad_norm': norms.length ? norms.reduce((a, b) => a + b, 0) / norms.length : 0,
+    'train/optimizer_steps': norms.length,
+    'train/zero_std_groups': zeroStdGroups,
+  };
 }
 
 export type EvalCounts = Record<number, { problems: Array<{ n: number; c: number }>; records: ResponseRecord[] }>;
@@ -432,19 +546,6 @@ export function microBatches<R extends { prompt: number[]; response: number[] }>
  * wasm's 4 GiB address space) and the estimate is rough, so stay well under it.
  */
 export const PASS_BYTES = 3 * 2 ** 28;
-
-/** Run `f` over the micro-batches and sum the gradients in micro-batch order (each micro loss pre-scaled by its token share). */
-function accumulate<R>(chunks: R[][], f: (chunk: R[]) => tf.NamedTensorMap): Record<string, tf.Tensor> {
-  let acc: Record<string, tf.Tensor> = {};
-  for (const chunk of chunks) {
-    const g = f(chunk);
-    const next: Record<string, tf.Tensor> = {};
-    for (const [name, t] of Object.entries(g)) next[name] = acc[name] ? tf.add(acc[name], t) : t;
-    for (const [name, t] of Object.entries(g)) if (acc[name]) tf.dispose([acc[name], t]);
-    acc = next;
-  }
-  return acc;
-}
 
 /**
  * Right-pad rows of (prompt, response) to one length. logp index k predicts token k + 1,
