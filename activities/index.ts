@@ -11,7 +11,8 @@ import { ConfigError, policySource, topoOrder } from '../configs/schema';
 import type { RlNode, RunConfig, SftNode, EvalNode, SelectBudgetNode } from '../configs/schema';
 import { selectBudget as eq61 } from '../ml/budget';
 import type { PolicyConfig } from '../ml/policy';
-import { Trainer, dataMetrics, evalMetrics, gradeRollouts, heldOutSet, iterationProblems, rolloutMetrics } from '../ml/trainer';
+import { ComputePool, PooledPolicy, PooledTrainer } from '../compute/pool';
+import { dataMetrics, evalMetrics, gradeRollouts, heldOutSet, iterationProblems, rolloutMetrics } from '../ml/trainer';
 import type { EvalCounts, GradedRollout, RlSettings, Rollout } from '../ml/trainer';
 import { VOCAB_SIZE } from '../ml/tokenizer';
 import { sftSeed } from '../ml/traces';
@@ -32,6 +33,8 @@ export interface WorkerContext {
   reportDir: string;
   /** Trainer sessions this worker holds at once. @default 1 */
   maxSessions?: number;
+  /** The worker's compute pool (compute/pool.ts); started on first use (E3_THREADS threads) when not given. */
+  pool?: ComputePool;
   log: (msg: string) => void;
 }
 
@@ -45,7 +48,7 @@ interface Manifest {
 }
 
 interface LiveSession {
-  trainer: Trainer;
+  trainer: PooledTrainer;
   node: string;
   step: number;
   /**
@@ -96,12 +99,14 @@ async function withHeartbeat<T>(details: () => unknown, fn: () => Promise<T>): P
   }
 }
 
-const yieldLoop = () => new Promise<void>((r) => setImmediate(r));
 
 export function createActivities(ctx: WorkerContext) {
   const { store } = ctx;
   const sessions = new Map<string, LiveSession>();
   const sessionKey = (runId: string, nodeId: string) => `${runId}/${nodeId}`;
+  let pool: Promise<ComputePool> | undefined = ctx.pool ? Promise.resolve(ctx.pool) : undefined;
+  const computePool = () => (pool ??= ComputePool.start());
+  let evalSeq = 0;
 
   const readManifest = (runId: string) => store.getJson<Manifest>(keys.manifest(runId));
 
@@ -213,7 +218,7 @@ export function createActivities(ctx: WorkerContext) {
       // worker refuses, and the retry lands on an idle trainer (or here, once this one is free).
       for (const [k, l] of sessions) {
         if (k === key || Date.now() - l.lastUsed > SESSION_IDLE_MS) {
-          l.trainer.dispose();
+          await l.trainer.dispose();
           sessions.delete(k);
         }
       }
@@ -222,7 +227,7 @@ export function createActivities(ctx: WorkerContext) {
       }
       const own = await loadCheckpoint(store, input.runId, input.nodeId, (step, err) => ctx.log(`checkpoint ${key}@${step} rejected, trying the previous commit: ${err}`));
       const start = node.kind === 'rl' || !own ? await startWeights(m, input.nodeId) : undefined;
-      const trainer = Trainer.create({
+      const trainer = await PooledTrainer.open(await computePool(), key, {
         model: modelConfig(cfg),
         weights: own ? own.files['weights.bin'] : start,
         optimState: own ? own.files['optim.bin'] : undefined,
@@ -244,8 +249,9 @@ export function createActivities(ctx: WorkerContext) {
 
     async closeTrainer(s: Session): Promise<void> {
       const key = sessionKey(s.runId, s.nodeId);
-      sessions.get(key)?.trainer.dispose();
+      const l = sessions.get(key);
       sessions.delete(key);
+      await l?.trainer.dispose();
     },
 
     /** SFT steps [from, to), then a commit at `to`. Resumes from its heartbeat on retry. */
@@ -260,9 +266,8 @@ export function createActivities(ctx: WorkerContext) {
         const sft = sftSettings(m.config, s.nodeId);
         await withHeartbeat(() => ({ step: l.step, at: (l.lastUsed = Date.now()) }), async () => {
           while (l.step < to) {
-            metrics = l.trainer.sftStep(sft.seed, l.step, node.batchSize, node.difficulty, sft.traces, { markWeight: sft.markWeight });
+            metrics = await l.trainer.sftStep(sft.seed, l.step, node.batchSize, node.difficulty, sft.traces, { markWeight: sft.markWeight });
             l.step++;
-            await yieldLoop();
           }
         });
         l.applied = { kind: 'sft', from, to, metrics };
@@ -313,15 +318,12 @@ export function createActivities(ctx: WorkerContext) {
       const settings = rlSettings(m.config, s.nodeId);
       let metrics: Record<string, number>;
       try {
-        metrics = await withHeartbeat(() => ({ t, at: (l.lastUsed = Date.now()) }), async () => {
-          await yieldLoop();
-          return l.trainer.update(settings, t, graded);
-        });
+        metrics = await withHeartbeat(() => ({ t, at: (l.lastUsed = Date.now()) }), () => l.trainer.update(settings, t, graded));
       } catch (e) {
         // Mini-batches before the failing one may have stepped: the in-memory state is no
         // longer the state at t, so drop the session (a re-open loads the last commit).
         sessions.delete(sessionKey(s.runId, s.nodeId));
-        l.trainer.dispose();
+        await l.trainer.dispose();
         throw e;
       }
       const data = dataMetrics('data', iterationProblems(settings.seed, settings.stream, t, settings.prompts, settings.difficulty));
@@ -337,7 +339,7 @@ export function createActivities(ctx: WorkerContext) {
       const l = live(s);
       if (l.step !== step) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at step ${l.step}, asked to commit ${step}`);
       const m = await readManifest(s.runId);
-      const { weights, optim } = l.trainer.snapshot();
+      const { weights, optim } = await l.trainer.snapshot();
       const state = { step, cursor: step, backend: ctx.backend, node: s.nodeId, config: m.config };
       const score = metrics['train/reward_mean'];
       await commit(store, s.runId, s.nodeId, step, { 'weights.bin': weights, 'optim.bin': optim, 'state.json': JSON.stringify(state) }, { config: m.config, backend: ctx.backend, metrics }, {
@@ -415,7 +417,8 @@ export function createActivities(ctx: WorkerContext) {
   ): Promise<EvalCounts[]> {
     const src = policySource(m.config, nodeId);
     const weights = src ? await nodeWeights(m.runId, src) : await startWeights(m, nodeId);
-    const trainer = Trainer.create({ model: modelConfig(m.config), weights, optim: {}, toolArithmetic: m.config.toolArithmetic });
+    // Weights (or the run's seeded init) only, no optimiser state; a key of its own (a retry may overlap the attempt it replaces).
+    const trainer = await PooledPolicy.open(await computePool(), `${m.runId}/${nodeId}#eval${++evalSeq}`, weights ?? modelConfig(m.config), m.config.toolArithmetic);
     let info: { heartbeatDetails?: unknown } = {};
     try {
       info = Context.current().info;
@@ -438,7 +441,7 @@ export function createActivities(ctx: WorkerContext) {
         }
       }
     } finally {
-      trainer.dispose();
+      await trainer.dispose();
     }
     return counts;
   }

@@ -12,7 +12,6 @@ import type { ScheduleHandle, WorkflowHandle } from '@temporalio/client';
 import { msToNumber } from '@temporalio/common/lib/time';
 import { spawn, spawnSync } from 'node:child_process';
 import { renameSync, writeFileSync } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { Command } from 'commander';
 import { TASK_QUEUE } from '../activities/types';
@@ -295,8 +294,8 @@ schedule.command('delete <id>').action(async (id: string) => {
 
 program.command('start').description('servers up, a worker, the demo run, and watch it (npm start)').option('--config <name>', 'config to run', 'demo').action(async (o) => {
   if (infra('up') !== 0) process.exit(1);
-  // One worker process per core (the wasm backend is single-threaded), at least two.
-  const n = Math.max(2, Number(process.env.E3_START_WORKERS ?? os.availableParallelism()));
+  // One worker process; its compute pool has a thread per core (E3_THREADS).
+  const n = Math.max(1, Number(process.env.E3_START_WORKERS ?? 1));
   const workers = Array.from({ length: n }, () => spawn(process.execPath, [...process.execArgv, __filename, 'worker'], { stdio: 'inherit' }));
   try {
     const client = await connect();

@@ -1,7 +1,8 @@
 /**
  * A worker process: workflows and general activities on `e3`, `openTrainer` on
- * `e3-trainer`, and this process's own trainer-session queue. Run several for more
- * throughput (the wasm backend is single-threaded: one worker per core).
+ * `e3-trainer`, and this process's own trainer-session queue. The ML work runs on the
+ * process's compute pool (compute/pool.ts: E3_THREADS threads, one per core by default), so
+ * the event loop stays free for polling and heartbeats. Run several on several machines.
  *   tsx workers/worker.ts [--queues all|general|trainer] [--concurrency N]
  */
 import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode } from '@temporalio/worker';
@@ -11,8 +12,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { formatWithOptions } from 'node:util';
 import { createActivities } from '../activities';
+import { ComputePool } from '../compute/pool';
 import { TASK_QUEUE, TRAINER_QUEUE } from '../activities/types';
-import { initBackend } from '../ml/backend';
 import { ObjectStore, dataDir } from '../storage/store';
 import { ServersDownError, temporalTarget } from './connection';
 
@@ -51,7 +52,6 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
     runtimeInstalled = true;
   }
   const log = opts.log ?? ((m: string) => console.log(`[worker ${process.pid}] ${m}`));
-  const backend = await initBackend();
   const target = temporalTarget();
   let connection: NativeConnection;
   try {
@@ -66,7 +66,8 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
     throw new ServersDownError(`the object store at ${store.cfg.endpoint}`, e);
   }
   const queue = `${TRAINER_QUEUE}-${os.hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
-  const activities = createActivities({ store, queue, backend, reportDir: path.join(dataDir(), 'reports'), log, maxSessions: Number(process.env.E3_TRAINER_SESSIONS ?? 1) });
+  const pool = await ComputePool.start();
+  const activities = createActivities({ store, queue, backend: pool.backend, pool, reportDir: path.join(dataDir(), 'reports'), log, maxSessions: Number(process.env.E3_TRAINER_SESSIONS ?? 1) });
   const common = { connection, namespace: target.namespace, activities };
   const workers: Worker[] = [];
   if (opts.queues !== 'trainer') {
@@ -76,8 +77,9 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
     workers.push(await Worker.create({ ...common, taskQueue: TRAINER_QUEUE, maxConcurrentActivityTaskExecutions: 1 }));
     workers.push(await Worker.create({ ...common, taskQueue: queue, maxConcurrentActivityTaskExecutions: 1 }));
   }
-  log(`polling ${opts.queues === 'trainer' ? '' : TASK_QUEUE + ' '}${opts.queues === 'general' ? '' : `${TRAINER_QUEUE} ${queue}`} on ${target.address} (backend ${backend})`);
+  log(`polling ${opts.queues === 'trainer' ? '' : TASK_QUEUE + ' '}${opts.queues === 'general' ? '' : `${TRAINER_QUEUE} ${queue}`} on ${target.address} (backend ${pool.backend}, ${pool.size} compute thread${pool.size === 1 ? '' : 's'})`);
   const run = Promise.all(workers.map((w) => w.run())).then(async () => {
+    await pool.close();
     await connection.close();
   });
   return { run, queue, shutdown: () => workers.forEach((w) => w.shutdown()) };

@@ -12,6 +12,7 @@ import type { Client, ScheduleDescription } from '@temporalio/client';
 import { modelConfig, sftSettings } from '../../activities';
 import { TASK_QUEUE } from '../../activities/types';
 import type { RunConfig, SftNode } from '../../configs/schema';
+import { initBackend } from '../../ml/backend';
 import { Trainer } from '../../ml/trainer';
 import { loadCheckpoint } from '../../storage/checkpoints';
 import { keys } from '../../storage/layout';
@@ -50,7 +51,8 @@ async function createSchedule(c: Client, scheduleId: string, lineage: string) {
 }
 
 /** Weights of `steps` SFT steps of the config's warmstart node from `weights` (scratch when undefined), as the sftChunk activity runs them. */
-function replayWarmstart(cfg: RunConfig, weights: Uint8Array | undefined): string {
+async function replayWarmstart(cfg: RunConfig, weights: Uint8Array | undefined): Promise<string> {
+  await initBackend(); // the worker's tensor work runs on its compute threads, not here
   const ws = cfg.nodes.warmstart as SftNode;
   const tr = Trainer.create({ model: modelConfig(cfg), weights, optim: ws.optim, toolArithmetic: cfg.toolArithmetic });
   try {
@@ -133,8 +135,8 @@ test('a schedule retrains a lineage: overlap SKIP, and the second run warm-start
     const sha1 = sha256Hex(ws1.files['weights.bin']);
     const sha2 = sha256Hex(ws2.files['weights.bin']);
     assert.notEqual(sha2, sha1, 'run 2 trained its warmstart from the same weights as run 1');
-    assert.equal(replayWarmstart(m1.config, undefined), sha1, 'run 1 warmstart = SFT from scratch');
-    assert.equal(replayWarmstart(m2.config, lin.files['weights.bin']), sha2, 'run 2 warmstart = SFT from run 1 stage2');
+    assert.equal(await replayWarmstart(m1.config, undefined), sha1, 'run 1 warmstart = SFT from scratch');
+    assert.equal(await replayWarmstart(m2.config, lin.files['weights.bin']), sha2, 'run 2 warmstart = SFT from run 1 stage2');
 
     // Runs are findable by lineage (search attribute E3Lineage).
     await waitFor('both runs listed under E3Lineage', async () => {

@@ -1,0 +1,79 @@
+/**
+ * The compute pool side by side with the in-process trainer, in one run (issue: every core,
+ * off the event loop). On the committed base's shape (3 x 96, context 544), from its weights:
+ *   - SFT steps (batch 32 of long warm-start traces), one GRPO update (64 rollouts), sampling
+ *     (64 rows, budget 128): wall time in-process, on a pool of 1 thread, and of 2 threads;
+ *   - the main thread's event-loop delay (perf_hooks.monitorEventLoopDelay) during each;
+ *   - whether every variant ends with the same bytes (it must).
+ * Prints a table; never fails on speed.
+ *
+ *   npx tsx bench/pool.bench.ts [threads=2]
+ */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { ComputePool, PooledTrainer } from '../compute/pool';
+import { initBackend } from '../ml/backend';
+import { grpoConfig } from '../ml/grpo';
+import { sha256Hex } from '../ml/serialize';
+import { Trainer, gradeRollouts } from '../ml/trainer';
+import type { RlSettings } from '../ml/trainer';
+import { VOCAB_SIZE } from '../ml/tokenizer';
+
+const N = Number(process.argv[2] ?? 2);
+const weights = readFileSync(path.join(__dirname, '..', 'configs', 'base', 'base.e3w'));
+const model = { vocab: VOCAB_SIZE, layers: 3, dModel: 96, heads: 4, context: 544, seed: 1 };
+const d = { count: 3, min: 1, max: 9, ops: '+-*' };
+const s: RlSettings = { seed: 7, nodeId: 'bench', stream: 'bench', difficulty: d, prompts: 16, samples: 4, temperature: 0.6, topP: 1, miniBatches: 2, microBatch: 8, skipZeroStd: false, grpo: grpoConfig({}) };
+const create = { model, weights, optim: { lr: 1e-4 }, toolArithmetic: true };
+const SFT_STEPS = 3;
+const BUDGET = 128;
+
+interface Row { variant: string; sft: number; sample: number; update: number; p99: number; max: number; bytes: string }
+
+async function measure(variant: string, tr: Trainer | PooledTrainer): Promise<Row> {
+  const h = monitorEventLoopDelay({ resolution: 10 });
+  // A timer on the main thread: in-process work delays it, pooled work should not.
+  const tick = setInterval(() => undefined, 5);
+  h.enable();
+  let t0 = performance.now();
+  for (let k = 0; k < SFT_STEPS; k++) await tr.sftStep(3, k, 32, [d], { meanWrong: 3, maxAttempts: 32, perturbed: 0.5 }, { markWeight: 10 });
+  const sft = (performance.now() - t0) / SFT_STEPS;
+  t0 = performance.now();
+  const roll = await tr.sampleShard(s, 0, 0, 1, BUDGET);
+  const sample = performance.now() - t0;
+  t0 = performance.now();
+  await tr.update(s, 0, gradeRollouts(s.seed, s.stream, 0, s.prompts, d, true, roll));
+  const update = performance.now() - t0;
+  h.disable();
+  clearInterval(tick);
+  const snap = await tr.snapshot();
+  return { variant, sft, sample, update, p99: h.percentile(99) / 1e6, max: h.max / 1e6, bytes: sha256Hex(snap.weights).slice(0, 12) };
+}
+
+(async () => {
+  await initBackend();
+  const rows: Row[] = [];
+  const local = Trainer.create(create);
+  rows.push(await measure('in-process', local));
+  local.dispose();
+  for (const n of [1, N]) {
+    const pool = await ComputePool.start(n);
+    const tr = await PooledTrainer.open(pool, 'bench/pool', create);
+    rows.push(await measure(`pool, ${n} thread${n === 1 ? '' : 's'}`, tr));
+    await tr.dispose();
+    await pool.close();
+  }
+  const base = rows[1];
+  console.log(`compute pool bench: base shape 3x96 ctx 544, SFT batch 32 (long traces), sampling ${s.prompts * s.samples} rows at budget ${BUDGET}, GRPO update of them`);
+  console.log('| variant | SFT step ms | sampling ms | update ms | event-loop p99 ms | max ms | speed-up vs 1 thread (sft / sample / update) | weights |');
+  console.log('|---|---|---|---|---|---|---|---|');
+  for (const r of rows) {
+    const up = `${(base.sft / r.sft).toFixed(2)} / ${(base.sample / r.sample).toFixed(2)} / ${(base.update / r.update).toFixed(2)}`;
+    console.log(`| ${r.variant} | ${r.sft.toFixed(0)} | ${r.sample.toFixed(0)} | ${r.update.toFixed(0)} | ${r.p99.toFixed(1)} | ${r.max.toFixed(1)} | ${up} | ${r.bytes} |`);
+  }
+  const same = rows.every((r) => r.bytes === rows[0].bytes);
+  console.log(`same final weights in every variant: ${same ? 'yes' : 'NO'}`);
+  console.log(`pool overhead (1 thread vs in-process): sft ${(base.sft / rows[0].sft).toFixed(3)}x, sample ${(base.sample / rows[0].sample).toFixed(3)}x, update ${(base.update / rows[0].update).toFixed(3)}x`);
+  if (!same) process.exitCode = 1;
+})();

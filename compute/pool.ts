@@ -1,0 +1,279 @@
+/**
+ * The compute pool of a trainer worker (docs/ARCHITECTURE.md "Compute pool"): `E3_THREADS`
+ * worker_threads (default one per core), each with its own tfjs backend. The main thread only
+ * orchestrates (Temporal polling, heartbeats, the object store); every forward and backward
+ * pass runs on a thread.
+ *
+ * Data parallelism with a fixed reduction order: every thread holds a replica of each session
+ * (weights and AdamW state). An optimiser step's micro-batches go to whichever thread is free;
+ * their gradients come back as float32 arrays and are summed here in micro-batch order, and the
+ * sum is applied by every replica. The sum, and so every replica's bytes, is the same for 1, 2
+ * or N threads, and the same as the in-process Trainer's (test/unit/pool.test.ts).
+ */
+import { availableParallelism } from 'node:os';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { InvalidArgumentError, ShapeMismatchError } from '../ml/errors';
+import { NonFiniteError } from '../ml/optim';
+import type { Difficulty } from '../ml/task';
+import type { TraceOptions } from '../ml/traces';
+import { addGrads, countEval, evalRows, sftMetrics, shardRows, updateMetrics } from '../ml/trainer';
+import type { EvalCounts, EvalSpec, Grads, GradedRollout, RlSettings, Rollout, SampleJob, SampleRow, SftOptions, Trainer } from '../ml/trainer';
+import type { GrpoStats } from '../ml/grpo';
+import type { PolicyConfig } from '../ml/policy';
+import type { PlanShape, Reply, Request } from './protocol';
+
+type Op = Request extends infer R ? (R extends { id_: number } ? Omit<R, 'id_'> : never) : never;
+
+/** A compute thread died (wasm trap, out of memory): the sessions it held replicas of are gone. */
+export class ComputeLostError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SessionLostError';
+  }
+}
+
+const ERRORS: Record<string, new (m: string) => Error> = {
+  InvalidArgumentError, ShapeMismatchError, NonFiniteError, SessionLostError: ComputeLostError,
+};
+
+/** Threads for a pool: E3_THREADS, else one per core. */
+export function defaultThreads(): number {
+  const raw = process.env.E3_THREADS;
+  if (raw === undefined || raw === '') return availableParallelism();
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`E3_THREADS must be a positive integer (got "${raw}")`);
+  return n;
+}
+
+interface Thread {
+  worker: Worker;
+  pending: Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>;
+  /** Jobs from the shared queue in flight on this thread. */
+  busy: number;
+  /** It has answered a message (it started). */
+  answered: boolean;
+  /** Why it is gone, once it is. */
+  dead?: string;
+}
+
+export class ComputePool {
+  private threads: Thread[] = [];
+  private nextId = 1;
+  private queue: Array<{ op: Op; transfer?: ArrayBuffer[]; resolve: (v: unknown) => void; reject: (e: Error) => void }> = [];
+  private closed = false;
+  /** Bumped whenever a thread is lost: sessions opened in an earlier generation are gone. */
+  generation = 0;
+
+  private constructor(readonly size: number, readonly backend: string) {}
+
+  static async start(size = defaultThreads()): Promise<ComputePool> {
+    const pool = new ComputePool(size, '');
+    for (let k = 0; k < size; k++) pool.threads.push(pool.spawn(k));
+    const backends = await pool.all<string>({ op: 'init' });
+    (pool as { backend: string }).backend = backends[0];
+    return pool;
+  }
+
+  private spawn(k: number): Thread {
+    // From sources (this file is .ts) the thread registers tsx itself: a loader given on the
+    // command line is not always in execArgv (\`tsx --test\` passes it otherwise).
+    const file = path.join(__dirname, `thread${path.extname(__filename)}`);
+    const worker = file.endsWith('.ts')
+      ? new Worker(`require('tsx/cjs/api').register(); require(${JSON.stringify(file)});`, { eval: true })
+      : new Worker(file);
+    const th: Thread = { worker, pending: new Map(), busy: 0, answered: false };
+    worker.unref();
+    worker.on('message', (r: Reply) => {
+      th.answered = true;
+      const p = th.pending.get(r.id);
+      if (!p) return;
+      th.pending.delete(r.id);
+      if (th.pending.size === 0) worker.unref();
+      if (r.error) {
+        const E = ERRORS[r.error.name];
+        const e = E ? new E(r.error.message) : Object.assign(new Error(r.error.message), { name: r.error.name });
+        e.stack = r.error.stack ?? e.stack;
+        p.reject(e);
+      } else p.resolve(r.value);
+    });
+    const lost = (why: string) => {
+      if (this.threads[k] !== th || th.dead) return;
+      th.dead = why;
+      this.generation++;
+      for (const p of th.pending.values()) p.reject(new ComputeLostError(`compute thread ${k} was lost (${why}); its sessions must be re-opened`));
+      th.pending.clear();
+      // A thread that dies before answering anything cannot start here (its file or backend):
+      // replacing it would loop, so the pool stays short of it and says why on every call.
+      if (!this.closed && th.answered) {
+        this.threads[k] = this.spawn(k);
+        this.pump();
+      }
+    };
+    worker.on('error', (e) => lost(e.message));
+    worker.on('exit', (code) => lost(`exit ${code}`));
+    return th;
+  }
+
+  private post<T>(th: Thread, op: Op, transfer: ArrayBuffer[] = []): Promise<T> {
+    if (this.closed) return Promise.reject(new ComputeLostError('the compute pool is closed'));
+    if (th.dead) return Promise.reject(new ComputeLostError(`compute thread could not start: ${th.dead}`));
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      th.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      th.worker.ref();
+      th.worker.postMessage({ ...op, id_: id }, transfer);
+    });
+  }
+
+  /** Run `op` on every thread (each in its own arrival order); results in thread order. */
+  all<T>(op: Op): Promise<T[]> {
+    return Promise.all(this.threads.map((th) => this.post<T>(th, op)));
+  }
+
+  /** Run `op` on one thread, whichever is free first (jobs wait in one queue). */
+  any<T>(op: Op, transfer?: ArrayBuffer[]): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({ op, transfer, resolve: resolve as (v: unknown) => void, reject });
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    for (const th of this.threads) {
+      while (th.busy === 0 && this.queue.length > 0) {
+        const job = this.queue.shift()!;
+        th.busy++;
+        this.post(th, job.op, job.transfer).then(job.resolve, job.reject).finally(() => {
+          th.busy--;
+          this.pump();
+        });
+      }
+    }
+  }
+
+  /** Tensors and bytes held by each thread (the soak and the bench watch them). */
+  memory(): Promise<Array<{ tensors: number; bytes: number; sessions: number }>> {
+    return this.all({ op: 'memory' });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const p of this.queue) p.reject(new ComputeLostError('the compute pool is closed'));
+    this.queue = [];
+    await Promise.all(this.threads.map((th) => th.worker.terminate()));
+  }
+}
+
+/** Rows split into at most n contiguous parts of near-equal size (none empty). */
+function split<T>(rows: T[], n: number): T[][] {
+  const parts: T[][] = [];
+  const size = Math.ceil(rows.length / Math.max(1, n));
+  for (let k = 0; k < rows.length; k += size) parts.push(rows.slice(k, k + size));
+  return parts;
+}
+
+/** Sample a job's rows spread over the pool's threads, joined in row order. */
+async function sampleOn(pool: ComputePool, key: string, job: SampleJob): Promise<Rollout[]> {
+  const parts = split(job.rows, pool.size);
+  const outs = await Promise.all(parts.map((rows) => pool.any<Rollout[]>({ op: 'sample', key, job: { ...job, rows } })));
+  return outs.flat();
+}
+
+/**
+ * A trainer session replicated on every thread of a pool: the in-process Trainer's API, async,
+ * with each optimiser step's micro-batches computed in parallel.
+ */
+export class PooledTrainer {
+  private readonly generation: number;
+  private constructor(readonly pool: ComputePool, readonly key: string, readonly toolArithmetic: boolean) {
+    this.generation = pool.generation;
+  }
+
+  static async open(pool: ComputePool, key: string, create: Parameters<typeof Trainer.create>[0]): Promise<PooledTrainer> {
+    try {
+      await pool.all({ op: 'open', key, create });
+    } catch (e) {
+      await pool.all({ op: 'close', key }).catch(() => undefined);
+      throw e;
+    }
+    return new PooledTrainer(pool, key, create.toolArithmetic);
+  }
+
+  private check(): void {
+    if (this.pool.generation !== this.generation) throw new ComputeLostError(`session ${this.key}: a compute thread was lost since it was opened`);
+  }
+
+  /** Compute a planned step's micro-batch gradients on any thread, sum them in order, apply on every replica. */
+  private async steps(id: string, plan: PlanShape, where: string): Promise<{ norms: number[]; parts: Array<{ loss?: number; stats?: GrpoStats }> }> {
+    const norms: number[] = [];
+    const parts: Array<{ loss?: number; stats?: GrpoStats }> = [];
+    for (let m = 0; m < plan.miniBatches.length; m++) {
+      this.check();
+      const chunks = await Promise.all(
+        Array.from({ length: plan.miniBatches[m].chunks }, (_, c) => this.pool.any<{ grads: Grads; loss?: number; stats?: GrpoStats }>({ op: 'grad', key: this.key, id, m, c })),
+      );
+      let acc: Grads | undefined;
+      for (const r of chunks) {
+        acc = addGrads(acc, r.grads);
+        parts.push({ loss: r.loss, stats: r.stats });
+      }
+      const res = await this.pool.all<{ gradNorm: number }>({ op: 'apply', key: this.key, grads: acc!, where });
+      if (res.some((r) => r.gradNorm !== res[0].gradNorm)) throw new ComputeLostError(`session ${this.key}: replicas disagree at ${where} (grad norms ${res.map((r) => r.gradNorm)})`);
+      norms.push(res[0].gradNorm);
+    }
+    return { norms, parts };
+  }
+
+  async sftStep(seed: number, step: number, batchSize: number, difficulty: Difficulty[], traces: Partial<TraceOptions>, opts: SftOptions = {}): Promise<Record<string, number>> {
+    this.check();
+    const id = `sft:${step}`;
+    const [plan] = await this.pool.all<PlanShape>({ op: 'sftPlan', key: this.key, id, seed, step, batchSize, difficulty, traces, opts });
+    const { norms, parts } = await this.steps(id, plan, `sft step ${step}`);
+    return sftMetrics(parts.reduce((a, p) => a + (p.loss ?? 0), 0), norms[0], plan.miniBatches[0].tokens);
+  }
+
+  async sampleShard(s: RlSettings, t: number, shard: number, shards: number, budget: number): Promise<Rollout[]> {
+    this.check();
+    return sampleOn(this.pool, this.key, { rows: shardRows(s, t, shard, shards), budget, temperature: s.temperature, topP: s.topP, tool: this.toolArithmetic });
+  }
+
+  async update(s: RlSettings, t: number, graded: GradedRollout[]): Promise<Record<string, number>> {
+    this.check();
+    const id = `rl:${t}`;
+    const [plan] = await this.pool.all<PlanShape>({ op: 'rlPlan', key: this.key, id, settings: s, t, graded });
+    const { norms, parts } = await this.steps(id, plan, `rl iteration ${t}`);
+    return updateMetrics(parts.flatMap((p) => (p.stats ? [p.stats] : [])), norms, plan.zeroStdGroups);
+  }
+
+  async snapshot(): Promise<{ weights: Uint8Array; optim: Uint8Array }> {
+    this.check();
+    return this.pool.any({ op: 'snapshot', key: this.key });
+  }
+
+  async dispose(): Promise<void> {
+    await this.pool.all({ op: 'close', key: this.key }).catch(() => undefined);
+  }
+}
+
+/** A policy loaded on every thread for evaluation (no optimiser state): J(pi; D, B) with the rows spread over threads. */
+export class PooledPolicy {
+  private constructor(readonly pool: ComputePool, readonly key: string, readonly toolArithmetic: boolean) {}
+
+  /** From serialised weights, or a model config's seeded init. */
+  static async open(pool: ComputePool, key: string, weights: Uint8Array | PolicyConfig, toolArithmetic: boolean): Promise<PooledPolicy> {
+    await pool.all({ op: 'openPolicy', key, weights });
+    return new PooledPolicy(pool, key, toolArithmetic);
+  }
+
+  /** Trainer.evaluate's pieces: rows here, sampling on the threads, counting here. */
+  async evaluate(spec: EvalSpec): Promise<EvalCounts> {
+    const rows: SampleRow[] = evalRows(spec);
+    const rollouts = await sampleOn(this.pool, this.key, { rows, budget: Math.max(...spec.budgets), temperature: spec.temperature, topP: 1, tool: this.toolArithmetic });
+    return countEval(rows, rollouts, spec.budgets, this.toolArithmetic);
+  }
+
+  async dispose(): Promise<void> {
+    await this.pool.all({ op: 'close', key: this.key }).catch(() => undefined);
+  }
+}

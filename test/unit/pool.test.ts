@@ -1,0 +1,87 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ComputePool, PooledPolicy, PooledTrainer } from '../../compute/pool';
+import { initBackend } from '../../ml/backend';
+import { grpoConfig } from '../../ml/grpo';
+import { sha256Hex } from '../../ml/serialize';
+import { VOCAB_SIZE } from '../../ml/tokenizer';
+import { Trainer, gradeRollouts } from '../../ml/trainer';
+import type { RlSettings } from '../../ml/trainer';
+
+const model = { vocab: VOCAB_SIZE, layers: 2, dModel: 32, heads: 2, context: 128, seed: 3 };
+const d = { count: 3, min: 1, max: 9, ops: '+-*' };
+const s: RlSettings = { seed: 5, nodeId: 'st', stream: 'st', difficulty: d, prompts: 5, samples: 4, temperature: 0.8, topP: 1, miniBatches: 2, microBatch: 3, skipZeroStd: false, grpo: grpoConfig({ klCoef: 0.001 }) };
+const evalSpec = { seed: 2, split: 'eval' as const, difficulty: d, budgets: [16, 48], prompts: 5, samples: 3, temperature: 0.6, ks: [1], offset: 0 };
+const hash = (x: unknown) => sha256Hex(new TextEncoder().encode(JSON.stringify(x)));
+
+/** 2 SFT steps, 2 RL iterations and an evaluation; the hashes of everything they produce. */
+async function trace(tr: Trainer | PooledTrainer, evaluate: (w: Uint8Array) => Promise<unknown>) {
+  const out: string[] = [];
+  for (let k = 0; k < 2; k++) out.push(hash(await tr.sftStep(1, k, 10, [d], { meanWrong: 2 }, { microBatch: 3, markWeight: 3 })));
+  for (let t = 0; t < 2; t++) {
+    const r = await tr.sampleShard(s, t, 0, 1, 40);
+    out.push(hash(r));
+    out.push(hash(await tr.update(s, t, gradeRollouts(s.seed, s.stream, t, s.prompts, d, true, r))));
+  }
+  const snap = await tr.snapshot();
+  out.push(sha256Hex(snap.weights), sha256Hex(snap.optim));
+  out.push(hash(await evaluate(snap.weights)));
+  return out;
+}
+
+test('compute pool: 1 and 2 threads give the in-process trainer\'s bytes (fixed reduction order, per-row sampling seeds)', async () => {
+  await initBackend();
+  const init = Trainer.create({ model, optim: {}, toolArithmetic: true });
+  const w0 = init.snapshot().weights;
+  init.dispose();
+  const create = { model, weights: w0, refWeights: w0, optim: { lr: 3e-3 }, toolArithmetic: true };
+  const local = Trainer.create(create);
+  const want = await trace(local, async (w) => {
+    const e = Trainer.create({ model, weights: w, optim: {}, toolArithmetic: true });
+    try {
+      return await e.evaluate(evalSpec);
+    } finally {
+      e.dispose();
+    }
+  });
+  local.dispose();
+  for (const n of [1, 2]) {
+    const pool = await ComputePool.start(n);
+    try {
+      const tr = await PooledTrainer.open(pool, 'run/node', create);
+      const got = await trace(tr, async (w) => {
+        const p = await PooledPolicy.open(pool, 'run/eval', w, true);
+        try {
+          return await p.evaluate(evalSpec);
+        } finally {
+          await p.dispose();
+        }
+      });
+      assert.deepEqual(got, want, `${n} thread(s)`);
+      await tr.dispose();
+      const mem = await pool.memory();
+      assert.equal(mem.length, n);
+      for (const m of mem) assert.equal(m.sessions, 0, 'closed sessions leave nothing on a thread');
+    } finally {
+      await pool.close();
+    }
+  }
+});
+
+test('compute pool: a thread\'s deterministic error comes back typed; a lost thread fails its sessions, not the pool', async () => {
+  const pool = await ComputePool.start(2);
+  try {
+    await assert.rejects(PooledTrainer.open(pool, 'r/n', { model: { ...model, heads: 3 }, optim: {}, toolArithmetic: true }), (e: Error) => e.name === 'InvalidArgumentError' || e.name === 'ShapeMismatchError');
+    const tr = await PooledTrainer.open(pool, 'r/n', { model, optim: {}, toolArithmetic: true });
+    // Kill one thread the hard way: its pending work and every session opened before fail as lost.
+    void (pool as unknown as { threads: Array<{ worker: { terminate(): Promise<number> } }> }).threads[1].worker.terminate();
+    await new Promise((r) => setTimeout(r, 200));
+    await assert.rejects(tr.sftStep(1, 0, 4, [d], {}), (e: Error) => e.name === 'SessionLostError');
+    // The pool replaced the thread: a new session works on both threads.
+    const again = await PooledTrainer.open(pool, 'r/n', { model, optim: {}, toolArithmetic: true });
+    const m = await again.sftStep(1, 0, 4, [d], {});
+    assert.ok(Number.isFinite(m['sft/loss']));
+  } finally {
+    await pool.close();
+  }
+});
