@@ -51,6 +51,10 @@ interface LiveSession {
   trainer: PooledTrainer;
   node: string;
   step: number;
+  /** The run's config, read once when the session opened (a session's activities need no manifest read). */
+  config: RunConfig;
+  /** The last iteration's graded rollouts, kept for its update (rlRollouts → rlUpdate without a store read). */
+  graded?: { t: number; rows: GradedRollout[] };
   /**
    * The last SFT chunk / RL update applied in memory, with its metrics: a retry of the same
    * activity (a store write after it failed, or its completion was lost) finds the work done
@@ -91,7 +95,7 @@ async function withHeartbeat<T>(details: () => unknown, fn: () => Promise<T>): P
   } catch {
     ctx = undefined;
   }
-  const timer = ctx ? setInterval(() => heartbeat(details()), 3000) : undefined;
+  const timer = ctx ? setInterval(() => heartbeat(details()), 1000) : undefined;
   try {
     return await fn();
   } finally {
@@ -242,7 +246,7 @@ export function createActivities(ctx: WorkerContext) {
       if (typeof was === 'string' && was !== ctx.backend) {
         ctx.log(`warning: ${key}@${step} was committed on the ${was} backend, resuming on ${ctx.backend}: the run stays valid but is no longer byte-identical to an uninterrupted one (pin E3_BACKEND)`);
       }
-      sessions.set(key, { trainer, node: input.nodeId, step, lastUsed: Date.now() });
+      sessions.set(key, { trainer, node: input.nodeId, step, config: cfg, lastUsed: Date.now() });
       ctx.log(`session ${key} opened on ${ctx.queue} at step ${step}${own ? '' : ' (fresh)'}`);
       return { runId: input.runId, nodeId: input.nodeId, queue: ctx.queue, step };
     },
@@ -261,9 +265,8 @@ export function createActivities(ctx: WorkerContext) {
       if (!redo && l.step !== from) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at step ${l.step}, asked to run from ${from}`);
       let metrics: Record<string, number> = redo ? l.applied!.metrics : {};
       if (!redo) {
-        const m = await readManifest(s.runId);
-        const node = m.config.nodes[s.nodeId] as SftNode;
-        const sft = sftSettings(m.config, s.nodeId);
+        const node = l.config.nodes[s.nodeId] as SftNode;
+        const sft = sftSettings(l.config, s.nodeId);
         await withHeartbeat(() => ({ step: l.step, at: (l.lastUsed = Date.now()) }), async () => {
           while (l.step < to) {
             metrics = await l.trainer.sftStep(sft.seed, l.step, node.batchSize, node.difficulty, sft.traces, { markWeight: sft.markWeight });
@@ -278,13 +281,29 @@ export function createActivities(ctx: WorkerContext) {
       return { step: to, metrics };
     },
 
-    /** Sample shard k of iteration t into the store; returns its key. */
+    /**
+     * Iteration t's rollouts: every row sampled on the compute pool (split over its threads),
+     * graded here, stored once (for audit and for an update on another attempt) and kept in
+     * the session for rlUpdate. Returns the stored key and the train/* metrics.
+     */
+    async rlRollouts(s: Session, t: number, budget: number): Promise<{ key: string; rows: number; metrics: Record<string, number> }> {
+      const l = live(s);
+      if (l.step !== t) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at iteration ${l.step}, asked to sample ${t}`);
+      const rl = rlSettings(l.config, s.nodeId);
+      const rollouts = await withHeartbeat(() => ({ t, at: (l.lastUsed = Date.now()) }), () => l.trainer.sampleShard(rl, t, 0, 1, budget));
+      const graded = gradeRollouts(rl.seed, rl.stream, t, rl.prompts, rl.difficulty, l.config.toolArithmetic, rollouts);
+      const key = keys.graded(s.runId, s.nodeId, t);
+      await store.putJson(key, graded);
+      l.graded = { t, rows: graded };
+      return { key, rows: graded.length, metrics: rolloutMetrics(graded, rl.samples) };
+    },
+
+    /** Sample shard k of iteration t into the store; returns its key (runs recorded before rlRollouts). */
     async rlSample(s: Session, t: number, shard: number, budget: number): Promise<{ key: string; rows: number }> {
       const l = live(s);
       if (l.step !== t) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at iteration ${l.step}, asked to sample ${t}`);
-      const m = await readManifest(s.runId);
-      const node = m.config.nodes[s.nodeId] as RlNode;
-      const rollouts = await withHeartbeat(() => ({ t, shard, at: (l.lastUsed = Date.now()) }), () => l.trainer.sampleShard(rlSettings(m.config, s.nodeId), t, shard, node.shards, budget));
+      const shards = (l.config.nodes[s.nodeId] as { shards?: number }).shards ?? 1;
+      const rollouts = await withHeartbeat(() => ({ t, shard, at: (l.lastUsed = Date.now()) }), () => l.trainer.sampleShard(rlSettings(l.config, s.nodeId), t, shard, shards, budget));
       const key = keys.rollouts(s.runId, s.nodeId, t, shard);
       await store.putJson(key, rollouts);
       return { key, rows: rollouts.length };
@@ -312,10 +331,8 @@ export function createActivities(ctx: WorkerContext) {
         return { metrics: l.applied.metrics };
       }
       if (l.step !== t) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at iteration ${l.step}, asked to update ${t}`);
-      const m = await readManifest(s.runId);
-      const key = keys.graded(s.runId, s.nodeId, t);
-      const graded = await store.getJson<GradedRollout[]>(key);
-      const settings = rlSettings(m.config, s.nodeId);
+      const graded = l.graded?.t === t ? l.graded.rows : await store.getJson<GradedRollout[]>(keys.graded(s.runId, s.nodeId, t));
+      const settings = rlSettings(l.config, s.nodeId);
       let metrics: Record<string, number>;
       try {
         metrics = await withHeartbeat(() => ({ t, at: (l.lastUsed = Date.now()) }), () => l.trainer.update(settings, t, graded));
@@ -329,6 +346,7 @@ export function createActivities(ctx: WorkerContext) {
       const data = dataMetrics('data', iterationProblems(settings.seed, settings.stream, t, settings.prompts, settings.difficulty));
       const all = { ...rolloutMetrics(graded, settings.samples), ...data, ...metrics };
       l.step = t + 1;
+      l.graded = undefined;
       l.applied = { kind: 'rl', from: t, to: t + 1, metrics: all };
       await writeMetrics(s.runId, s.nodeId, t + 1, all);
       return { metrics: all };
@@ -338,7 +356,7 @@ export function createActivities(ctx: WorkerContext) {
     async commitCheckpoint(s: Session, step: number, metrics: Record<string, number> = {}): Promise<{ step: number; sha256: string }> {
       const l = live(s);
       if (l.step !== step) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at step ${l.step}, asked to commit ${step}`);
-      const m = await readManifest(s.runId);
+      const m = { config: l.config };
       const { weights, optim } = await l.trainer.snapshot();
       const state = { step, cursor: step, backend: ctx.backend, node: s.nodeId, config: m.config };
       const score = metrics['train/reward_mean'];

@@ -124,8 +124,6 @@ export const RlNodeSchema = z
     optim: OptimSchema.prefault({}),
     /** Commit a checkpoint every this many iterations (and always at the end). @default 5 */
     ckptEvery: z.number().int().min(1).default(5),
-    /** Sampling shards per iteration (fanned out as parallel activities). @default 1 */
-    shards: z.number().int().min(1).max(64).default(1),
   })
   .strict();
 

@@ -213,7 +213,7 @@ interface HistEvent {
 const payloadJson = (p: { data?: Uint8Array | null } | undefined): unknown => (p?.data ? JSON.parse(Buffer.from(p.data).toString('utf8')) : undefined);
 
 export interface Work {
-  /** Units scheduled (SFT steps summed over chunk inputs; RL iterations started = rlSample of shard 0). */
+  /** Units scheduled (SFT steps summed over chunk inputs; RL iterations started = rlRollouts, or rlSample of shard 0 before it). */
   scheduled: number;
   /** Units the node needs (steps / iterations). */
   needed: number;
@@ -274,7 +274,7 @@ export async function runWork(c: Client, runId: string, config: string, override
         const args = (sch.input?.payloads ?? []).map(payloadJson);
         if (name === 'openTrainer') w.reopens++;
         if (name === 'sftChunk') w.scheduled += (args[2] as number) - (args[1] as number);
-        if (name === 'rlSample' && args[2] === 0) w.scheduled++;
+        if (name === 'rlRollouts' || (name === 'rlSample' && args[2] === 0)) w.scheduled++;
       }
       if (e.activityTaskTimedOutEventAttributes) w.timeouts++;
     }
@@ -336,6 +336,8 @@ export interface Injected {
   plannedMs: number;
   atMs: number;
   detail: string;
+  /** kill-worker of the session holder: wall-clock ms (Date.now) of the SIGKILL. */
+  holderKilledAt?: number;
 }
 
 export interface ChaosReport {
@@ -349,6 +351,8 @@ export interface ChaosReport {
   identical: boolean;
   /** Per node: both sha256s equal. */
   perNode: Record<string, boolean>;
+  /** Per SIGKILL of the session holder: ms until a training activity of that node started again on a re-opened session. */
+  recoveryMs: number[];
   logDir: string;
 }
 
@@ -403,6 +407,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     const plan = planFaults(o, baselineMs);
     log(`chaos run ${runIds.chaos}: ${plan.length} faults planned at ${plan.map((f) => `${f.kind}@${(f.at / 1000).toFixed(1)}s`).join(', ')}`);
     const injected: Injected[] = [];
+    const holderKills: number[] = [];
     t0 = Date.now();
     await startPipeline(c.client, runIds.chaos, input);
     let finished = false;
@@ -428,6 +433,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         }
         if (finished) return;
         const slot = heldSlot ?? f.victim;
+        if (heldSlot !== undefined) holderKills.push(Date.now());
         await pool.kill(slot);
         await sleep(f.pauseMs);
         const p = pool.spawn(slot);
@@ -473,12 +479,53 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       planned: plan.length,
       identical: Object.values(perNode).every(Boolean),
       perNode,
+      recoveryMs: await recoveries(c.client, runIds.chaos, nodes, holderKills),
       logDir,
     };
   } finally {
     await pool.stop();
     await c.close().catch(() => undefined);
   }
+}
+
+/**
+ * Time from each SIGKILL of a session holder to the node computing again: the first training
+ * activity (not openTrainer) started after the session was re-opened, read from the node's
+ * history (server timestamps; the server runs on this machine, so one clock).
+ */
+async function recoveries(c: Client, runId: string, nodes: string[], kills: number[]): Promise<number[]> {
+  const starts: number[] = [];
+  for (const n of nodes) {
+    const events = ((await c.workflow.getHandle(`${runId}/${n}`).fetchHistory()).events ?? []) as Array<{
+      eventId?: { toString(): string } | null;
+      eventTime?: { seconds?: { toString(): string } | null; nanos?: number | null } | null;
+      activityTaskScheduledEventAttributes?: { activityType?: { name?: string | null } | null } | null;
+      activityTaskStartedEventAttributes?: { scheduledEventId?: { toString(): string } | null } | null;
+    }>;
+    const names = new Map<string, string>();
+    let reopened = false;
+    for (const e of events) {
+      const sch = e.activityTaskScheduledEventAttributes;
+      if (sch) {
+        const name = sch.activityType?.name ?? '?';
+        names.set(String(e.eventId), name);
+        if (name === 'openTrainer') reopened = true;
+      }
+      const st = e.activityTaskStartedEventAttributes;
+      if (st && reopened) {
+        const name = names.get(String(st.scheduledEventId));
+        if (name && name !== 'openTrainer') {
+          starts.push(Number(e.eventTime?.seconds ?? 0) * 1000 + (e.eventTime?.nanos ?? 0) / 1e6);
+          reopened = false;
+        }
+      }
+    }
+  }
+  // Each kill's recovery: the first post-reopen start after it.
+  return kills.map((k) => {
+    const next = starts.filter((t) => t > k).sort((a, b) => a - b)[0];
+    return next === undefined ? NaN : next - k;
+  });
 }
 
 /** The report table: faults by kind, recomputed work, wall-clock overhead, identical or not. */
@@ -506,6 +553,7 @@ export function formatReport(r: ChaosReport): string {
   lines.push(`iterations recomputed (SFT steps + RL iterations started beyond those needed): ${recomputed}`);
   lines.push(`activity attempts failed and retried, whole run: ${total(r.chaos.work.failed)}${failed.length ? ` (${failed.map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}; timed out (worker gone): ${r.chaos.work.timeouts}; baseline: ${total(r.baseline.work.failed)} / ${r.baseline.work.timeouts}`);
   lines.push(`workers that exited on their own and were restarted by the harness: ${r.workerExits}`);
+  if (r.recoveryMs.length) lines.push(`recovery (SIGKILL of the session holder → the node computing again on a re-opened session): ${r.recoveryMs.map((m) => (Number.isFinite(m) ? `${(m / 1000).toFixed(1)} s` : 'n/a (the node had finished)')).join(', ')}`);
   lines.push(`wall clock: baseline ${(r.baseline.wallMs / 1000).toFixed(1)} s, chaos ${(r.chaos.wallMs / 1000).toFixed(1)} s, overhead ${(overhead / 1000).toFixed(1)} s (${((overhead / r.baseline.wallMs) * 100).toFixed(0)}%)`);
   lines.push(`result: ${r.identical ? 'IDENTICAL' : 'DIFFERENT'} final checkpoints (weights.bin and optim.bin sha256 of ${Object.keys(r.perNode).join(', ')})`);
   lines.push(`worker logs: ${r.logDir}`);

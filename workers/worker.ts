@@ -66,16 +66,26 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
     throw new ServersDownError(`the object store at ${store.cfg.endpoint}`, e);
   }
   const queue = `${TRAINER_QUEUE}-${os.hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
+  const maxSessions = Number(process.env.E3_TRAINER_SESSIONS ?? 1);
   const pool = await ComputePool.start();
-  const activities = createActivities({ store, queue, backend: pool.backend, pool, reportDir: path.join(dataDir(), 'reports'), log, maxSessions: Number(process.env.E3_TRAINER_SESSIONS ?? 1) });
+  const activities = createActivities({ store, queue, backend: pool.backend, pool, reportDir: path.join(dataDir(), 'reports'), log, maxSessions });
   const common = { connection, namespace: target.namespace, activities };
   const workers: Worker[] = [];
   if (opts.queues !== 'trainer') {
-    workers.push(await Worker.create({ ...common, taskQueue: TASK_QUEUE, workflowBundle: await workflowBundle(), maxConcurrentActivityTaskExecutions: opts.concurrency }));
+    workers.push(await Worker.create({
+      ...common,
+      taskQueue: TASK_QUEUE,
+      workflowBundle: await workflowBundle(),
+      maxConcurrentActivityTaskExecutions: opts.concurrency,
+      // A workflow cached on a worker that died waits this long on its sticky queue before
+      // any worker may take it (default 10 s): most of a lost session's recovery time.
+      stickyQueueScheduleToStartTimeout: '2 seconds',
+    }));
   }
   if (opts.queues !== 'general') {
     workers.push(await Worker.create({ ...common, taskQueue: TRAINER_QUEUE, maxConcurrentActivityTaskExecutions: 1 }));
-    workers.push(await Worker.create({ ...common, taskQueue: queue, maxConcurrentActivityTaskExecutions: 1 }));
+    // Each session's activities are sequential; sessions must not queue behind each other.
+    workers.push(await Worker.create({ ...common, taskQueue: queue, maxConcurrentActivityTaskExecutions: Math.max(1, maxSessions) }));
   }
   log(`polling ${opts.queues === 'trainer' ? '' : TASK_QUEUE + ' '}${opts.queues === 'general' ? '' : `${TRAINER_QUEUE} ${queue}`} on ${target.address} (backend ${pool.backend}, ${pool.size} compute thread${pool.size === 1 ? '' : 's'})`);
   const run = Promise.all(workers.map((w) => w.run())).then(async () => {

@@ -4,7 +4,7 @@
  * evaluation nodes are single heartbeating activities that resume from their heartbeat.
  */
 import {
-  ApplicationFailure, condition, continueAsNew, defineQuery, defineSignal, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo,
+  ApplicationFailure, condition, continueAsNew, defineQuery, defineSignal, patched, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { IterationStats, NodeInput, NodeResult, Progress, Session } from '../activities/types';
@@ -90,8 +90,11 @@ export async function rlStage(input: NodeInput & { carry?: Carry }): Promise<Nod
     const t = st.iteration;
     const r = await withRewind(() => session, (s) => (session = s), input, async (s): Promise<IterationStats> => {
       const acts = sessionActivities(s);
-      const shards = await Promise.all(Array.from({ length: node.shards }, (_, k) => acts.rlSample(s, t, k, budget)));
-      const graded = await acts.rlGrade(s, t, shards.map((x) => x.key));
+      // One activity samples (over the worker's compute threads) and grades; runs recorded
+      // before it fanned out sampling shards and graded in a second activity.
+      const graded = patched('rollouts-one-activity')
+        ? await acts.rlRollouts(s, t, budget)
+        : await acts.rlGrade(s, t, (await Promise.all(Array.from({ length: (node as { shards?: number }).shards ?? 1 }, (_, k) => acts.rlSample(s, t, k, budget)))).map((x) => x.key));
       const updated = await acts.rlUpdate(s, t);
       const next = t + 1;
       if (next % node.ckptEvery === 0 || next === node.iterations) await acts.commitCheckpoint(s, next, { ...graded.metrics, ...updated.metrics });

@@ -22,10 +22,13 @@ const opener = proxyActivities<Activities>({
 export function sessionActivities(s: Session, startToClose: Duration = '10 minutes') {
   return proxyActivities<Activities>({
     taskQueue: s.queue,
-    // No poller for this long means the worker is gone: fail fast and re-open elsewhere.
-    scheduleToStartTimeout: '20 seconds',
+    // A session's activities run one at a time on its worker's own queue, so a task waits
+    // only for a poller: none for this long means the worker is gone. Its main thread only
+    // orchestrates (the tensor work is on compute threads) and heartbeats every second, so
+    // a missed heartbeat window means a lost worker too. Re-open elsewhere, fast.
+    scheduleToStartTimeout: '5 seconds',
     startToCloseTimeout: startToClose,
-    heartbeatTimeout: '30 seconds',
+    heartbeatTimeout: '5 seconds',
     retry: {
       initialInterval: '1s',
       maximumInterval: '10s',
