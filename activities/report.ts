@@ -11,7 +11,11 @@
 import type { TopLevelSpec } from 'vega-lite';
 import type { RunConfig } from '../configs/schema';
 import { STOP_REASONS } from '../ml/metrics';
-import type { NodeResult } from './types';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { keys } from '../storage/layout';
+import type { Env } from './env';
+import type { NodeInput, NodeResult } from './types';
 
 const esc = (s: string) => s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 const fmt = (x: number) => (Math.abs(x) >= 100 || Number.isInteger(x) ? String(Math.round(x * 100) / 100) : x.toFixed(3));
@@ -348,4 +352,26 @@ ${section('training', 'no training metrics')}
 </body></html>
 `;
   return { html, svgs };
+}
+
+/** The report activity: the run's metrics as one NDJSON object, the charts and the HTML page, into the store and to disk. */
+export function reportActivities(env: Env) {
+  const { ctx, store, readManifest } = env;
+  return {
+    async renderReport(input: NodeInput): Promise<NodeResult> {
+      const m = await readManifest(input.runId);
+      const parts = await store.list(`runs/${input.runId}/metrics/`);
+      const rows = await Promise.all(parts.map((k) => store.getJson<Record<string, number | string>>(k)));
+      await store.put(keys.metrics(input.runId), rows.map((r) => JSON.stringify(r)).join('\n') + '\n', 'application/x-ndjson');
+      const { html, svgs } = await renderReportHtml({ runId: input.runId, config: m.config, results: input.upstream, metrics: rows, backend: ctx.backend });
+      for (const [name, svg] of Object.entries(svgs)) await store.put(keys.report(input.runId, `${name}.svg`), svg, 'image/svg+xml');
+      const key = keys.report(input.runId);
+      await store.put(key, html, 'text/html');
+      const dir = path.join(ctx.reportDir, input.runId);
+      mkdirSync(dir, { recursive: true });
+      const file = path.join(dir, 'index.html');
+      writeFileSync(file, html);
+      return { kind: 'report', report: { key, path: file } };
+    },
+  };
 }

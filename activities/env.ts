@@ -1,0 +1,181 @@
+/**
+ * What a worker's activities share (docs/ARCHITECTURE.md "Layout"): the worker context, its
+ * live trainer sessions, its compute pool, and the run-level reads every concern needs
+ * (manifest, node results, start weights). Each concern's activities (run, session, train,
+ * evaluate, report) take this environment.
+ */
+import { Context, heartbeat } from '@temporalio/activity';
+import { existsSync, readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { ConfigError, policySource } from '../configs/schema';
+import type { RlNode, RunConfig, SftNode } from '../configs/schema';
+import type { PolicyConfig } from '../ml/policy';
+import type { PooledTrainer } from '../compute/pool';
+import { ComputePool } from '../compute/pool';
+import type { GradedRollout, RlSettings } from '../ml/trainer';
+import { VOCAB_SIZE } from '../ml/tokenizer';
+import { sftSeed } from '../ml/traces';
+import { loadCheckpoint } from '../storage/checkpoints';
+import { keys } from '../storage/layout';
+import type { ObjectStore } from '../storage/store';
+import { sha256Hex } from '../storage/store';
+import { MissingCheckpointError, SessionLostError } from './errors';
+import type { NodeResult, Session } from './types';
+
+export interface WorkerContext {
+  store: ObjectStore;
+  /** This worker's own task queue (trainer sessions). */
+  queue: string;
+  backend: string;
+  /** Where reports are written on disk. */
+  reportDir: string;
+  /** Trainer sessions this worker holds at once. @default 1 */
+  maxSessions?: number;
+  /** The worker's compute pool (compute/pool.ts); started on first use (E3_THREADS threads) when not given. */
+  pool?: ComputePool;
+  log: (msg: string) => void;
+}
+
+export interface Manifest {
+  runId: string;
+  config: RunConfig;
+  /** Where the first policy came from when not scratch: a lineage's commit or a file. */
+  initFrom?: { runId: string; nodeId: string; step: number } | { file: string; sha256: string };
+  /** tfjs backend of the worker that prepared the run (each checkpoint records its own). */
+  backend?: string;
+}
+
+export interface LiveSession {
+  trainer: PooledTrainer;
+  node: string;
+  step: number;
+  /** The run's config, read once when the session opened (a session's activities need no manifest read). */
+  config: RunConfig;
+  /** The last iteration's graded rollouts, kept for its update (rlRollouts → rlUpdate without a store read). */
+  graded?: { t: number; rows: GradedRollout[] };
+  /**
+   * The last SFT chunk / RL update applied in memory, with its metrics: a retry of the same
+   * activity (a store write after it failed, or its completion was lost) finds the work done
+   * and must not apply it a second time.
+   */
+  applied?: { kind: 'sft' | 'rl'; from: number; to: number; metrics: Record<string, number> };
+  /** Wall-clock ms of the last activity on this session (for evicting abandoned sessions only). */
+  lastUsed: number;
+}
+
+/** A session untouched this long was abandoned (its workflow re-routed elsewhere) and may be evicted. */
+export const SESSION_IDLE_MS = 120_000;
+
+const ROOT = path.resolve(__dirname, '..');
+
+export const modelConfig = (cfg: RunConfig): PolicyConfig => ({ vocab: VOCAB_SIZE, ...cfg.model, seed: cfg.seed });
+
+export function rlSettings(cfg: RunConfig, nodeId: string): RlSettings {
+  const n = cfg.nodes[nodeId] as RlNode;
+  return { seed: cfg.seed, nodeId, stream: n.stream ?? nodeId, difficulty: n.difficulty, prompts: n.prompts, samples: n.samples, temperature: n.temperature, topP: n.topP, miniBatches: n.miniBatches, microBatch: n.microBatch, skipZeroStd: n.skipZeroStd, grpo: n.grpo };
+}
+
+/** What one SFT step of node `nodeId` needs besides its step number: the batch seed, trace options and mark weight. */
+export function sftSettings(cfg: RunConfig, nodeId: string) {
+  const n = cfg.nodes[nodeId] as SftNode;
+  return {
+    seed: sftSeed(cfg.seed, n.stream),
+    traces: { meanWrong: n.meanWrong, maxAttempts: n.maxAttempts, nearMiss: n.nearMiss, perturbed: n.perturbed },
+    markWeight: n.markWeight,
+  };
+}
+
+/** Run `fn` while heartbeating every few seconds (the sampler and trainer yield to the event loop). */
+export async function withHeartbeat<T>(details: () => unknown, fn: () => Promise<T>): Promise<T> {
+  let ctx: Context | undefined;
+  try {
+    ctx = Context.current();
+  } catch {
+    ctx = undefined;
+  }
+  const timer = ctx ? setInterval(() => heartbeat(details()), 1000) : undefined;
+  try {
+    return await fn();
+  } finally {
+    if (timer) clearInterval(timer);
+  }
+}
+
+
+/** The shared state and reads of one worker's activities. */
+export function workerEnv(ctx: WorkerContext) {
+  const { store } = ctx;
+  const sessions = new Map<string, LiveSession>();
+  const sessionKey = (runId: string, nodeId: string) => `${runId}/${nodeId}`;
+  let pool: Promise<ComputePool> | undefined = ctx.pool ? Promise.resolve(ctx.pool) : undefined;
+  const computePool = () => (pool ??= ComputePool.start());
+  let evalSeq = 0;
+  const nextEvalSeq = () => ++evalSeq;
+
+  const readManifest = (runId: string) => store.getJson<Manifest>(keys.manifest(runId));
+
+  /** Results of the nodes recorded as done (`runs/<run>/<node>/result.json`). */
+  async function nodeResults(runId: string, cfg: RunConfig): Promise<Record<string, NodeResult>> {
+    const out: Record<string, NodeResult> = {};
+    for (const id of Object.keys(cfg.nodes)) {
+      if (await store.exists(keys.result(runId, id))) out[id] = await store.getJson<NodeResult>(keys.result(runId, id));
+    }
+    return out;
+  }
+
+  /** Weights of a finished training node (its LATEST commit). */
+  async function nodeWeights(runId: string, nodeId: string): Promise<Buffer> {
+    const c = await loadCheckpoint(store, runId, nodeId, (step, err) => ctx.log(`checkpoint ${runId}/${nodeId}@${step} rejected: ${err}`));
+    if (!c) throw new MissingCheckpointError(`no committed checkpoint for ${runId}/${nodeId}`);
+    return c.files['weights.bin'];
+  }
+
+  /** The policy a node starts from: its source node's final weights, else the run's init. */
+  async function startWeights(m: Manifest, nodeId: string): Promise<Uint8Array | undefined> {
+    const src = policySource(m.config, nodeId);
+    if (src) return nodeWeights(m.runId, src);
+    if (!m.initFrom) return undefined;
+    if ('file' in m.initFrom) return readInitFile(m.initFrom.file, m.initFrom.sha256);
+    return nodeWeights(m.initFrom.runId, m.initFrom.nodeId);
+  }
+
+  function live(s: Session): LiveSession {
+    const l = sessions.get(sessionKey(s.runId, s.nodeId));
+    if (!l) throw new SessionLostError(`trainer session ${s.runId}/${s.nodeId} is not held by worker ${ctx.queue} (it restarted or the session was closed)`);
+    l.lastUsed = Date.now();
+    return l;
+  }
+
+  async function writeMetrics(runId: string, nodeId: string, step: number, metrics: Record<string, number>) {
+    await store.putJson(keys.metricsPart(runId, nodeId, step), { node: nodeId, step, ...metrics });
+  }
+
+  return { ctx, store, sessions, sessionKey, computePool, nextEvalSeq, readManifest, nodeResults, nodeWeights, startWeights, live, writeMetrics };
+}
+
+export type Env = ReturnType<typeof workerEnv>;
+
+/**
+ * Temporal Schedules name each run's workflow `<action workflowId>-<RFC 3339 time>` (e.g.
+ * `nightly-workflow-2026-01-02T03:04:05Z`), and ':' cannot be in a run id (it is an object-key
+ * segment): that suffix becomes `20260102T030405Z`, so a scheduled run gets a valid, stable run id.
+ * Every other id is returned unchanged (and then checked as is).
+ */
+export function scheduledRunId(id: string): string {
+  const m = /^(.+)-(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d+)?Z$/.exec(id);
+  return m ? `${m[1]}-${m[2]}${m[3]}${m[4]}T${m[5]}${m[6]}${m[7]}${m[8] ?? ''}Z` : id;
+}
+
+/** A base checkpoint committed in the repo (e.g. configs/base/base.e3w), checked against its .sha256 file. */
+export function readInitFile(file: string, expectedSha?: string): Buffer & { sha256: string } {
+  const abs = path.resolve(ROOT, file);
+  if (!abs.startsWith(ROOT + path.sep)) throw new ConfigError(`init: ${file} is outside the project`);
+  if (!existsSync(abs)) throw new ConfigError(`init: checkpoint file ${file} does not exist (regenerate it: see README "Base checkpoint")`);
+  const buf = readFileSync(abs);
+  const sha = sha256Hex(buf);
+  const sidecar = abs + '.sha256';
+  const want = expectedSha ?? (existsSync(sidecar) ? readFileSync(sidecar, 'utf8').trim().split(/\s+/)[0] : undefined);
+  if (want && want !== sha) throw new ConfigError(`init: ${file} has sha256 ${sha}, expected ${want}`);
+  return Object.assign(buf, { sha256: sha });
+}
+

@@ -1,0 +1,77 @@
+/**
+ * Trainer sessions (docs/ARCHITECTURE.md "One RL iteration"): open one on this worker (the
+ * node's last commit, else its start policy, replicated on the compute pool), close it, and
+ * commit its state as a checkpoint.
+ */
+import type { RlNode, SftNode } from '../configs/schema';
+import { PooledTrainer } from '../compute/pool';
+import { commitCheckpoint as commit, loadCheckpoint } from '../storage/checkpoints';
+import { sha256Hex } from '../storage/store';
+import { SessionLostError } from './errors';
+import type { NodeInput, Session } from './types';
+import type { Env } from './env';
+import { SESSION_IDLE_MS, modelConfig } from './env';
+
+export function trainerSessionActivities(env: Env) {
+  const { ctx, store, sessions, sessionKey, computePool, readManifest, startWeights, live } = env;
+  return {
+    /** Open a trainer session on this worker: load the node's last commit, else its start policy. */
+    async openTrainer(input: NodeInput): Promise<Session> {
+      const m = await readManifest(input.runId);
+      const cfg = m.config;
+      const node = cfg.nodes[input.nodeId] as RlNode | SftNode;
+      const key = sessionKey(input.runId, input.nodeId);
+      // One live session per trainer worker (training is CPU-bound and single-threaded): a busy
+      // worker refuses, and the retry lands on an idle trainer (or here, once this one is free).
+      for (const [k, l] of sessions) {
+        if (k === key || Date.now() - l.lastUsed > SESSION_IDLE_MS) {
+          await l.trainer.dispose();
+          sessions.delete(k);
+        }
+      }
+      if (sessions.size >= (ctx.maxSessions ?? 1)) {
+        throw new Error(`trainer ${ctx.queue} is busy with session ${[...sessions.keys()].join(', ')}; retrying`);
+      }
+      const own = await loadCheckpoint(store, input.runId, input.nodeId, (step, err) => ctx.log(`checkpoint ${key}@${step} rejected, trying the previous commit: ${err}`));
+      const start = node.kind === 'rl' || !own ? await startWeights(m, input.nodeId) : undefined;
+      const trainer = await PooledTrainer.open(await computePool(), key, {
+        model: modelConfig(cfg),
+        weights: own ? own.files['weights.bin'] : start,
+        optimState: own ? own.files['optim.bin'] : undefined,
+        refWeights: node.kind === 'rl' && node.grpo.klCoef > 0 ? start : undefined,
+        optim: node.optim,
+        toolArithmetic: cfg.toolArithmetic,
+        // A warm start from a shorter-context policy trains the new positions (see growContext).
+        growContext: node.kind === 'sft' && !own,
+      });
+      const step = own ? own.manifest.step : 0;
+      const was = own?.manifest.meta.backend;
+      if (typeof was === 'string' && was !== ctx.backend) {
+        ctx.log(`warning: ${key}@${step} was committed on the ${was} backend, resuming on ${ctx.backend}: the run stays valid but is no longer byte-identical to an uninterrupted one (pin E3_BACKEND)`);
+      }
+      sessions.set(key, { trainer, node: input.nodeId, step, config: cfg, lastUsed: Date.now() });
+      ctx.log(`session ${key} opened on ${ctx.queue} at step ${step}${own ? '' : ' (fresh)'}`);
+      return { runId: input.runId, nodeId: input.nodeId, queue: ctx.queue, step };
+    },
+    async closeTrainer(s: Session): Promise<void> {
+      const key = sessionKey(s.runId, s.nodeId);
+      const l = sessions.get(key);
+      sessions.delete(key);
+      await l?.trainer.dispose();
+    },
+    /** Commit the session's state at `step` (blobs, manifest, then LATEST). */
+    async commitCheckpoint(s: Session, step: number, metrics: Record<string, number> = {}): Promise<{ step: number; sha256: string }> {
+      const l = live(s);
+      if (l.step !== step) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at step ${l.step}, asked to commit ${step}`);
+      const m = { config: l.config };
+      const { weights, optim } = await l.trainer.snapshot();
+      const state = { step, cursor: step, backend: ctx.backend, node: s.nodeId, config: m.config };
+      const score = metrics['train/reward_mean'];
+      await commit(store, s.runId, s.nodeId, step, { 'weights.bin': weights, 'optim.bin': optim, 'state.json': JSON.stringify(state) }, { config: m.config, backend: ctx.backend, metrics }, {
+        ...(Number.isFinite(score) ? { score } : {}),
+        retention: { keepLast: m.config.keepLast, keepBest: true },
+      });
+      return { step, sha256: sha256Hex(weights) };
+    },
+  };
+}
