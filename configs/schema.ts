@@ -22,10 +22,13 @@ export const DifficultySchema = z
     minSteps: z.number().int().min(1).max(6).default(1),
     /** Only problems that need every number (minSteps = count − 1). @default false */
     useAll: z.boolean().default(false),
+    /** Only problems some solution solves in at most this many steps (solver-measured; easy sets). */
+    maxSteps: z.number().int().min(1).max(6).optional(),
   })
   .strict()
   .refine((d) => d.min <= d.max, { message: 'min must be <= max', path: ['min'] })
-  .refine((d) => d.minSteps <= d.count - 1, { message: 'minSteps must be <= count - 1 (a solution over n numbers has at most n - 1 steps)', path: ['minSteps'] });
+  .refine((d) => d.minSteps <= d.count - 1, { message: 'minSteps must be <= count - 1 (a solution over n numbers has at most n - 1 steps)', path: ['minSteps'] })
+  .refine((d) => d.maxSteps === undefined || d.maxSteps >= (d.useAll ? d.count - 1 : d.minSteps), { message: 'maxSteps must be >= minSteps (and >= count - 1 with useAll)', path: ['maxSteps'] });
 
 export const ModelSchema = z
   .object({
@@ -200,6 +203,11 @@ export const RunConfigSchema = z
     lineage: Id.optional(),
     /** Checkpoints kept per node besides the best. @default 2 */
     keepLast: z.number().int().min(1).default(2),
+    /**
+     * A training node's workflow continues-as-new once its history passes this many events
+     * (or the server suggests it). An operations knob: results do not depend on it. @default 4000
+     */
+    maxHistoryEvents: z.number().int().min(20).max(40_000).default(4000),
     nodes: z.record(Id, NodeSchema),
   })
   .strict();

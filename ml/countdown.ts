@@ -17,7 +17,9 @@
  * Data (paper §3-6 use 3 to 7 numbers): a problem's identity is its content (sorted
  * numbers + target) and its split (train / select / eval) is a hash of that identity, so
  * evaluation data is disjoint from training data by construction. Difficulty is measured
- * by the solver: `minSteps` is the fewest steps any solution needs.
+ * by the solver: `minSteps` is the fewest steps any solution needs (a difficulty's
+ * `minSteps` / `useAll` keep only problems that need at least that many, `maxSteps` only
+ * those some solution solves in at most that many).
  *
  * Tool-computed mode (`countdownTool`): after `a op b=` the environment writes the exact
  * result, and after a result's `>` it writes the target (so in this mode the check
@@ -82,8 +84,8 @@ function checkDifficulty(d: Difficulty): void {
     Number.isInteger(d.min) && Number.isInteger(d.max) && d.min >= 1 && d.min <= d.max && d.max <= INTERMEDIATE_CAP &&
     d.ops.length > 0 && [...d.ops].every((c) => (ALL_OPS as readonly string[]).includes(c)) && new Set(d.ops).size === d.ops.length;
   const steps = d.minSteps ?? 1;
-  const stepsOk = Number.isInteger(steps) && steps >= 1 && steps <= d.count - 1;
-  if (!ok || !stepsOk) throw new InvalidArgumentError(`countdown: bad difficulty ${JSON.stringify(d)} (count 2..9, 1 <= min <= max, ops a subset of '+-*/', 1 <= minSteps <= count - 1)`);
+  const stepsOk = Number.isInteger(steps) && steps >= 1 && steps <= d.count - 1 && (d.maxSteps === undefined || (Number.isInteger(d.maxSteps) && d.maxSteps >= requiredSteps(d)));
+  if (!ok || !stepsOk) throw new InvalidArgumentError(`countdown: bad difficulty ${JSON.stringify(d)} (count 2..9, 1 <= min <= max, ops a subset of '+-*/', 1 <= minSteps <= count - 1, maxSteps >= minSteps)`);
 }
 
 /** Fewest steps a generated problem of difficulty d must need (useAll: every number, so count − 1). */
@@ -270,7 +272,8 @@ const confirmCap = (count: number): number => (count >= 6 ? SOLVER_NODE_CAP : In
 export function generateCountdown(seed: number, index: number, d: Difficulty, split: Split): CountdownProblem {
   checkDifficulty(d);
   const need = requiredSteps(d);
-  const rng = new Rng(deriveSeed(seed, 'countdown', split, index, d.count, d.min, d.max, d.ops, need));
+  // maxSteps joins the seed only when set, so every set defined before it draws what it drew.
+  const rng = new Rng(d.maxSteps === undefined ? deriveSeed(seed, 'countdown', split, index, d.count, d.min, d.max, d.ops, need) : deriveSeed(seed, 'countdown', split, index, d.count, d.min, d.max, d.ops, need, 'max', d.maxSteps));
   const allowed = ALL_OPS.filter((o) => d.ops.includes(o));
   for (let tries = 0; tries < 100_000; tries++) {
     const numbers = Array.from({ length: d.count }, () => rng.int(d.min, d.max));
@@ -303,7 +306,9 @@ export function generateCountdown(seed: number, index: number, d: Difficulty, sp
     // construction proves a solution exists, so `atLeast` is a sound lower bound to filter on.
     const minSteps = fewest.steps ?? fewest.atLeast;
     if (minSteps < need) continue;
-    const id = `cd${d.count}-${d.min}..${d.max}-${d.ops}${need > 1 ? `-s${need}` : ''}-${split}-${String(index).padStart(6, '0')}`;
+    // An easy set needs the exact count: a capped search (6+ numbers) cannot confirm it.
+    if (d.maxSteps !== undefined && (fewest.steps === null || minSteps > d.maxSteps)) continue;
+    const id = `cd${d.count}-${d.min}..${d.max}-${d.ops}${need > 1 ? `-s${need}` : ''}${d.maxSteps !== undefined ? `-m${d.maxSteps}` : ''}-${split}-${String(index).padStart(6, '0')}`;
     return { id, numbers, target, ops: d.ops, solution: steps, minSteps, split };
   }
   throw new InvalidArgumentError(`countdown: no ${split} problem found for ${JSON.stringify(d)} (seed ${seed}, index ${index}): is minSteps reachable with these numbers?`);

@@ -18,6 +18,8 @@ export interface Difficulty {
   minSteps?: number;
   /** Countdown: every solution must use every number (the same as minSteps = count − 1). @default false */
   useAll?: boolean;
+  /** Countdown: some solution needs at most this many steps (solver-measured; an easy set). */
+  maxSteps?: number;
 }
 
 /**

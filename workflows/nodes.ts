@@ -23,18 +23,20 @@ const general = proxyActivities<Activities>({
   retry: { initialInterval: '1s', maximumInterval: '15s', backoffCoefficient: 2, nonRetryableErrorTypes: [...NON_RETRYABLE_ERROR_TYPES] },
 });
 
-/** Continue-as-new well before the history grows large (each iteration adds ~20 events). */
+/** Continue-as-new well before the history grows large (runs recorded before config.maxHistoryEvents existed). */
 const MAX_HISTORY_EVENTS = 4000;
 
 interface Carry {
   iteration: number;
+  /** A pause received in the run before continue-as-new holds in the next one. */
+  paused?: boolean;
   session: Session;
   rewinds: number;
   metrics: Record<string, number>;
 }
 
 function controls(input: NodeInput, kind: string, total: number, carry: Partial<Carry>) {
-  const st = { paused: false, iteration: carry.iteration ?? 0, rewinds: carry.rewinds ?? 0, metrics: carry.metrics ?? {}, budget: undefined as number | undefined };
+  const st = { paused: carry.paused ?? false, iteration: carry.iteration ?? 0, rewinds: carry.rewinds ?? 0, metrics: carry.metrics ?? {}, budget: undefined as number | undefined };
   setHandler(pauseSignal, () => void (st.paused = true));
   setHandler(resumeSignal, () => void (st.paused = false));
   setHandler(progressQuery, (): Progress => ({
@@ -44,7 +46,8 @@ function controls(input: NodeInput, kind: string, total: number, carry: Partial<
   return st;
 }
 
-const shouldContinueAsNew = (): boolean => workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > MAX_HISTORY_EVENTS;
+const shouldContinueAsNew = (input: NodeInput): boolean =>
+  workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > (input.config.maxHistoryEvents ?? MAX_HISTORY_EVENTS);
 
 /** Warm start: supervised steps on attempt → check → retry traces, committed every ckptEvery. */
 export async function sftNode(input: NodeInput & { carry?: Carry }): Promise<NodeResult> {
@@ -65,8 +68,8 @@ export async function sftNode(input: NodeInput & { carry?: Carry }): Promise<Nod
     st.iteration = to;
     st.metrics = r.value.metrics;
     upsertSearchAttributes([{ key: E3Iteration, value: st.iteration }]);
-    if (shouldContinueAsNew() && st.iteration < node.steps) {
-      return continueAsNew<typeof sftNode>({ ...input, carry: { iteration: st.iteration, session, rewinds: st.rewinds, metrics: st.metrics } });
+    if (shouldContinueAsNew(input) && st.iteration < node.steps) {
+      return continueAsNew<typeof sftNode>({ ...input, carry: { iteration: st.iteration, paused: st.paused, session, rewinds: st.rewinds, metrics: st.metrics } });
     }
   }
   await sessionActivities(session).closeTrainer(session).catch(() => undefined);
@@ -109,8 +112,8 @@ export async function rlStage(input: NodeInput & { carry?: Carry }): Promise<Nod
     st.metrics = r.value.metrics;
     const pass1 = st.metrics['train/reward_mean'];
     upsertSearchAttributes([{ key: E3Iteration, value: st.iteration }, ...(Number.isFinite(pass1) ? [{ key: E3PassAt1, value: pass1 }] : [])]);
-    if (shouldContinueAsNew() && st.iteration < node.iterations) {
-      return continueAsNew<typeof rlStage>({ ...input, carry: { iteration: st.iteration, session, rewinds: st.rewinds, metrics: st.metrics } });
+    if (shouldContinueAsNew(input) && st.iteration < node.iterations) {
+      return continueAsNew<typeof rlStage>({ ...input, carry: { iteration: st.iteration, paused: st.paused, session, rewinds: st.rewinds, metrics: st.metrics } });
     }
   }
   await sessionActivities(session).closeTrainer(session).catch(() => undefined);

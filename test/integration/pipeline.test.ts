@@ -167,3 +167,47 @@ test('pause and resume signals hold a stage between iterations; the progress que
     await w.stop();
   }
 });
+
+test('pause survives continue-as-new: a stage that continues-as-new every iteration holds while paused and ends byte-identical to one that never does', async () => {
+  const w = await inProcessWorker();
+  const c = await client();
+  const base = uid('can-base');
+  const runId = uid('can');
+  const stage1 = { iterations: 10, ckptEvery: 5 };
+  try {
+    await (await start(c.client, base, { overrides: { nodes: { stage1 } } })).result();
+    // 20 events is about one iteration: the stage continues-as-new after (nearly) every one.
+    const h = await start(c.client, runId, { overrides: { maxHistoryEvents: 20, nodes: { stage1 } } });
+    const stage = c.client.workflow.getHandle(`${runId}/stage1`);
+    type P = { iteration: number; paused: boolean };
+    await waitFor('stage1 running', async () => ((await stage.query<P>('progress').catch(() => null))?.iteration ?? -1) >= 2);
+    const firstRun = (await stage.describe()).runId;
+    await stage.signal('pause');
+    await waitFor('paused', async () => (await stage.query<P>('progress')).paused);
+    await new Promise((r) => setTimeout(r, 2000)); // an iteration in flight finishes, then the run continues-as-new, paused
+    const held = (await stage.query<P>('progress')).iteration;
+    await new Promise((r) => setTimeout(r, 4000));
+    const p = await stage.query<P>('progress');
+    assert.equal(p.paused, true, 'the pause is carried into the new run');
+    assert.equal(p.iteration, held, 'no iteration may start while paused, across continue-as-new');
+    assert.ok(held < stage1.iterations);
+    await stage.signal('resume');
+    const r = (await h.result()) as PipelineResult;
+    assert.equal(r.results.stage1.checkpoint?.step, stage1.iterations);
+    assert.notEqual((await stage.describe()).runId, firstRun, 'the stage continued-as-new');
+    const runs = execFileSync(path.join(ROOT, 'infra', 'bin', 'temporal'), ['workflow', 'list', '--query', `WorkflowId = '${runId}/stage1'`, '--address', `127.0.0.1:${process.env.E3_TEMPORAL_PORT}`, '-o', 'json'], { encoding: 'utf8' });
+    assert.ok((JSON.parse(runs) as unknown[]).length >= 4, `the stage ran as several workflow runs (${(JSON.parse(runs) as unknown[]).length})`);
+    for (const n of ['warmstart', 'stage1', 'stage2']) {
+      const a = await readLatest(store(), base, n);
+      const b = await readLatest(store(), runId, n);
+      const wa = await loadCheckpoint(store(), base, n);
+      const wb = await loadCheckpoint(store(), runId, n);
+      assert.equal(b?.step, a?.step, n);
+      assert.equal(Buffer.compare(wb!.files['weights.bin'], wa!.files['weights.bin']), 0, `${n} weights`);
+      assert.equal(Buffer.compare(wb!.files['optim.bin'], wa!.files['optim.bin']), 0, `${n} optimiser state`);
+    }
+  } finally {
+    await c.close();
+    await w.stop();
+  }
+});

@@ -192,6 +192,19 @@ void test('generate: minSteps and useAll give problems no shorter solution solve
   assert.throws(() => gen(1, 0, { ...EASY, minSteps: 3 }), /bad difficulty/);
 });
 
+void test('generate: maxSteps keeps only problems some solution solves in that many steps', () => {
+  const d = { ...EASY, max: 9, ops: '+-*', count: 4, maxSteps: 1 };
+  const ps = Array.from({ length: 40 }, (_, i) => generateCountdown(5, i, d, 'select'));
+  for (const p of ps) {
+    assert.equal(minSolutionSteps(p.numbers, p.target, p.ops).steps, 1, p.id);
+    assert.ok(p.id.includes('-m1-'), p.id);
+    assert.equal(verifyCountdown(p, formatAttempt(p.solution, 'ok'), false).reward, 1, p.id);
+  }
+  const two = Array.from({ length: 40 }, (_, i) => generateCountdown(5, i, { ...d, minSteps: 2, maxSteps: 2 }, 'train'));
+  for (const p of two) assert.equal(minSolutionSteps(p.numbers, p.target, p.ops).steps, 2, p.id);
+  assert.throws(() => generateCountdown(1, 0, { ...d, minSteps: 2, maxSteps: 1 }, 'train'), /bad difficulty/);
+});
+
 const inRange = (p: CountdownProblem, d: Difficulty): boolean =>
   p.numbers.length === d.count && p.numbers.every((n) => Number.isInteger(n) && n >= d.min && n <= d.max);
 
