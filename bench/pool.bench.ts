@@ -51,7 +51,7 @@ async function measure(variant: string, tr: Trainer | PooledTrainer): Promise<Ro
   return { variant, sft, sample, update, p99: h.percentile(99) / 1e6, max: h.max / 1e6, bytes: sha256Hex(snap.weights).slice(0, 12) };
 }
 
-(async () => {
+void (async () => {
   await initBackend();
   const rows: Row[] = [];
   const local = Trainer.create(create);
