@@ -153,7 +153,7 @@ export class ComputePool {
   }
 
   /** Tensors and bytes held by each thread (the soak and the bench watch them). */
-  memory(): Promise<Array<{ tensors: number; bytes: number; sessions: number }>> {
+  memory(): Promise<Array<{ tensors: number; bytes: number; heap: number; sessions: number }>> {
     return this.all({ op: 'memory' });
   }
 

@@ -93,7 +93,9 @@ async function handle(req: Request): Promise<{ value: unknown; transfer?: ArrayB
     }
     case 'memory': {
       const tf = await import('@tensorflow/tfjs-core');
-      return { value: { tensors: tf.memory().numTensors, bytes: tf.memory().numBytes, sessions: trainers.size + policies.size } };
+      // The wasm heap only grows (what a long-lived worker must watch); 0 on other backends.
+      const heap = (tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } }).wasm?.HEAPU8?.length ?? 0;
+      return { value: { tensors: tf.memory().numTensors, bytes: tf.memory().numBytes, heap, sessions: trainers.size + policies.size } };
     }
   }
 }

@@ -88,7 +88,19 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
     workers.push(await Worker.create({ ...common, taskQueue: queue, maxConcurrentActivityTaskExecutions: Math.max(1, maxSessions) }));
   }
   log(`polling ${opts.queues === 'trainer' ? '' : TASK_QUEUE + ' '}${opts.queues === 'general' ? '' : `${TRAINER_QUEUE} ${queue}`} on ${target.address} (backend ${pool.backend}, ${pool.size} compute thread${pool.size === 1 ? '' : 's'})`);
+  // E3_MEMORY_LOG_MS: log this process's RSS and each compute thread's wasm heap and live
+  // tensors that often (npm run soak reads it).
+  const every = Number(process.env.E3_MEMORY_LOG_MS ?? 0);
+  const memTimer = every > 0
+    ? setInterval(() => {
+        pool.memory().then(
+          (m) => log(`memory rss=${process.memoryUsage().rss} heap=${m.map((x) => x.heap).join(',')} tensors=${m.map((x) => x.tensors).join(',')} sessions=${m.map((x) => x.sessions).join(',')}`),
+          () => undefined,
+        );
+      }, every)
+    : undefined;
   const run = Promise.all(workers.map((w) => w.run())).then(async () => {
+    if (memTimer) clearInterval(memTimer);
     await pool.close();
     await connection.close();
   });

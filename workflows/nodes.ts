@@ -4,14 +4,16 @@
  * evaluation nodes are single heartbeating activities that resume from their heartbeat.
  */
 import {
-  ApplicationFailure, condition, continueAsNew, defineQuery, defineSignal, patched, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo,
+  ApplicationFailure, condition, continueAsNew, defineQuery, defineSignal, patched, proxyActivities, setCurrentDetails, setHandler, upsertSearchAttributes, workflowInfo,
 } from '@temporalio/workflow';
+import type { SearchAttributeUpdatePair } from '@temporalio/common';
 import type { Activities } from '../activities';
 import type { IterationStats, NodeInput, NodeResult, Progress, Session } from '../activities/types';
 import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES } from '../activities/types';
 import type { RlNode, SftNode } from '../configs/schema';
 import { E3Budget, E3Iteration, E3Node, E3PassAt1, E3Run } from './search';
 import { openSession, sessionActivities, withRewind } from './session';
+import { evalDetails, trainingDetails } from './story';
 
 export const pauseSignal = defineSignal('pause');
 export const resumeSignal = defineSignal('resume');
@@ -37,46 +39,79 @@ interface Carry {
 
 function controls(input: NodeInput, kind: string, total: number, carry: Partial<Carry>) {
   const st = { paused: carry.paused ?? false, iteration: carry.iteration ?? 0, rewinds: carry.rewinds ?? 0, metrics: carry.metrics ?? {}, budget: undefined as number | undefined };
-  setHandler(pauseSignal, () => void (st.paused = true));
-  setHandler(resumeSignal, () => void (st.paused = false));
   setHandler(progressQuery, (): Progress => ({
     runId: input.runId, nodeId: input.nodeId, kind, iteration: st.iteration, total, paused: st.paused, budget: st.budget, metrics: st.metrics, rewinds: st.rewinds,
   }));
   upsertSearchAttributes([{ key: E3Run, value: input.runId }, { key: E3Node, value: input.nodeId }]);
-  return st;
+  /** Refresh the live details the Web UI shows for this node. */
+  const show = () => setCurrentDetails(trainingDetails({ nodeId: input.nodeId, kind, iteration: st.iteration, total, budget: st.budget, paused: st.paused, rewinds: st.rewinds, metrics: st.metrics }));
+  setHandler(pauseSignal, () => {
+    st.paused = true;
+    show();
+  });
+  setHandler(resumeSignal, () => {
+    st.paused = false;
+    show();
+  });
+  return Object.assign(st, { show });
 }
 
 const shouldContinueAsNew = (input: NodeInput): boolean =>
   workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > (input.config.maxHistoryEvents ?? MAX_HISTORY_EVENTS);
 
+type Controls = ReturnType<typeof controls>;
+
+/**
+ * The loop both training node kinds share: open (or carry) the session, then step until
+ * `total` — waiting while paused, rewinding to the last commit when the session is lost,
+ * publishing progress (search attributes, live details), continuing-as-new when the history
+ * is long — and close the session at the end.
+ */
+async function trainLoop(
+  input: NodeInput & { carry?: Carry },
+  st: Controls,
+  total: number,
+  step: (s: Session, from: number) => Promise<IterationStats>,
+  attrs: (metrics: Record<string, number>) => SearchAttributeUpdatePair[] = () => [],
+): Promise<void> {
+  let session = input.carry?.session ?? (await openSession(input));
+  if (!input.carry) st.iteration = session.step;
+  st.show();
+  while (st.iteration < total) {
+    await condition(() => !st.paused);
+    const from = st.iteration;
+    const r = await withRewind(() => session, (s) => (session = s), input, (s) => step(s, from));
+    if (!r.ok) {
+      st.iteration = r.rewindTo;
+      st.rewinds++;
+      st.show();
+      continue;
+    }
+    st.iteration = r.value.iteration;
+    st.metrics = r.value.metrics;
+    upsertSearchAttributes([{ key: E3Iteration, value: st.iteration }, ...attrs(st.metrics)]);
+    st.show();
+    if (shouldContinueAsNew(input) && st.iteration < total) {
+      // Same workflow type, same node: the carried state replaces what the history held.
+      return continueAsNew({ ...input, carry: { iteration: st.iteration, paused: st.paused, session, rewinds: st.rewinds, metrics: st.metrics } });
+    }
+  }
+  await sessionActivities(session, undefined, 'close session').closeTrainer(session).catch(() => undefined);
+}
+
 /** Warm start: supervised steps on attempt → check → retry traces, committed every ckptEvery. */
 export async function sftNode(input: NodeInput & { carry?: Carry }): Promise<NodeResult> {
   const node = input.config.nodes[input.nodeId] as SftNode;
   const st = controls(input, 'sft', node.steps, input.carry ?? {});
-  let session = input.carry?.session ?? (await openSession(input));
-  if (!input.carry) st.iteration = session.step;
-  while (st.iteration < node.steps) {
-    await condition(() => !st.paused);
-    const to = Math.min(node.steps, (Math.floor(st.iteration / node.ckptEvery) + 1) * node.ckptEvery);
-    const from = st.iteration;
-    const r = await withRewind(() => session, (s) => (session = s), input, (s) => sessionActivities(s).sftChunk(s, from, to));
-    if (!r.ok) {
-      st.iteration = r.rewindTo;
-      st.rewinds++;
-      continue;
-    }
-    st.iteration = to;
-    st.metrics = r.value.metrics;
-    upsertSearchAttributes([{ key: E3Iteration, value: st.iteration }]);
-    if (shouldContinueAsNew(input) && st.iteration < node.steps) {
-      return continueAsNew<typeof sftNode>({ ...input, carry: { iteration: st.iteration, paused: st.paused, session, rewinds: st.rewinds, metrics: st.metrics } });
-    }
-  }
-  await sessionActivities(session).closeTrainer(session).catch(() => undefined);
+  await trainLoop(input, st, node.steps, async (s, from) => {
+    const to = Math.min(node.steps, (Math.floor(from / node.ckptEvery) + 1) * node.ckptEvery);
+    const r = await sessionActivities(s, undefined, `sft steps ${from}→${to}, commit`).sftChunk(s, from, to);
+    return { iteration: to, metrics: r.metrics };
+  });
   return { kind: 'sft', checkpoint: { step: st.iteration }, metrics: st.metrics };
 }
 
-/** One curriculum stage of RL: sample (shards) → grade → update → commit every K (docs/RECIPE.md). */
+/** One curriculum stage of RL: rollouts (sample + grade) → update → commit every K (docs/RECIPE.md). */
 export async function rlStage(input: NodeInput & { carry?: Carry }): Promise<NodeResult> {
   const node = input.config.nodes[input.nodeId] as RlNode;
   const budget = typeof node.budget === 'number' ? node.budget : input.upstream[node.budget.fromNode]?.budget;
@@ -86,52 +121,38 @@ export async function rlStage(input: NodeInput & { carry?: Carry }): Promise<Nod
   const st = controls(input, 'rl', node.iterations, input.carry ?? {});
   st.budget = budget;
   upsertSearchAttributes([{ key: E3Budget, value: budget }]);
-  let session = input.carry?.session ?? (await openSession(input));
-  if (!input.carry) st.iteration = session.step;
-  while (st.iteration < node.iterations) {
-    await condition(() => !st.paused);
-    const t = st.iteration;
-    const r = await withRewind(() => session, (s) => (session = s), input, async (s): Promise<IterationStats> => {
-      const acts = sessionActivities(s);
-      // One activity samples (over the worker's compute threads) and grades; runs recorded
-      // before it fanned out sampling shards and graded in a second activity.
-      const graded = patched('rollouts-one-activity')
-        ? await acts.rlRollouts(s, t, budget)
-        : await acts.rlGrade(s, t, (await Promise.all(Array.from({ length: (node as { shards?: number }).shards ?? 1 }, (_, k) => acts.rlSample(s, t, k, budget)))).map((x) => x.key));
-      const updated = await acts.rlUpdate(s, t);
-      const next = t + 1;
-      if (next % node.ckptEvery === 0 || next === node.iterations) await acts.commitCheckpoint(s, next, { ...graded.metrics, ...updated.metrics });
-      return { iteration: next, metrics: { ...graded.metrics, ...updated.metrics } };
-    });
-    if (!r.ok) {
-      st.iteration = r.rewindTo;
-      st.rewinds++;
-      continue;
-    }
-    st.iteration = r.value.iteration;
-    st.metrics = r.value.metrics;
-    const pass1 = st.metrics['train/reward_mean'];
-    upsertSearchAttributes([{ key: E3Iteration, value: st.iteration }, ...(Number.isFinite(pass1) ? [{ key: E3PassAt1, value: pass1 }] : [])]);
-    if (shouldContinueAsNew(input) && st.iteration < node.iterations) {
-      return continueAsNew<typeof rlStage>({ ...input, carry: { iteration: st.iteration, paused: st.paused, session, rewinds: st.rewinds, metrics: st.metrics } });
-    }
-  }
-  await sessionActivities(session).closeTrainer(session).catch(() => undefined);
+  const passAt1 = (m: Record<string, number>) => (Number.isFinite(m['train/reward_mean']) ? [{ key: E3PassAt1, value: m['train/reward_mean'] }] : []);
+  await trainLoop(input, st, node.iterations, async (s, t) => {
+    const acts = (what: string) => sessionActivities(s, undefined, `${what} t=${t}`);
+    // One activity samples (over the worker's compute threads) and grades; runs recorded
+    // before it fanned out sampling shards and graded in a second activity.
+    const graded = patched('rollouts-one-activity')
+      ? await acts(`rollouts B=${budget}`).rlRollouts(s, t, budget)
+      : await acts('grade').rlGrade(s, t, (await Promise.all(Array.from({ length: (node as { shards?: number }).shards ?? 1 }, (_, k) => acts(`sample shard ${k}`).rlSample(s, t, k, budget)))).map((x) => x.key));
+    const updated = await acts('update').rlUpdate(s, t);
+    const next = t + 1;
+    if (next % node.ckptEvery === 0 || next === node.iterations) await acts(`commit step ${next}`).commitCheckpoint(s, next, { ...graded.metrics, ...updated.metrics });
+    return { iteration: next, metrics: { ...graded.metrics, ...updated.metrics } };
+  }, passAt1);
   return { kind: 'rl', checkpoint: { step: st.iteration }, budget, metrics: st.metrics };
 }
 
 /** Eq. 6.1: measure J(B) on a grid of budgets, pick the smallest B >= B0 with J(2B) <= kappa J(B). */
 export async function selectBudgetNode(input: NodeInput): Promise<NodeResult> {
   controls(input, 'select-budget', 1, {});
+  setCurrentDetails(`**${input.nodeId}** (select-budget) — measuring J(B) on the select split`);
   const r = await general.selectBudget(input);
   upsertSearchAttributes([{ key: E3Budget, value: r.budget! }]);
+  setCurrentDetails(evalDetails(input.nodeId, r));
   return r;
 }
 
 /** pass@k and length / retry / truncation stats at several budgets (the extrapolation curve). */
 export async function evalNode(input: NodeInput): Promise<NodeResult> {
   controls(input, 'eval', 1, {});
+  setCurrentDetails(`**${input.nodeId}** (eval) — evaluating on the eval split`);
   const r = await general.evaluate(input);
+  setCurrentDetails(evalDetails(input.nodeId, r));
   const p1 = Object.entries(r.metrics ?? {}).filter(([k]) => k.endsWith('/pass@1'));
   if (p1.length) upsertSearchAttributes([{ key: E3PassAt1, value: Math.max(...p1.map(([, v]) => v)) }]);
   return r;
@@ -140,5 +161,7 @@ export async function evalNode(input: NodeInput): Promise<NodeResult> {
 /** HTML report with plots, into the object store and to disk. */
 export async function reportNode(input: NodeInput): Promise<NodeResult> {
   controls(input, 'report', 1, {});
-  return general.renderReport(input);
+  const r = await general.renderReport(input);
+  if (r.report) setCurrentDetails(`**report**: \`${r.report.key}\` in the object store; on disk \`${r.report.path}\``);
+  return r;
 }

@@ -6,11 +6,12 @@
  * checked before anything starts (./input.ts): not an object, an unknown key or a wrong
  * type fails the run at once with a non-retryable BadConfig failure naming the field.
  */
-import { ApplicationFailure, ParentClosePolicy, executeChild, proxyActivities, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, ParentClosePolicy, executeChild, proxyActivities, setCurrentDetails, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { NodeInput, NodeResult, PipelineInput } from '../activities/types';
 import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES } from '../activities/types';
 import { pipelineInput } from './input';
+import { nodeSummary, runDetails } from './story';
 import { evalNode, reportNode, rlStage, selectBudgetNode, sftNode } from './nodes';
 import { E3Config, E3Lineage, E3Run } from './search';
 
@@ -52,13 +53,16 @@ export async function pipeline(raw: PipelineInput | string = {}): Promise<Pipeli
         workflowId: `${runId}/${id}`,
         args: [args],
         parentClosePolicy: ParentClosePolicy.TERMINATE,
+        staticSummary: nodeSummary(config, runId, id),
       }).then(async (r) => {
         await general.markNodeDone(runId, id, r);
         results[id] = r;
+        setCurrentDetails(runDetails(config, runId, results, started));
         return id;
       });
       running.set(id, child);
     }
+    setCurrentDetails(runDetails(config, runId, results, started));
     if (running.size === 0) {
       throw ApplicationFailure.create({ message: 'pipeline: no runnable node (the config graph was validated, so this is a bug)', type: ErrorTypes.config, nonRetryable: true });
     }

@@ -19,9 +19,11 @@ const opener = proxyActivities<Activities>({
 });
 
 /** Activities of an open session, pinned to the worker that holds it. */
-export function sessionActivities(s: Session, startToClose: Duration = '10 minutes') {
+export function sessionActivities(s: Session, startToClose: Duration = '10 minutes', summary?: string) {
   return proxyActivities<Activities>({
     taskQueue: s.queue,
+    // What the Web UI shows on the activity (e.g. "update t=12").
+    ...(summary ? { summary } : {}),
     // A session's activities run one at a time on its worker's own queue, so a task waits
     // only for a poller: none for this long means the worker is gone. Its main thread only
     // orchestrates (the tensor work is on compute threads) and heartbeats every second, so

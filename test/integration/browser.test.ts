@@ -20,6 +20,18 @@ import { E3Config } from '../../workflows/search';
 import { client, inProcessWorker, store, uid } from './env';
 
 const NODES = ['warmstart', 'stage1', 'select', 'stage2', 'eval', 'report'];
+
+/** Wait until some frame of the page shows text matching `re` (the Web UI renders markdown in frames). */
+async function frameText(page: import('playwright-core').Page, re: RegExp, ms = 60_000): Promise<void> {
+  const end = Date.now() + ms;
+  let seen: string[] = [];
+  while (Date.now() < end) {
+    seen = await Promise.all(page.frames().map((f) => f.evaluate(() => (globalThis as unknown as { document: { body?: { innerText: string } } }).document.body?.innerText ?? '').catch(() => '')));
+    if (seen.some((t) => re.test(t))) return;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  assert.fail(`no frame shows ${re}; frames: ${JSON.stringify(seen.map((t) => t.slice(0, 200)))}`);
+}
 const INPUT = '{"config":"tiny"}';
 /** configs/tiny.json: the select grid and the eval budgets (one point each on pass@1 vs budget). */
 const TINY_POINTS = 3 + 3;
@@ -87,6 +99,40 @@ test('a tiny run started from the Web UI "Start Workflow" form completes with th
     assert.equal(d.type, 'pipeline');
     assert.equal(d.taskQueue, TASK_QUEUE);
     assert.equal(d.typedSearchAttributes.get(E3Config), 'tiny');
+
+    // The run's pages tell the story. Each node workflow has a one-line summary; its activities
+    // say what they do; and while a node runs, its live details (markdown) say where it is.
+    browser = await launch();
+    const ui2 = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+    ui2.setDefaultTimeout(60_000);
+    await ui2.goto(`${ui}/namespaces/default/workflows/${encodeURIComponent(`${id}/stage1`)}`, { waitUntil: 'networkidle', timeout: 120_000 });
+    await ui2.getByText(`tiny · stage1 (rl) · seed 7 · run ${id}`).first().waitFor({ state: 'visible' });
+    const scheduled = ((await c.client.workflow.getHandle(`${id}/stage1`).fetchHistory()).events ?? []).filter((e) => e.activityTaskScheduledEventAttributes);
+    const summaries = scheduled.map((e) => (e.userMetadata?.summary?.data ? JSON.parse(Buffer.from(e.userMetadata.summary.data).toString('utf8')) : undefined));
+    assert.ok(summaries.includes('rollouts B=32 t=0') && summaries.includes('update t=3') && summaries.includes('commit step 4 t=3'), `activity summaries: ${summaries.join(', ')}`);
+    // A paused stage shows its progress live.
+    const live = uid('ui-live');
+    const h2 = await c.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: live, args: [{ config: 'tiny', overrides: { nodes: { stage1: { iterations: 30, ckptEvery: 10 } } } }] });
+    const stage = c.client.workflow.getHandle(`${live}/stage1`);
+    for (let k = 0; k < 600; k++) {
+      const p = await stage.query<{ iteration: number }>('progress').catch(() => null);
+      if (p && p.iteration >= 1) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    await stage.signal('pause');
+    // A running workflow's page keeps polling: it never reaches network idle.
+    await ui2.goto(`${ui}/namespaces/default/workflows/${encodeURIComponent(`${live}/stage1`)}`, { waitUntil: 'load', timeout: 120_000 });
+    await ui2.getByText('User Metadata').first().click();
+    // The UI renders a workflow's markdown (summary, details) in frames of its own.
+    await frameText(ui2, /stage1 \(rl\) — iteration \d+ of 30 · budget 32 tokens · paused/);
+    await frameText(ui2, /marks true/);
+    await ui2.goto(`${ui}/namespaces/default/workflows/${encodeURIComponent(live)}`, { waitUntil: 'load', timeout: 120_000 });
+    await ui2.getByText('User Metadata').first().click();
+    await frameText(ui2, /config tiny, seed 7: 1 of 6 nodes done[\s\S]*warmstart\s+sft\s+done\s+step 12[\s\S]*stage1\s+rl\s+running/);
+    await stage.signal('resume');
+    await h2.result();
+    await browser.close();
+    browser = undefined;
 
     // The report page, opened from disk: one self-contained file with the charts inline.
     const file = path.resolve(r.report!.path);
