@@ -85,22 +85,29 @@ export function sftSettings(cfg: RunConfig, nodeId: string) {
   };
 }
 
-/** Run `fn` while heartbeating every few seconds (the sampler and trainer yield to the event loop). */
-export async function withHeartbeat<T>(details: () => unknown, fn: () => Promise<T>): Promise<T> {
+/**
+ * Run `fn` while heartbeating every second, and give up as soon as the activity is cancelled
+ * (a cancelled run, or its workflow gone): the returned promise rejects with the SDK's
+ * CancelledFailure at once, and `fn` gets the abort signal to stop its own work at the next
+ * step boundary (compute threads finish the job in hand).
+ */
+export async function withHeartbeat<T>(details: () => unknown, fn: (signal?: AbortSignal) => Promise<T>): Promise<T> {
   let ctx: Context | undefined;
   try {
     ctx = Context.current();
   } catch {
     ctx = undefined;
   }
-  const timer = ctx ? setInterval(() => heartbeat(details()), 1000) : undefined;
+  if (!ctx) return fn();
+  const timer = setInterval(() => heartbeat(details()), 1000);
   try {
-    return await fn();
+    const work = fn(ctx.cancellationSignal);
+    work.catch(() => undefined); // may settle after a cancellation won the race
+    return await Promise.race([work, ctx.cancelled as Promise<never>]);
   } finally {
-    if (timer) clearInterval(timer);
+    clearInterval(timer);
   }
 }
-
 
 /** The shared state and reads of one worker's activities. */
 export function workerEnv(ctx: WorkerContext) {

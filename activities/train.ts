@@ -25,12 +25,19 @@ export function trainActivities(env: Env) {
       if (!redo) {
         const node = l.config.nodes[s.nodeId] as SftNode;
         const sft = sftSettings(l.config, s.nodeId);
-        await withHeartbeat(() => ({ step: l.step, at: (l.lastUsed = Date.now()) }), async () => {
-          while (l.step < to) {
-            metrics = await l.trainer.sftStep(sft.seed, l.step, node.batchSize, node.difficulty, sft.traces, { markWeight: sft.markWeight });
-            l.step++;
-          }
-        });
+        try {
+          await withHeartbeat(() => ({ step: l.step, at: (l.lastUsed = Date.now()) }), async (signal) => {
+            while (l.step < to && !signal?.aborted) {
+              metrics = await l.trainer.sftStep(sft.seed, l.step, node.batchSize, node.difficulty, sft.traces, { markWeight: sft.markWeight });
+              l.step++;
+            }
+          });
+        } catch (e) {
+          // Cancelled (or failed) between commits: the session is ahead of its last commit.
+          sessions.delete(sessionKey(s.runId, s.nodeId));
+          await l.trainer.dispose();
+          throw e;
+        }
         l.applied = { kind: 'sft', from, to, metrics };
       }
       // A retry that finds the chunk already trained in memory (its commit failed) only commits.
@@ -89,7 +96,7 @@ export function trainActivities(env: Env) {
       const settings = rlSettings(l.config, s.nodeId);
       let metrics: Record<string, number>;
       try {
-        metrics = await withHeartbeat(() => ({ t, at: (l.lastUsed = Date.now()) }), () => l.trainer.update(settings, t, graded));
+        metrics = await withHeartbeat(() => ({ t, at: (l.lastUsed = Date.now()) }), (signal) => l.trainer.update(settings, t, graded, signal));
       } catch (e) {
         // Mini-batches before the failing one may have stepped: the in-memory state is no
         // longer the state at t, so drop the session (a re-open loads the last commit).

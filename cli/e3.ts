@@ -3,7 +3,7 @@
  *   e3 up | down | status          the embedded Temporal + S3 servers (infra/)
  *   e3 worker [--queues] [--concurrency]
  *   e3 run <config> [--id ID] [--set key=json ...] [--watch]
- *   e3 watch <run> | resume <run> | ls | report <run>
+ *   e3 watch <run> | resume <run> | cancel <run> | ls | report <run>
  *   e3 schedule create|list|describe|trigger|pause|unpause|delete
  *   e3 start                       up + worker + demo run + watch (what `npm start` does)
  */
@@ -179,7 +179,7 @@ program.command('run <config>').description(`start a run (configs: ${configNames
 
 program.command('watch <runId>').description('follow a run until it ends').action(async (runId: string) => printResult(await watch(await connect(), checkId('runId', runId))));
 
-program.command('resume <runId>').description('continue a terminated or failed run from its last commits').action(async (runId: string) => {
+program.command('resume <runId>').description('continue a terminated, cancelled or failed run from its last commits').action(async (runId: string) => {
   checkId('runId', runId);
   const client = await connect();
   try {
@@ -192,6 +192,25 @@ program.command('resume <runId>').description('continue a terminated or failed r
   if (!(await store.exists(keys.manifest(runId)))) throw new Error(`run ${runId} has no manifest in the object store: nothing to resume`);
   await startRun(client, { runId });
   printResult(await watch(client, runId));
+});
+
+program.command('cancel <runId>').description('cancel a running run: its activities stop within seconds, its commits stay (continue it with e3 resume)').action(async (runId: string) => {
+  checkId('runId', runId);
+  const client = await connect();
+  const h = await runHandle(client, runId);
+  const d = await h.describe();
+  if (d.status.name !== 'RUNNING') throw new Error(`run ${runId} is ${d.status.name.toLowerCase()}, not running: nothing to cancel`);
+  await h.cancel();
+  const t0 = Date.now();
+  for (;;) {
+    const s = (await h.describe()).status.name;
+    if (s !== 'RUNNING') {
+      console.log(`run ${runId} ${s.toLowerCase()} after ${((Date.now() - t0) / 1000).toFixed(1)} s; its committed checkpoints are kept (e3 resume ${runId} continues it)`);
+      return;
+    }
+    if (Date.now() - t0 > 120_000) throw new Error(`run ${runId} still running 120 s after the cancellation request`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
 });
 
 program.command('ls').description('runs and their checkpoints in the object store').action(async () => {

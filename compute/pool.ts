@@ -205,11 +205,13 @@ export class PooledTrainer {
   }
 
   /** Compute a planned step's micro-batch gradients on any thread, sum them in order, apply on every replica. */
-  private async steps(id: string, plan: PlanShape, where: string): Promise<{ norms: number[]; parts: Array<{ loss?: number; stats?: GrpoStats }> }> {
+  private async steps(id: string, plan: PlanShape, where: string, signal?: AbortSignal): Promise<{ norms: number[]; parts: Array<{ loss?: number; stats?: GrpoStats }> }> {
     const norms: number[] = [];
     const parts: Array<{ loss?: number; stats?: GrpoStats }> = [];
     for (let m = 0; m < plan.miniBatches.length; m++) {
       this.check();
+      // Cancelled: stop before the next optimiser step (the caller drops the session).
+      if (signal?.aborted) throw Object.assign(new Error(`${where}: cancelled after ${m} of ${plan.miniBatches.length} optimiser steps`), { name: 'CancelledError' });
       const chunks = await Promise.all(
         Array.from({ length: plan.miniBatches[m].chunks }, (_, c) => this.pool.any<{ grads: Grads; loss?: number; stats?: GrpoStats }>({ op: 'grad', key: this.key, id, m, c })),
       );
@@ -238,11 +240,11 @@ export class PooledTrainer {
     return sampleOn(this.pool, this.key, { rows: shardRows(s, t, shard, shards), budget, temperature: s.temperature, topP: s.topP, tool: this.toolArithmetic });
   }
 
-  async update(s: RlSettings, t: number, graded: GradedRollout[]): Promise<Record<string, number>> {
+  async update(s: RlSettings, t: number, graded: GradedRollout[], signal?: AbortSignal): Promise<Record<string, number>> {
     this.check();
     const id = `rl:${t}`;
     const [plan] = await this.pool.all<PlanShape>({ op: 'rlPlan', key: this.key, id, settings: s, t, graded });
-    const { norms, parts } = await this.steps(id, plan, `rl iteration ${t}`);
+    const { norms, parts } = await this.steps(id, plan, `rl iteration ${t}`, signal);
     return updateMetrics(parts.flatMap((p) => (p.stats ? [p.stats] : [])), norms, plan.zeroStdGroups);
   }
 

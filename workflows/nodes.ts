@@ -4,7 +4,7 @@
  * evaluation nodes are single heartbeating activities that resume from their heartbeat.
  */
 import {
-  ApplicationFailure, condition, continueAsNew, defineQuery, defineSignal, patched, proxyActivities, setCurrentDetails, setHandler, upsertSearchAttributes, workflowInfo,
+  ApplicationFailure, CancellationScope, condition, continueAsNew, isCancellation, defineQuery, defineSignal, patched, proxyActivities, setCurrentDetails, setHandler, upsertSearchAttributes, workflowInfo,
 } from '@temporalio/workflow';
 import type { SearchAttributeUpdatePair } from '@temporalio/common';
 import type { Activities } from '../activities';
@@ -77,24 +77,36 @@ async function trainLoop(
   let session = input.carry?.session ?? (await openSession(input));
   if (!input.carry) st.iteration = session.step;
   st.show();
-  while (st.iteration < total) {
-    await condition(() => !st.paused);
-    const from = st.iteration;
-    const r = await withRewind(() => session, (s) => (session = s), input, (s) => step(s, from));
-    if (!r.ok) {
-      st.iteration = r.rewindTo;
-      st.rewinds++;
+  const steps = async (): Promise<void> => {
+    while (st.iteration < total) {
+      await condition(() => !st.paused);
+      const from = st.iteration;
+      const r = await withRewind(() => session, (s) => (session = s), input, (s) => step(s, from));
+      if (!r.ok) {
+        st.iteration = r.rewindTo;
+        st.rewinds++;
+        st.show();
+        continue;
+      }
+      st.iteration = r.value.iteration;
+      st.metrics = r.value.metrics;
+      upsertSearchAttributes([{ key: E3Iteration, value: st.iteration }, ...attrs(st.metrics)]);
       st.show();
-      continue;
+      if (shouldContinueAsNew(input) && st.iteration < total) {
+        // Same workflow type, same node: the carried state replaces what the history held.
+        await continueAsNew({ ...input, carry: { iteration: st.iteration, paused: st.paused, session, rewinds: st.rewinds, metrics: st.metrics } });
+      }
     }
-    st.iteration = r.value.iteration;
-    st.metrics = r.value.metrics;
-    upsertSearchAttributes([{ key: E3Iteration, value: st.iteration }, ...attrs(st.metrics)]);
-    st.show();
-    if (shouldContinueAsNew(input) && st.iteration < total) {
-      // Same workflow type, same node: the carried state replaces what the history held.
-      return continueAsNew({ ...input, carry: { iteration: st.iteration, paused: st.paused, session, rewinds: st.rewinds, metrics: st.metrics } });
+  };
+  try {
+    await steps();
+  } catch (err) {
+    // A cancelled run (Web UI "Request Cancellation", `e3 cancel`) frees its session on the
+    // worker at once; its commits stay, and `e3 resume` continues from the last one.
+    if (isCancellation(err) && patched('close-session-on-cancel')) {
+      await CancellationScope.nonCancellable(() => sessionActivities(session, undefined, 'close session (cancelled)').closeTrainer(session)).catch(() => undefined);
     }
+    throw err;
   }
   await sessionActivities(session, undefined, 'close session').closeTrainer(session).catch(() => undefined);
 }

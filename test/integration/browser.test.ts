@@ -129,8 +129,17 @@ test('a tiny run started from the Web UI "Start Workflow" form completes with th
     await ui2.goto(`${ui}/namespaces/default/workflows/${encodeURIComponent(live)}`, { waitUntil: 'load', timeout: 120_000 });
     await ui2.getByText('User Metadata').first().click();
     await frameText(ui2, /config tiny, seed 7: 1 of 6 nodes done[\s\S]*warmstart\s+sft\s+done\s+step 12[\s\S]*stage1\s+rl\s+running/);
-    await stage.signal('resume');
-    await h2.result();
+    // A user's first reflex: "Request Cancellation" on the run's page cancels the run and
+    // the node it was running, which frees its trainer session.
+    await ui2.getByRole('button', { name: 'Request Cancellation' }).click();
+    const dialog = ui2.getByRole('dialog');
+    await dialog.getByRole('button', { name: /Confirm|Request Cancellation|Yes/ }).last().click();
+    for (let k = 0; k < 300 && (await h2.describe()).status.name === 'RUNNING'; k++) await new Promise((r) => setTimeout(r, 200));
+    assert.equal((await h2.describe()).status.name, 'CANCELLED');
+    for (let k = 0; k < 300 && (await stage.describe()).status.name === 'RUNNING'; k++) await new Promise((r) => setTimeout(r, 200));
+    assert.equal((await stage.describe()).status.name, 'CANCELLED');
+    const closed = ((await stage.fetchHistory()).events ?? []).some((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'closeTrainer');
+    assert.ok(closed, 'the cancelled stage closed its trainer session');
     await browser.close();
     browser = undefined;
 

@@ -15,7 +15,7 @@ import type { PipelineInput } from '../../activities/types';
 import { loadCheckpoint, readLatest } from '../../storage/checkpoints';
 import { keys } from '../../storage/layout';
 import type { PipelineResult } from '../../workflows/pipeline';
-import { ROOT, client, inProcessWorker, store, uid } from './env';
+import { ROOT, client, e3, inProcessWorker, store, uid } from './env';
 
 const NODES = ['warmstart', 'stage1', 'select', 'stage2', 'eval', 'report'];
 
@@ -205,6 +205,48 @@ test('pause survives continue-as-new: a stage that continues-as-new every iterat
       assert.equal(b?.step, a?.step, n);
       assert.equal(Buffer.compare(wb!.files['weights.bin'], wa!.files['weights.bin']), 0, `${n} weights`);
       assert.equal(Buffer.compare(wb!.files['optim.bin'], wa!.files['optim.bin']), 0, `${n} optimiser state`);
+    }
+  } finally {
+    await c.close();
+    await w.stop();
+  }
+});
+
+test('e3 cancel stops a run within seconds and frees its session; commits stay; e3 resume ends byte-identical to an uninterrupted run', async () => {
+  const w = await inProcessWorker();
+  const c = await client();
+  const base = uid('cancel-base');
+  const runId = uid('cancel');
+  // Long enough that stage 1 is still running when the CLI (a new process) asks to cancel.
+  const stage1 = { iterations: 60, ckptEvery: 4 };
+  try {
+    await (await start(c.client, base, { overrides: { nodes: { stage1 } } })).result();
+    await start(c.client, runId, { overrides: { nodes: { stage1 } } });
+    const stage = c.client.workflow.getHandle(`${runId}/stage1`);
+    await waitFor('stage1 past its first commit', async () => ((await stage.query<{ iteration: number }>('progress').catch(() => null))?.iteration ?? -1) >= 5);
+    const r = await e3(['cancel', runId]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /cancell?ed after [\d.]+ s; its committed checkpoints are kept/);
+    assert.ok(r.ms < 30_000, `cancel took ${r.ms} ms`);
+    assert.equal((await c.client.workflow.getHandle(runId).describe()).status.name, 'CANCELLED');
+    const d = await stage.describe();
+    assert.equal(d.status.name, 'CANCELLED');
+    assert.equal(d.raw.pendingActivities?.length ?? 0, 0, 'no activity of the cancelled stage is still pending');
+    // The session was closed on the worker, not left for idle eviction.
+    const hist = (await stage.fetchHistory()).events ?? [];
+    const closes = hist.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'closeTrainer');
+    assert.ok(closes.length >= 1, 'closeTrainer scheduled after the cancellation');
+    // The commits before the cancellation are intact and loadable.
+    const kept = await loadCheckpoint(store(), runId, 'stage1');
+    assert.ok(kept && kept.manifest.step >= 4 && kept.manifest.step % 4 === 0, `a committed stage1 checkpoint (step ${kept?.manifest.step})`);
+    const res = await e3(['resume', runId]);
+    assert.equal(res.code, 0, res.stderr);
+    for (const n of ['warmstart', 'stage1', 'stage2']) {
+      const a = await loadCheckpoint(store(), base, n);
+      const b = await loadCheckpoint(store(), runId, n);
+      assert.equal(b?.manifest.step, a?.manifest.step, n);
+      assert.equal(Buffer.compare(b!.files['weights.bin'], a!.files['weights.bin']), 0, `${n} weights`);
+      assert.equal(Buffer.compare(b!.files['optim.bin'], a!.files['optim.bin']), 0, `${n} optimiser state`);
     }
   } finally {
     await c.close();
