@@ -69,7 +69,10 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
   const maxSessions = Number(process.env.E3_TRAINER_SESSIONS ?? 1);
   const pool = await ComputePool.start();
   const activities = createActivities({ store, queue, backend: pool.backend, pool, reportDir: path.join(dataDir(), 'reports'), log, maxSessions });
-  const common = { connection, namespace: target.namespace, activities };
+  // Heartbeats go out every second (the SDK would otherwise throttle them to 0.8 x the
+  // heartbeat timeout, leaving a 5-6 s timeout with ~1 s of slack: a loaded machine then
+  // loses sessions that are alive, as measured under CI + experiments).
+  const common = { connection, namespace: target.namespace, activities, maxHeartbeatThrottleInterval: '1 second' as const, defaultHeartbeatThrottleInterval: '1 second' as const };
   const workers: Worker[] = [];
   if (opts.queues !== 'trainer') {
     workers.push(await Worker.create({

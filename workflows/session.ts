@@ -30,7 +30,7 @@ export function sessionActivities(s: Session, startToClose: Duration = '10 minut
     // a missed heartbeat window means a lost worker too. Re-open elsewhere, fast.
     scheduleToStartTimeout: '5 seconds',
     startToCloseTimeout: startToClose,
-    heartbeatTimeout: '5 seconds',
+    heartbeatTimeout: '6 seconds',
     retry: {
       initialInterval: '1s',
       maximumInterval: '10s',
