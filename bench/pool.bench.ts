@@ -26,12 +26,14 @@ const model = { vocab: VOCAB_SIZE, layers: 3, dModel: 96, heads: 4, context: 544
 const d = { count: 3, min: 1, max: 9, ops: '+-*' };
 const s: RlSettings = { seed: 7, nodeId: 'bench', stream: 'bench', difficulty: d, prompts: 16, samples: 4, temperature: 0.6, topP: 1, miniBatches: 2, microBatch: 8, skipZeroStd: false, grpo: grpoConfig({}) };
 const create = { model, weights, optim: { lr: 1e-4 }, toolArithmetic: true };
-const SFT_STEPS = 3;
+const SFT_STEPS = 4;
 const BUDGET = 128;
 
 interface Row { variant: string; sft: number; sample: number; update: number; p99: number; max: number; bytes: string }
 
 async function measure(variant: string, tr: Trainer | PooledTrainer): Promise<Row> {
+  // Warm-up (each thread's wasm heap grows to the longest pass once): one SFT step, untimed.
+  await tr.sftStep(3, 99, 32, [d], { meanWrong: 3, maxAttempts: 32, perturbed: 0.5 }, { markWeight: 10 });
   const h = monitorEventLoopDelay({ resolution: 10 });
   // A timer on the main thread: in-process work delays it, pooled work should not.
   const tick = setInterval(() => undefined, 5);

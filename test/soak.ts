@@ -65,6 +65,7 @@ async function main() {
     cwd: ROOT,
     env: { ...env, E3_MEMORY_LOG_MS: '2000' },
     stdio: ['ignore', fd, fd],
+    detached: true, // its own process group: the stop below reaches node, not only the shell
   });
   let rc = 1;
   const c = await temporalClient();
@@ -131,7 +132,7 @@ async function main() {
     rc = same && cans >= stages.length ? 0 : 1;
   } finally {
     await c.close().catch(() => undefined);
-    worker.kill('SIGTERM');
+    if (worker.pid) process.kill(-worker.pid, 'SIGTERM');
     await new Promise((r) => setTimeout(r, 3000));
     closeSync(fd);
     infra('down');
