@@ -520,25 +520,36 @@ const byLength = <R extends { prompt: number[]; response: number[] }>(rows: R[])
   rows.map((r, k) => ({ r, k, n: r.prompt.length + r.response.length })).sort((a, b) => a.n - b.n || a.k - b.k).map((x) => x.r);
 
 /**
- * Micro-batches of rows already in length order: at most `micro` rows, and no more rows than
- * keep the padded pass under PASS_BYTES of activations (policy.ts activationBytes), so long
- * traces get smaller micro-batches instead of exhausting wasm's heap. A pure function of the
- * rows, so the split (and the gradient's rounding) is the same on every rerun.
+ * Micro-batches of rows already in length order: at most `micro` rows, no more rows than keep
+ * the padded pass under PASS_BYTES of activations (policy.ts activationBytes: long traces get
+ * smaller micro-batches instead of exhausting wasm's heap), and no more estimated work than
+ * CHUNK_COST (rows × T × (T + 6d) for padded length T: attention grows with T, the
+ * projections with d), so micro-batches cost about the same and a compute pool's threads
+ * share a step evenly. A pure function of the rows and the model shape (never of the thread
+ * count), so the split, and the gradient's rounding, is the same on every rerun.
  */
 export function microBatches<R extends { prompt: number[]; response: number[] }>(rows: R[], micro: number, cfg: PolicyConfig, passBytes = PASS_BYTES): R[][] {
   const out: R[][] = [];
   let cur: R[] = [];
+  let longest = 0;
+  const cost = (n: number, t: number) => n * t * (t + 6 * cfg.dModel);
+  const budget = CHUNK_COST_ROWS * CHUNK_COST_LEN * (CHUNK_COST_LEN + 6 * cfg.dModel);
   for (const r of rows) {
-    const t = Math.max(r.prompt.length + r.response.length, ...cur.map((c) => c.prompt.length + c.response.length));
-    if (cur.length > 0 && (cur.length >= micro || activationBytes(cfg, cur.length + 1, t) > passBytes)) {
+    const t = Math.max(longest, r.prompt.length + r.response.length);
+    if (cur.length > 0 && (cur.length >= micro || activationBytes(cfg, cur.length + 1, t) > passBytes || cost(cur.length + 1, t) > budget)) {
       out.push(cur);
       cur = [];
     }
     cur.push(r);
+    longest = Math.max(...cur.map((c) => c.prompt.length + c.response.length));
   }
   if (cur.length) out.push(cur);
   return out;
 }
+
+/** A micro-batch does at most the work of CHUNK_COST_ROWS rows of CHUNK_COST_LEN tokens (see microBatches). */
+export const CHUNK_COST_ROWS = 16;
+export const CHUNK_COST_LEN = 128;
 
 /**
  * Activation bytes (estimated) one micro-batch may take: 768 MiB. A [16, 544] pass, estimated at

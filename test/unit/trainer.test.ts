@@ -94,6 +94,13 @@ test('micro-batches: at most `micro` rows, fewer for long rows so a pass stays u
     assert.ok(c.length === 1 || activationBytes(cfg, c.length, t) <= PASS_BYTES, `[${c.length}, ${t}] over budget`);
   }
   assert.equal(chunks[0].length, 16, 'short rows fill a whole micro-batch');
+  // ...and no micro-batch does more work than 16 rows of 128 tokens (so threads share a step evenly)
+  const { CHUNK_COST_ROWS, CHUNK_COST_LEN } = await import('../../ml/trainer');
+  const work = (n: number, t: number) => n * t * (t + 6 * cfg.dModel);
+  for (const c of chunks) {
+    const t = Math.max(...c.map((r) => r.prompt.length + r.response.length));
+    assert.ok(c.length === 1 || work(c.length, t) <= work(CHUNK_COST_ROWS, CHUNK_COST_LEN), `[${c.length}, ${t}] over the work budget`);
+  }
   // the [16, 544] pass that crashed wasm is split; its rows go in at most ~8 per pass
   const long = chunks.filter((c) => c[0].response.length === 543);
   assert.ok(long.length >= 3 && long.every((c) => c.length <= 8), `long chunks ${long.map((c) => c.length)}`);
