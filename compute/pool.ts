@@ -60,18 +60,20 @@ interface Thread {
 export class ComputePool {
   private threads: Thread[] = [];
   private nextId = 1;
-  private queue: Array<{ op: Op; transfer?: ArrayBuffer[]; resolve: (v: unknown) => void; reject: (e: Error) => void }> = [];
+  private queue: Array<{ op: Op; resolve: (v: unknown) => void; reject: (e: Error) => void }> = [];
   private closed = false;
   /** Bumped whenever a thread is lost: sessions opened in an earlier generation are gone. */
   generation = 0;
 
-  private constructor(readonly size: number, readonly backend: string) {}
+  /** The tfjs backend the threads run on (set once they started). */
+  backend = '';
+
+  private constructor(readonly size: number) {}
 
   static async start(size = defaultThreads()): Promise<ComputePool> {
-    const pool = new ComputePool(size, '');
+    const pool = new ComputePool(size);
     for (let k = 0; k < size; k++) pool.threads.push(pool.spawn(k));
-    const backends = await pool.all<string>({ op: 'init' });
-    (pool as { backend: string }).backend = backends[0];
+    [pool.backend] = await pool.all<string>({ op: 'init' });
     return pool;
   }
 
@@ -115,14 +117,14 @@ export class ComputePool {
     return th;
   }
 
-  private post<T>(th: Thread, op: Op, transfer: ArrayBuffer[] = []): Promise<T> {
+  private post<T>(th: Thread, op: Op): Promise<T> {
     if (this.closed) return Promise.reject(new ComputeLostError('the compute pool is closed'));
     if (th.dead) return Promise.reject(new ComputeLostError(`compute thread could not start: ${th.dead}`));
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       th.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
       th.worker.ref();
-      th.worker.postMessage({ ...op, id_: id }, transfer);
+      th.worker.postMessage({ ...op, id_: id });
     });
   }
 
@@ -132,9 +134,9 @@ export class ComputePool {
   }
 
   /** Run `op` on one thread, whichever is free first (jobs wait in one queue). */
-  any<T>(op: Op, transfer?: ArrayBuffer[]): Promise<T> {
+  any<T>(op: Op): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ op, transfer, resolve: resolve as (v: unknown) => void, reject });
+      this.queue.push({ op, resolve: resolve as (v: unknown) => void, reject });
       this.pump();
     });
   }
@@ -144,7 +146,7 @@ export class ComputePool {
       while (th.busy === 0 && this.queue.length > 0) {
         const job = this.queue.shift()!;
         th.busy++;
-        this.post(th, job.op, job.transfer).then(job.resolve, job.reject).finally(() => {
+        this.post(th, job.op).then(job.resolve, job.reject).finally(() => {
           th.busy--;
           this.pump();
         });

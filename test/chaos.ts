@@ -597,36 +597,43 @@ function parseArgs(argv: string[]): ChaosOptions {
   };
 }
 
-async function main() {
-  const opts = parseArgs(process.argv.slice(2));
+/**
+ * A script's own servers (docs: `npm run chaos`, `npm run soak`): E3_<NAME>_TEMPORAL_PORT /
+ * _TEMPORAL_UI_PORT / _S3_PORT / _DATA_DIR, else the given defaults, a fresh data dir and
+ * bucket `e3-<name>`; started, `body` run, stopped (also when it throws), then exit with
+ * its code (1 on an error).
+ */
+export function runWithOwnServers(name: 'chaos' | 'soak', ports: { temporal: number; ui: number; s3: number }, body: () => Promise<number>): void {
   const env = process.env;
-  env.E3_DATA_DIR = env.E3_CHAOS_DATA_DIR ?? path.join(ROOT, '.e3', 'chaos');
-  env.E3_TEMPORAL_PORT = env.E3_CHAOS_TEMPORAL_PORT ?? '37233';
-  env.E3_TEMPORAL_UI_PORT = env.E3_CHAOS_TEMPORAL_UI_PORT ?? '38233';
-  env.E3_S3_PORT = env.E3_CHAOS_S3_PORT ?? '37070';
-  env.E3_S3_BUCKET ??= 'e3-chaos';
+  const own = (k: string) => env[`E3_${name.toUpperCase()}_${k}`];
+  env.E3_DATA_DIR = own('DATA_DIR') ?? path.join(ROOT, '.e3', name);
+  env.E3_TEMPORAL_PORT = own('TEMPORAL_PORT') ?? String(ports.temporal);
+  env.E3_TEMPORAL_UI_PORT = own('TEMPORAL_UI_PORT') ?? String(ports.ui);
+  env.E3_S3_PORT = own('S3_PORT') ?? String(ports.s3);
+  env.E3_S3_BUCKET ??= `e3-${name}`;
   for (const k of ['TEMPORAL_ADDRESS', 'E3_TEMPORAL_ADDRESS', 'E3_S3_ENDPOINT']) delete env[k];
   rmSync(env.E3_DATA_DIR, { recursive: true, force: true });
-  infra('up');
-  let rc = 1;
-  try {
-    const r = await runChaos(opts);
-    console.log('\n' + formatReport(r));
-    rc = r.identical ? 0 : 1;
-  } finally {
-    infra('down');
-  }
-  process.exit(rc);
+  const run = async () => {
+    infra('up');
+    try {
+      return await body();
+    } finally {
+      infra('down');
+    }
+  };
+  run().then(
+    (rc) => process.exit(rc),
+    (err) => {
+      console.error(err instanceof Error ? (err.stack ?? err.message) : err);
+      process.exit(1);
+    },
+  );
 }
 
 if (require.main === module) {
-  main().catch((err) => {
-    console.error(err instanceof Error ? (err.stack ?? err.message) : err);
-    try {
-      infra('down');
-    } catch {
-      /* already down */
-    }
-    process.exit(1);
+  runWithOwnServers('chaos', { temporal: 37233, ui: 38233, s3: 37070 }, async () => {
+    const r = await runChaos(parseArgs(process.argv.slice(2)));
+    console.log('\n' + formatReport(r));
+    return r.identical ? 0 : 1;
   });
 }

@@ -12,12 +12,12 @@
  * It starts its own servers (E3_SOAK_TEMPORAL_PORT / _TEMPORAL_UI_PORT / _S3_PORT / _DATA_DIR;
  * defaults 47233 / 48233 / 47070 / .e3/soak) and stops exactly what it started.
  */
-import { closeSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { loadConfig } from '../configs/load';
 import { ObjectStore } from '../storage/store';
-import { ROOT, awaitPipeline, finalCheckpoints, infra, startPipeline, temporalClient } from './chaos';
+import { ROOT, awaitPipeline, finalCheckpoints, runWithOwnServers, startPipeline, temporalClient } from './chaos';
 
 const CONFIG = 'soak';
 
@@ -46,19 +46,11 @@ function slope(xs: number[], ys: number[]): number {
   return den > 0 ? num / den : 0;
 }
 
-async function main() {
+async function main(): Promise<number> {
   const i = process.argv.indexOf('--history');
   const history = i >= 0 ? Number(process.argv[i + 1]) : 120;
   const env = process.env;
-  env.E3_DATA_DIR = env.E3_SOAK_DATA_DIR ?? path.join(ROOT, '.e3', 'soak');
-  env.E3_TEMPORAL_PORT = env.E3_SOAK_TEMPORAL_PORT ?? '47233';
-  env.E3_TEMPORAL_UI_PORT = env.E3_SOAK_TEMPORAL_UI_PORT ?? '48233';
-  env.E3_S3_PORT = env.E3_SOAK_S3_PORT ?? '47070';
-  env.E3_S3_BUCKET ??= 'e3-soak';
-  for (const k of ['TEMPORAL_ADDRESS', 'E3_TEMPORAL_ADDRESS', 'E3_S3_ENDPOINT']) delete env[k];
-  rmSync(env.E3_DATA_DIR, { recursive: true, force: true });
-  infra('up');
-  const logFile = path.join(env.E3_DATA_DIR, 'worker.log');
+  const logFile = path.join(env.E3_DATA_DIR!, 'worker.log'); // set by runWithOwnServers
   const fd = openSync(logFile, 'a');
   // One long-lived worker for both runs; it stamps its memory lines with the epoch ms.
   const worker = spawn('bash', ['-c', `exec node --import tsx ${JSON.stringify(path.join(ROOT, 'workers', 'worker.ts'))} | while IFS= read -r l; do echo "$(date +%s%3N) $l"; done`], {
@@ -135,17 +127,8 @@ async function main() {
     if (worker.pid) process.kill(-worker.pid, 'SIGTERM');
     await new Promise((r) => setTimeout(r, 3000));
     closeSync(fd);
-    infra('down');
   }
-  process.exit(rc);
+  return rc;
 }
 
-main().catch((err) => {
-  console.error(err instanceof Error ? (err.stack ?? err.message) : err);
-  try {
-    infra('down');
-  } catch {
-    /* already down */
-  }
-  process.exit(1);
-});
+runWithOwnServers('soak', { temporal: 47233, ui: 48233, s3: 47070 }, main);

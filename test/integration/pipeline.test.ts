@@ -45,6 +45,17 @@ async function waitFor(what: string, pred: () => Promise<boolean>, ms = 120_000)
   throw new Error(`timed out waiting for ${what}`);
 }
 
+/** Each training node of `runId` ends on the same step, weights and optimiser state as in `base`. */
+async function assertSameFinals(base: string, runId: string): Promise<void> {
+  for (const n of ['warmstart', 'stage1', 'stage2']) {
+    const a = await loadCheckpoint(store(), base, n);
+    const b = await loadCheckpoint(store(), runId, n);
+    assert.equal(b?.manifest.step, a?.manifest.step, n);
+    assert.equal(Buffer.compare(b!.files['weights.bin'], a!.files['weights.bin']), 0, `${n} weights`);
+    assert.equal(Buffer.compare(b!.files['optim.bin'], a!.files['optim.bin']), 0, `${n} optimiser state`);
+  }
+}
+
 function spawnWorker(): ChildProcess {
   return spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'workers', 'worker.ts')], { env: process.env, stdio: ['ignore', 'ignore', 'inherit'] });
 }
@@ -197,15 +208,7 @@ test('pause survives continue-as-new: a stage that continues-as-new every iterat
     assert.notEqual((await stage.describe()).runId, firstRun, 'the stage continued-as-new');
     const runs = execFileSync(path.join(ROOT, 'infra', 'bin', 'temporal'), ['workflow', 'list', '--query', `WorkflowId = '${runId}/stage1'`, '--address', `127.0.0.1:${process.env.E3_TEMPORAL_PORT}`, '-o', 'json'], { encoding: 'utf8' });
     assert.ok((JSON.parse(runs) as unknown[]).length >= 4, `the stage ran as several workflow runs (${(JSON.parse(runs) as unknown[]).length})`);
-    for (const n of ['warmstart', 'stage1', 'stage2']) {
-      const a = await readLatest(store(), base, n);
-      const b = await readLatest(store(), runId, n);
-      const wa = await loadCheckpoint(store(), base, n);
-      const wb = await loadCheckpoint(store(), runId, n);
-      assert.equal(b?.step, a?.step, n);
-      assert.equal(Buffer.compare(wb!.files['weights.bin'], wa!.files['weights.bin']), 0, `${n} weights`);
-      assert.equal(Buffer.compare(wb!.files['optim.bin'], wa!.files['optim.bin']), 0, `${n} optimiser state`);
-    }
+    await assertSameFinals(base, runId);
   } finally {
     await c.close();
     await w.stop();
@@ -241,13 +244,7 @@ test('e3 cancel stops a run within seconds and frees its session; commits stay; 
     assert.ok(kept && kept.manifest.step >= 4 && kept.manifest.step % 4 === 0, `a committed stage1 checkpoint (step ${kept?.manifest.step})`);
     const res = await e3(['resume', runId]);
     assert.equal(res.code, 0, res.stderr);
-    for (const n of ['warmstart', 'stage1', 'stage2']) {
-      const a = await loadCheckpoint(store(), base, n);
-      const b = await loadCheckpoint(store(), runId, n);
-      assert.equal(b?.manifest.step, a?.manifest.step, n);
-      assert.equal(Buffer.compare(b!.files['weights.bin'], a!.files['weights.bin']), 0, `${n} weights`);
-      assert.equal(Buffer.compare(b!.files['optim.bin'], a!.files['optim.bin']), 0, `${n} optimiser state`);
-    }
+    await assertSameFinals(base, runId);
   } finally {
     await c.close();
     await w.stop();
