@@ -13,6 +13,7 @@
 import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { SessionLostError } from '../activities/errors';
 import { InvalidArgumentError, ShapeMismatchError } from '../ml/errors';
 import { NonFiniteError } from '../ml/optim';
 import type { Difficulty } from '../ml/task';
@@ -25,13 +26,12 @@ import type { PlanShape, Reply, Request } from './protocol';
 
 type Op = Request extends infer R ? (R extends { id_: number } ? Omit<R, 'id_'> : never) : never;
 
-/** A compute thread died (wasm trap, out of memory): the sessions it held replicas of are gone. */
-export class ComputeLostError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'SessionLostError';
-  }
-}
+/**
+ * A compute thread died (wasm trap, out of memory): the sessions it held replicas of are gone.
+ * A SessionLostError, so activities classify it as SessionLost and the workflow re-opens the
+ * session from its last commit instead of retrying on a worker that no longer has it.
+ */
+export class ComputeLostError extends SessionLostError {}
 
 const ERRORS: Record<string, new (m: string) => Error> = {
   InvalidArgumentError, ShapeMismatchError, NonFiniteError, SessionLostError: ComputeLostError,

@@ -1,5 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { ApplicationFailure } from '@temporalio/common';
+import { classify } from '../../activities/errors';
+import { ErrorTypes } from '../../activities/types';
 import { ComputePool, PooledPolicy, PooledTrainer } from '../../compute/pool';
 import { initBackend } from '../../ml/backend';
 import { grpoConfig } from '../../ml/grpo';
@@ -77,6 +80,9 @@ test('compute pool: a thread\'s deterministic error comes back typed; a lost thr
     void (pool as unknown as { threads: Array<{ worker: { terminate(): Promise<number> } }> }).threads[1].worker.terminate();
     await new Promise((r) => setTimeout(r, 200));
     await assert.rejects(tr.sftStep(1, 0, 4, [d], {}), (e: Error) => e.name === 'SessionLostError');
+    // ...classified like a lost worker: non-retryable SessionLost, so the workflow re-opens.
+    const lost = classify(await tr.sftStep(1, 0, 4, [d], {}).catch((e: unknown) => e)) as ApplicationFailure;
+    assert.ok(lost instanceof ApplicationFailure && lost.type === ErrorTypes.sessionLost && lost.nonRetryable, String(lost));
     // The pool replaced the thread: a new session works on both threads.
     const again = await PooledTrainer.open(pool, 'r/n', { model, optim: {}, toolArithmetic: true });
     const m = await again.sftStep(1, 0, 4, [d], {});
