@@ -118,6 +118,9 @@ export function workerEnv(ctx: WorkerContext) {
   const computePool = () => (pool ??= ComputePool.start());
   let evalSeq = 0;
   const nextEvalSeq = () => ++evalSeq;
+  /** Each open gets pool keys of its own, so a stale activity can never reach a re-opened session's replicas. */
+  let openSeq = 0;
+  const nextOpenSeq = () => ++openSeq;
 
   const readManifest = (runId: string) => store.getJson<Manifest>(keys.manifest(runId));
 
@@ -153,11 +156,21 @@ export function workerEnv(ctx: WorkerContext) {
     return l;
   }
 
+  /**
+   * Forget session `l` after a failure left it ahead of its last commit, and free it: only if
+   * it is still the node's session (a re-open may already have replaced it).
+   */
+  async function drop(s: Session, l: LiveSession): Promise<void> {
+    const key = sessionKey(s.runId, s.nodeId);
+    if (sessions.get(key) === l) sessions.delete(key);
+    await l.trainer.dispose();
+  }
+
   async function writeMetrics(runId: string, nodeId: string, step: number, metrics: Record<string, number>) {
     await store.putJson(keys.metricsPart(runId, nodeId, step), { node: nodeId, step, ...metrics });
   }
 
-  return { ctx, store, sessions, sessionKey, computePool, nextEvalSeq, readManifest, nodeResults, nodeWeights, startWeights, live, writeMetrics };
+  return { ctx, store, sessions, sessionKey, computePool, nextEvalSeq, nextOpenSeq, readManifest, nodeResults, nodeWeights, startWeights, live, drop, writeMetrics };
 }
 
 export type Env = ReturnType<typeof workerEnv>;

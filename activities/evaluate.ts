@@ -1,6 +1,7 @@
 /**
  * Evaluation activities: Eq. 6.1 budget selection and pass@k at several budgets, both on
- * the compute pool in resumable chunks (heartbeat details carry the partial counts).
+ * the compute pool in resumable chunks (each chunk's counts in the object store, the heartbeat
+ * carries a cursor).
  */
 import { Context, heartbeat } from '@temporalio/activity';
 import { policySource } from '../configs/schema';
@@ -9,13 +10,14 @@ import { selectBudget as eq61 } from '../ml/budget';
 import { PooledPolicy } from '../compute/pool';
 import { dataMetrics, evalMetrics, heldOutSet } from '../ml/trainer';
 import type { EvalCounts } from '../ml/trainer';
+import { keys } from '../storage/layout';
 import { UncalibratedError } from './errors';
 import type { NodeInput, NodeResult } from './types';
 import type { Env, Manifest } from './env';
 import { modelConfig, withHeartbeat } from './env';
 
 export function evaluateActivities(env: Env) {
-  const { ctx, computePool, nextEvalSeq, readManifest, nodeWeights, startWeights } = env;
+  const { ctx, readManifest } = env;
   return {
     /**
      * Eq. 6.1 on J(B) measured at the node's grid of budgets, on the `select` split with the
@@ -60,40 +62,78 @@ export function evaluateActivities(env: Env) {
     },
   };
 
-  /** Evaluate in chunks of problems, heartbeating the partial counts so a retry resumes. */
-  async function evaluateResumable(
-    m: Manifest,
-    nodeId: string,
-    node: { difficulty: RlNode['difficulty']; split: 'eval' | 'select'; budgets: number[]; prompts: number; samples: number; temperature: number; k: number[]; offset: number },
-  ): Promise<EvalCounts[]> {
-    const src = policySource(m.config, nodeId);
-    const weights = src ? await nodeWeights(m.runId, src) : await startWeights(m, nodeId);
-    // Weights (or the run's seeded init) only, no optimiser state; a key of its own (a retry may overlap the attempt it replaces).
-    const policy = await PooledPolicy.open(await computePool(), `${m.runId}/${nodeId}#eval${nextEvalSeq()}`, weights ?? modelConfig(m.config), m.config.toolArithmetic);
-    let info: { heartbeatDetails?: unknown } = {};
+  /** Evaluate in chunks of problems; a retry resumes at the last attempt's heartbeat cursor. */
+  async function evaluateResumable(m: Manifest, nodeId: string, node: EvalJob): Promise<EvalCounts[]> {
+    let details: unknown;
     try {
-      info = Context.current().info;
+      details = Context.current().info.heartbeatDetails;
     } catch {
       /* called outside an activity (tests) */
     }
-    const done = (info.heartbeatDetails as { counts?: EvalCounts[]; next?: number } | undefined) ?? {};
-    const counts = done.counts ?? [];
-    const chunk = 8;
-    try {
-      for (let from = done.next ?? 0; from < node.prompts; from += chunk) {
-        const range: [number, number] = [from, Math.min(node.prompts, from + chunk)];
-        // Heartbeat a copy: the SDK may encode a queued heartbeat later, after the push below,
-        // and {counts with this chunk, next: from} would count the chunk twice on resume.
-        counts.push(await withHeartbeat(() => ({ counts: [...counts], next: from }), () => policy.evaluate({ seed: m.config.seed, ...node, ks: node.k, range })));
-        try {
-          heartbeat({ counts, next: range[1] });
-        } catch {
-          /* outside an activity */
-        }
-      }
-    } finally {
-      await policy.dispose();
-    }
-    return counts;
+    return evaluateChunks(env, m, nodeId, node, resumePoint(details), (d) => heartbeat(d));
   }
+}
+
+/**
+ * Problems [0, prompts) in chunks of EVAL_CHUNK. Each chunk's counts go to the object store
+ * (keys.evalChunk) before the cursor passes it, so the heartbeat carries only the cursor
+ * `{ next }` (a few bytes, whatever the size of the evaluation) and a retry reads the chunks
+ * below it back instead of sampling them again. `beat` is the activity heartbeat.
+ */
+export async function evaluateChunks(env: Env, m: Manifest, nodeId: string, node: EvalJob, resume: ResumePoint, beat: (details: EvalCursor) => void): Promise<EvalCounts[]> {
+  const { ctx, store, computePool, nextEvalSeq, nodeWeights, startWeights } = env;
+  const from = { ...resume };
+  const counts: EvalCounts[] = from.counts ? [...from.counts] : [];
+  for (let at = 0; at < from.next && !from.counts; at += EVAL_CHUNK) {
+    const key = keys.evalChunk(m.runId, nodeId, at);
+    const c = await store.getJson<StoredChunk>(key).catch((e: Error) => ({ error: e.message }) as const);
+    if ('error' in c || c.from !== at || c.to !== Math.min(node.prompts, at + EVAL_CHUNK)) {
+      // Not what the cursor promised (removed by hand, or another layout): evaluate it all again.
+      ctx.log(`evaluate ${m.runId}/${nodeId}: ${key} ${'error' in c ? `unreadable (${c.error})` : `holds problems [${c.from}, ${c.to})`}; evaluating from problem 0`);
+      counts.length = 0;
+      from.next = 0;
+      break;
+    }
+    counts.push(c.counts);
+  }
+  if (from.next >= node.prompts) return counts;
+  if (from.next > 0) ctx.log(`evaluate ${m.runId}/${nodeId}: resuming at problem ${from.next} of ${node.prompts}`);
+  const src = policySource(m.config, nodeId);
+  const weights = src ? await nodeWeights(m.runId, src) : await startWeights(m, nodeId);
+  // Weights (or the run's seeded init) only, no optimiser state; a key of its own (a retry may overlap the attempt it replaces).
+  const policy = await PooledPolicy.open(await computePool(), `${m.runId}/${nodeId}#eval${nextEvalSeq()}`, weights ?? modelConfig(m.config), m.config.toolArithmetic);
+  try {
+    for (let at = from.next; at < node.prompts; at += EVAL_CHUNK) {
+      const range: [number, number] = [at, Math.min(node.prompts, at + EVAL_CHUNK)];
+      const c = await withHeartbeat(() => ({ next: at }), () => policy.evaluate({ seed: m.config.seed, ...node, ks: node.k, range }));
+      await store.putJson(keys.evalChunk(m.runId, nodeId, at), { from: range[0], to: range[1], counts: c } satisfies StoredChunk);
+      counts.push(c);
+      beat({ next: range[1] });
+    }
+  } finally {
+    await policy.dispose();
+  }
+  return counts;
+}
+
+type EvalJob = { difficulty: RlNode['difficulty']; split: 'eval' | 'select'; budgets: number[]; prompts: number; samples: number; temperature: number; k: number[]; offset: number };
+
+/** Problems per evaluation chunk (one stored object, one step of the cursor). */
+export const EVAL_CHUNK = 8;
+
+/** An evaluation's heartbeat: problems [0, next) are counted and stored. */
+export type EvalCursor = { next: number };
+type StoredChunk = { from: number; to: number; counts: EvalCounts };
+type ResumePoint = { next: number; counts?: EvalCounts[] };
+
+/**
+ * Where a retried evaluation resumes, from the previous attempt's heartbeat: the cursor, or
+ * (an attempt of a release before the cursor, still in flight during an upgrade) the partial
+ * counts that release heartbeated, `{ counts, next }`.
+ */
+export function resumePoint(details: unknown): ResumePoint {
+  const d = details as { next?: unknown; counts?: unknown } | undefined;
+  const next = typeof d?.next === 'number' && Number.isInteger(d.next) && d.next >= 0 ? d.next : 0;
+  if (Array.isArray(d?.counts)) return { next, counts: d.counts as EvalCounts[] };
+  return { next };
 }

@@ -13,7 +13,7 @@ import type { Env } from './env';
 import { SESSION_IDLE_MS, modelConfig } from './env';
 
 export function trainerSessionActivities(env: Env) {
-  const { ctx, store, sessions, sessionKey, computePool, readManifest, startWeights, live } = env;
+  const { ctx, store, sessions, sessionKey, computePool, nextOpenSeq, readManifest, startWeights, live } = env;
   return {
     /** Open a trainer session on this worker: load the node's last commit, else its start policy. */
     async openTrainer(input: NodeInput): Promise<Session> {
@@ -21,20 +21,24 @@ export function trainerSessionActivities(env: Env) {
       const cfg = m.config;
       const node = cfg.nodes[input.nodeId] as RlNode | SftNode;
       const key = sessionKey(input.runId, input.nodeId);
-      // One live session per trainer worker (training is CPU-bound and single-threaded): a busy
-      // worker refuses, and the retry lands on an idle trainer (or here, once this one is free).
+      // A re-open replaces this node's session; other sessions are evicted once abandoned. Never
+      // under an activity still computing on one (its workflow gave up on it, it has not
+      // noticed yet): the old replicas are freed when that activity stops, at its next step
+      // boundary, and the new session has replicas of its own (a new pool key) meanwhile.
       for (const [k, l] of sessions) {
-        if (k === key || Date.now() - l.lastUsed > SESSION_IDLE_MS) {
-          await l.trainer.dispose();
+        if (k === key || (Date.now() - l.lastUsed > SESSION_IDLE_MS && !l.trainer.busy)) {
           sessions.delete(k);
+          void l.trainer.dispose();
         }
       }
+      // Sessions a worker holds at once (E3_TRAINER_SESSIONS): a full worker refuses, and the
+      // retry lands on another trainer (or here, once one is free).
       if (sessions.size >= (ctx.maxSessions ?? 1)) {
         throw new Error(`trainer ${ctx.queue} is busy with session ${[...sessions.keys()].join(', ')}; retrying`);
       }
       const own = await loadCheckpoint(store, input.runId, input.nodeId, (step, err) => ctx.log(`checkpoint ${key}@${step} rejected, trying the previous commit: ${err}`));
       const start = node.kind === 'rl' || !own ? await startWeights(m, input.nodeId) : undefined;
-      const trainer = await PooledTrainer.open(await computePool(), key, {
+      const trainer = await PooledTrainer.open(await computePool(), `${key}#${nextOpenSeq()}`, {
         model: modelConfig(cfg),
         weights: own ? own.files['weights.bin'] : start,
         optimState: own ? own.files['optim.bin'] : undefined,
@@ -57,7 +61,9 @@ export function trainerSessionActivities(env: Env) {
       const key = sessionKey(s.runId, s.nodeId);
       const l = sessions.get(key);
       sessions.delete(key);
-      await l?.trainer.dispose();
+      // Freed at once, or (an activity still computing on it) when that activity stops.
+      const freed = l?.trainer.dispose();
+      if (l && !l.trainer.busy) await freed;
     },
     /** Commit the session's state at `step` (blobs, manifest, then LATEST). */
     async commitCheckpoint(s: Session, step: number, metrics: Record<string, number> = {}): Promise<{ step: number; sha256: string }> {

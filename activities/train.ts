@@ -13,7 +13,7 @@ import { trainerSessionActivities } from './session';
 import { rlSettings, sftSettings, withHeartbeat } from './env';
 
 export function trainActivities(env: Env) {
-  const { store, sessions, sessionKey, readManifest, live, writeMetrics } = env;
+  const { store, readManifest, live, drop, writeMetrics } = env;
   const { commitCheckpoint } = trainerSessionActivities(env);
   return {
     /** SFT steps [from, to), then a commit at `to`. Resumes from its heartbeat on retry. */
@@ -34,8 +34,7 @@ export function trainActivities(env: Env) {
           });
         } catch (e) {
           // Cancelled (or failed) between commits: the session is ahead of its last commit.
-          sessions.delete(sessionKey(s.runId, s.nodeId));
-          await l.trainer.dispose();
+          await drop(s, l);
           throw e;
         }
         l.applied = { kind: 'sft', from, to, metrics };
@@ -100,8 +99,7 @@ export function trainActivities(env: Env) {
       } catch (e) {
         // Mini-batches before the failing one may have stepped: the in-memory state is no
         // longer the state at t, so drop the session (a re-open loads the last commit).
-        sessions.delete(sessionKey(s.runId, s.nodeId));
-        await l.trainer.dispose();
+        await drop(s, l);
         throw e;
       }
       const data = dataMetrics('data', iterationProblems(settings.seed, settings.stream, t, settings.prompts, settings.difficulty));

@@ -46,6 +46,12 @@ export function defaultThreads(): number {
   return n;
 }
 
+/** Fault injection for tests: a slow but alive worker (test/integration/liveness.test.ts). */
+export interface PoolFaults {
+  /** Every gradient job blocks its thread this long first (a synchronous wait, as a long kernel would). */
+  gradDelayMs?: number;
+}
+
 interface Thread {
   worker: Worker;
   pending: Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>;
@@ -68,10 +74,10 @@ export class ComputePool {
   /** The tfjs backend the threads run on (set once they started). */
   backend = '';
 
-  private constructor(readonly size: number) {}
+  private constructor(readonly size: number, readonly faults: PoolFaults) {}
 
-  static async start(size = defaultThreads()): Promise<ComputePool> {
-    const pool = new ComputePool(size);
+  static async start(size = defaultThreads(), faults: PoolFaults = {}): Promise<ComputePool> {
+    const pool = new ComputePool(size, faults);
     for (let k = 0; k < size; k++) pool.threads.push(pool.spawn(k));
     [pool.backend] = await pool.all<string>({ op: 'init' });
     return pool;
@@ -82,8 +88,8 @@ export class ComputePool {
     // command line is not always in execArgv (\`tsx --test\` passes it otherwise).
     const file = path.join(__dirname, `thread${path.extname(__filename)}`);
     const worker = file.endsWith('.ts')
-      ? new Worker(`require('tsx/cjs/api').register(); require(${JSON.stringify(file)});`, { eval: true })
-      : new Worker(file);
+      ? new Worker(`require('tsx/cjs/api').register(); require(${JSON.stringify(file)});`, { eval: true, workerData: this.faults })
+      : new Worker(file, { workerData: this.faults });
     const th: Thread = { worker, pending: new Map(), busy: 0, answered: false };
     worker.unref();
     worker.on('message', (r: Reply) => {
@@ -188,8 +194,25 @@ async function sampleOn(pool: ComputePool, key: string, job: SampleJob): Promise
  */
 export class PooledTrainer {
   private readonly generation: number;
+  /** Operations in flight (an activity still computing on this session). */
+  private readonly inflight = new Set<Promise<unknown>>();
+  /** dispose() was called: every operation stops at its next step boundary. */
+  private closing = false;
+  private closed?: Promise<void>;
   private constructor(readonly pool: ComputePool, readonly key: string, readonly toolArithmetic: boolean) {
     this.generation = pool.generation;
+  }
+
+  /** An activity is computing on this session now. */
+  get busy(): boolean {
+    return this.inflight.size > 0;
+  }
+
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.inflight.add(p);
+    const done = () => this.inflight.delete(p);
+    p.then(done, done);
+    return p;
   }
 
   static async open(pool: ComputePool, key: string, create: Parameters<typeof Trainer.create>[0]): Promise<PooledTrainer> {
@@ -203,6 +226,7 @@ export class PooledTrainer {
   }
 
   private check(): void {
+    if (this.closing) throw new ComputeLostError(`session ${this.key} was closed (re-opened or evicted) while an activity still used it`);
     if (this.pool.generation !== this.generation) throw new ComputeLostError(`session ${this.key}: a compute thread was lost since it was opened`);
   }
 
@@ -229,7 +253,11 @@ export class PooledTrainer {
     return { norms, parts };
   }
 
-  async sftStep(seed: number, step: number, batchSize: number, difficulty: Difficulty[], traces: Partial<TraceOptions>, opts: SftOptions = {}): Promise<Record<string, number>> {
+  sftStep(seed: number, step: number, batchSize: number, difficulty: Difficulty[], traces: Partial<TraceOptions>, opts: SftOptions = {}): Promise<Record<string, number>> {
+    return this.track(this.sftStepNow(seed, step, batchSize, difficulty, traces, opts));
+  }
+
+  private async sftStepNow(seed: number, step: number, batchSize: number, difficulty: Difficulty[], traces: Partial<TraceOptions>, opts: SftOptions): Promise<Record<string, number>> {
     this.check();
     const id = `sft:${step}`;
     const [plan] = await this.pool.all<PlanShape>({ op: 'sftPlan', key: this.key, id, seed, step, batchSize, difficulty, traces, opts });
@@ -239,10 +267,14 @@ export class PooledTrainer {
 
   async sampleShard(s: RlSettings, t: number, shard: number, shards: number, budget: number): Promise<Rollout[]> {
     this.check();
-    return sampleOn(this.pool, this.key, { rows: shardRows(s, t, shard, shards), budget, temperature: s.temperature, topP: s.topP, tool: this.toolArithmetic });
+    return this.track(sampleOn(this.pool, this.key, { rows: shardRows(s, t, shard, shards), budget, temperature: s.temperature, topP: s.topP, tool: this.toolArithmetic }));
   }
 
-  async update(s: RlSettings, t: number, graded: GradedRollout[], signal?: AbortSignal): Promise<Record<string, number>> {
+  update(s: RlSettings, t: number, graded: GradedRollout[], signal?: AbortSignal): Promise<Record<string, number>> {
+    return this.track(this.updateNow(s, t, graded, signal));
+  }
+
+  private async updateNow(s: RlSettings, t: number, graded: GradedRollout[], signal?: AbortSignal): Promise<Record<string, number>> {
     this.check();
     const id = `rl:${t}`;
     const [plan] = await this.pool.all<PlanShape>({ op: 'rlPlan', key: this.key, id, settings: s, t, graded });
@@ -252,11 +284,18 @@ export class PooledTrainer {
 
   async snapshot(): Promise<{ weights: Uint8Array; optim: Uint8Array }> {
     this.check();
-    return this.pool.any({ op: 'snapshot', key: this.key });
+    return this.track(this.pool.any({ op: 'snapshot', key: this.key }));
   }
 
-  async dispose(): Promise<void> {
-    await this.pool.all({ op: 'close', key: this.key }).catch(() => undefined);
+  /**
+   * Free the replicas, but never under an activity still computing on them: operations in
+   * flight stop at their next step boundary (a ComputeLostError), and the replicas are closed
+   * once they have. Idempotent.
+   */
+  dispose(): Promise<void> {
+    this.closing = true;
+    this.closed ??= Promise.allSettled([...this.inflight]).then(() => this.pool.all({ op: 'close', key: this.key }).then(() => undefined, () => undefined));
+    return this.closed;
   }
 }
 

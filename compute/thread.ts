@@ -4,7 +4,7 @@
  * and the policies of running evaluations. It runs one message at a time, in arrival order,
  * so every replica applies the same optimiser steps in the same order.
  */
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import { initBackend } from '../ml/backend';
 import { createPolicy, disposePolicy } from '../ml/policy';
 import type { Policy } from '../ml/policy';
@@ -13,7 +13,9 @@ import { Trainer, rlPlan, sampleRows, sftPlan } from '../ml/trainer';
 import type { Grads, PlanRow, SftRow } from '../ml/trainer';
 import { ownBuffers } from './protocol';
 import type { Reply, Request } from './protocol';
+import type { PoolFaults } from './pool';
 
+const faults = (workerData ?? {}) as PoolFaults;
 const trainers = new Map<string, Trainer>();
 const policies = new Map<string, Policy>();
 /** Each session's current plan (the step being computed): micro-batches by [mini-batch][chunk]. */
@@ -71,6 +73,7 @@ async function handle(req: Request): Promise<{ value: unknown; transfer?: ArrayB
       return { value: { miniBatches: p.miniBatches.map((m) => ({ chunks: m.chunks.length, tokens: m.tokens })), zeroStdGroups: p.zeroStdGroups } };
     }
     case 'grad': {
+      if (faults.gradDelayMs) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, faults.gradDelayMs);
       const tr = trainer(req.key);
       const p = planOf(req.key, req.id);
       const chunk = p.chunks[req.m][req.c];

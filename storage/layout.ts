@@ -23,6 +23,8 @@ export const keys = {
   latest: (run: string, node: string) => `runs/${run}/${node}/ckpt/LATEST`,
   rollouts: (run: string, node: string, step: number, shard: number) => `runs/${run}/${node}/rollouts/${pad6(step)}/shard-${shard}.json`,
   graded: (run: string, node: string, step: number) => `runs/${run}/${node}/rollouts/${pad6(step)}/graded.json`,
+  /** Counts of an evaluation's problems [from, from + chunk), written as it goes (a retry resumes from its heartbeat cursor). */
+  evalChunk: (run: string, node: string, from: number) => `runs/${run}/${node}/eval/${pad6(from)}.json`,
   result: (run: string, node: string) => `runs/${run}/${node}/result.json`,
   report: (run: string, file = 'index.html') => `runs/${run}/report/${file}`,
   lineage: (name: string) => `lineages/${name}/LATEST`,

@@ -22,6 +22,8 @@ export interface WorkerOptions {
   /** Activities run at once on the general queue (trainer queues always run one at a time). */
   concurrency: number;
   log?: (msg: string) => void;
+  /** A compute pool to use (tests: one with injected faults), else one of E3_THREADS threads; closed with the worker either way. */
+  pool?: ComputePool;
 }
 
 let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
@@ -67,7 +69,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
   }
   const queue = `${TRAINER_QUEUE}-${os.hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
   const maxSessions = Number(process.env.E3_TRAINER_SESSIONS ?? 1);
-  const pool = await ComputePool.start();
+  const pool = opts.pool ?? (await ComputePool.start());
   const activities = createActivities({ store, queue, backend: pool.backend, pool, reportDir: path.join(dataDir(), 'reports'), log, maxSessions });
   // Heartbeats go out every second (the SDK would otherwise throttle them to 0.8 x the
   // heartbeat timeout, leaving a 5-6 s timeout with ~1 s of slack: a loaded machine then

@@ -91,3 +91,33 @@ test('compute pool: a thread\'s deterministic error comes back typed; a lost thr
     await pool.close();
   }
 });
+
+test('compute pool: dispose never frees replicas under an operation in flight; the operation stops at its next optimiser step', async () => {
+  const pool = await ComputePool.start(2);
+  try {
+    const create = { model, optim: { lr: 3e-3 }, toolArithmetic: true };
+    const old = await PooledTrainer.open(pool, 'r/n#1', create);
+    const r = await old.sampleShard(s, 0, 0, 1, 40);
+    const graded = gradeRollouts(s.seed, s.stream, 0, s.prompts, d, true, r);
+    // s.miniBatches = 2: the update takes two optimiser steps; dispose arrives during the first.
+    const order: string[] = [];
+    const update = old.update(s, 0, graded).then(() => 'completed', (e: Error) => e.name).finally(() => order.push('update settled'));
+    assert.equal(old.busy, true);
+    const disposed = old.dispose().then(() => order.push('replicas freed'));
+    // A re-open of the same node (its own pool key) meanwhile, then its reference bytes.
+    const fresh = await PooledTrainer.open(pool, 'r/n#2', create);
+    const before = sha256Hex((await fresh.snapshot()).weights);
+    assert.equal(await update, 'SessionLostError', 'the old update must stop (as a lost session), not run on');
+    await disposed;
+    assert.deepEqual(order, ['update settled', 'replicas freed']);
+    assert.equal(old.busy, false);
+    assert.equal(sha256Hex((await fresh.snapshot()).weights), before, 'the stale update touched the re-opened session');
+    const mem = await pool.memory();
+    for (const m of mem) assert.equal(m.sessions, 1, 'the old replicas are freed once the update stopped; the new ones stay');
+    // The old session refuses new work at once.
+    await assert.rejects(old.sftStep(1, 0, 4, [d], {}), (e: Error) => e.name === 'SessionLostError');
+    await fresh.dispose();
+  } finally {
+    await pool.close();
+  }
+});
