@@ -101,7 +101,10 @@ export async function evaluateChunks(env: Env, m: Manifest, nodeId: string, node
   const src = policySource(m.config, nodeId);
   const weights = src ? await nodeWeights(m.runId, src) : await startWeights(m, nodeId);
   // Weights (or the run's seeded init) only, no optimiser state; a key of its own (a retry may overlap the attempt it replaces).
-  const policy = await PooledPolicy.open(await computePool(), `${m.runId}/${nodeId}#eval${nextEvalSeq()}`, weights ?? modelConfig(m.config), m.config.toolArithmetic);
+  const policy = await withHeartbeat(
+    () => ({ next: from.next }),
+    async () => PooledPolicy.open(await computePool(), `${m.runId}/${nodeId}#eval${nextEvalSeq()}`, weights ?? modelConfig(m.config), m.config.toolArithmetic),
+  );
   try {
     for (let at = from.next; at < node.prompts; at += EVAL_CHUNK) {
       const range: [number, number] = [at, Math.min(node.prompts, at + EVAL_CHUNK)];

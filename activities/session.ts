@@ -10,52 +10,55 @@ import { sha256Hex } from '../storage/store';
 import { SessionLostError } from './errors';
 import type { NodeInput, Session } from './types';
 import type { Env } from './env';
-import { SESSION_IDLE_MS, modelConfig } from './env';
+import { SESSION_IDLE_MS, modelConfig, withHeartbeat } from './env';
 
 export function trainerSessionActivities(env: Env) {
   const { ctx, store, sessions, sessionKey, computePool, nextOpenSeq, readManifest, startWeights, live } = env;
   return {
     /** Open a trainer session on this worker: load the node's last commit, else its start policy. */
     async openTrainer(input: NodeInput): Promise<Session> {
-      const m = await readManifest(input.runId);
-      const cfg = m.config;
-      const node = cfg.nodes[input.nodeId] as RlNode | SftNode;
-      const key = sessionKey(input.runId, input.nodeId);
-      // A re-open replaces this node's session; other sessions are evicted once abandoned. Never
-      // under an activity still computing on one (its workflow gave up on it, it has not
-      // noticed yet): the old replicas are freed when that activity stops, at its next step
-      // boundary, and the new session has replicas of its own (a new pool key) meanwhile.
-      for (const [k, l] of sessions) {
-        if (k === key || (Date.now() - l.lastUsed > SESSION_IDLE_MS && !l.trainer.busy)) {
-          sessions.delete(k);
-          void l.trainer.dispose();
+      // Heartbeats throughout: loading and replicating wait behind other sessions' jobs on a busy pool.
+      return withHeartbeat(() => ({ opening: input.nodeId }), async () => {
+        const m = await readManifest(input.runId);
+        const cfg = m.config;
+        const node = cfg.nodes[input.nodeId] as RlNode | SftNode;
+        const key = sessionKey(input.runId, input.nodeId);
+        // A re-open replaces this node's session; other sessions are evicted once abandoned. Never
+        // under an activity still computing on one (its workflow gave up on it, it has not
+        // noticed yet): the old replicas are freed when that activity stops, at its next step
+        // boundary, and the new session has replicas of its own (a new pool key) meanwhile.
+        for (const [k, l] of sessions) {
+          if (k === key || (Date.now() - l.lastUsed > SESSION_IDLE_MS && !l.trainer.busy)) {
+            sessions.delete(k);
+            void l.trainer.dispose();
+          }
         }
-      }
-      // Sessions a worker holds at once (E3_TRAINER_SESSIONS): a full worker refuses, and the
-      // retry lands on another trainer (or here, once one is free).
-      if (sessions.size >= (ctx.maxSessions ?? 1)) {
-        throw new Error(`trainer ${ctx.queue} is busy with session ${[...sessions.keys()].join(', ')}; retrying`);
-      }
-      const own = await loadCheckpoint(store, input.runId, input.nodeId, (step, err) => ctx.log(`checkpoint ${key}@${step} rejected, trying the previous commit: ${err}`));
-      const start = node.kind === 'rl' || !own ? await startWeights(m, input.nodeId) : undefined;
-      const trainer = await PooledTrainer.open(await computePool(), `${key}#${nextOpenSeq()}`, {
-        model: modelConfig(cfg),
-        weights: own ? own.files['weights.bin'] : start,
-        optimState: own ? own.files['optim.bin'] : undefined,
-        refWeights: node.kind === 'rl' && node.grpo.klCoef > 0 ? start : undefined,
-        optim: node.optim,
-        toolArithmetic: cfg.toolArithmetic,
-        // A warm start from a shorter-context policy trains the new positions (see growContext).
-        growContext: node.kind === 'sft' && !own,
+        // Sessions a worker holds at once (E3_TRAINER_SESSIONS): a full worker refuses, and the
+        // retry lands on another trainer (or here, once one is free).
+        if (sessions.size >= (ctx.maxSessions ?? 1)) {
+          throw new Error(`trainer ${ctx.queue} is busy with session ${[...sessions.keys()].join(', ')}; retrying`);
+        }
+        const own = await loadCheckpoint(store, input.runId, input.nodeId, (step, err) => ctx.log(`checkpoint ${key}@${step} rejected, trying the previous commit: ${err}`));
+        const start = node.kind === 'rl' || !own ? await startWeights(m, input.nodeId) : undefined;
+        const trainer = await PooledTrainer.open(await computePool(), `${key}#${nextOpenSeq()}`, {
+          model: modelConfig(cfg),
+          weights: own ? own.files['weights.bin'] : start,
+          optimState: own ? own.files['optim.bin'] : undefined,
+          refWeights: node.kind === 'rl' && node.grpo.klCoef > 0 ? start : undefined,
+          optim: node.optim,
+          toolArithmetic: cfg.toolArithmetic,
+          // A warm start from a shorter-context policy trains the new positions (see growContext).
+          growContext: node.kind === 'sft' && !own,
+        });
+        const step = own ? own.manifest.step : 0;
+        const was = own?.manifest.meta.backend;
+        if (typeof was === 'string' && was !== ctx.backend) {
+          ctx.log(`warning: ${key}@${step} was committed on the ${was} backend, resuming on ${ctx.backend}: the run stays valid but is no longer byte-identical to an uninterrupted one (pin E3_BACKEND)`);
+        }
+        sessions.set(key, { trainer, node: input.nodeId, step, config: cfg, lastUsed: Date.now() });
+        ctx.log(`session ${key} opened on ${ctx.queue} at step ${step}${own ? '' : ' (fresh)'}`);
+        return { runId: input.runId, nodeId: input.nodeId, queue: ctx.queue, step };
       });
-      const step = own ? own.manifest.step : 0;
-      const was = own?.manifest.meta.backend;
-      if (typeof was === 'string' && was !== ctx.backend) {
-        ctx.log(`warning: ${key}@${step} was committed on the ${was} backend, resuming on ${ctx.backend}: the run stays valid but is no longer byte-identical to an uninterrupted one (pin E3_BACKEND)`);
-      }
-      sessions.set(key, { trainer, node: input.nodeId, step, config: cfg, lastUsed: Date.now() });
-      ctx.log(`session ${key} opened on ${ctx.queue} at step ${step}${own ? '' : ' (fresh)'}`);
-      return { runId: input.runId, nodeId: input.nodeId, queue: ctx.queue, step };
     },
     async closeTrainer(s: Session): Promise<void> {
       const key = sessionKey(s.runId, s.nodeId);
@@ -67,17 +70,21 @@ export function trainerSessionActivities(env: Env) {
     },
     /** Commit the session's state at `step` (blobs, manifest, then LATEST). */
     async commitCheckpoint(s: Session, step: number, metrics: Record<string, number> = {}): Promise<{ step: number; sha256: string }> {
-      const l = live(s);
-      if (l.step !== step) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at step ${l.step}, asked to commit ${step}`);
-      const m = { config: l.config };
-      const { weights, optim } = await l.trainer.snapshot();
-      const state = { step, cursor: step, backend: ctx.backend, node: s.nodeId, config: m.config };
-      const score = metrics['train/reward_mean'];
-      await commit(store, s.runId, s.nodeId, step, { 'weights.bin': weights, 'optim.bin': optim, 'state.json': JSON.stringify(state) }, { config: m.config, backend: ctx.backend, metrics }, {
-        ...(Number.isFinite(score) ? { score } : {}),
-        retention: { keepLast: m.config.keepLast, keepBest: true },
+      // Heartbeats throughout: the snapshot waits behind other sessions' jobs on a busy pool (a
+      // commit that did not heartbeat was taken for a lost session under load).
+      return withHeartbeat(() => ({ committing: step }), async () => {
+        const l = live(s);
+        if (l.step !== step) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at step ${l.step}, asked to commit ${step}`);
+        const m = { config: l.config };
+        const { weights, optim } = await l.trainer.snapshot();
+        const state = { step, cursor: step, backend: ctx.backend, node: s.nodeId, config: m.config };
+        const score = metrics['train/reward_mean'];
+        await commit(store, s.runId, s.nodeId, step, { 'weights.bin': weights, 'optim.bin': optim, 'state.json': JSON.stringify(state) }, { config: m.config, backend: ctx.backend, metrics }, {
+          ...(Number.isFinite(score) ? { score } : {}),
+          retention: { keepLast: m.config.keepLast, keepBest: true },
+        });
+        return { step, sha256: sha256Hex(weights) };
       });
-      return { step, sha256: sha256Hex(weights) };
     },
   };
 }

@@ -53,10 +53,13 @@ export function trainActivities(env: Env) {
       const l = live(s);
       if (l.step !== t) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at iteration ${l.step}, asked to sample ${t}`);
       const rl = rlSettings(l.config, s.nodeId);
-      const rollouts = await withHeartbeat(() => ({ t, at: (l.lastUsed = Date.now()) }), () => l.trainer.sampleShard(rl, t, 0, 1, budget));
-      const graded = gradeRollouts(rl.seed, rl.stream, t, rl.prompts, rl.difficulty, l.config.toolArithmetic, rollouts);
       const key = keys.graded(s.runId, s.nodeId, t);
-      await store.putJson(key, graded);
+      const graded = await withHeartbeat(() => ({ t, at: (l.lastUsed = Date.now()) }), async () => {
+        const rollouts = await l.trainer.sampleShard(rl, t, 0, 1, budget);
+        const g = gradeRollouts(rl.seed, rl.stream, t, rl.prompts, rl.difficulty, l.config.toolArithmetic, rollouts);
+        await store.putJson(key, g);
+        return g;
+      });
       l.graded = { t, rows: graded };
       return { key, rows: graded.length, metrics: rolloutMetrics(graded, rl.samples) };
     },

@@ -48,8 +48,9 @@ export function defaultThreads(): number {
 
 /** Fault injection for tests: a slow but alive worker (test/integration/liveness.test.ts). */
 export interface PoolFaults {
-  /** Every gradient job blocks its thread this long first (a synchronous wait, as a long kernel would). */
-  gradDelayMs?: number;
+  /** Every job of these ops blocks its thread `delayMs` first (a synchronous wait, as a long kernel would). */
+  slowOps?: Array<'grad' | 'apply' | 'sample' | 'snapshot' | 'open'>;
+  delayMs?: number;
 }
 
 interface Thread {

@@ -44,6 +44,7 @@ function closeKey(key: string): void {
 
 async function handle(req: Request): Promise<{ value: unknown; transfer?: ArrayBuffer[] }> {
   const backend = await initBackend();
+  if (faults.delayMs && faults.slowOps?.includes(req.op as never)) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, faults.delayMs);
   switch (req.op) {
     case 'init':
       return { value: backend };
@@ -73,7 +74,6 @@ async function handle(req: Request): Promise<{ value: unknown; transfer?: ArrayB
       return { value: { miniBatches: p.miniBatches.map((m) => ({ chunks: m.chunks.length, tokens: m.tokens })), zeroStdGroups: p.zeroStdGroups } };
     }
     case 'grad': {
-      if (faults.gradDelayMs) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, faults.gradDelayMs);
       const tr = trainer(req.key);
       const p = planOf(req.key, req.id);
       const chunk = p.chunks[req.m][req.c];

@@ -94,7 +94,7 @@ test('evaluation heartbeats a cursor; a retry reads the stored chunks below it a
 test('a re-open never frees or trains replicas an activity of the old session still computes on; the new session ends on the uninterrupted bytes', async () => {
   const cfg = onBase({ stage1: { from: '@init', budget: 48, prompts: 4, samples: 4, miniBatches: 2, microBatch: 4 } });
   // Gradient jobs of 1 s: the update (two optimiser steps) is surely still running when the re-open lands.
-  const slow = await ComputePool.start(2, { gradDelayMs: 1000 });
+  const slow = await ComputePool.start(2, { slowOps: ['grad'], delayMs: 1000 });
   after(() => slow.close());
   const acts = createActivities({ store: s3, queue: 'liveness-test', backend: slow.backend, pool: slow, reportDir: '/tmp', log: (m) => logs.push(m), maxSessions: 4 });
 
@@ -134,8 +134,8 @@ test('a re-open never frees or trains replicas an activity of the old session st
   for (const m of mem) assert.equal(m.sessions, 0, 'every replica was freed once its activity stopped');
 });
 
-test('a slow but alive worker (each gradient job 7 s, past the 6 s session heartbeat timeout) is never taken for a lost one', async () => {
-  const slow = await ComputePool.start(2, { gradDelayMs: 7000 });
+test('a slow but alive worker (each gradient, sampling and snapshot job 7 s, past the 6 s session heartbeat timeout) is never taken for a lost one', async () => {
+  const slow = await ComputePool.start(2, { slowOps: ['grad', 'sample', 'snapshot'], delayMs: 7000 });
   const w = await startWorkers({ queues: 'all', concurrency: 2, log: () => {}, pool: slow });
   let c: { client: Client; close: () => Promise<void> } | undefined;
   try {
