@@ -1,5 +1,6 @@
 /**
- * Batched autoregressive sampling with a preallocated, host-side KV cache.
+ * Batched autoregressive sampling with a preallocated KV cache: host-side on the CPU backends
+ * (below), device-resident on accelerator backends (DeviceKVDecoder, chosen by cacheKindFor).
  *
  * Per decode step the position-wise work (LayerNorm, q|k|v, out-projection, MLP, head)
  * runs in tfjs as [rows, d] 2-D matmuls; attention for the one new position per row runs
@@ -37,6 +38,8 @@ export interface SampleOptions {
   forced?: (row: number, responseSoFar: number[]) => number[];
   /** Use the KV cache (default) or recompute the whole prefix every step (reference). */
   kvCache?: boolean;
+  /** Where the KV cache lives: chosen by backend (cacheKindFor) unless given. */
+  cache?: 'host' | 'device';
   /** Yield to the event loop every this many decode steps (default 4) so activities can heartbeat. */
   yieldEvery?: number;
   /** Called after every decode step with the number of rows still running. */
@@ -273,6 +276,113 @@ export class KVCacheDecoder implements Decoder {
 }
 
 /**
+ * Device-resident KV cache, for backends whose tensors live on an accelerator (tfjs-node-gpu's
+ * `tensorflow`, `webgl`, `webgpu`), where KVCacheDecoder's host-side attention would read q|k|v
+ * back from the device once per layer per token. Here K and V stay tensors, [rows, heads,
+ * capacity, dh] per layer; a step writes each row's new position with one scatter-add (a
+ * position is written once, so adding to its zeros is a write) and attends with batched
+ * matmuls under a length mask. The only read-back is the step's logits (the draw is host-side,
+ * on our PRNG). Prompts are prefilled position by position (tens of tokens). Numerically the
+ * host decoder's twin up to float32 rounding (test/unit/sampler.test.ts, on cpu and wasm);
+ * on the CPU backends it is slower (batched matmuls) and is not chosen.
+ */
+export class DeviceKVDecoder implements Decoder {
+  private k: tf.Tensor4D[] = [];
+  private v: tf.Tensor4D[] = [];
+  private len: number[] = [];
+  private readonly cap: number;
+  private readonly heads: number;
+  private readonly dh: number;
+
+  constructor(private readonly policy: Policy, capacity: number[]) {
+    const { heads, dModel, context } = policy.cfg;
+    this.heads = heads;
+    this.dh = dModel / heads;
+    for (const c of capacity) if (c > context) throw new ShapeMismatchError(`sampler: a row needs ${c} positions, the context is ${context}`);
+    this.cap = Math.max(1, ...capacity);
+  }
+
+  prefill(prompts: number[][]): Float32Array[] {
+    const { layers } = this.policy.cfg;
+    const shape: [number, number, number, number] = [prompts.length, this.heads, this.cap, this.dh];
+    for (let l = 0; l < layers; l++) {
+      this.k.push(tf.zeros(shape));
+      this.v.push(tf.zeros(shape));
+    }
+    this.len = prompts.map(() => 0);
+    const out: Float32Array[] = new Array(prompts.length);
+    const longest = Math.max(0, ...prompts.map((p) => p.length));
+    for (let j = 0; j < longest; j++) {
+      const rows = prompts.flatMap((p, r) => (p.length > j ? [r] : []));
+      const logits = this.step(rows, rows.map((r) => prompts[r][j]));
+      rows.forEach((r, i) => {
+        if (prompts[r].length === j + 1) out[r] = logits[i];
+      });
+    }
+    return out;
+  }
+
+  step(rows: number[], tokens: number[]): Float32Array[] {
+    const { policy, heads, dh, cap } = this;
+    const { layers, dModel: d, vocab } = policy.cfg;
+    const n = rows.length;
+    for (const r of rows) if (this.len[r] + 1 > cap) throw new ShapeMismatchError(`sampler: row ${r} would pass its cache capacity ${cap}`);
+    const pos = rows.map((r) => this.len[r]);
+    // Row i sees positions 0..pos[i]; the rest of its cache is masked out.
+    const mask = new Float32Array(n * cap);
+    pos.forEach((p, i) => mask.fill(-1e9, i * cap + p + 1, (i + 1) * cap));
+    // Where (row, head, position) each new k/v goes: [n * heads, 3].
+    const at = new Int32Array(n * heads * 3);
+    rows.forEach((r, i) => {
+      for (let h = 0; h < heads; h++) at.set([r, h, pos[i]], (i * heads + h) * 3);
+    });
+    const logitsT = tf.tidy(() => {
+      const rowIdx = tf.tensor1d(rows, 'int32');
+      const where = tf.tensor2d(at, [n * heads, 3], 'int32');
+      const bias = tf.tensor4d(mask, [n, 1, 1, cap]);
+      let x = tf.add(tf.gather(param(policy, 'wte'), tf.tensor1d(tokens, 'int32')), tf.gather(param(policy, 'wpe'), tf.tensor1d(pos, 'int32'))) as tf.Tensor2D;
+      for (let l = 0; l < layers; l++) {
+        const qkv = blockQkv(policy, l, x);
+        const [q, k, v] = tf.split(qkv, 3, 1).map((t) => tf.reshape(t, [n * heads, dh]));
+        const kNew = tf.add(this.k[l], tf.scatterND(where, k, this.k[l].shape)) as tf.Tensor4D;
+        const vNew = tf.add(this.v[l], tf.scatterND(where, v, this.v[l].shape)) as tf.Tensor4D;
+        tf.keep(kNew);
+        tf.keep(vNew);
+        this.k[l].dispose();
+        this.v[l].dispose();
+        this.k[l] = kNew;
+        this.v[l] = vNew;
+        const K = tf.reshape(tf.gather(kNew, rowIdx), [n * heads, cap, dh]);
+        const V = tf.reshape(tf.gather(vNew, rowIdx), [n * heads, cap, dh]);
+        const scores = tf.add(tf.reshape(tf.matMul(tf.reshape(tf.mul(q, 1 / Math.sqrt(dh)), [n * heads, 1, dh]), K, false, true), [n, heads, 1, cap]), bias);
+        const probs = tf.reshape(tf.softmax(scores), [n * heads, 1, cap]);
+        const att = tf.reshape(tf.matMul(probs, V), [n, d]) as tf.Tensor2D;
+        x = blockTail(policy, l, x, att);
+      }
+      return headLogits(policy, layerNorm(x, param(policy, 'lnf.g'), param(policy, 'lnf.b')));
+    });
+    const logits = logitsT.dataSync() as Float32Array;
+    logitsT.dispose();
+    rows.forEach((r) => (this.len[r] += 1));
+    return splitRows(logits, n, vocab);
+  }
+
+  dispose(): void {
+    for (const t of [...this.k, ...this.v]) t.dispose();
+    this.k = [];
+    this.v = [];
+  }
+}
+
+/** Backends whose tensors live off the host: attention there belongs on the device too. */
+const DEVICE_BACKENDS = new Set(['tensorflow', 'webgl', 'webgpu']);
+
+/** The KV-cache decoder for the active tfjs backend: host-side attention on wasm/cpu, device-resident elsewhere. */
+export function cacheKindFor(backend: string): 'host' | 'device' {
+  return DEVICE_BACKENDS.has(backend) ? 'device' : 'host';
+}
+
+/**
  * One token from next-token logits: temperature, then top-p (smallest set of most likely
  * tokens whose mass reaches topP), then inverse-CDF with one `rng.next()` draw. Returns the
  * token and its log-prob under softmax(logits / temperature) (see SampleResult.logp).
@@ -346,51 +456,62 @@ export async function sample(policy: Policy, prompts: number[][], opts: SampleOp
   const masks: number[][] = prompts.map(() => []);
   const truncated: boolean[] = new Array(n).fill(false);
   const queue: number[][] = prompts.map(() => []);
-  const decoder: Decoder = opts.kvCache === false ? new RecomputeDecoder(policy) : new KVCacheDecoder(policy, prompts.map((p) => p.length + budget));
-
-  const logits: Float32Array[] = n ? decoder.prefill(prompts) : [];
-  let active = prompts.map((_, r) => r);
-  for (let stepNo = 1; active.length > 0; stepNo++) {
-    const feedRows: number[] = [];
-    const feedTokens: number[] = [];
-    for (const r of active) {
-      const resp = responses[r];
-      if (queue[r].length === 0 && forced) {
-        const f = forced(r, resp.slice());
-        for (const t of f) if (!(Number.isInteger(t) && t >= 0 && t < policy.cfg.vocab)) throw new InvalidArgumentError(`sampler: forced token ${t} for row ${r} is not a token id`);
-        queue[r] = f.slice(0, budget - resp.length);
-      }
-      let token: number;
-      if (queue[r].length > 0) {
-        token = queue[r].shift()!;
-        logps[r].push(0);
-        masks[r].push(1);
-      } else {
-        const d = drawToken(logits[r], temperature, topP, rngs[r]);
-        token = d.token;
-        logps[r].push(d.logp);
-        masks[r].push(0);
-      }
-      resp.push(token);
-      if (token === eos) continue;
-      if (resp.length >= budget) {
-        truncated[r] = true;
-        continue;
-      }
-      feedRows.push(r);
-      feedTokens.push(token);
-    }
-    active = feedRows;
-    if (active.length > 0) decoder.step(feedRows, feedTokens).forEach((l, i) => (logits[feedRows[i]] = l));
-    opts.onStep?.(stepNo, active.length);
-    if (stepNo % yieldEvery === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+  const caps = prompts.map((p) => p.length + budget);
+  const kind = opts.cache ?? cacheKindFor(tf.getBackend());
+  const decoder: Decoder & { dispose?: () => void } =
+    opts.kvCache === false ? new RecomputeDecoder(policy) : kind === 'device' ? new DeviceKVDecoder(policy, caps) : new KVCacheDecoder(policy, caps);
+  try {
+    return await decode();
+  } finally {
+    decoder.dispose?.();
   }
-  return {
-    responses,
-    logp: logps.map((l) => Float32Array.from(l)),
-    forcedMask: masks.map((m) => Uint8Array.from(m)),
-    truncated,
-  };
+
+  async function decode(): Promise<SampleResult> {
+
+    const logits: Float32Array[] = n ? decoder.prefill(prompts) : [];
+    let active = prompts.map((_, r) => r);
+    for (let stepNo = 1; active.length > 0; stepNo++) {
+      const feedRows: number[] = [];
+      const feedTokens: number[] = [];
+      for (const r of active) {
+        const resp = responses[r];
+        if (queue[r].length === 0 && forced) {
+          const f = forced(r, resp.slice());
+          for (const t of f) if (!(Number.isInteger(t) && t >= 0 && t < policy.cfg.vocab)) throw new InvalidArgumentError(`sampler: forced token ${t} for row ${r} is not a token id`);
+          queue[r] = f.slice(0, budget - resp.length);
+        }
+        let token: number;
+        if (queue[r].length > 0) {
+          token = queue[r].shift()!;
+          logps[r].push(0);
+          masks[r].push(1);
+        } else {
+          const d = drawToken(logits[r], temperature, topP, rngs[r]);
+          token = d.token;
+          logps[r].push(d.logp);
+          masks[r].push(0);
+        }
+        resp.push(token);
+        if (token === eos) continue;
+        if (resp.length >= budget) {
+          truncated[r] = true;
+          continue;
+        }
+        feedRows.push(r);
+        feedTokens.push(token);
+      }
+      active = feedRows;
+      if (active.length > 0) decoder.step(feedRows, feedTokens).forEach((l, i) => (logits[feedRows[i]] = l));
+      opts.onStep?.(stepNo, active.length);
+      if (stepNo % yieldEvery === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    return {
+      responses,
+      logp: logps.map((l) => Float32Array.from(l)),
+      forcedMask: masks.map((m) => Uint8Array.from(m)),
+      truncated,
+    };
+  }
 }
 
 /** `sample` with full recomputation every step (the KV cache's reference; slow). */

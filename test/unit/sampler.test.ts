@@ -6,7 +6,7 @@ import type { Policy, PolicyConfig } from '../../ml/policy';
 import { assignParams, createPolicy, disposePolicy, forwardLogits, tokenLogProbs } from '../../ml/policy';
 import { Rng, deriveSeed } from '../../ml/rng';
 import type { SampleOptions } from '../../ml/sampler';
-import { KVCacheDecoder, drawToken, sample, sampleNoCache } from '../../ml/sampler';
+import { DeviceKVDecoder, KVCacheDecoder, cacheKindFor, drawToken, sample, sampleNoCache } from '../../ml/sampler';
 
 const CFG: PolicyConfig = { vocab: 12, layers: 2, dModel: 16, heads: 2, context: 40, seed: 21 };
 const EOS = 2;
@@ -256,4 +256,50 @@ test('sampling yields to the event loop and leaks no tensors across 20 sample + 
   }
   assert.ok(counts.every((c) => c === counts[0]), `tensor counts ${counts.join(',')}`);
   disposePolicy(p);
+});
+
+test('device-resident KV cache: the host cache\'s logits (< 1e-4 of full recompute) and the same samples, on wasm and cpu; chosen by backend; no tensors left', async () => {
+  assert.equal(cacheKindFor('tensorflow'), 'device');
+  assert.equal(cacheKindFor('webgl'), 'device');
+  assert.equal(cacheKindFor('wasm'), 'host');
+  assert.equal(cacheKindFor('cpu'), 'host');
+  const was = tf.getBackend();
+  try {
+    for (const backend of ['wasm', 'cpu']) {
+      await tf.setBackend(backend);
+      const p = randomPolicy(1);
+      const before = tf.memory().numTensors;
+      const dec = new DeviceKVDecoder(p, PROMPTS.map((q) => q.length + 16));
+      const seqs = PROMPTS.map((q) => q.slice());
+      let logits = dec.prefill(PROMPTS);
+      const rng = new Rng(5);
+      let maxDiff = 0;
+      for (let s = 0; s <= 15; s++) {
+        seqs.forEach((seq, r) => {
+          const ref = lastLogitsRef(p, seq);
+          for (let k = 0; k < CFG.vocab; k++) maxDiff = Math.max(maxDiff, Math.abs(ref[k] - logits[r][k]));
+        });
+        if (s === 15) break;
+        // A changing subset of rows, as when rows finish.
+        const rows = [0, 1, 2, 3].filter((r) => r === 0 || rng.next() < 0.7);
+        const toks = rows.map(() => rng.int(0, CFG.vocab - 1));
+        rows.forEach((r, i) => seqs[r].push(toks[i]));
+        const out = dec.step(rows, toks);
+        rows.forEach((r, i) => (logits[r] = out[i]));
+      }
+      dec.dispose();
+      logits = [];
+      assert.ok(maxDiff < 1e-4, `${backend}: device cache vs recompute: max abs logit diff ${maxDiff}`);
+      const o = opts({ seeds: seedsFor(PROMPTS.length), topP: 0.9, temperature: 0.8, budget: 20 });
+      const host = await sample(p, PROMPTS, { ...o, cache: 'host' });
+      const device = await sample(p, PROMPTS, { ...o, cache: 'device' });
+      assert.deepEqual(device.responses, host.responses, backend);
+      device.logp.forEach((l, r) => l.forEach((v, i) => assert.ok(Math.abs(v - host.logp[r][i]) < 1e-5, `${backend}: logp ${v} vs ${host.logp[r][i]}`)));
+      assert.equal(tf.memory().numTensors, before, `${backend}: the device cache leaves no tensors`);
+      disposePolicy(p);
+      console.log(`device kv cache on ${backend}: max abs logit diff vs recompute ${maxDiff.toExponential(2)}`);
+    }
+  } finally {
+    await tf.setBackend(was);
+  }
 });
