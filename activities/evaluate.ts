@@ -11,6 +11,7 @@ import { PooledPolicy } from '../compute/pool';
 import { dataMetrics, evalMetrics, heldOutSet } from '../ml/trainer';
 import type { EvalCounts } from '../ml/trainer';
 import { keys } from '../storage/layout';
+import { MissingObjectError } from '../storage/store';
 import { UncalibratedError } from './errors';
 import type { NodeInput, NodeResult } from './types';
 import type { Env, Manifest } from './env';
@@ -83,13 +84,17 @@ export function evaluateActivities(env: Env) {
 export async function evaluateChunks(env: Env, m: Manifest, nodeId: string, node: EvalJob, resume: ResumePoint, beat: (details: EvalCursor) => void): Promise<EvalCounts[]> {
   const { ctx, store, computePool, nextEvalSeq, nodeWeights, startWeights } = env;
   const from = { ...resume };
-  const counts: EvalCounts[] = from.counts ? [...from.counts] : [];
-  for (let at = 0; at < from.next && !from.counts; at += EVAL_CHUNK) {
+  const counts: EvalCounts[] = [];
+  for (let at = 0; at < from.next; at += EVAL_CHUNK) {
     const key = keys.evalChunk(m.runId, nodeId, at);
-    const c = await store.getJson<StoredChunk>(key).catch((e: Error) => ({ error: e.message }) as const);
-    if ('error' in c || c.from !== at || c.to !== Math.min(node.prompts, at + EVAL_CHUNK)) {
+    // Missing is an answer (start over, below); any other store error is retried as an error.
+    const c = await store.getJson<StoredChunk>(key).catch((e: Error) => {
+      if (e instanceof MissingObjectError) return undefined;
+      throw e;
+    });
+    if (!c || c.from !== at || c.to !== Math.min(node.prompts, at + EVAL_CHUNK)) {
       // Not what the cursor promised (removed by hand, or another layout): evaluate it all again.
-      ctx.log(`evaluate ${m.runId}/${nodeId}: ${key} ${'error' in c ? `unreadable (${c.error})` : `holds problems [${c.from}, ${c.to})`}; evaluating from problem 0`);
+      ctx.log(`evaluate ${m.runId}/${nodeId}: ${key} ${c ? `holds problems [${c.from}, ${c.to})` : 'is missing'}; evaluating from problem 0`);
       counts.length = 0;
       from.next = 0;
       break;
@@ -101,10 +106,15 @@ export async function evaluateChunks(env: Env, m: Manifest, nodeId: string, node
   const src = policySource(m.config, nodeId);
   const weights = src ? await nodeWeights(m.runId, src) : await startWeights(m, nodeId);
   // Weights (or the run's seeded init) only, no optimiser state; a key of its own (a retry may overlap the attempt it replaces).
-  const policy = await withHeartbeat(
-    () => ({ next: from.next }),
-    async () => PooledPolicy.open(await computePool(), `${m.runId}/${nodeId}#eval${nextEvalSeq()}`, weights ?? modelConfig(m.config), m.config.toolArithmetic),
-  );
+  const opening = computePool().then((pool) => PooledPolicy.open(pool, `${m.runId}/${nodeId}#eval${nextEvalSeq()}`, weights ?? modelConfig(m.config), m.config.toolArithmetic));
+  let policy: PooledPolicy;
+  try {
+    policy = await withHeartbeat(() => ({ next: from.next }), () => opening);
+  } catch (e) {
+    // Cancelled while loading: the load still finishes on the threads; free it then.
+    void opening.then((p) => p.dispose(), () => undefined);
+    throw e;
+  }
   try {
     for (let at = from.next; at < node.prompts; at += EVAL_CHUNK) {
       const range: [number, number] = [at, Math.min(node.prompts, at + EVAL_CHUNK)];
@@ -127,16 +137,16 @@ export const EVAL_CHUNK = 8;
 /** An evaluation's heartbeat: problems [0, next) are counted and stored. */
 export type EvalCursor = { next: number };
 type StoredChunk = { from: number; to: number; counts: EvalCounts };
-type ResumePoint = { next: number; counts?: EvalCounts[] };
+type ResumePoint = { next: number };
 
 /**
- * Where a retried evaluation resumes, from the previous attempt's heartbeat: the cursor, or
- * (an attempt of a release before the cursor, still in flight during an upgrade) the partial
- * counts that release heartbeated, `{ counts, next }`.
+ * Where a retried evaluation resumes, from the previous attempt's heartbeat: the cursor. An
+ * attempt of a release before the cursor (still in flight during an upgrade) heartbeated its
+ * partial counts, `{ counts, next }`, possibly over another problem set (the held-out splits
+ * changed since): those are not trusted, the evaluation starts again from problem 0.
  */
 export function resumePoint(details: unknown): ResumePoint {
   const d = details as { next?: unknown; counts?: unknown } | undefined;
-  const next = typeof d?.next === 'number' && Number.isInteger(d.next) && d.next >= 0 ? d.next : 0;
-  if (Array.isArray(d?.counts)) return { next, counts: d.counts as EvalCounts[] };
-  return { next };
+  if (d?.counts !== undefined) return { next: 0 };
+  return { next: typeof d?.next === 'number' && Number.isInteger(d.next) && d.next >= 0 ? d.next : 0 };
 }

@@ -18,7 +18,7 @@ export function trainerSessionActivities(env: Env) {
     /** Open a trainer session on this worker: load the node's last commit, else its start policy. */
     async openTrainer(input: NodeInput): Promise<Session> {
       // Heartbeats throughout: loading and replicating wait behind other sessions' jobs on a busy pool.
-      return withHeartbeat(() => ({ opening: input.nodeId }), async () => {
+      return withHeartbeat(() => ({ opening: input.nodeId }), async (signal) => {
         const m = await readManifest(input.runId);
         const cfg = m.config;
         const node = cfg.nodes[input.nodeId] as RlNode | SftNode;
@@ -55,6 +55,14 @@ export function trainerSessionActivities(env: Env) {
         if (typeof was === 'string' && was !== ctx.backend) {
           ctx.log(`warning: ${key}@${step} was committed on the ${was} backend, resuming on ${ctx.backend}: the run stays valid but is no longer byte-identical to an uninterrupted one (pin E3_BACKEND)`);
         }
+        // Cancelled while loading (the activity already gave up): no workflow will use this session.
+        if (signal?.aborted) {
+          void trainer.dispose();
+          throw Object.assign(new Error(`open ${key}: cancelled`), { name: 'CancelledError' });
+        }
+        // Another open of the node finished meanwhile (a retry that overlapped this attempt): replace it.
+        const other = sessions.get(key);
+        if (other) void other.trainer.dispose();
         sessions.set(key, { trainer, node: input.nodeId, step, config: cfg, lastUsed: Date.now() });
         ctx.log(`session ${key} opened on ${ctx.queue} at step ${step}${own ? '' : ' (fresh)'}`);
         return { runId: input.runId, nodeId: input.nodeId, queue: ctx.queue, step };
@@ -64,9 +72,10 @@ export function trainerSessionActivities(env: Env) {
       const key = sessionKey(s.runId, s.nodeId);
       const l = sessions.get(key);
       sessions.delete(key);
-      // Freed at once, or (an activity still computing on it) when that activity stops.
+      // Freed at once (heartbeating: the close waits behind other sessions' jobs on a busy
+      // pool), or, when an activity still computes on it, once that activity stops.
       const freed = l?.trainer.dispose();
-      if (l && !l.trainer.busy) await freed;
+      if (l && !l.trainer.busy) await withHeartbeat(() => ({ closing: s.nodeId }), () => freed!);
     },
     /** Commit the session's state at `step` (blobs, manifest, then LATEST). */
     async commitCheckpoint(s: Session, step: number, metrics: Record<string, number> = {}): Promise<{ step: number; sha256: string }> {

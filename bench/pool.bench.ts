@@ -4,7 +4,9 @@
  *   - SFT steps (batch 32 of long warm-start traces), one GRPO update (64 rollouts), sampling
  *     (64 rows, budget 128): wall time in-process, on a pool of 1 thread, and of 2 threads;
  *   - the main thread's event-loop delay (perf_hooks.monitorEventLoopDelay) during each;
- *   - whether every variant ends with the same bytes (it must).
+ *   - whether every variant ends with the same bytes (it must);
+ *   - GFLOP/s per thread of each (useful matmul FLOPs of the rows, no padding) against the
+ *     same run's plain rank-2 matmul ceiling (512^3 on the main thread's backend).
  * Prints a table; never fails on speed.
  *
  *   npx tsx bench/pool.bench.ts [threads=2]
@@ -16,8 +18,9 @@ import { ComputePool, PooledTrainer } from '../compute/pool';
 import { initBackend } from '../ml/backend';
 import { grpoConfig } from '../ml/grpo';
 import { sha256Hex } from '../ml/serialize';
-import { Trainer, gradeRollouts } from '../ml/trainer';
-import type { RlSettings } from '../ml/trainer';
+import * as tf from '@tensorflow/tfjs-core';
+import { Trainer, gradeRollouts, sftPlan } from '../ml/trainer';
+import type { RlSettings, Rollout } from '../ml/trainer';
 import { VOCAB_SIZE } from '../ml/tokenizer';
 
 const N = Number(process.argv[2] ?? 2);
@@ -29,9 +32,34 @@ const create = { model, weights, optim: { lr: 1e-4 }, toolArithmetic: true };
 const SFT_STEPS = 4;
 const BUDGET = 128;
 
-interface Row { variant: string; sft: number; sample: number; update: number; p99: number; max: number; bytes: string }
+interface Row { variant: string; threads: number; sft: number; sample: number; update: number; p99: number; max: number; bytes: string; flops: { sft: number; sample: number; update: number } }
 
-async function measure(variant: string, tr: Trainer | PooledTrainer): Promise<Row> {
+const { layers: L, dModel: D, vocab: V } = model;
+/** Matmul FLOPs of one training forward pass per token of a row of length t (attention computes t x t; embedding as a one-hot matmul). */
+const trainFwd = (t: number) => 2 * V * D + L * (24 * D * D + 4 * t * D) + 2 * D * V;
+/** Training (forward + backward = 3 forwards) FLOPs of rows of these lengths, unpadded. */
+const trainFlops = (lengths: number[]) => lengths.reduce((a, t) => a + 3 * t * trainFwd(t), 0);
+/** Sampling FLOPs of rows of these lengths: per position p, the projections, MLP and head, and attention over p positions. */
+const sampleFlops = (lengths: number[]) => lengths.reduce((a, t) => a + t * (L * 24 * D * D + 2 * D * V) + L * 4 * D * ((t * (t - 1)) / 2), 0);
+const rowLen = (r: Rollout) => r.prompt.length + r.response.length;
+
+/** Best-of plain 512 x 512 @ 512 x 512 GFLOP/s on the main thread's backend: the ceiling. */
+function matmulCeiling(): number {
+  const a = tf.randomNormal([512, 512]) as tf.Tensor2D;
+  const b = tf.randomNormal([512, 512]) as tf.Tensor2D;
+  let best = Infinity;
+  for (let i = 0; i < 8; i++) {
+    const t0 = performance.now();
+    const c = tf.matMul(a, b);
+    c.dataSync();
+    c.dispose();
+    if (i >= 2) best = Math.min(best, performance.now() - t0);
+  }
+  tf.dispose([a, b]);
+  return (2 * 512 ** 3) / (best / 1000) / 1e9;
+}
+
+async function measure(variant: string, threads: number, tr: Trainer | PooledTrainer): Promise<Row> {
   // Warm-up (each thread's wasm heap grows to the longest pass once): one SFT step, untimed.
   await tr.sftStep(3, 99, 32, [d], { meanWrong: 3, maxAttempts: 32, perturbed: 0.5 }, { markWeight: 10 });
   const h = monitorEventLoopDelay({ resolution: 10 });
@@ -50,29 +78,40 @@ async function measure(variant: string, tr: Trainer | PooledTrainer): Promise<Ro
   h.disable();
   clearInterval(tick);
   const snap = await tr.snapshot();
-  return { variant, sft, sample, update, p99: h.percentile(99) / 1e6, max: h.max / 1e6, bytes: sha256Hex(snap.weights).slice(0, 12) };
+  const sftRows = Array.from({ length: SFT_STEPS }, (_, k) => sftPlan({ ...model }, 3, k, 32, [d], { meanWrong: 3, maxAttempts: 32, perturbed: 0.5 }, { markWeight: 10 }).chunks.flat());
+  const flops = {
+    sft: trainFlops(sftRows.flat().map((r) => r.prompt.length + r.response.length)) / SFT_STEPS,
+    sample: sampleFlops(roll.map(rowLen)),
+    update: trainFlops(roll.map(rowLen)),
+  };
+  return { variant, threads, sft, sample, update, p99: h.percentile(99) / 1e6, max: h.max / 1e6, bytes: sha256Hex(snap.weights).slice(0, 12), flops };
 }
 
 void (async () => {
   await initBackend();
   const rows: Row[] = [];
   const local = Trainer.create(create);
-  rows.push(await measure('in-process', local));
+  const ceiling = matmulCeiling();
+  rows.push(await measure('in-process', 1, local));
   local.dispose();
   for (const n of [1, N]) {
     const pool = await ComputePool.start(n);
     const tr = await PooledTrainer.open(pool, 'bench/pool', create);
-    rows.push(await measure(`pool, ${n} thread${n === 1 ? '' : 's'}`, tr));
+    rows.push(await measure(`pool, ${n} thread${n === 1 ? '' : 's'}`, n, tr));
     await tr.dispose();
     await pool.close();
   }
   const base = rows[1];
   console.log(`compute pool bench: base shape 3x96 ctx 544, SFT batch 32 (long traces), sampling ${s.prompts * s.samples} rows at budget ${BUDGET}, GRPO update of them`);
-  console.log('| variant | SFT step ms | sampling ms | update ms | event-loop p99 ms | max ms | speed-up vs 1 thread (sft / sample / update) | weights |');
-  console.log('|---|---|---|---|---|---|---|---|');
+  console.log(`plain rank-2 matmul ceiling (512^3, main thread): ${ceiling.toFixed(2)} GFLOP/s`);
+  console.log('| variant | SFT step ms | sampling ms | update ms | event-loop p99 ms | max ms | speed-up vs 1 thread (sft / sample / update) | GFLOP/s per thread (sft / sample / update) | % of ceiling | weights |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
     const up = `${(base.sft / r.sft).toFixed(2)} / ${(base.sample / r.sample).toFixed(2)} / ${(base.update / r.update).toFixed(2)}`;
-    console.log(`| ${r.variant} | ${r.sft.toFixed(0)} | ${r.sample.toFixed(0)} | ${r.update.toFixed(0)} | ${r.p99.toFixed(1)} | ${r.max.toFixed(1)} | ${up} | ${r.bytes} |`);
+    const g = [r.flops.sft / r.sft, r.flops.sample / r.sample, r.flops.update / r.update].map((f) => f / 1e6 / r.threads);
+    const gf = g.map((x) => x.toFixed(2)).join(' / ');
+    const pct = g.map((x) => ((100 * x) / ceiling).toFixed(0)).join(' / ');
+    console.log(`| ${r.variant} | ${r.sft.toFixed(0)} | ${r.sample.toFixed(0)} | ${r.update.toFixed(0)} | ${r.p99.toFixed(1)} | ${r.max.toFixed(1)} | ${up} | ${gf} | ${pct} | ${r.bytes} |`);
   }
   const same = rows.every((r) => r.bytes === rows[0].bytes);
   console.log(`same final weights in every variant: ${same ? 'yes' : 'NO'}`);

@@ -9,12 +9,21 @@ import '@tensorflow/tfjs-backend-cpu';
 export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
 
 let ready: Promise<BackendName> | undefined;
+/** The `tensorflow` backend came from tfjs-node-gpu (tensors on a GPU), not tfjs-node (host memory). */
+let tensorflowOnGpu = false;
+
+/** Whether the active backend keeps tensors off the host (the sampler then keeps its KV cache there too). */
+export function deviceResident(): boolean {
+  const b = tf.getBackend();
+  return b === 'webgl' || b === 'webgpu' || (b === 'tensorflow' && tensorflowOnGpu);
+}
 
 async function tryTensorflow(): Promise<boolean> {
   for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
     try {
       // Optional dependencies: absent (MODULE_NOT_FOUND) or without their native library here.
       require(pkg);
+      tensorflowOnGpu = pkg.endsWith('-gpu');
       if (await tf.setBackend('tensorflow')) return true;
     } catch {
       /* fall through to the next choice */

@@ -1,6 +1,6 @@
 /**
  * Batched autoregressive sampling with a preallocated KV cache: host-side on the CPU backends
- * (below), device-resident on accelerator backends (DeviceKVDecoder, chosen by cacheKindFor).
+ * (below), device-resident on accelerator backends (DeviceKVDecoder, chosen by deviceResident).
  *
  * Per decode step the position-wise work (LayerNorm, q|k|v, out-projection, MLP, head)
  * runs in tfjs as [rows, d] 2-D matmuls; attention for the one new position per row runs
@@ -19,6 +19,7 @@ import { Rng } from './rng';
 import type { Policy } from './policy';
 import { blockQkv, blockTail, forwardHidden, headLogits, layerNorm, param } from './policy';
 import { InvalidArgumentError, ShapeMismatchError } from './errors';
+import { deviceResident } from './backend';
 
 export interface SampleOptions {
   /** Most response tokens per row (sampled and forced together, eos included). */
@@ -38,7 +39,7 @@ export interface SampleOptions {
   forced?: (row: number, responseSoFar: number[]) => number[];
   /** Use the KV cache (default) or recompute the whole prefix every step (reference). */
   kvCache?: boolean;
-  /** Where the KV cache lives: chosen by backend (cacheKindFor) unless given. */
+  /** Where the KV cache lives: on the device for backends that keep tensors there (deviceResident), else on the host; unless given. */
   cache?: 'host' | 'device';
   /** Yield to the event loop every this many decode steps (default 4) so activities can heartbeat. */
   yieldEvery?: number;
@@ -284,7 +285,9 @@ export class KVCacheDecoder implements Decoder {
  * matmuls under a length mask. The only read-back is the step's logits (the draw is host-side,
  * on our PRNG). Prompts are prefilled position by position (tens of tokens). Numerically the
  * host decoder's twin up to float32 rounding (test/unit/sampler.test.ts, on cpu and wasm);
- * on the CPU backends it is slower (batched matmuls) and is not chosen.
+ * on the CPU backends it is slower (batched matmuls) and is not chosen. tfjs has no in-place
+ * update, so each step's scatter-add and gather copy a layer's whole cache: O(rows x capacity
+ * x d) device memory traffic per token, which the attention itself costs anyway.
  */
 export class DeviceKVDecoder implements Decoder {
   private k: tf.Tensor4D[] = [];
@@ -374,14 +377,6 @@ export class DeviceKVDecoder implements Decoder {
   }
 }
 
-/** Backends whose tensors live off the host: attention there belongs on the device too. */
-const DEVICE_BACKENDS = new Set(['tensorflow', 'webgl', 'webgpu']);
-
-/** The KV-cache decoder for the active tfjs backend: host-side attention on wasm/cpu, device-resident elsewhere. */
-export function cacheKindFor(backend: string): 'host' | 'device' {
-  return DEVICE_BACKENDS.has(backend) ? 'device' : 'host';
-}
-
 /**
  * One token from next-token logits: temperature, then top-p (smallest set of most likely
  * tokens whose mass reaches topP), then inverse-CDF with one `rng.next()` draw. Returns the
@@ -457,7 +452,7 @@ export async function sample(policy: Policy, prompts: number[][], opts: SampleOp
   const truncated: boolean[] = new Array(n).fill(false);
   const queue: number[][] = prompts.map(() => []);
   const caps = prompts.map((p) => p.length + budget);
-  const kind = opts.cache ?? cacheKindFor(tf.getBackend());
+  const kind = opts.cache ?? (deviceResident() ? 'device' : 'host');
   const decoder: Decoder & { dispose?: () => void } =
     opts.kvCache === false ? new RecomputeDecoder(policy) : kind === 'device' ? new DeviceKVDecoder(policy, caps) : new KVCacheDecoder(policy, caps);
   try {

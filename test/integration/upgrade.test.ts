@@ -1,8 +1,8 @@
 /**
  * A rolling upgrade under a running run (docs/OPERATIONS.md "Upgrading workers under running
  * runs"): a run started on a worker of an older release (3e81007, the oldest with recorded
- * histories: before every patch in use) is mid-stage when workers of this release start and
- * the old worker is stopped with SIGTERM. The run completes on the new workers; no workflow
+ * histories: before every patch in use) is mid-stage when the old worker is stopped with
+ * SIGTERM and a worker of this release starts. The run completes on the new worker; no workflow
  * task fails (no non-determinism); the stage that was in flight replays its recorded iterations
  * on the old command path (rlSample/rlGrade: `patched('rollouts-one-activity')` is false where
  * the history has no marker) and runs the rest on the new one (rlRollouts); the stage that
@@ -87,14 +87,17 @@ test(`a run in flight on a ${OLD} worker completes on this release's workers aft
   const overrides = { nodes: { stage1: { iterations: ITERATIONS, ckptEvery: 5 } } };
   const h = await c.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: runId, args: [{ config: 'tiny', runId, overrides }] as never });
   await until('stage1 to complete an update on the old worker', 180_000, async () => ((await completed(`${runId}/stage1`)).includes('rlUpdate') ? true : undefined));
-  // Roll: new workers up, then the old one stopped the way a deploy stops it.
+  // The deploy: the old worker stopped the way a deploy stops it (SIGTERM), then this release's
+  // worker started. (Started the other way round, an old worker may for a moment pick up a
+  // task whose history already has a new marker, fail it and leave it to a new worker:
+  // harmless, but this test asserts that no workflow task fails at all.)
+  const exited = new Promise((r) => old!.once('exit', r));
+  const done = (await completed(`${runId}/stage1`)).filter((n) => n === 'rlUpdate').length;
+  assert.ok(done < ITERATIONS, 'stage1 ended on the old worker before the upgrade: nothing was in flight (raise ITERATIONS)');
+  old.kill('SIGTERM');
+  await exited;
   const fresh = await inProcessWorker();
   try {
-    const exited = new Promise((r) => old!.once('exit', r));
-    const done = (await completed(`${runId}/stage1`)).filter((n) => n === 'rlUpdate').length;
-    assert.ok(done < ITERATIONS, 'stage1 ended on the old worker before the upgrade: nothing was in flight (raise ITERATIONS)');
-    old.kill('SIGTERM');
-    await exited;
     await h.result();
   } finally {
     await fresh.stop();
