@@ -113,6 +113,8 @@ export async function withHeartbeat<T>(details: () => unknown, fn: (signal?: Abo
 export function workerEnv(ctx: WorkerContext) {
   const { store } = ctx;
   const sessions = new Map<string, LiveSession>();
+  /** Opens refused because the worker was full: first and last refusal (ms), for admission in arrival order. */
+  const waiters = new Map<string, { first: number; last: number }>();
   const sessionKey = (runId: string, nodeId: string) => `${runId}/${nodeId}`;
   let pool: Promise<ComputePool> | undefined = ctx.pool ? Promise.resolve(ctx.pool) : undefined;
   const computePool = () => (pool ??= ComputePool.start());
@@ -170,7 +172,7 @@ export function workerEnv(ctx: WorkerContext) {
     await store.putJson(keys.metricsPart(runId, nodeId, step), { node: nodeId, step, ...metrics });
   }
 
-  return { ctx, store, sessions, sessionKey, computePool, nextEvalSeq, nextOpenSeq, readManifest, nodeResults, nodeWeights, startWeights, live, drop, writeMetrics };
+  return { ctx, store, sessions, waiters, sessionKey, computePool, nextEvalSeq, nextOpenSeq, readManifest, nodeResults, nodeWeights, startWeights, live, drop, writeMetrics };
 }
 
 export type Env = ReturnType<typeof workerEnv>;

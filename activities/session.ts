@@ -12,8 +12,11 @@ import type { NodeInput, Session } from './types';
 import type { Env } from './env';
 import { SESSION_IDLE_MS, modelConfig, withHeartbeat } from './env';
 
+/** A refused open that has not retried on this worker for this long went elsewhere (the opener retries at most 10 s apart). */
+const WAITER_LIVE_MS = 30_000;
+
 export function trainerSessionActivities(env: Env) {
-  const { ctx, store, sessions, sessionKey, computePool, nextOpenSeq, readManifest, startWeights, live } = env;
+  const { waiters, ctx, store, sessions, sessionKey, computePool, nextOpenSeq, readManifest, startWeights, live } = env;
   return {
     /** Open a trainer session on this worker: load the node's last commit, else its start policy. */
     async openTrainer(input: NodeInput): Promise<Session> {
@@ -34,10 +37,22 @@ export function trainerSessionActivities(env: Env) {
           }
         }
         // Sessions a worker holds at once (E3_TRAINER_SESSIONS): a full worker refuses, and the
-        // retry lands on another trainer (or here, once one is free).
-        if (sessions.size >= (ctx.maxSessions ?? 1)) {
-          throw new Error(`trainer ${ctx.queue} is busy with session ${[...sessions.keys()].join(', ')}; retrying`);
+        // retry lands on another trainer (or here, once one is free). Admission is in arrival
+        // order: a free slot is kept for a node refused earlier while it still retries here
+        // (otherwise whichever retry comes first wins, and a node can starve: one waited 40 min
+        // behind later ones while five runs shared a worker).
+        const now = Date.now();
+        for (const [k, w] of waiters) if (now - w.last > WAITER_LIVE_MS) waiters.delete(k);
+        const me = waiters.get(key) ?? { first: now, last: now };
+        me.last = now;
+        const full = sessions.size >= (ctx.maxSessions ?? 1);
+        const ahead = [...waiters].filter(([k, w]) => k !== key && w.first < me.first).sort((a, b) => a[1].first - b[1].first);
+        if (full || ahead.length > 0) {
+          waiters.set(key, me);
+          const why = full ? `busy with session ${[...sessions.keys()].join(', ')}` : `keeping its free slot for ${ahead[0][0]} (refused earlier, still retrying)`;
+          throw new Error(`trainer ${ctx.queue} is ${why}; retrying`);
         }
+        waiters.delete(key);
         const own = await loadCheckpoint(store, input.runId, input.nodeId, (step, err) => ctx.log(`checkpoint ${key}@${step} rejected, trying the previous commit: ${err}`));
         const start = node.kind === 'rl' || !own ? await startWeights(m, input.nodeId) : undefined;
         const trainer = await PooledTrainer.open(await computePool(), `${key}#${nextOpenSeq()}`, {

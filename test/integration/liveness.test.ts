@@ -174,3 +174,20 @@ test('a slow but alive worker (each gradient, sampling and snapshot job 7 s, pas
     await w.run;
   }
 });
+
+test('a full trainer admits waiting sessions in arrival order: a free slot is kept for the node refused first', async () => {
+  const cfg = onBase({ stage1: { from: '@init' } });
+  const acts = createActivities({ store: s3, queue: 'fifo-test', backend: pool.backend, pool, reportDir: '/tmp', log: () => {}, maxSessions: 1 });
+  const [a, b, c] = await Promise.all(['fifo-a', 'fifo-b', 'fifo-c'].map(async (p) => (await manifest(uid(p), cfg)).runId));
+  const open = (runId: string) => acts.openTrainer({ runId, nodeId: 'stage1', config: cfg, upstream: {} });
+  const sa = await open(a);
+  await assert.rejects(open(b), /busy with session/);
+  await assert.rejects(open(c), /busy with session/);
+  await acts.closeTrainer(sa);
+  // c retries first after the slot frees, but b was refused before it and is still retrying.
+  await assert.rejects(open(c), new RegExp(`keeping its free slot for ${b}/stage1`));
+  const sb = await open(b);
+  await acts.closeTrainer(sb);
+  const sc = await open(c);
+  await acts.closeTrainer(sc);
+});
