@@ -151,9 +151,17 @@ export function workerEnv(ctx: WorkerContext) {
     return nodeWeights(m.initFrom.runId, m.initFrom.nodeId);
   }
 
+  /**
+   * The session an activity works on. Refused (SessionLost: the workflow re-opens from the last
+   * commit) when this worker does not hold it, or when an earlier attempt of an activity still
+   * computes on it (the server timed that attempt out; the worker has not noticed yet): two
+   * attempts would interleave optimiser steps on the same replicas, and the old one stops at
+   * its next step once the re-open replaces the session.
+   */
   function live(s: Session): LiveSession {
     const l = sessions.get(sessionKey(s.runId, s.nodeId));
     if (!l) throw new SessionLostError(`trainer session ${s.runId}/${s.nodeId} is not held by worker ${ctx.queue} (it restarted or the session was closed)`);
+    if (l.trainer.busy) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is still computing an earlier attempt; re-open it from its last commit`);
     l.lastUsed = Date.now();
     return l;
   }

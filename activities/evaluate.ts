@@ -81,11 +81,11 @@ export function evaluateActivities(env: Env) {
  * `{ next }` (a few bytes, whatever the size of the evaluation) and a retry reads the chunks
  * below it back instead of sampling them again. `beat` is the activity heartbeat.
  */
-export async function evaluateChunks(env: Env, m: Manifest, nodeId: string, node: EvalJob, resume: ResumePoint, beat: (details: EvalCursor) => void): Promise<EvalCounts[]> {
+export async function evaluateChunks(env: Env, m: Manifest, nodeId: string, node: EvalJob, resume: EvalCursor, beat: (details: EvalCursor) => void): Promise<EvalCounts[]> {
   const { ctx, store, computePool, nextEvalSeq, nodeWeights, startWeights } = env;
-  const from = { ...resume };
+  let next = resume.next;
   const counts: EvalCounts[] = [];
-  for (let at = 0; at < from.next; at += EVAL_CHUNK) {
+  for (let at = 0; at < next; at += EVAL_CHUNK) {
     const key = keys.evalChunk(m.runId, nodeId, at);
     // Missing is an answer (start over, below); any other store error is retried as an error.
     const c = await store.getJson<StoredChunk>(key).catch((e: Error) => {
@@ -96,27 +96,27 @@ export async function evaluateChunks(env: Env, m: Manifest, nodeId: string, node
       // Not what the cursor promised (removed by hand, or another layout): evaluate it all again.
       ctx.log(`evaluate ${m.runId}/${nodeId}: ${key} ${c ? `holds problems [${c.from}, ${c.to})` : 'is missing'}; evaluating from problem 0`);
       counts.length = 0;
-      from.next = 0;
+      next = 0;
       break;
     }
     counts.push(c.counts);
   }
-  if (from.next >= node.prompts) return counts;
-  if (from.next > 0) ctx.log(`evaluate ${m.runId}/${nodeId}: resuming at problem ${from.next} of ${node.prompts}`);
+  if (next >= node.prompts) return counts;
+  if (next > 0) ctx.log(`evaluate ${m.runId}/${nodeId}: resuming at problem ${next} of ${node.prompts}`);
   const src = policySource(m.config, nodeId);
   const weights = src ? await nodeWeights(m.runId, src) : await startWeights(m, nodeId);
   // Weights (or the run's seeded init) only, no optimiser state; a key of its own (a retry may overlap the attempt it replaces).
   const opening = computePool().then((pool) => PooledPolicy.open(pool, `${m.runId}/${nodeId}#eval${nextEvalSeq()}`, weights ?? modelConfig(m.config), m.config.toolArithmetic));
   let policy: PooledPolicy;
   try {
-    policy = await withHeartbeat(() => ({ next: from.next }), () => opening);
+    policy = await withHeartbeat(() => ({ next }), () => opening);
   } catch (e) {
     // Cancelled while loading: the load still finishes on the threads; free it then.
     void opening.then((p) => p.dispose(), () => undefined);
     throw e;
   }
   try {
-    for (let at = from.next; at < node.prompts; at += EVAL_CHUNK) {
+    for (let at = next; at < node.prompts; at += EVAL_CHUNK) {
       const range: [number, number] = [at, Math.min(node.prompts, at + EVAL_CHUNK)];
       const c = await withHeartbeat(() => ({ next: at }), () => policy.evaluate({ seed: m.config.seed, ...node, ks: node.k, range }));
       await store.putJson(keys.evalChunk(m.runId, nodeId, at), { from: range[0], to: range[1], counts: c } satisfies StoredChunk);
@@ -137,7 +137,6 @@ export const EVAL_CHUNK = 8;
 /** An evaluation's heartbeat: problems [0, next) are counted and stored. */
 export type EvalCursor = { next: number };
 type StoredChunk = { from: number; to: number; counts: EvalCounts };
-type ResumePoint = { next: number };
 
 /**
  * Where a retried evaluation resumes, from the previous attempt's heartbeat: the cursor. An
@@ -145,7 +144,7 @@ type ResumePoint = { next: number };
  * partial counts, `{ counts, next }`, possibly over another problem set (the held-out splits
  * changed since): those are not trusted, the evaluation starts again from problem 0.
  */
-export function resumePoint(details: unknown): ResumePoint {
+export function resumePoint(details: unknown): EvalCursor {
   const d = details as { next?: unknown; counts?: unknown } | undefined;
   if (d?.counts !== undefined) return { next: 0 };
   return { next: typeof d?.next === 'number' && Number.isInteger(d.next) && d.next >= 0 ? d.next : 0 };

@@ -21,7 +21,6 @@ export function trainActivities(env: Env) {
       const l = live(s);
       const redo = l.applied?.kind === 'sft' && l.applied.from === from && l.applied.to === to && l.step === to;
       if (!redo && l.step !== from) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at step ${l.step}, asked to run from ${from}`);
-      if (l.trainer.busy) throw stillRunning(s);
       let metrics: Record<string, number> = redo ? l.applied!.metrics : {};
       if (!redo) {
         const node = l.config.nodes[s.nodeId] as SftNode;
@@ -53,7 +52,6 @@ export function trainActivities(env: Env) {
     async rlRollouts(s: Session, t: number, budget: number): Promise<{ key: string; rows: number; metrics: Record<string, number> }> {
       const l = live(s);
       if (l.step !== t) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at iteration ${l.step}, asked to sample ${t}`);
-      if (l.trainer.busy) throw stillRunning(s);
       const rl = rlSettings(l.config, s.nodeId);
       const key = keys.graded(s.runId, s.nodeId, t);
       const graded = await withHeartbeat(() => ({ t, at: (l.lastUsed = Date.now()) }), async () => {
@@ -96,7 +94,6 @@ export function trainActivities(env: Env) {
         return { metrics: l.applied.metrics };
       }
       if (l.step !== t) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at iteration ${l.step}, asked to update ${t}`);
-      if (l.trainer.busy) throw stillRunning(s);
       const graded = l.graded?.t === t ? l.graded.rows : await store.getJson<GradedRollout[]>(keys.graded(s.runId, s.nodeId, t));
       const settings = rlSettings(l.config, s.nodeId);
       let metrics: Record<string, number>;
@@ -119,12 +116,3 @@ export function trainActivities(env: Env) {
   };
 }
 
-/**
- * A retry of a session activity while the attempt it replaces still computes on the session
- * (the server timed that attempt out; the worker has not noticed yet): two of them would
- * interleave optimiser steps on the same replicas. A lost session instead: the workflow
- * re-opens from the last commit, and the old attempt stops at its next step.
- */
-function stillRunning(s: Session): SessionLostError {
-  return new SessionLostError(`session ${s.runId}/${s.nodeId} is still computing an earlier attempt; re-open it from its last commit`);
-}

@@ -69,6 +69,8 @@ export interface Decoder {
   prefill(prompts: number[][]): Float32Array[];
   /** Append tokens[i] to row rows[i]; returns those rows' next-token logits, in order. */
   step(rows: number[], tokens: number[]): Float32Array[];
+  /** Free what the decoder holds outside the JS heap (device tensors). */
+  dispose?(): void;
 }
 
 /** Group row indices by sequence length (equal lengths batch together, unpadded). */
@@ -453,16 +455,9 @@ export async function sample(policy: Policy, prompts: number[][], opts: SampleOp
   const queue: number[][] = prompts.map(() => []);
   const caps = prompts.map((p) => p.length + budget);
   const kind = opts.cache ?? (deviceResident() ? 'device' : 'host');
-  const decoder: Decoder & { dispose?: () => void } =
+  const decoder: Decoder =
     opts.kvCache === false ? new RecomputeDecoder(policy) : kind === 'device' ? new DeviceKVDecoder(policy, caps) : new KVCacheDecoder(policy, caps);
   try {
-    return await decode();
-  } finally {
-    decoder.dispose?.();
-  }
-
-  async function decode(): Promise<SampleResult> {
-
     const logits: Float32Array[] = n ? decoder.prefill(prompts) : [];
     let active = prompts.map((_, r) => r);
     for (let stepNo = 1; active.length > 0; stepNo++) {
@@ -506,6 +501,8 @@ export async function sample(policy: Policy, prompts: number[][], opts: SampleOp
       forcedMask: masks.map((m) => Uint8Array.from(m)),
       truncated,
     };
+  } finally {
+    decoder.dispose?.();
   }
 }
 

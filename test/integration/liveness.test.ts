@@ -12,15 +12,14 @@ import assert from 'node:assert/strict';
 import type { Client } from '@temporalio/client';
 import type { temporal } from '@temporalio/proto';
 import { createActivities } from '../../activities';
-import { workerEnv } from '../../activities/env';
-import type { Manifest } from '../../activities/env';
+import { readInitFile, workerEnv } from '../../activities/env';
+import type { Manifest, WorkerContext } from '../../activities/env';
 import { EVAL_CHUNK, evaluateChunks, resumePoint } from '../../activities/evaluate';
 import type { EvalCursor } from '../../activities/evaluate';
 import { TASK_QUEUE } from '../../activities/types';
 import { ComputePool } from '../../compute/pool';
 import { loadConfig } from '../../configs/load';
 import type { EvalNode, RunConfig } from '../../configs/schema';
-import { readInitFile } from '../../activities/env';
 import { keys } from '../../storage/layout';
 import { startWorkers } from '../../workers/worker';
 import { client, store, uid } from './env';
@@ -41,7 +40,9 @@ after(async () => {
   await pool?.close();
 });
 
-const env = () => workerEnv({ store: s3, queue: 'liveness-test', backend: pool.backend, pool, reportDir: '/tmp', log: (m) => logs.push(m), maxSessions: 4 });
+/** A worker's context over the test's store and a given compute pool; its log goes to `logs`. */
+const workerCtx = (p: ComputePool, maxSessions = 4): WorkerContext => ({ store: s3, queue: 'liveness-test', backend: p.backend, pool: p, reportDir: '/tmp', log: (m) => logs.push(m), maxSessions });
+const env = () => workerEnv(workerCtx(pool));
 
 async function manifest(runId: string, config: RunConfig): Promise<Manifest> {
   const m: Manifest = { runId, config, initFrom: { file: BASE, sha256: readInitFile(BASE).sha256 } };
@@ -96,7 +97,7 @@ test('a re-open never frees or trains replicas an activity of the old session st
   // Gradient jobs of 3 s: the update (two optimiser steps) is surely still running when the re-open lands.
   const slow = await ComputePool.start(2, { slowOps: ['grad'], delayMs: 3000 });
   after(() => slow.close());
-  const acts = createActivities({ store: s3, queue: 'liveness-test', backend: slow.backend, pool: slow, reportDir: '/tmp', log: (m) => logs.push(m), maxSessions: 4 });
+  const acts = createActivities(workerCtx(slow));
 
   /** Open, one iteration, commit: the weights' sha256. */
   async function iteration(runId: string, interfere?: (update: Promise<unknown>) => Promise<void>): Promise<string> {
@@ -177,7 +178,7 @@ test('a slow but alive worker (each gradient, sampling and snapshot job 7 s, pas
 
 test('a full trainer admits waiting sessions in arrival order: a free slot is kept for the node refused first', async () => {
   const cfg = onBase({ stage1: { from: '@init' } });
-  const acts = createActivities({ store: s3, queue: 'fifo-test', backend: pool.backend, pool, reportDir: '/tmp', log: () => {}, maxSessions: 1 });
+  const acts = createActivities(workerCtx(pool, 1));
   const [a, b, c] = await Promise.all(['fifo-a', 'fifo-b', 'fifo-c'].map(async (p) => (await manifest(uid(p), cfg)).runId));
   const open = (runId: string) => acts.openTrainer({ runId, nodeId: 'stage1', config: cfg, upstream: {} });
   const sa = await open(a);
