@@ -18,8 +18,18 @@ const opener = proxyActivities<Activities>({
   retry: { initialInterval: '1s', maximumInterval: '10s', backoffCoefficient: 2, nonRetryableErrorTypes: [...NON_RETRYABLE_ERROR_TYPES] },
 });
 
+/**
+ * A session activity's start-to-close timeout is only a backstop for a computation that hangs
+ * while its heartbeat timer still fires: a lost worker is noticed by the 6 s heartbeat window.
+ * It was 10 minutes, shorter than honest work on a loaded machine: a 100-step SFT chunk at
+ * context 1088, with 5 sessions sharing 2 cores, had done 45 steps at 600 s; the timeout was
+ * taken for a lost session and the chunk rewound to its start, again and again. Changing
+ * a timeout does not change a workflow's commands, so recorded histories still replay.
+ */
+export const SESSION_ACTIVITY_BACKSTOP: Duration = '4 hours';
+
 /** Activities of an open session, pinned to the worker that holds it. */
-export function sessionActivities(s: Session, startToClose: Duration = '10 minutes', summary?: string) {
+export function sessionActivities(s: Session, startToClose: Duration = SESSION_ACTIVITY_BACKSTOP, summary?: string) {
   return proxyActivities<Activities>({
     taskQueue: s.queue,
     // What the Web UI shows on the activity (e.g. "update t=12").
