@@ -104,11 +104,11 @@ async function trainLoop(
     // A cancelled run (Web UI "Request Cancellation", `e3 cancel`) frees its session on the
     // worker at once; its commits stay, and `e3 resume` continues from the last one.
     if (isCancellation(err) && patched('close-session-on-cancel')) {
-      await CancellationScope.nonCancellable(() => sessionActivities(session, undefined, 'close session (cancelled)').closeTrainer(session)).catch(() => undefined);
+      await CancellationScope.nonCancellable(() => sessionActivities(session, 'close session (cancelled)').closeTrainer(session)).catch(() => undefined);
     }
     throw err;
   }
-  await sessionActivities(session, undefined, 'close session').closeTrainer(session).catch(() => undefined);
+  await sessionActivities(session, 'close session').closeTrainer(session).catch(() => undefined);
 }
 
 /** Warm start: supervised steps on attempt → check → retry traces, committed every ckptEvery. */
@@ -117,7 +117,7 @@ export async function sftNode(input: NodeInput & { carry?: Carry }): Promise<Nod
   const st = controls(input, 'sft', node.steps, input.carry ?? {});
   await trainLoop(input, st, node.steps, async (s, from) => {
     const to = Math.min(node.steps, (Math.floor(from / node.ckptEvery) + 1) * node.ckptEvery);
-    const r = await sessionActivities(s, undefined, `sft steps ${from}→${to}, commit`).sftChunk(s, from, to);
+    const r = await sessionActivities(s, `sft steps ${from}→${to}, commit`).sftChunk(s, from, to);
     return { iteration: to, metrics: r.metrics };
   });
   return { kind: 'sft', checkpoint: { step: st.iteration }, metrics: st.metrics };
@@ -135,7 +135,7 @@ export async function rlStage(input: NodeInput & { carry?: Carry }): Promise<Nod
   upsertSearchAttributes([{ key: E3Budget, value: budget }]);
   const passAt1 = (m: Record<string, number>) => (Number.isFinite(m['train/reward_mean']) ? [{ key: E3PassAt1, value: m['train/reward_mean'] }] : []);
   await trainLoop(input, st, node.iterations, async (s, t) => {
-    const acts = (what: string) => sessionActivities(s, undefined, `${what} t=${t}`);
+    const acts = (what: string) => sessionActivities(s, `${what} t=${t}`);
     // One activity samples (over the worker's compute threads) and grades; runs recorded
     // before it fanned out sampling shards and graded in a second activity.
     const graded = patched('rollouts-one-activity')

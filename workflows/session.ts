@@ -29,7 +29,7 @@ const opener = proxyActivities<Activities>({
 export const SESSION_ACTIVITY_BACKSTOP: Duration = '4 hours';
 
 /** Activities of an open session, pinned to the worker that holds it. */
-export function sessionActivities(s: Session, startToClose: Duration = SESSION_ACTIVITY_BACKSTOP, summary?: string) {
+export function sessionActivities(s: Session, summary?: string) {
   return proxyActivities<Activities>({
     taskQueue: s.queue,
     // What the Web UI shows on the activity (e.g. "update t=12").
@@ -39,7 +39,7 @@ export function sessionActivities(s: Session, startToClose: Duration = SESSION_A
     // orchestrates (the tensor work is on compute threads) and heartbeats every second, so
     // a missed heartbeat window means a lost worker too. Re-open elsewhere, fast.
     scheduleToStartTimeout: '5 seconds',
-    startToCloseTimeout: startToClose,
+    startToCloseTimeout: SESSION_ACTIVITY_BACKSTOP,
     heartbeatTimeout: '6 seconds',
     retry: {
       initialInterval: '1s',
