@@ -80,7 +80,7 @@ export function sftSettings(cfg: RunConfig, nodeId: string) {
   const n = cfg.nodes[nodeId] as SftNode;
   return {
     seed: sftSeed(cfg.seed, n.stream),
-    traces: { meanWrong: n.meanWrong, maxAttempts: n.maxAttempts, nearMiss: n.nearMiss, perturbed: n.perturbed },
+    traces: { meanWrong: n.meanWrong, maxAttempts: n.maxAttempts, nearMiss: n.nearMiss, perturbed: n.perturbed, search: n.search },
     markWeight: n.markWeight,
   };
 }

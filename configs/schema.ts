@@ -85,6 +85,8 @@ export const SftNodeSchema = z
     nearMiss: z.number().min(0).max(1).default(0.5),
     /** Share of wrong attempts that are the answer with its last operation changed (they look like the answer until the result). @default 0 */
     perturbed: z.number().min(0).max(1).default(0),
+    /** Search traces: attempts may reach the target (the first that does ends the trace, marked `ok`) instead of being built to miss; see ml/traces.ts. @default false */
+    search: z.boolean().default(false),
     /** Loss weight of the check-mark tokens (`ok` / `no`) relative to other tokens. @default 1 */
     markWeight: z.number().gt(0).max(100).default(1),
     optim: OptimSchema.prefault({ lr: 1e-3 }),

@@ -33,9 +33,18 @@ export interface TraceOptions {
    * comparing the result with the target tells the two apart. @default 0
    */
   perturbed: number;
+  /**
+   * Search traces: attempts are drawn as a blind search makes them, without steering clear
+   * of the target, and the first one that reaches it is marked `ok` and ends the trace;
+   * only when the geometric count of attempts runs out first does the solver's answer end
+   * it. Without this (the historical traces) every wrong attempt is built to miss, so the
+   * attempts a model learns to make after a `no` never reach the target, and its search
+   * past the first guesses finds nothing (docs/results/base-search.md). @default false
+   */
+  search: boolean;
 }
 
-export const TRACE_DEFAULTS: TraceOptions = { meanWrong: 1.5, maxAttempts: 8, budget: 256, nearMiss: 0.5, perturbed: 0 };
+export const TRACE_DEFAULTS: TraceOptions = { meanWrong: 1.5, maxAttempts: 8, budget: 256, nearMiss: 0.5, perturbed: 0, search: false };
 
 /**
  * A solution with its last step's operation (or operand order) changed so that it misses
@@ -59,8 +68,12 @@ export function perturbSolution(p: CountdownProblem, solution: readonly Step[], 
 /** Candidates drawn when a near miss is wanted. */
 const NEAR_CANDIDATES = 6;
 
-/** A random legal attempt (operands available, exact positive arithmetic) that misses the target, or null. */
-export function wrongAttempt(p: CountdownProblem, rng: Rng): Step[] | null {
+/**
+ * A random legal attempt (operands available, exact positive arithmetic) that misses the
+ * target, or null. With `avoid` false it is a blind proposal instead: a step may reach the
+ * target, and the attempt then ends at that step.
+ */
+export function wrongAttempt(p: CountdownProblem, rng: Rng, avoid = true): Step[] | null {
   const ops = (['+', '-', '*', '/'] as Op[]).filter((o) => p.ops.includes(o));
   for (let tries = 0; tries < 50; tries++) {
     let pool = [...p.numbers];
@@ -73,13 +86,14 @@ export function wrongAttempt(p: CountdownProblem, rng: Rng): Step[] | null {
       let step: Step | null = null;
       for (const op of rng.shuffle([...ops])) {
         const r = apply(pool[i], op, pool[j]);
-        if ('value' in r && r.value > 0 && r.value <= INTERMEDIATE_CAP && r.value !== p.target) {
+        if ('value' in r && r.value > 0 && r.value <= INTERMEDIATE_CAP && (!avoid || r.value !== p.target)) {
           step = { a: pool[i], op, b: pool[j], c: r.value };
           break;
         }
       }
       if (!step) break;
       steps.push(step);
+      if (step.c === p.target) return steps; // only when !avoid
       pool = [...pool.filter((_, t) => t !== i && t !== j), step.c];
     }
     if (steps.length === n) return steps;
@@ -97,6 +111,7 @@ const tokens = (text: string): number => encode(text).length;
  */
 export function makeTrace(p: CountdownProblem, rng: Rng, opts: Partial<TraceOptions> = {}): string {
   const o = { ...TRACE_DEFAULTS, ...opts };
+  if (o.search) return searchTrace(p, rng, o);
   const q = o.meanWrong / (1 + o.meanWrong); // geometric on {0,1,...} with mean meanWrong
   let nWrong = 0;
   while (nWrong < o.maxAttempts - 1 && rng.next() < q) nWrong++;
@@ -123,16 +138,57 @@ export function makeTrace(p: CountdownProblem, rng: Rng, opts: Partial<TraceOpti
     wrong.push(formatAttempt(steps, 'no', p.target));
   }
   found ??= solve(p.numbers, p.target, p.ops, { rng, maxNodes: 20_000 }).steps ?? p.solution;
-  const right = formatAttempt(found, 'ok', p.target);
-  let total = tokens(right) + 1;
+  return fitBudget(wrong, formatAttempt(found, 'ok', p.target), o.budget);
+}
+
+/** Attempts kept from the front so that they and the closing attempt fit in `budget` tokens (+1 for <eos>); the closing one always stays. */
+function fitBudget(attempts: readonly string[], closing: string, budget: number): string {
+  let total = tokens(closing) + 1;
   const kept: string[] = [];
-  for (const w of wrong) {
+  for (const w of attempts) {
     const t = tokens(w);
-    if (total + t > o.budget) break;
+    if (total + t > budget) break;
     total += t;
     kept.push(w);
   }
-  return kept.join('') + right;
+  return kept.join('') + closing;
+}
+
+/**
+ * A search trace (TraceOptions.search): up to a geometric number of distinct attempts, each
+ * a perturbed answer (share `perturbed`, always a miss) or a blind proposal (`wrongAttempt`
+ * with the target allowed; a share `nearMiss` of them the closest of a few to the target, so
+ * a proposal that reaches it is preferred). Attempt k given k − 1 misses is drawn the same
+ * way at every k, so what follows a `no` reaches the target as often as a first attempt
+ * does. Every mark is the truth.
+ */
+function searchTrace(p: CountdownProblem, rng: Rng, o: TraceOptions): string {
+  const q = o.meanWrong / (1 + o.meanWrong);
+  let nWrong = 0;
+  while (nWrong < o.maxAttempts - 1 && rng.next() < q) nWrong++;
+  const answer = solve(p.numbers, p.target, p.ops, { rng, maxNodes: 20_000 }).steps ?? p.solution;
+  const miss = (s: Step[]) => Math.abs(s[s.length - 1].c - p.target);
+  const wrong: string[] = [];
+  const seen = new Set<string>();
+  for (let k = 0; k < nWrong * 3 && wrong.length < nWrong; k++) {
+    let steps = o.perturbed > 0 && rng.next() < o.perturbed ? perturbSolution(p, answer, rng) : null;
+    if (!steps) {
+      steps = wrongAttempt(p, rng, false);
+      if (steps && rng.next() < o.nearMiss) {
+        for (let c = 1; c < NEAR_CANDIDATES; c++) {
+          const other = wrongAttempt(p, rng, false);
+          if (other && miss(other) < miss(steps)) steps = other;
+        }
+      }
+    }
+    if (!steps) break;
+    const key = normalizeAttempt(steps);
+    if (seen.has(key)) continue;
+    seen.add(key);
+    if (miss(steps) === 0) return fitBudget(wrong, formatAttempt(steps, 'ok', p.target), o.budget);
+    wrong.push(formatAttempt(steps, 'no', p.target));
+  }
+  return fitBudget(wrong, formatAttempt(answer, 'ok', p.target), o.budget);
 }
 
 export interface SftExample {

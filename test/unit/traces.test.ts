@@ -122,3 +122,51 @@ void test('wrongAttempt: legal, true arithmetic, off target', () => {
     assert.equal(verifyCountdown(p, t, false).reward, 1);
   }
 });
+
+void test('search traces: marks true, the first attempt that reaches the target ends the trace, and attempts after a `no` reach it as often as first ones', () => {
+  const d = { ...EASY }; // 3 numbers, +-*: blind proposals often reach the target
+  // 1. Shape: every trace verifies, every mark is the truth, the only `ok` is the last attempt.
+  for (let step = 0; step < 10; step++) {
+    for (const ex of sftBatch(2, step, 20, [d, MEDIUM], { search: true, meanWrong: 6, maxAttempts: 16, perturbed: 0.25, budget: 256 })) {
+      assert.equal(verifyCountdown(ex.problem, ex.response, false).reward, 1, ex.response);
+      assert.ok(encode(ex.response).length + 1 <= 256);
+      const parsed = parseResponse(ex.response);
+      const a = exploreResponse(ex.problem, parsed, ex.response.length, false);
+      assert.deepEqual([a.marks - a.marksTrue, a.falseOk, a.falseNo, a.repeats, a.stop], [0, 0, 0, 0, 'correct'], ex.response);
+      assert.deepEqual(parsed.attempts.map((t) => t.mark), [...parsed.attempts.slice(1).map(() => 'no'), 'ok']);
+    }
+  }
+  // 2. The hazard of `ok` at attempt k (given k misses) with an endless geometric count: the
+  // blind proposal's own hit rate in search traces, about constant over k; zero in the
+  // historical traces, whose wrong attempts are built to miss (a trace there ends early only
+  // when its problem runs out of distinct misses: rare).
+  const hazard = (search: boolean): number[] => {
+    const at = [0, 1, 2, 3].map(() => ({ ok: 0, n: 0 }));
+    for (const ex of sftBatch(3, 0, 400, d, { search, meanWrong: 1000, maxAttempts: 16, budget: 2000 })) {
+      parseResponse(ex.response).attempts.slice(0, 4).forEach((t, k) => {
+        at[k].n++;
+        if (t.mark === 'ok') at[k].ok++;
+      });
+    }
+    return at.map((e) => e.ok / e.n);
+  };
+  const s = hazard(true), h = hazard(false);
+  assert.ok(s.every((r) => r > 0.12 && r < 0.6), `search hazard ${s.map((r) => r.toFixed(3))}`);
+  assert.ok(Math.max(...s) - Math.min(...s) < 0.15, `search hazard not flat: ${s.map((r) => r.toFixed(3))}`);
+  assert.ok(h.every((r) => r < 0.02), `historical hazard ${h}`);
+});
+
+void test('wrongAttempt(avoid=false): a blind proposal ends at the step that reaches the target', () => {
+  const rng = new Rng(9);
+  let hits = 0;
+  for (let i = 0; i < 200; i++) {
+    const p = gen(8, i, EASY);
+    const w = wrongAttempt(p, rng, false)!;
+    const g = gradeAttempt(p, w);
+    assert.ok(g.reason === 'ok' || g.reason === 'wrong-target', g.reason);
+    // No step before the last reaches the target.
+    assert.ok(w.slice(0, -1).every((st) => st.c !== p.target));
+    if (g.correct) hits++;
+  }
+  assert.ok(hits > 5, `${hits} of 200 blind proposals reach the target`);
+});
