@@ -70,14 +70,16 @@ const NEAR_CANDIDATES = 6;
 
 /**
  * A random legal attempt (operands available, exact positive arithmetic) that misses the
- * target, or null. With `avoid` false it is a blind proposal instead: a step may reach the
- * target, and the attempt then ends at that step.
+ * target, or null. With `avoid` false it is a blind proposal instead: it combines every
+ * number, except that a step may reach the target, and the attempt then ends at that step.
  */
 export function wrongAttempt(p: CountdownProblem, rng: Rng, avoid = true): Step[] | null {
   const ops = (['+', '-', '*', '/'] as Op[]).filter((o) => p.ops.includes(o));
   for (let tries = 0; tries < 50; tries++) {
     let pool = [...p.numbers];
-    const n = rng.int(1, p.numbers.length - 1);
+    // A blind proposal combines every number (a search over full expressions): fewer could
+    // never solve a problem that needs them all.
+    const n = avoid ? rng.int(1, p.numbers.length - 1) : p.numbers.length - 1;
     const steps: Step[] = [];
     while (steps.length < n) {
       const i = rng.int(0, pool.length - 1);
