@@ -32,7 +32,19 @@ const create = { model, weights, optim: { lr: 1e-4 }, toolArithmetic: true };
 const SFT_STEPS = 4;
 const BUDGET = 128;
 
-interface Row { variant: string; threads: number; sft: number; sample: number; update: number; p99: number; max: number; bytes: string; flops: { sft: number; sample: number; update: number } }
+interface Row { variant: string; threads: number; sft: number; sample: number; update: number; p99: number; max: number; bytes: string; flops: { sft: number; sample: number; update: number }; profile?: { sft: Profile; update: Profile } }
+
+/** Where a pooled optimiser step's time goes, ms per step: main-thread wall of each part, and the threads' own time on grads and applies (summed over threads). */
+interface Profile { plan: number; grad: number; gradThreads: number; sum: number; apply: number; applyThreads: number }
+
+function takeProfile(tr: Trainer | PooledTrainer, per: number): Profile | undefined {
+  if (!(tr instanceof PooledTrainer)) return undefined;
+  const t = tr.pool.threadMs, w = tr.wallMs;
+  const p = { plan: w.plan / per, grad: w.grad / per, gradThreads: (t.get('grad')?.ms ?? 0) / per, sum: w.sum / per, apply: w.apply / per, applyThreads: (t.get('apply')?.ms ?? 0) / per };
+  Object.assign(w, { plan: 0, grad: 0, sum: 0, apply: 0 });
+  t.clear();
+  return p;
+}
 
 const { layers: L, dModel: D, vocab: V } = model;
 /** Matmul FLOPs of one training forward pass per token of a row of length t (attention computes t x t; embedding as a one-hot matmul). */
@@ -62,6 +74,7 @@ function matmulCeiling(): number {
 async function measure(variant: string, threads: number, tr: Trainer | PooledTrainer): Promise<Row> {
   // Warm-up (each thread's wasm heap grows to the longest pass once): one SFT step, untimed.
   await tr.sftStep(3, 99, 32, [d], { meanWrong: 3, maxAttempts: 32, perturbed: 0.5 }, { markWeight: 10 });
+  takeProfile(tr, 1);
   const h = monitorEventLoopDelay({ resolution: 10 });
   // A timer on the main thread: in-process work delays it, pooled work should not.
   const tick = setInterval(() => undefined, 5);
@@ -69,12 +82,15 @@ async function measure(variant: string, threads: number, tr: Trainer | PooledTra
   let t0 = performance.now();
   for (let k = 0; k < SFT_STEPS; k++) await tr.sftStep(3, k, 32, [d], { meanWrong: 3, maxAttempts: 32, perturbed: 0.5 }, { markWeight: 10 });
   const sft = (performance.now() - t0) / SFT_STEPS;
+  const sftProfile = takeProfile(tr, SFT_STEPS);
   t0 = performance.now();
   const roll = await tr.sampleShard(s, 0, 0, 1, BUDGET);
   const sample = performance.now() - t0;
+  takeProfile(tr, 1);
   t0 = performance.now();
   await tr.update(s, 0, gradeRollouts(s.seed, s.stream, 0, s.prompts, d, true, roll));
   const update = performance.now() - t0;
+  const updateProfile = takeProfile(tr, s.miniBatches);
   h.disable();
   clearInterval(tick);
   const snap = await tr.snapshot();
@@ -84,7 +100,8 @@ async function measure(variant: string, threads: number, tr: Trainer | PooledTra
     sample: sampleFlops(roll.map(rowLen)),
     update: trainFlops(roll.map(rowLen)),
   };
-  return { variant, threads, sft, sample, update, p99: h.percentile(99) / 1e6, max: h.max / 1e6, bytes: sha256Hex(snap.weights).slice(0, 12), flops };
+  const profile = sftProfile && updateProfile ? { sft: sftProfile, update: updateProfile } : undefined;
+  return { variant, threads, sft, sample, update, p99: h.percentile(99) / 1e6, max: h.max / 1e6, bytes: sha256Hex(snap.weights).slice(0, 12), flops, profile };
 }
 
 void (async () => {
@@ -112,6 +129,12 @@ void (async () => {
     const gf = g.map((x) => x.toFixed(2)).join(' / ');
     const pct = g.map((x) => ((100 * x) / ceiling).toFixed(0)).join(' / ');
     console.log(`| ${r.variant} | ${r.sft.toFixed(0)} | ${r.sample.toFixed(0)} | ${r.update.toFixed(0)} | ${r.p99.toFixed(1)} | ${r.max.toFixed(1)} | ${up} | ${gf} | ${pct} | ${r.bytes} |`);
+  }
+  console.log('\nWhere a pooled optimiser step goes (ms per step; "threads" = the threads\' own time, summed over threads):');
+  console.log('| variant | step | plan | grads wall | grads threads | sum | apply wall | apply threads |');
+  console.log('|---|---|---|---|---|---|---|---|');
+  for (const r of rows) {
+    for (const [k, p] of Object.entries(r.profile ?? {})) console.log(`| ${r.variant} | ${k === 'sft' ? 'SFT' : 'update (per mini-batch)'} | ${[p.plan, p.grad, p.gradThreads, p.sum, p.apply, p.applyThreads].map((x) => x.toFixed(1)).join(' | ')} |`);
   }
   const same = rows.every((r) => r.bytes === rows[0].bytes);
   console.log(`same final weights in every variant: ${same ? 'yes' : 'NO'}`);

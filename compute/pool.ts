@@ -55,7 +55,7 @@ export interface PoolFaults {
 
 interface Thread {
   worker: Worker;
-  pending: Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>;
+  pending: Map<number, { op: string; resolve: (v: unknown) => void; reject: (e: Error) => void }>;
   /** Jobs from the shared queue in flight on this thread. */
   busy: number;
   /** It has answered a message (it started). */
@@ -71,6 +71,9 @@ export class ComputePool {
   private closed = false;
   /** Bumped whenever a thread is lost: sessions opened in an earlier generation are gone. */
   generation = 0;
+
+  /** Time the threads spent per op, summed over threads and requests (a profile: bench/pool.bench.ts). */
+  readonly threadMs = new Map<string, { n: number; ms: number }>();
 
   /** The tfjs backend the threads run on (set once they started). */
   backend = '';
@@ -99,6 +102,8 @@ export class ComputePool {
       if (!p) return;
       th.pending.delete(r.id);
       if (th.pending.size === 0) worker.unref();
+      const busy = this.threadMs.get(p.op) ?? { n: 0, ms: 0 };
+      this.threadMs.set(p.op, { n: busy.n + 1, ms: busy.ms + (r.ms ?? 0) });
       if (r.error) {
         const E = ERRORS[r.error.name];
         const e = E ? new E(r.error.message) : Object.assign(new Error(r.error.message), { name: r.error.name });
@@ -129,7 +134,7 @@ export class ComputePool {
     if (th.dead) return Promise.reject(new ComputeLostError(`compute thread could not start: ${th.dead}`));
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
-      th.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      th.pending.set(id, { op: op.op, resolve: resolve as (v: unknown) => void, reject });
       th.worker.ref();
       th.worker.postMessage({ ...op, id_: id });
     });
@@ -200,6 +205,8 @@ export class PooledTrainer {
   /** dispose() was called: every operation stops at its next step boundary. */
   private closing = false;
   private closed?: Promise<void>;
+  /** Main-thread wall time of each part of the optimiser steps so far (a profile: bench/pool.bench.ts). */
+  readonly wallMs = { plan: 0, grad: 0, sum: 0, apply: 0 };
   private constructor(readonly pool: ComputePool, readonly key: string, readonly toolArithmetic: boolean) {
     this.generation = pool.generation;
   }
@@ -239,15 +246,22 @@ export class PooledTrainer {
       this.check();
       // Cancelled: stop before the next optimiser step (the caller drops the session).
       if (signal?.aborted) throw Object.assign(new Error(`${where}: cancelled after ${m} of ${plan.miniBatches.length} optimiser steps`), { name: 'CancelledError' });
+      let t0 = performance.now();
       const chunks = await Promise.all(
         Array.from({ length: plan.miniBatches[m].chunks }, (_, c) => this.pool.any<{ grads: Grads; loss?: number; stats?: GrpoStats }>({ op: 'grad', key: this.key, id, m, c })),
       );
+      let t1 = performance.now();
+      this.wallMs.grad += t1 - t0;
       let acc: Grads | undefined;
       for (const r of chunks) {
         acc = addGrads(acc, r.grads);
         parts.push({ loss: r.loss, stats: r.stats });
       }
+      t0 = performance.now();
+      this.wallMs.sum += t0 - t1;
       const res = await this.pool.all<{ gradNorm: number }>({ op: 'apply', key: this.key, grads: acc!, where });
+      t1 = performance.now();
+      this.wallMs.apply += t1 - t0;
       if (res.some((r) => r.gradNorm !== res[0].gradNorm)) throw new ComputeLostError(`session ${this.key}: replicas disagree at ${where} (grad norms ${res.map((r) => r.gradNorm)})`);
       norms.push(res[0].gradNorm);
     }
@@ -261,7 +275,9 @@ export class PooledTrainer {
   private async sftStepNow(seed: number, step: number, batchSize: number, difficulty: Difficulty[], traces: Partial<TraceOptions>, opts: SftOptions): Promise<Record<string, number>> {
     this.check();
     const id = `sft:${step}`;
+    const t0 = performance.now();
     const [plan] = await this.pool.all<PlanShape>({ op: 'sftPlan', key: this.key, id, seed, step, batchSize, difficulty, traces, opts });
+    this.wallMs.plan += performance.now() - t0;
     const { norms, parts } = await this.steps(id, plan, `sft step ${step}`);
     return sftMetrics(parts.reduce((a, p) => a + (p.loss ?? 0), 0), norms[0], plan.miniBatches[0].tokens);
   }
@@ -278,7 +294,9 @@ export class PooledTrainer {
   private async updateNow(s: RlSettings, t: number, graded: GradedRollout[], signal?: AbortSignal): Promise<Record<string, number>> {
     this.check();
     const id = `rl:${t}`;
+    const t0 = performance.now();
     const [plan] = await this.pool.all<PlanShape>({ op: 'rlPlan', key: this.key, id, settings: s, t, graded });
+    this.wallMs.plan += performance.now() - t0;
     const { norms, parts } = await this.steps(id, plan, `rl iteration ${t}`, signal);
     return updateMetrics(parts.flatMap((p) => (p.stats ? [p.stats] : [])), norms, plan.zeroStdGroups);
   }
@@ -302,6 +320,8 @@ export class PooledTrainer {
 
 /** A policy loaded on every thread for evaluation (no optimiser state): J(pi; D, B) with the rows spread over threads. */
 export class PooledPolicy {
+  /** Main-thread wall time of each part of the optimiser steps so far (a profile: bench/pool.bench.ts). */
+  readonly wallMs = { plan: 0, grad: 0, sum: 0, apply: 0 };
   private constructor(readonly pool: ComputePool, readonly key: string, readonly toolArithmetic: boolean) {}
 
   /** From serialised weights, or a model config's seeded init. */

@@ -20,7 +20,8 @@ export type Request = { id_: number } & (
   | { op: 'memory' }
 );
 
-export type Reply = { id: number; value?: unknown; error?: { name: string; message: string; stack?: string } };
+/** `ms`: how long the thread spent on the request (from its turn to its answer), for profiles. */
+export type Reply = { id: number; value?: unknown; ms?: number; error?: { name: string; message: string; stack?: string } };
 
 /** A plan as the main thread sees it: how many micro-batches each mini-batch (optimiser step) has. */
 export interface PlanShape {

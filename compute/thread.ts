@@ -110,9 +110,10 @@ parentPort!.on('message', (req: Request) => {
   chain = chain.then(async () => {
     let reply: Reply;
     let transfer: ArrayBuffer[] = [];
+    const t0 = performance.now();
     try {
       const r = await handle(req);
-      reply = { id: req.id_, value: r.value };
+      reply = { id: req.id_, value: r.value, ms: performance.now() - t0 };
       transfer = r.transfer ?? [];
     } catch (e) {
       const err = e as Error;
