@@ -1,0 +1,57 @@
+/**
+ * Where a policy's search finds its solutions: the hit rate of its k-th attempt (correct,
+ * given that attempts 0..k−1 of the response were not), by buckets of 4 attempts, on
+ * held-out problems, with the share of attempts that combine every number and the share that
+ * land within 5 of the target. A search whose later attempts still reach the target keeps
+ * gaining with budget; one whose later attempts never do has a flat pass@1 past its first
+ * guesses (docs/results/base-search.md).
+ *
+ *   npx tsx bench/hazard.ts <weights.e3w> '<difficulty json>' [budget=512] [prompts=64] [samples=8] [seed=1]
+ *   e.g. npx tsx bench/hazard.ts configs/base/base-search.e3w '{"count":4,"useAll":true}' 512
+ */
+import { readFileSync } from 'node:fs';
+import { DifficultySchema } from '../configs/schema';
+import { initBackend } from '../ml/backend';
+import { loadPolicy } from '../ml/serialize';
+import { disposePolicy } from '../ml/policy';
+import { evalRows, sampleRows } from '../ml/trainer';
+import { gradeAttempt, parseResponse } from '../ml/countdown';
+import { decode } from '../ml/tokenizer';
+
+const BUCKET = 4;
+
+async function main() {
+  const [file, diff = '{}', budgetArg = '512', promptsArg = '64', samplesArg = '8', seedArg = '1'] = process.argv.slice(2);
+  if (!file) throw new Error('usage: hazard <weights.e3w> <difficulty json> [budget] [prompts] [samples] [seed]');
+  await initBackend();
+  const policy = loadPolicy(readFileSync(file));
+  const difficulty = DifficultySchema.parse(JSON.parse(diff));
+  const budget = Number(budgetArg), seed = Number(seedArg);
+  const rows = evalRows({ seed, split: 'eval', difficulty, budgets: [budget], prompts: Number(promptsArg), samples: Number(samplesArg), temperature: 0.6, ks: [1], offset: 0 });
+  const rollouts = await sampleRows(policy, { rows, budget, temperature: 0.6, topP: 1, tool: true });
+  disposePolicy(policy);
+  const buckets: Array<{ n: number; hit: number; full: number; near: number }> = [];
+  rollouts.forEach((r, k) => {
+    const p = rows[k].p;
+    const attempts = parseResponse(decode(r.response)).attempts;
+    for (let a = 0; a < attempts.length; a++) {
+      const b = (buckets[Math.floor(a / BUCKET)] ??= { n: 0, hit: 0, full: 0, near: 0 });
+      const g = gradeAttempt(p, attempts[a].steps);
+      b.n++;
+      if (attempts[a].steps.length === p.numbers.length - 1) b.full++;
+      if (g.value !== null && Math.abs(g.value - p.target) <= 5) b.near++;
+      if (g.correct) {
+        b.hit++;
+        break;
+      }
+    }
+  });
+  console.log(JSON.stringify({ file, difficulty, budget, prompts: Number(promptsArg), samples: Number(samplesArg), seed }));
+  console.log(['attempts', 'reached', 'hit_rate', 'all_numbers', 'within_5'].join('\t'));
+  buckets.forEach((b, i) => console.log([`${i * BUCKET}-${i * BUCKET + BUCKET - 1}`, b.n, (b.hit / b.n).toFixed(3), (b.full / b.n).toFixed(2), (b.near / b.n).toFixed(2)].join('\t')));
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
