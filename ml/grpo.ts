@@ -68,6 +68,13 @@ export interface GrpoConfig {
   entropyCoef: number;
   /** GRPOMask ablation: drop every response with A ≤ 0 from the loss. @default false */
   positiveOnly: boolean;
+  /**
+   * The policy's check marks (`ok` / `no`) leave the loss: RL shapes which attempts the
+   * policy makes and how long it searches, never its verdicts, which stay the warm start's.
+   * Outcome-only advantages blame every token of a failed response, its true `no` marks
+   * included, and a failed search writes many of them (docs/results/search-a.md). @default false
+   */
+  maskMarks: boolean;
 }
 
 export const GrpoConfigSchema = z
@@ -79,6 +86,7 @@ export const GrpoConfigSchema = z
     klClamp: z.number().gt(0).default(10),
     entropyCoef: z.number().min(0).default(0.001),
     positiveOnly: z.boolean().default(false),
+    maskMarks: z.boolean().default(false),
   })
   .strict();
 

@@ -415,7 +415,7 @@ export type PlanRow = GradedRollout & { adv: number };
 export function rlPlan(cfg: PolicyConfig, s: RlSettings, t: number, graded: GradedRollout[]): { miniBatches: Array<{ chunks: PlanRow[][]; tokens: number }>; zeroStdGroups: number } {
   const order = [...graded].sort((a, b) => a.i - b.i || a.j - b.j);
   const { adv, zeroStdGroups } = groupAdvantages(order.map((g) => g.reward), s.samples);
-  let rows: PlanRow[] = order.map((g, k) => ({ ...g, adv: adv[k] }));
+  let rows: PlanRow[] = order.map((g, k) => ({ ...g, adv: adv[k], forced: s.grpo.maskMarks ? withMarks(g) : g.forced }));
   if (s.skipZeroStd) {
     const flat = zeroStdPrompts(order);
     rows = rows.filter((r) => !flat.has(r.i));
@@ -506,6 +506,10 @@ function zeroStdPrompts(rows: GradedRollout[]): Set<number> {
   }
   return new Set([...first.keys()].filter((i) => !mixed.has(i)));
 }
+
+/** A rollout's forced positions plus its check-mark positions (GrpoConfig.maskMarks), ascending. */
+const withMarks = (r: { response: number[]; forced: number[] }): number[] =>
+  [...new Set([...r.forced, ...r.response.flatMap((id, k) => (id === OK || id === NO ? [k] : []))])].sort((a, b) => a - b);
 
 const lossTokens = (r: { response: number[]; forced: number[]; adv?: number }, positiveOnly: boolean): number =>
   positiveOnly && !((r.adv ?? 0) > 0) ? 0 : r.response.length - r.forced.length;

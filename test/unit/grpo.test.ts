@@ -228,7 +228,7 @@ test('grpoLoss rejects bad shapes and bad config; frees its temporaries', () => 
   assert.throws(() => grpoLoss({ logp: a, oldLogp: a, entropy: a, adv: adv3, mask: a }), /adv must be \[2\]/);
   assert.throws(() => grpoConfig({ epsLow: 'x' } as unknown as Partial<GrpoConfig>), /epsLow/);
   assert.throws(() => grpoConfig({ epsHi: 0.3 } as unknown as Partial<GrpoConfig>), /epsHi/);
-  assert.deepEqual(grpoConfig(), { epsLow: 0.2, epsHigh: 0.35, dualClip: 3, klCoef: 0.001, klClamp: 10, entropyCoef: 0.001, positiveOnly: false });
+  assert.deepEqual(grpoConfig(), { epsLow: 0.2, epsHigh: 0.35, dualClip: 3, klCoef: 0.001, klClamp: 10, entropyCoef: 0.001, positiveOnly: false, maskMarks: false });
   const before = tf.memory().numTensors;
   const { loss } = grpoLoss({ logp: a, oldLogp: a, refLogp: a, entropy: a, adv, mask: tf.onesLike(a) });
   assert.equal(tf.memory().numTensors, before + 2); // the loss and the ones mask we made

@@ -105,3 +105,26 @@ test('micro-batches: at most `micro` rows, fewer for long rows so a pass stays u
   const long = chunks.filter((c) => c[0].response.length === 543);
   assert.ok(long.length >= 3 && long.every((c) => c.length <= 8), `long chunks ${long.map((c) => c.length)}`);
 });
+
+test('rlPlan with grpo.maskMarks: the check-mark tokens leave the loss, nothing else does', async () => {
+  const { sftBatch } = await import('../../ml/traces');
+  const { rlPlan } = await import('../../ml/trainer');
+  const { encode, BOS, EOS, OK, NO } = await import('../../ml/tokenizer');
+  const examples = sftBatch(4, 0, 8, d, { meanWrong: 3 });
+  const graded = examples.map((ex, k) => {
+    const response = [...encode(ex.response), EOS];
+    // Pretend the environment wrote the first token (as tool arithmetic would), to check forced positions survive.
+    return { i: Math.floor(k / 4), j: k % 4, problemId: ex.id, prompt: [BOS, ...encode(ex.prompt)], response, logp: response.map(() => -1), forced: [0], truncated: false, reward: k % 2, grade: { reward: k % 2 } as never };
+  });
+  const cfgModel = { ...model, context: 512 };
+  const plain = rlPlan(cfgModel, { ...settings, samples: 4, miniBatches: 1 }, 0, graded);
+  const masked = rlPlan(cfgModel, { ...settings, samples: 4, miniBatches: 1, grpo: grpoConfig({ maskMarks: true }) }, 0, graded);
+  const marks = graded.reduce((a, g) => a + g.response.filter((id) => id === OK || id === NO).length, 0);
+  assert.ok(marks >= graded.length, `${marks} marks`);
+  assert.equal(plain.miniBatches[0].tokens - masked.miniBatches[0].tokens, marks);
+  for (const row of masked.miniBatches[0].chunks.flat()) {
+    const want = [0, ...row.response.flatMap((id, k) => (k > 0 && (id === OK || id === NO) ? [k] : []))];
+    assert.deepEqual(row.forced, want);
+  }
+  for (const row of plain.miniBatches[0].chunks.flat()) assert.deepEqual(row.forced, [0]);
+});
