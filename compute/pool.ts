@@ -320,8 +320,6 @@ export class PooledTrainer {
 
 /** A policy loaded on every thread for evaluation (no optimiser state): J(pi; D, B) with the rows spread over threads. */
 export class PooledPolicy {
-  /** Main-thread wall time of each part of the optimiser steps so far (a profile: bench/pool.bench.ts). */
-  readonly wallMs = { plan: 0, grad: 0, sum: 0, apply: 0 };
   private constructor(readonly pool: ComputePool, readonly key: string, readonly toolArithmetic: boolean) {}
 
   /** From serialised weights, or a model config's seeded init. */

@@ -72,7 +72,9 @@ export interface GrpoConfig {
    * The policy's check marks (`ok` / `no`) leave the loss: RL shapes which attempts the
    * policy makes and how long it searches, never its verdicts, which stay the warm start's.
    * Outcome-only advantages blame every token of a failed response, its true `no` marks
-   * included, and a failed search writes many of them (docs/results/search-a.md). @default false
+   * included, and a failed search writes many of them. The marks also leave the KL and
+   * entropy terms, so nothing anchors them: measured, they drift more than without the mask
+   * (docs/RESULTS.md, "(b) with the marks out of the loss"). @default false
    */
   maskMarks: boolean;
 }
