@@ -19,3 +19,14 @@ elapsed() { awk -v a="$1" -v b="$(ts)" 'BEGIN { printf "%.1fs", b - a }'; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 pid_alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
 read_pid() { [ -f "$PID_DIR/$1.pid" ] && cat "$PID_DIR/$1.pid"; }
+# The ports a component binds (infra/down waits for them to close, infra/up for them to be free).
+component_ports() {
+  case "$1" in
+    temporal) echo "$E3_TEMPORAL_PORT $E3_TEMPORAL_UI_PORT $E3_TEMPORAL_HTTP_PORT $E3_TEMPORAL_METRICS_PORT" ;;
+    s3) echo "$E3_S3_PORT" ;;
+  esac
+}
+# wait_until <tenths> <command...>: poll every 0.1 s; status 0 once the command succeeds, 1 on time-out.
+wait_until() { local n=$1; shift; for _ in $(seq 1 "$n"); do "$@" && return 0; sleep 0.1; done; "$@"; }
+pid_gone() { ! pid_alive "$1"; }
+ports_closed() { local p; for p in "$@"; do port_open "$p" && return 1; done; return 0; }
