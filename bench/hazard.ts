@@ -11,12 +11,10 @@
  *   npx tsx bench/hazard.ts <weights.e3w> '<difficulty json>' [budget=512] [prompts=64] [samples=8] [seed=1]
  *   e.g. npx tsx bench/hazard.ts configs/base/base-search.e3w '{"count":4,"useAll":true}' 512
  */
-import { readFileSync } from 'node:fs';
-import { DifficultySchema } from '../configs/schema';
-import { initBackend } from '../ml/backend';
 import { loadPolicy } from '../ml/serialize';
 import { disposePolicy } from '../ml/policy';
 import { evalRows, sampleRows } from '../ml/trainer';
+import { readPolicyArgs } from './policyArgs';
 import { gradeAttempt, parseResponse } from '../ml/countdown';
 import { decode } from '../ml/tokenizer';
 
@@ -25,13 +23,11 @@ const BUCKET = 4;
 const MISS_BINS: Array<[number, number]> = [[0, 0], [1, 2], [3, 5], [6, 20], [21, Infinity]];
 
 async function main() {
-  const [file, diff = '{}', budgetArg = '512', promptsArg = '64', samplesArg = '8', seedArg = '1'] = process.argv.slice(2);
-  if (!file) throw new Error('usage: hazard <weights.e3w> <difficulty json> [budget] [prompts] [samples] [seed]');
-  await initBackend();
-  const policy = loadPolicy(readFileSync(file));
-  const difficulty = DifficultySchema.parse(JSON.parse(diff));
-  const budget = Number(budgetArg), seed = Number(seedArg);
-  const rows = evalRows({ seed, split: 'eval', difficulty, budgets: [budget], prompts: Number(promptsArg), samples: Number(samplesArg), temperature: 0.6, ks: [1], offset: 0 });
+  const { file, weights, difficulty, budgets, prompts, samples, seed } = await readPolicyArgs('hazard', '512', 'budget');
+  if (budgets.length !== 1) throw new Error(`hazard: one budget, got ${budgets.join(',')}`);
+  const [budget] = budgets;
+  const policy = loadPolicy(weights);
+  const rows = evalRows({ seed, split: 'eval', difficulty, budgets: [budget], prompts, samples, temperature: 0.6, ks: [1], offset: 0 });
   const rollouts = await sampleRows(policy, { rows, budget, temperature: 0.6, topP: 1, tool: true });
   disposePolicy(policy);
   const buckets: Array<{ n: number; hit: number; full: number; near: number }> = [];
@@ -59,7 +55,7 @@ async function main() {
       }
     }
   });
-  console.log(JSON.stringify({ file, difficulty, budget, prompts: Number(promptsArg), samples: Number(samplesArg), seed }));
+  console.log(JSON.stringify({ file, difficulty, budget, prompts, samples, seed }));
   console.log(['attempts', 'reached', 'hit_rate', 'all_numbers', 'within_5'].join('\t'));
   buckets.forEach((b, i) => console.log([`${i * BUCKET}-${i * BUCKET + BUCKET - 1}`, b.n, (b.hit / b.n).toFixed(3), (b.full / b.n).toFixed(2), (b.near / b.n).toFixed(2)].join('\t')));
   const wrong = misses.reduce((a, m) => a + m.n, 0);

@@ -6,24 +6,16 @@
  *   npx tsx bench/probe.ts <weights.e3w> '<difficulty json>' [budgets=32,64,128] [prompts=64] [samples=8] [seed=1]
  *   e.g. npx tsx bench/probe.ts configs/base/base.e3w '{"count":4,"useAll":true}' 32,64,128,256
  */
-import { readFileSync } from 'node:fs';
-import { DifficultySchema } from '../configs/schema';
-import { initBackend } from '../ml/backend';
 import { loadPolicy } from '../ml/serialize';
 import { disposePolicy } from '../ml/policy';
 import { Trainer, evalMetrics } from '../ml/trainer';
+import { readPolicyArgs } from './policyArgs';
 
 async function main() {
-  const [file, diff = '{}', budgetsArg = '32,64,128', promptsArg = '64', samplesArg = '8', seedArg = '1'] = process.argv.slice(2);
-  if (!file) throw new Error('usage: probe <weights.e3w> <difficulty json> [budgets] [prompts] [samples] [seed]');
-  const backend = await initBackend();
-  const weights = readFileSync(file);
+  const { file, weights, difficulty, budgets, prompts, samples, seed, backend } = await readPolicyArgs('probe', '32,64,128', 'budgets');
   const probe = loadPolicy(weights);
   const model = probe.cfg;
   disposePolicy(probe);
-  const difficulty = DifficultySchema.parse(JSON.parse(diff));
-  const budgets = budgetsArg.split(',').map(Number);
-  const prompts = Number(promptsArg), samples = Number(samplesArg), seed = Number(seedArg);
   const tr = Trainer.create({ model, weights, optim: {}, toolArithmetic: true });
   const t0 = Date.now();
   const counts = await tr.evaluate({ seed, split: 'eval', difficulty, budgets, prompts, samples, temperature: 0.6, ks: [1, 4, 8].filter((k) => k <= samples), offset: 0 });

@@ -18,6 +18,8 @@ export const EOS = 2;
 /** The check marks (single tokens). */
 export const OK = VOCAB.indexOf('ok');
 export const NO = VOCAB.indexOf('no');
+/** Whether a token is a check mark (`ok` or `no`). */
+export const isMark = (id: number): boolean => id === OK || id === NO;
 export const VOCAB_SIZE = VOCAB.length;
 
 const index = new Map<string, number>(VOCAB.map((t, i) => [t, i]));

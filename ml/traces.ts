@@ -105,6 +105,14 @@ export function wrongAttempt(p: CountdownProblem, rng: Rng, avoid = true): Step[
 
 const tokens = (text: string): number => encode(text).length;
 
+/** How many wrong attempts a trace holds: geometric on {0, 1, ...} with mean `meanWrong`, capped at maxAttempts − 1. */
+function wrongCount(rng: Rng, o: TraceOptions): number {
+  const q = o.meanWrong / (1 + o.meanWrong);
+  let n = 0;
+  while (n < o.maxAttempts - 1 && rng.next() < q) n++;
+  return n;
+}
+
 /**
  * One trace's response text (up to where <eos> goes). Wrong attempts are distinct (as
  * normalised expressions: `3+5` and `5+3` are one attempt); when
@@ -114,9 +122,7 @@ const tokens = (text: string): number => encode(text).length;
 export function makeTrace(p: CountdownProblem, rng: Rng, opts: Partial<TraceOptions> = {}): string {
   const o = { ...TRACE_DEFAULTS, ...opts };
   if (o.search) return searchTrace(p, rng, o);
-  const q = o.meanWrong / (1 + o.meanWrong); // geometric on {0,1,...} with mean meanWrong
-  let nWrong = 0;
-  while (nWrong < o.maxAttempts - 1 && rng.next() < q) nWrong++;
+  const nWrong = wrongCount(rng, o);
   const wrong: string[] = [];
   const seen = new Set<string>();
   // With perturbed solutions the answer is found first (they are built from it); without,
@@ -165,9 +171,7 @@ function fitBudget(attempts: readonly string[], closing: string, budget: number)
  * does. Every mark is the truth.
  */
 function searchTrace(p: CountdownProblem, rng: Rng, o: TraceOptions): string {
-  const q = o.meanWrong / (1 + o.meanWrong);
-  let nWrong = 0;
-  while (nWrong < o.maxAttempts - 1 && rng.next() < q) nWrong++;
+  const nWrong = wrongCount(rng, o);
   const answer = solve(p.numbers, p.target, p.ops, { rng, maxNodes: 20_000 }).steps ?? p.solution;
   const miss = (s: Step[]) => Math.abs(s[s.length - 1].c - p.target);
   const wrong: string[] = [];

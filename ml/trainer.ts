@@ -20,7 +20,7 @@ import { Rng, deriveSeed } from './rng';
 import { sample } from './sampler';
 import { deserializeTensors, loadPolicy, serializePolicy, serializeTensors } from './serialize';
 import type { Difficulty, Grade, Split } from './task';
-import { BOS, EOS, NO, OK, PAD, decode, encode } from './tokenizer';
+import { BOS, EOS, PAD, decode, encode, isMark } from './tokenizer';
 import { sftBatch } from './traces';
 import type { TraceOptions } from './traces';
 
@@ -395,7 +395,7 @@ export function sftPlan(cfg: PolicyConfig, seed: number, step: number, batchSize
   const batch = sftBatch(seed, step, batchSize, difficulty, { ...traces, budget: cfg.context });
   const rows: SftRow[] = batch.map((ex) => {
     const response = [...encode(ex.response), EOS];
-    const weights = markWeight === 1 ? undefined : response.map((id) => (id === OK || id === NO ? markWeight : 1));
+    const weights = markWeight === 1 ? undefined : response.map((id) => (isMark(id) ? markWeight : 1));
     return { prompt: [BOS, ...encode(ex.prompt)], response, forced: [], weights };
   });
   const fits = byLength(rows.filter((r) => r.prompt.length + r.response.length <= cfg.context));
@@ -509,7 +509,7 @@ function zeroStdPrompts(rows: GradedRollout[]): Set<number> {
 
 /** A rollout's forced positions plus its check-mark positions (GrpoConfig.maskMarks), ascending. */
 const withMarks = (r: { response: number[]; forced: number[] }): number[] =>
-  [...new Set([...r.forced, ...r.response.flatMap((id, k) => (id === OK || id === NO ? [k] : []))])].sort((a, b) => a - b);
+  [...new Set([...r.forced, ...r.response.flatMap((id, k) => (isMark(id) ? [k] : []))])].sort((a, b) => a - b);
 
 const lossTokens = (r: { response: number[]; forced: number[]; adv?: number }, positiveOnly: boolean): number =>
   positiveOnly && !((r.adv ?? 0) > 0) ? 0 : r.response.length - r.forced.length;

@@ -1,0 +1,33 @@
+/**
+ * The command line bench/probe.ts and bench/hazard.ts share: a policy file, a held-out
+ * difficulty, budgets and sample counts, read and checked in one place, with the backend up.
+ *   <weights.e3w> '<difficulty json>' [budgets] [prompts=64] [samples=8] [seed=1]
+ */
+import { readFileSync } from 'node:fs';
+import { DifficultySchema, type Difficulty } from '../configs/schema';
+import { initBackend } from '../ml/backend';
+
+export interface PolicyArgs {
+  file: string;
+  weights: Buffer;
+  difficulty: Difficulty;
+  budgets: number[];
+  prompts: number;
+  samples: number;
+  seed: number;
+  backend: string;
+}
+
+export async function readPolicyArgs(tool: string, budgetsDefault: string, budgetsHelp: string): Promise<PolicyArgs> {
+  const [file, diff = '{}', budgetsArg = budgetsDefault, promptsArg = '64', samplesArg = '8', seedArg = '1'] = process.argv.slice(2);
+  if (!file) throw new Error(`usage: ${tool} <weights.e3w> <difficulty json> [${budgetsHelp}] [prompts] [samples] [seed]`);
+  const num = (name: string, v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) throw new Error(`${tool}: ${name} must be a non-negative integer, got '${v}'`);
+    return n;
+  };
+  const budgets = budgetsArg.split(',').map((b) => num('budget', b));
+  const difficulty = DifficultySchema.parse(JSON.parse(diff));
+  const backend = await initBackend();
+  return { file, weights: readFileSync(file), difficulty, budgets, prompts: num('prompts', promptsArg), samples: num('samples', samplesArg), seed: num('seed', seedArg), backend };
+}
