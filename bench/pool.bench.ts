@@ -72,8 +72,10 @@ function matmulCeiling(): number {
 }
 
 async function measure(variant: string, threads: number, tr: Trainer | PooledTrainer): Promise<Row> {
-  // Warm-up (each thread's wasm heap grows to the longest pass once): one SFT step, untimed.
-  await tr.sftStep(3, 99, 32, [d], { meanWrong: 3, maxAttempts: 32, perturbed: 0.5 }, { markWeight: 10 });
+  // Warm-up, untimed: each thread's wasm heap grows to its longest pass once, and a thread's
+  // first pass of a new size costs up to 4x a later one (measured per micro-batch). Chunks go
+  // to whichever thread is free, so one step does not show every thread every size: three do.
+  for (const k of [97, 98, 99]) await tr.sftStep(3, k, 32, [d], { meanWrong: 3, maxAttempts: 32, perturbed: 0.5 }, { markWeight: 10 });
   takeProfile(tr, 1);
   const h = monitorEventLoopDelay({ resolution: 10 });
   // A timer on the main thread: in-process work delays it, pooled work should not.
@@ -140,4 +142,38 @@ void (async () => {
   console.log(`same final weights in every variant: ${same ? 'yes' : 'NO'}`);
   console.log(`pool overhead (1 thread vs in-process): sft ${(base.sft / rows[0].sft).toFixed(3)}x, sample ${(base.sample / rows[0].sample).toFixed(3)}x, update ${(base.update / rows[0].update).toFixed(3)}x`);
   if (!same) process.exitCode = 1;
+  await contention(N);
 })();
+
+/**
+ * Do N threads slow each other, with no dispatch between them? N independent one-thread
+ * pools, each running whole SFT steps of its own, first one alone and then all at once: the
+ * threads' own grad time per step. A ratio near 1 puts the pooled step's loss in dispatch and
+ * imbalance; a ratio well above 1 puts it in the machine (shared caches, memory bandwidth,
+ * vCPUs that are hyperthreads of one host core) running this workload.
+ */
+async function contention(n: number): Promise<void> {
+  const pools = await Promise.all(Array.from({ length: n }, () => ComputePool.start(1)));
+  const trs = await Promise.all(pools.map((p, i) => PooledTrainer.open(p, `bench/alone-${i}`, create)));
+  const step = (tr: PooledTrainer, k: number) => tr.sftStep(3, k, 32, [d], { meanWrong: 3, maxAttempts: 32, perturbed: 0.5 }, { markWeight: 10 });
+  const gradMs = (tr: PooledTrainer) => {
+    const ms = tr.pool.threadMs.get('grad')?.ms ?? 0;
+    tr.pool.threadMs.clear();
+    return ms;
+  };
+  for (const k of [97, 98, 99]) await Promise.all(trs.map((tr) => step(tr, k)));
+  trs.forEach(gradMs);
+  let t0 = performance.now();
+  for (let k = 0; k < SFT_STEPS; k++) await step(trs[0], k);
+  const aloneWall = (performance.now() - t0) / SFT_STEPS;
+  const alone = gradMs(trs[0]) / SFT_STEPS;
+  t0 = performance.now();
+  for (let k = 0; k < SFT_STEPS; k++) await Promise.all(trs.map((tr) => step(tr, SFT_STEPS + k)));
+  const togetherWall = (performance.now() - t0) / SFT_STEPS;
+  const together = trs.map((tr) => gradMs(tr) / SFT_STEPS);
+  await Promise.all(trs.map((tr) => tr.dispose()));
+  await Promise.all(pools.map((p) => p.close()));
+  const mean = together.reduce((a, b) => a + b, 0) / n;
+  console.log(`\nContention, no dispatch: ${n} independent one-thread trainers, SFT grad ms per step (the thread's own time)`);
+  console.log(`alone ${alone.toFixed(0)} (wall ${aloneWall.toFixed(0)}); ${n} at once ${together.map((x) => x.toFixed(0)).join(' / ')} (wall ${togetherWall.toFixed(0)}); slowdown ${(mean / alone).toFixed(2)}x`);
+}
