@@ -77,6 +77,13 @@ export interface GrpoConfig {
    * (docs/RESULTS.md, "(b) with the marks out of the loss"). @default false
    */
   maskMarks: boolean;
+  /**
+   * Weight of the KL term on the policy's check-mark tokens (`ok` / `no`; `GrpoInputs.marks`),
+   * where it differs from klCoef's on every other token: anchors the verdicts to the
+   * reference while the search moves freely (docs/RESULTS.md: the verifier erodes under RL,
+   * and a KL of 0.05 on all tokens holds it). Absent: klCoef everywhere. @default klCoef
+   */
+  klMarkCoef?: number;
 }
 
 export const GrpoConfigSchema = z
@@ -89,6 +96,7 @@ export const GrpoConfigSchema = z
     entropyCoef: z.number().min(0).default(0.001),
     positiveOnly: z.boolean().default(false),
     maskMarks: z.boolean().default(false),
+    klMarkCoef: z.number().min(0).optional(),
   })
   .strict();
 
@@ -113,6 +121,8 @@ export interface GrpoInputs {
   adv: tf.Tensor;
   /** 1 for policy-written response tokens; 0 for padding and environment-forced tokens. */
   mask: tf.Tensor;
+  /** 1 where the token is a check mark (GrpoConfig.klMarkCoef); needed only when klMarkCoef is set. */
+  marks?: tf.Tensor;
 }
 
 /** Token-means over the loss tokens (after positive-only masking), as plain numbers. */
@@ -144,7 +154,7 @@ const KL_LOGRATIO_CLAMP = 20;
 function checkShapes(x: GrpoInputs): void {
   const want = x.logp.shape;
   if (want.length !== 2) throw new ShapeMismatchError(`grpoLoss: logp must be [B, T] (got [${want}])`);
-  const named: Array<[string, tf.Tensor | undefined]> = [['oldLogp', x.oldLogp], ['refLogp', x.refLogp], ['entropy', x.entropy], ['mask', x.mask]];
+  const named: Array<[string, tf.Tensor | undefined]> = [['oldLogp', x.oldLogp], ['refLogp', x.refLogp], ['entropy', x.entropy], ['mask', x.mask], ['marks', x.marks]];
   for (const [name, t] of named) {
     if (t && (t.shape.length !== 2 || t.shape[0] !== want[0] || t.shape[1] !== want[1])) {
       throw new ShapeMismatchError(`grpoLoss: ${name} has shape [${t.shape}], logp has [${want}]`);
@@ -159,6 +169,7 @@ function checkShapes(x: GrpoInputs): void {
  *   pg = max(−A·r, −A·clip(r, 1 − epsLow, 1 + epsHigh));  if A < 0: pg = min(pg, c·|A|)
  *   kl = clamp(exp(d) − d − 1, ±klClamp),  d = clamp(refLogp − logp, ±20)      (k3)
  *   loss = Σ mask·(pg + klCoef·kl − entropyCoef·entropy) / Σ mask      (token-mean, DAPO)
+ * With `klMarkCoef`, the KL weight on mark tokens (x.marks = 1) is klMarkCoef instead of klCoef.
  * With `positiveOnly`, mask := mask·[A > 0]. No loss tokens → loss 0.
  * Masked positions are zeroed before any exp, so garbage there (even ±inf) cannot make NaN.
  * Stats are read synchronously (one small download); the returned `loss` is the caller's.
@@ -185,13 +196,21 @@ export function grpoLoss(x: GrpoInputs, cfg: Partial<GrpoConfig> = {}): { loss: 
     const cap = tf.mul(tf.abs(adv), c.dualClip);
     const pg = tf.where(negA, tf.minimum(clipped, cap), clipped);
 
+    const byMark = c.klMarkCoef !== undefined && c.klMarkCoef !== c.klCoef;
     let kl: tf.Tensor = zero;
-    if (x.refLogp && c.klCoef > 0) {
+    if (x.refLogp && (c.klCoef > 0 || (byMark && c.klMarkCoef! > 0))) {
       const d = tf.clipByValue(tf.where(on, tf.sub(x.refLogp, x.logp), zero), -KL_LOGRATIO_CLAMP, KL_LOGRATIO_CLAMP);
       kl = tf.clipByValue(tf.sub(tf.sub(tf.exp(d), d), 1), -c.klClamp, c.klClamp);
     }
+    // Per-token KL weight: klCoef, or klMarkCoef on the marks (a tensor only when they differ).
+    let klWeighted: tf.Tensor = tf.mul(kl, c.klCoef);
+    if (byMark) {
+      if (!x.marks) throw new ShapeMismatchError('grpoLoss: klMarkCoef is set but no marks tensor was given');
+      const w = tf.add(tf.mul(tf.cast(x.marks, 'float32'), c.klMarkCoef! - c.klCoef), c.klCoef);
+      klWeighted = tf.mul(kl, w);
+    }
     const ent = tf.where(on, x.entropy, zero);
-    const perToken = tf.sub(tf.add(pg, tf.mul(kl, c.klCoef)), tf.mul(ent, c.entropyCoef));
+    const perToken = tf.sub(tf.add(pg, klWeighted), tf.mul(ent, c.entropyCoef));
     const loss = tmean(perToken) as tf.Scalar;
 
     const frac = (b: tf.Tensor) => tmean(tf.cast(b, 'float32'));

@@ -174,17 +174,17 @@ export class Trainer {
 
   /** Gradient of one RL micro-batch's share of its mini-batch loss (rows from rlPlan), with its loss statistics. */
   rlGrads(s: RlSettings, chunk: PlanRow[], tokensInMb: number): { grads: Grads; stats?: GrpoStats } {
-    const { tokens, mask, oldLogp, adv: advT } = pack(chunk, true);
+    const { tokens, mask, oldLogp, adv: advT, marks } = pack(chunk, true, s.grpo.klMarkCoef !== undefined);
     const n = chunk.reduce((a, r) => a + lossTokens(r, s.grpo.positiveOnly), 0);
-    const refLogp = this.ref && s.grpo.klCoef > 0 ? tf.tidy(() => tokenLogProbs(this.ref!, tokens, { temperature: s.temperature }).logp) : undefined;
+    const refLogp = this.ref && (s.grpo.klCoef > 0 || (s.grpo.klMarkCoef ?? 0) > 0) ? tf.tidy(() => tokenLogProbs(this.ref!, tokens, { temperature: s.temperature }).logp) : undefined;
     let st: GrpoStats | undefined;
     const r = tf.variableGrads(() => {
       const { logp, entropy } = tokenLogProbs(this.policy, tokens, { temperature: s.temperature });
-      const out = grpoLoss({ logp, oldLogp: oldLogp!, refLogp, entropy, adv: advT!, mask }, s.grpo);
+      const out = grpoLoss({ logp, oldLogp: oldLogp!, refLogp, entropy, adv: advT!, mask, marks }, s.grpo);
       st = out.stats;
       return tf.mul(out.loss, n / tokensInMb) as tf.Scalar;
     });
-    tf.dispose([r.value, tokens, mask, oldLogp!, advT!, ...(refLogp ? [refLogp] : [])]);
+    tf.dispose([r.value, tokens, mask, oldLogp!, advT!, ...(refLogp ? [refLogp] : []), ...(marks ? [marks] : [])]);
     return { grads: this.toArrays(r.grads), ...(st && n > 0 ? { stats: st } : {}) };
   }
 
@@ -566,12 +566,13 @@ export const PASS_BYTES = 3 * 2 ** 28;
  * Right-pad rows of (prompt, response) to one length. logp index k predicts token k + 1,
  * so response token r of a row with prompt length P sits at logp index P + r − 1.
  */
-function pack(rows: Array<{ prompt: number[]; response: number[]; forced: number[]; logp?: number[]; adv?: number; weights?: number[] }>, rl: boolean) {
+function pack(rows: Array<{ prompt: number[]; response: number[]; forced: number[]; logp?: number[]; adv?: number; weights?: number[] }>, rl: boolean, withMarkMask = false) {
   const T = Math.max(...rows.map((r) => r.prompt.length + r.response.length));
   const B = rows.length;
   const tok = new Int32Array(B * T).fill(PAD);
   const mask = new Float32Array(B * (T - 1));
   const old = new Float32Array(B * (T - 1));
+  const marks = withMarkMask ? new Float32Array(B * (T - 1)) : undefined;
   rows.forEach((r, b) => {
     const P = r.prompt.length;
     tok.set(r.prompt, b * T);
@@ -581,6 +582,7 @@ function pack(rows: Array<{ prompt: number[]; response: number[]; forced: number
       if (forced.has(k)) continue;
       mask[b * (T - 1) + P + k - 1] = r.weights ? r.weights[k] : 1;
       if (r.logp) old[b * (T - 1) + P + k - 1] = r.logp[k];
+      if (marks && isMark(r.response[k])) marks[b * (T - 1) + P + k - 1] = 1;
     }
   });
   return {
@@ -588,6 +590,7 @@ function pack(rows: Array<{ prompt: number[]; response: number[]; forced: number
     mask: tf.tensor2d(mask, [B, T - 1]),
     oldLogp: rl ? tf.tensor2d(old, [B, T - 1]) : undefined,
     adv: rl ? tf.tensor1d(rows.map((r) => r.adv ?? 0)) : undefined,
+    marks: marks ? tf.tensor2d(marks, [B, T - 1]) : undefined,
   };
 }
 

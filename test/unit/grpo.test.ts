@@ -16,7 +16,7 @@ before(async () => {
 });
 
 type M = number[][];
-interface RefIn { logp: M; oldLogp: M; refLogp?: M; entropy: M; adv: number[]; mask: M }
+interface RefIn { logp: M; oldLogp: M; refLogp?: M; entropy: M; adv: number[]; mask: M; marks?: M }
 interface RefOut { loss: number; dlogp: M; dent: M; clipLow: number; clipHigh: number; dual: number; tokens: number }
 
 /** The e3 loss in float64, case by case (docs/RECIPE.md "The RL objective"). */
@@ -42,16 +42,18 @@ function refLoss(x: RefIn, c: GrpoConfig): RefOut {
         else if (r > c.dualClip) { pg = a * c.dualClip; out.dual++; }
         else { pg = a * r; dpg = a * r; }
       }
+      // KL weight of this token: klMarkCoef on a check mark when it is set, else klCoef.
+      const kc = x.marks?.[b][t] && c.klMarkCoef !== undefined ? c.klMarkCoef : c.klCoef;
       let kl = 0, dkl = 0;
-      if (x.refLogp && c.klCoef > 0) {
+      if (x.refLogp && kc > 0) {
         const d = x.refLogp[b][t] - x.logp[b][t];
         const dc = Math.max(-20, Math.min(20, d));
         kl = Math.exp(dc) - dc - 1;
         if (kl > c.klClamp) kl = c.klClamp;
         else if (Math.abs(d) <= 20) dkl = 1 - Math.exp(d);
       }
-      out.loss += (pg + c.klCoef * kl - c.entropyCoef * x.entropy[b][t]) / N;
-      out.dlogp[b][t] = (dpg + c.klCoef * dkl) / N;
+      out.loss += (pg + kc * kl - c.entropyCoef * x.entropy[b][t]) / N;
+      out.dlogp[b][t] = (dpg + kc * dkl) / N;
       out.dent[b][t] = -c.entropyCoef / N;
     }
   }
@@ -61,15 +63,16 @@ function refLoss(x: RefIn, c: GrpoConfig): RefOut {
 function runTf(x: RefIn, c: Partial<GrpoConfig>) {
   const t2 = (m: M) => tf.tensor2d(m, undefined, 'float32');
   const oldT = t2(x.oldLogp), refT = x.refLogp ? t2(x.refLogp) : undefined, advT = tf.tensor1d(x.adv), maskT = t2(x.mask);
+  const marksT = x.marks ? t2(x.marks) : undefined;
   const lpT = t2(x.logp), entT = t2(x.entropy);
   let stats: ReturnType<typeof grpoLoss>['stats'] | undefined;
   const { value, grads } = tf.valueAndGrads((lp: tf.Tensor, en: tf.Tensor) => {
-    const o = grpoLoss({ logp: lp, oldLogp: oldT, refLogp: refT, entropy: en, adv: advT, mask: maskT }, c);
+    const o = grpoLoss({ logp: lp, oldLogp: oldT, refLogp: refT, entropy: en, adv: advT, mask: maskT, marks: marksT }, c);
     stats = o.stats;
     return o.loss;
   })([lpT, entT]);
   const out = { loss: value.dataSync()[0], dlogp: grads[0].arraySync() as M, dent: grads[1].arraySync() as M, stats: stats! };
-  tf.dispose([oldT, refT, advT, maskT, lpT, entT, value, ...grads].filter((t): t is tf.Tensor => t !== undefined));
+  tf.dispose([oldT, refT, advT, maskT, marksT, lpT, entT, value, ...grads].filter((t): t is tf.Tensor => t !== undefined));
   return out;
 }
 
@@ -146,6 +149,31 @@ test('grpoLoss: KL clamp, entropy term and each coefficient switched on alone', 
   assert.equal(ref.dlogp[0][1], (-1.2 * Math.exp(x.logp[0][1] - x.oldLogp[0][1])) / 23);
   check(x, { klCoef: 0.3, klClamp: 3 }); // a lower clamp catches more tokens (k3 = 4.0 at row 0 token 3)
   check({ ...x, refLogp: undefined }, { klCoef: 0.3 }); // no reference: no KL term
+});
+
+test('grpoLoss: klMarkCoef weighs the KL on mark tokens alone; unset or equal, the loss is unchanged', () => {
+  const x = regionBatch();
+  // Marks on a few tokens of several rows (where the KL is not clamped, so it has a gradient), a padded one included.
+  const marks = [[0, 0, 0, 1, 1], [0, 0, 1, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 1, 0]];
+  const withMarks = { ...x, marks };
+  check(withMarks, { klCoef: 0.001, klMarkCoef: 0.3 }); // the mark tokens' KL at 0.3, the rest at 0.001
+  check(withMarks, { klCoef: 0, klMarkCoef: 0.3, entropyCoef: 0 }); // KL on the marks only
+  const onlyMarks = runTf(withMarks, { klCoef: 0, klMarkCoef: 0.3, entropyCoef: 0 });
+  const none = runTf(withMarks, { klCoef: 0, entropyCoef: 0 });
+  // The gradient differs from the KL-free one exactly at the (unpadded) mark tokens.
+  onlyMarks.dlogp.forEach((row, b) => row.forEach((g, t) => {
+    const onMark = marks[b][t] === 1 && x.mask[b][t] === 1;
+    assert.equal(g !== none.dlogp[b][t], onMark, `row ${b} token ${t}`);
+  }));
+  // Unset, or equal to klCoef: the same loss, bit for bit, as without marks.
+  const plain = runTf(x, { klCoef: 0.3 });
+  for (const c of [{ klCoef: 0.3 }, { klCoef: 0.3, klMarkCoef: 0.3 }]) {
+    const got = runTf(withMarks, c);
+    assert.equal(got.loss, plain.loss);
+    assert.deepEqual(got.dlogp, plain.dlogp);
+  }
+  assert.throws(() => runTf(x, { klCoef: 0.001, klMarkCoef: 0.3 }), /klMarkCoef is set but no marks/);
+  assert.throws(() => grpoConfig({ klMarkCoef: -1 }), /klMarkCoef/);
 });
 
 test('grpoLoss: positiveOnly (GRPOMask) drops every response with A <= 0', () => {

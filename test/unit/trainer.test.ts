@@ -128,3 +128,36 @@ test('rlPlan with grpo.maskMarks: the check-mark tokens leave the loss, nothing 
   }
   for (const row of plain.miniBatches[0].chunks.flat()) assert.deepEqual(row.forced, [0]);
 });
+
+test('rlGrads with grpo.klMarkCoef: the KL reaches the check-mark tokens and nothing else', async () => {
+  await initBackend();
+  const { sftBatch } = await import('../../ml/traces');
+  const { rlPlan } = await import('../../ml/trainer');
+  const { encode, BOS, EOS, isMark } = await import('../../ml/tokenizer');
+  const base = Trainer.create({ model: { ...model, context: 512 }, optim: { lr: 3e-3 }, toolArithmetic: true });
+  const ref = base.snapshot().weights;
+  for (let s = 0; s < 3; s++) base.sftStep(1, s, 6, [d], { meanWrong: 1.5 });
+  const tr = Trainer.create({ model: { ...model, context: 512 }, weights: base.snapshot().weights, refWeights: ref, optim: {}, toolArithmetic: true });
+  base.dispose();
+  const examples = sftBatch(4, 0, 8, d, { meanWrong: 3 });
+  const rows = (dropMarks: boolean) =>
+    examples.map((ex, k) => {
+      const response = [...encode(ex.response), EOS].filter((id) => !(dropMarks && isMark(id)));
+      return { i: Math.floor(k / 4), j: k % 4, problemId: ex.id, prompt: [BOS, ...encode(ex.prompt)], response, logp: response.map(() => -1), forced: [], truncated: false, reward: k % 2, grade: { reward: k % 2 } as never };
+    });
+  const grads = (graded: ReturnType<typeof rows>, grpo: Parameters<typeof grpoConfig>[0]) => {
+    const s = { ...settings, samples: 4, miniBatches: 1, microBatch: 64, grpo: grpoConfig(grpo) };
+    const plan = rlPlan(tr.policy.cfg, s, 0, graded);
+    const { grads: g } = tr.rlGrads(s, plan.miniBatches[0].chunks[0], plan.miniBatches[0].tokens);
+    return sha256Hex(Buffer.concat(Object.keys(g).sort().map((n) => Buffer.from(g[n].buffer, g[n].byteOffset, g[n].byteLength))));
+  };
+  const marked = rows(false), unmarked = rows(true);
+  assert.ok(marked.some((r) => r.response.some(isMark)), 'the traces hold marks');
+  // With marks: a KL on them alone changes the gradient.
+  assert.notEqual(grads(marked, { klCoef: 0, klMarkCoef: 0.5 }), grads(marked, { klCoef: 0 }));
+  // Without marks: it has nothing to act on.
+  assert.equal(grads(unmarked, { klCoef: 0, klMarkCoef: 0.5 }), grads(unmarked, { klCoef: 0 }));
+  // Equal to klCoef: the same bytes as leaving it unset.
+  assert.equal(grads(marked, { klCoef: 0.05, klMarkCoef: 0.05 }), grads(marked, { klCoef: 0.05 }));
+  tr.dispose();
+});
