@@ -111,14 +111,19 @@ function yScale(values: ReadonlyArray<{ value: number }>) {
   return hi > lo ? { zero: true } : { domain: [lo, lo + 1] };
 }
 
+const EVAL_MEASURE = 'held-out eval';
+const SELECT_MEASURE = 'Eq. 6.1 J(B)';
+
 /** pass@1 vs budget and (when measured) pass@k vs budget, one line per eval/select node. */
 function extrapolationCharts(results: Record<string, NodeResult>): ChartSpec[] {
-  const pass: Array<{ node: string; budget: number; k: number; value: number; desc: string }> = [];
+  const pass: Array<{ node: string; measure: string; budget: number; k: number; value: number; desc: string }> = [];
   for (const [node, r] of Object.entries(results)) {
     if (!isEval(r)) continue;
+    // A select node's J(B) is measured on its own stage's data (Eq. 6.1), not the held-out set.
+    const measure = r.kind === 'select-budget' ? SELECT_MEASURE : EVAL_MEASURE;
     for (const e of evalEntries(r)) {
       const m = /^pass@(\d+)$/.exec(e.name);
-      if (m) pass.push({ node, budget: e.budget, k: Number(m[1]), value: e.value, desc: `${node} B=${e.budget} pass@${m[1]}=${fmt(e.value)}` });
+      if (m) pass.push({ node, measure, budget: e.budget, k: Number(m[1]), value: e.value, desc: `${node} B=${e.budget} pass@${m[1]}=${fmt(e.value)}` });
     }
   }
   const budgets = [...new Set([...pass.map((p) => p.budget), ...rlBudgets(results).map((r) => r.budget)])].sort((a, b) => a - b);
@@ -132,12 +137,21 @@ function extrapolationCharts(results: Record<string, NodeResult>): ChartSpec[] {
       name: 'extrapolation',
       section: 'extrapolation',
       title,
-      caption: 'pass@1 with responses cut at each test budget, one line per eval / select-budget node; dashed rules mark each RL node\'s training budget. Extrapolation (paper §6) is pass@1 still rising to the right of the training budget.',
+      caption: 'pass@1 with responses cut at each test budget, one line per eval / select-budget node: solid lines are held-out evaluations, dashed ones the J(B) a select-budget node measured on its own stage\'s problems for Eq. 6.1 (other data, not comparable to the evaluations). Dashed rules mark each RL node\'s training budget. Extrapolation (paper §6) is pass@1 still rising to the right of the training budget.',
       spec: {
         ...base,
         title,
         layer: [
-          { data: { values: p1 }, mark: { type: 'line', point: { size: 40 } }, encoding: { x, y: { field: 'value', type: 'quantitative', title: 'pass@1', scale: yScale(p1) }, color: { field: 'node', type: 'nominal', title: 'node' }, description: { field: 'desc' } } },
+          {
+            data: { values: p1 },
+            mark: { type: 'line', point: { size: 40 } },
+            encoding: {
+              x, y: { field: 'value', type: 'quantitative', title: 'pass@1', scale: yScale(p1) },
+              color: { field: 'node', type: 'nominal', title: 'node' },
+              strokeDash: { field: 'measure', type: 'nominal', title: 'measured', scale: { domain: [EVAL_MEASURE, SELECT_MEASURE], range: [[1, 0], [5, 3]] } },
+              description: { field: 'desc' },
+            },
+          },
           ...rules,
         ],
       },

@@ -96,6 +96,8 @@ test('report: the extrapolation chart has a point per (node, budget) and the tra
   const points: Array<[string, number]> = [...GRID.map((b) => ['select', b] as [string, number]), ...EVAL_BUDGETS.map((b) => ['eval', b] as [string, number]), [ODD, 48], [ODD, 96]];
   assert.equal(count(svg, 'aria-roledescription="point"'), points.length);
   for (const [node, b] of points) assert.ok(svg.includes(`aria-label="${escAttr(`${node} B=${b} pass@1=`)}`), `point ${node} B=${b}`);
+  // Held-out evaluations and Eq. 6.1's J(B) on a stage's own data are told apart in the legend.
+  for (const m of ['held-out eval', 'Eq. 6.1 J(B)']) assert.ok(svg.includes(`>${m}</text>`), `legend entry ${m}`);
   for (const label of ['stage1: B=48', 'stage2: B=96']) {
     assert.ok(svg.includes(`>${label}</text>`), `rule label ${label}`);
     assert.ok(svg.includes(`aria-label="${label}"`), `rule ${label}`);
