@@ -11,6 +11,7 @@ import { SessionLostError } from './errors';
 import type { NodeInput, Session } from './types';
 import type { Env } from './env';
 import { SESSION_IDLE_MS, modelConfig, withHeartbeat } from './env';
+import { usesReference } from '../ml/grpo';
 
 /** A refused open that has not retried on this worker for this long went elsewhere (the opener retries at most 10 s apart). */
 const WAITER_LIVE_MS = 30_000;
@@ -59,7 +60,7 @@ export function trainerSessionActivities(env: Env) {
           model: modelConfig(cfg),
           weights: own ? own.files['weights.bin'] : start,
           optimState: own ? own.files['optim.bin'] : undefined,
-          refWeights: node.kind === 'rl' && node.grpo.klCoef > 0 ? start : undefined,
+          refWeights: node.kind === 'rl' && usesReference(node.grpo) ? start : undefined,
           optim: node.optim,
           toolArithmetic: cfg.toolArithmetic,
           // A warm start from a shorter-context policy trains the new positions (see growContext).

@@ -21,13 +21,13 @@ export interface PolicyArgs {
 export async function readPolicyArgs(tool: string, budgetsDefault: string, budgetsHelp: string): Promise<PolicyArgs> {
   const [file, diff = '{}', budgetsArg = budgetsDefault, promptsArg = '64', samplesArg = '8', seedArg = '1'] = process.argv.slice(2);
   if (!file) throw new Error(`usage: ${tool} <weights.e3w> <difficulty json> [${budgetsHelp}] [prompts] [samples] [seed]`);
-  const num = (name: string, v: string) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 0) throw new Error(`${tool}: ${name} must be a non-negative integer, got '${v}'`);
+  const num = (name: string, v: string, least = 1) => {
+    const n = v.trim() === '' ? NaN : Number(v);
+    if (!Number.isInteger(n) || n < least) throw new Error(`${tool}: ${name} must be an integer >= ${least}, got '${v}'`);
     return n;
   };
   const budgets = budgetsArg.split(',').map((b) => num('budget', b));
   const difficulty = DifficultySchema.parse(JSON.parse(diff));
   const backend = await initBackend();
-  return { file, weights: readFileSync(file), difficulty, budgets, prompts: num('prompts', promptsArg), samples: num('samples', samplesArg), seed: num('seed', seedArg), backend };
+  return { file, weights: readFileSync(file), difficulty, budgets, prompts: num('prompts', promptsArg), samples: num('samples', samplesArg), seed: num('seed', seedArg, 0), backend };
 }

@@ -28,5 +28,6 @@ component_ports() {
 }
 # wait_until <tenths> <command...>: poll every 0.1 s; status 0 once the command succeeds, 1 on time-out.
 wait_until() { local n=$1; shift; for _ in $(seq 1 "$n"); do "$@" && return 0; sleep 0.1; done; "$@"; }
+# Gone: reaped, not only exited (the smoke test checks that the recorded pid no longer exists).
 pid_gone() { ! pid_alive "$1"; }
 ports_closed() { local p; for p in "$@"; do port_open "$p" && return 1; done; return 0; }

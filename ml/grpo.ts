@@ -100,6 +100,9 @@ export const GrpoConfigSchema = z
   })
   .strict();
 
+/** Whether the loss has a KL term anywhere (on every token, or on the marks alone): the reference policy is needed. */
+export const usesReference = (c: Pick<GrpoConfig, 'klCoef' | 'klMarkCoef'>): boolean => c.klCoef > 0 || (c.klMarkCoef ?? 0) > 0;
+
 /** Defaults filled in; unknown keys and wrong types throw (zod's message names the field). */
 export function grpoConfig(partial: Partial<GrpoConfig> = {}): GrpoConfig {
   return GrpoConfigSchema.parse(partial);

@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { difficultyProfile, generateCountdown, makeCountdown, countdownPrompt } from './countdown';
 import type { CountdownProblem } from './countdown';
 import { ShapeMismatchError } from './errors';
-import { crossEntropyLoss, groupAdvantages, grpoLoss } from './grpo';
+import { crossEntropyLoss, groupAdvantages, grpoLoss, usesReference } from './grpo';
 import type { GrpoConfig, GrpoStats } from './grpo';
 import { passAtKMetrics, summarizeResponses } from './metrics';
 import type { ResponseRecord } from './metrics';
@@ -176,7 +176,7 @@ export class Trainer {
   rlGrads(s: RlSettings, chunk: PlanRow[], tokensInMb: number): { grads: Grads; stats?: GrpoStats } {
     const { tokens, mask, oldLogp, adv: advT, marks } = pack(chunk, true, s.grpo.klMarkCoef !== undefined);
     const n = chunk.reduce((a, r) => a + lossTokens(r, s.grpo.positiveOnly), 0);
-    const refLogp = this.ref && (s.grpo.klCoef > 0 || (s.grpo.klMarkCoef ?? 0) > 0) ? tf.tidy(() => tokenLogProbs(this.ref!, tokens, { temperature: s.temperature }).logp) : undefined;
+    const refLogp = this.ref && usesReference(s.grpo) ? tf.tidy(() => tokenLogProbs(this.ref!, tokens, { temperature: s.temperature }).logp) : undefined;
     let st: GrpoStats | undefined;
     const r = tf.variableGrads(() => {
       const { logp, entropy } = tokenLogProbs(this.policy, tokens, { temperature: s.temperature });
@@ -566,7 +566,7 @@ export const PASS_BYTES = 3 * 2 ** 28;
  * Right-pad rows of (prompt, response) to one length. logp index k predicts token k + 1,
  * so response token r of a row with prompt length P sits at logp index P + r − 1.
  */
-function pack(rows: Array<{ prompt: number[]; response: number[]; forced: number[]; logp?: number[]; adv?: number; weights?: number[] }>, rl: boolean, withMarkMask = false) {
+export function pack(rows: Array<{ prompt: number[]; response: number[]; forced: number[]; logp?: number[]; adv?: number; weights?: number[] }>, rl: boolean, withMarkMask = false) {
   const T = Math.max(...rows.map((r) => r.prompt.length + r.response.length));
   const B = rows.length;
   const tok = new Int32Array(B * T).fill(PAD);

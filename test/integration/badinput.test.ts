@@ -27,6 +27,7 @@ import { keys } from '../../storage/layout';
 import { ObjectStore, sha256Hex } from '../../storage/store';
 import { WorkerPool, awaitPipeline, startPipeline, temporalClient } from '../chaos';
 import { ROOT, store, uid } from './env';
+import { usesReference } from '../../ml/grpo';
 
 const SECRET = process.env.E3_S3_SECRET_KEY!;
 
@@ -212,7 +213,7 @@ test('a retried rlUpdate whose metrics write failed after the update does not tr
   // The same iteration on a trainer that never saw a failure.
   const node = config.nodes.stage1 as RlNode;
   const warmW = (await loadCheckpoint(store(), runId, 'warmstart'))!.files['weights.bin'];
-  const tr = Trainer.create({ model: modelConfig(config), weights: warmW, refWeights: node.grpo.klCoef > 0 ? warmW : undefined, optim: node.optim, toolArithmetic: config.toolArithmetic });
+  const tr = Trainer.create({ model: modelConfig(config), weights: warmW, refWeights: usesReference(node.grpo) ? warmW : undefined, optim: node.optim, toolArithmetic: config.toolArithmetic });
   try {
     await tr.update(rlSettings(config, 'stage1'), 0, await store().getJson<GradedRollout[]>(g.key));
     assert.equal(got, sha256Hex(tr.snapshot().weights));

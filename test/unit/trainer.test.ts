@@ -133,7 +133,7 @@ test('rlGrads with grpo.klMarkCoef: the KL reaches the check-mark tokens and not
   await initBackend();
   const { sftBatch } = await import('../../ml/traces');
   const { rlPlan } = await import('../../ml/trainer');
-  const { encode, BOS, EOS, isMark } = await import('../../ml/tokenizer');
+  const { encode, BOS, EOS, OK, NO, isMark } = await import('../../ml/tokenizer');
   const base = Trainer.create({ model: { ...model, context: 512 }, optim: { lr: 3e-3 }, toolArithmetic: true });
   const ref = base.snapshot().weights;
   for (let s = 0; s < 3; s++) base.sftStep(1, s, 6, [d], { meanWrong: 1.5 });
@@ -160,4 +160,13 @@ test('rlGrads with grpo.klMarkCoef: the KL reaches the check-mark tokens and not
   // Equal to klCoef: the same bytes as leaving it unset.
   assert.equal(grads(marked, { klCoef: 0.05, klMarkCoef: 0.05 }), grads(marked, { klCoef: 0.05 }));
   tr.dispose();
+  // Where the marks land: logp index P + k − 1 predicts response token k, and only policy-written marks count.
+  const { pack } = await import('../../ml/trainer');
+  const row = { prompt: [BOS, 5, 6], response: [7, OK, 8, NO, EOS], forced: [3] };
+  const p = pack([row], true, true);
+  const got = Array.from(p.marks!.dataSync());
+  const want = new Array(row.prompt.length + row.response.length - 1).fill(0);
+  want[row.prompt.length + 1 - 1] = 1; // the `ok` at k = 1; the `no` at k = 3 was written by the environment
+  assert.deepEqual(got, want);
+  tf.dispose([p.tokens, p.mask, p.oldLogp!, p.adv!, p.marks!]);
 });
