@@ -30,6 +30,16 @@ const d = { count: 3, min: 1, max: 9, ops: '+-*' };
 const s: RlSettings = { seed: 7, nodeId: 'bench', stream: 'bench', difficulty: d, prompts: 16, samples: 4, temperature: 0.6, topP: 1, miniBatches: 2, microBatch: 8, skipZeroStd: false, grpo: grpoConfig({}) };
 const create = { model, weights, optim: { lr: 1e-4 }, toolArithmetic: true };
 const SFT_STEPS = 4;
+/** The SFT step every variant times: batch 32 of long warm-start traces (seed 3), mark weight 10. */
+const SFT_TRACES = { meanWrong: 3, maxAttempts: 32, perturbed: 0.5 };
+const SFT_OPTS = { markWeight: 10 };
+const sftStepOf = (tr: Trainer | PooledTrainer, k: number) => tr.sftStep(3, k, 32, [d], SFT_TRACES, SFT_OPTS);
+/**
+ * Untimed warm-up steps: each thread's wasm heap grows to its longest pass once, and a
+ * thread's first pass of a new size costs up to 4x a later one (measured per micro-batch).
+ * Chunks go to whichever thread is free, so one step does not show every thread every size: three do.
+ */
+const WARMUP_STEPS = [97, 98, 99];
 const BUDGET = 128;
 
 interface Row { variant: string; threads: number; sft: number; sample: number; update: number; p99: number; max: number; bytes: string; flops: { sft: number; sample: number; update: number }; profile?: { sft: Profile; update: Profile } }
@@ -72,17 +82,14 @@ function matmulCeiling(): number {
 }
 
 async function measure(variant: string, threads: number, tr: Trainer | PooledTrainer): Promise<Row> {
-  // Warm-up, untimed: each thread's wasm heap grows to its longest pass once, and a thread's
-  // first pass of a new size costs up to 4x a later one (measured per micro-batch). Chunks go
-  // to whichever thread is free, so one step does not show every thread every size: three do.
-  for (const k of [97, 98, 99]) await tr.sftStep(3, k, 32, [d], { meanWrong: 3, maxAttempts: 32, perturbed: 0.5 }, { markWeight: 10 });
+  for (const k of WARMUP_STEPS) await sftStepOf(tr, k);
   takeProfile(tr, 1);
   const h = monitorEventLoopDelay({ resolution: 10 });
   // A timer on the main thread: in-process work delays it, pooled work should not.
   const tick = setInterval(() => undefined, 5);
   h.enable();
   let t0 = performance.now();
-  for (let k = 0; k < SFT_STEPS; k++) await tr.sftStep(3, k, 32, [d], { meanWrong: 3, maxAttempts: 32, perturbed: 0.5 }, { markWeight: 10 });
+  for (let k = 0; k < SFT_STEPS; k++) await sftStepOf(tr, k);
   const sft = (performance.now() - t0) / SFT_STEPS;
   const sftProfile = takeProfile(tr, SFT_STEPS);
   t0 = performance.now();
@@ -96,7 +103,7 @@ async function measure(variant: string, threads: number, tr: Trainer | PooledTra
   h.disable();
   clearInterval(tick);
   const snap = await tr.snapshot();
-  const sftRows = Array.from({ length: SFT_STEPS }, (_, k) => sftPlan({ ...model }, 3, k, 32, [d], { meanWrong: 3, maxAttempts: 32, perturbed: 0.5 }, { markWeight: 10 }).chunks.flat());
+  const sftRows = Array.from({ length: SFT_STEPS }, (_, k) => sftPlan({ ...model }, 3, k, 32, [d], SFT_TRACES, SFT_OPTS).chunks.flat());
   const flops = {
     sft: trainFlops(sftRows.flat().map((r) => r.prompt.length + r.response.length)) / SFT_STEPS,
     sample: sampleFlops(roll.map(rowLen)),
@@ -155,21 +162,20 @@ void (async () => {
 async function contention(n: number): Promise<void> {
   const pools = await Promise.all(Array.from({ length: n }, () => ComputePool.start(1)));
   const trs = await Promise.all(pools.map((p, i) => PooledTrainer.open(p, `bench/alone-${i}`, create)));
-  const step = (tr: PooledTrainer, k: number) => tr.sftStep(3, k, 32, [d], { meanWrong: 3, maxAttempts: 32, perturbed: 0.5 }, { markWeight: 10 });
   const gradMs = (tr: PooledTrainer) => {
     const ms = tr.pool.threadMs.get('grad')?.ms ?? 0;
     tr.pool.threadMs.clear();
     return ms;
   };
-  for (const k of [97, 98, 99]) await Promise.all(trs.map((tr) => step(tr, k)));
+  for (const k of WARMUP_STEPS) await Promise.all(trs.map((tr) => sftStepOf(tr, k)));
   trs.forEach(gradMs);
   let t0 = performance.now();
-  for (let k = 0; k < SFT_STEPS; k++) await step(trs[0], k);
+  for (let k = 0; k < SFT_STEPS; k++) await sftStepOf(trs[0], k);
   const aloneWall = (performance.now() - t0) / SFT_STEPS;
   const alone = gradMs(trs[0]) / SFT_STEPS;
   t0 = performance.now();
   // The same batches as alone, so the ratio is contention, not other data.
-  for (let k = 0; k < SFT_STEPS; k++) await Promise.all(trs.map((tr) => step(tr, k)));
+  for (let k = 0; k < SFT_STEPS; k++) await Promise.all(trs.map((tr) => sftStepOf(tr, k)));
   const togetherWall = (performance.now() - t0) / SFT_STEPS;
   const together = trs.map((tr) => gradMs(tr) / SFT_STEPS);
   await Promise.all(trs.map((tr) => tr.dispose()));

@@ -201,7 +201,7 @@ export function grpoLoss(x: GrpoInputs, cfg: Partial<GrpoConfig> = {}): { loss: 
 
     const byMark = c.klMarkCoef !== undefined && c.klMarkCoef !== c.klCoef;
     let kl: tf.Tensor = zero;
-    if (x.refLogp && (c.klCoef > 0 || (byMark && c.klMarkCoef! > 0))) {
+    if (x.refLogp && usesReference(c)) {
       const d = tf.clipByValue(tf.where(on, tf.sub(x.refLogp, x.logp), zero), -KL_LOGRATIO_CLAMP, KL_LOGRATIO_CLAMP);
       kl = tf.clipByValue(tf.sub(tf.sub(tf.exp(d), d), 1), -c.klClamp, c.klClamp);
     }
