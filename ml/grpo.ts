@@ -84,6 +84,17 @@ export interface GrpoConfig {
    * and a KL of 0.05 on all tokens holds it). Absent: klCoef everywhere. @default klCoef
    */
   klMarkCoef?: number;
+  /**
+   * Which check marks the policy-gradient term sees. 'all' (absent, the paper's objective):
+   * every token of a response carries its outcome advantage. 'ok': the `no` marks (the
+   * policy's decisions to go on searching) leave the policy-gradient term and stay in the KL
+   * and entropy terms; the `ok` marks (its decisions to stop) keep the advantage. Why: a
+   * failed search writes many true `no` marks, and outcome credit pushes each of them down,
+   * i.e. towards stopping; the paper's mechanism (§5: negative gradients push probability off
+   * the end of an answer) acts on the stop decision alone (docs/RESULTS.md, "(b) with the
+   * `no` marks out of the policy gradient"). @default 'all'
+   */
+  pgMarks?: 'all' | 'ok';
 }
 
 export const GrpoConfigSchema = z
@@ -97,6 +108,7 @@ export const GrpoConfigSchema = z
     positiveOnly: z.boolean().default(false),
     maskMarks: z.boolean().default(false),
     klMarkCoef: z.number().min(0).optional(),
+    pgMarks: z.enum(['all', 'ok']).optional(),
   })
   .strict();
 
@@ -126,6 +138,8 @@ export interface GrpoInputs {
   mask: tf.Tensor;
   /** 1 where the token is a check mark (GrpoConfig.klMarkCoef); needed only when klMarkCoef is set. */
   marks?: tf.Tensor;
+  /** 1 where the token is a `no` mark (GrpoConfig.pgMarks 'ok'); needed only then. */
+  noMarks?: tf.Tensor;
 }
 
 /** Token-means over the loss tokens (after positive-only masking), as plain numbers. */
@@ -157,7 +171,7 @@ const KL_LOGRATIO_CLAMP = 20;
 function checkShapes(x: GrpoInputs): void {
   const want = x.logp.shape;
   if (want.length !== 2) throw new ShapeMismatchError(`grpoLoss: logp must be [B, T] (got [${want}])`);
-  const named: Array<[string, tf.Tensor | undefined]> = [['oldLogp', x.oldLogp], ['refLogp', x.refLogp], ['entropy', x.entropy], ['mask', x.mask], ['marks', x.marks]];
+  const named: Array<[string, tf.Tensor | undefined]> = [['oldLogp', x.oldLogp], ['refLogp', x.refLogp], ['entropy', x.entropy], ['mask', x.mask], ['marks', x.marks], ['noMarks', x.noMarks]];
   for (const [name, t] of named) {
     if (t && (t.shape.length !== 2 || t.shape[0] !== want[0] || t.shape[1] !== want[1])) {
       throw new ShapeMismatchError(`grpoLoss: ${name} has shape [${t.shape}], logp has [${want}]`);
@@ -173,6 +187,8 @@ function checkShapes(x: GrpoInputs): void {
  *   kl = clamp(exp(d) − d − 1, ±klClamp),  d = clamp(refLogp − logp, ±20)      (k3)
  *   loss = Σ mask·(pg + klCoef·kl − entropyCoef·entropy) / Σ mask      (token-mean, DAPO)
  * With `klMarkCoef`, the KL weight on mark tokens (x.marks = 1) is klMarkCoef instead of klCoef.
+ * With `pgMarks` 'ok', pg := 0 on the `no` marks (x.noMarks = 1); they keep the KL and entropy
+ * terms and the token count, and the clip statistics count only tokens in the pg term.
  * With `positiveOnly`, mask := mask·[A > 0]. No loss tokens → loss 0.
  * Masked positions are zeroed before any exp, so garbage there (even ±inf) cannot make NaN.
  * Stats are read synchronously (one small download); the returned `loss` is the caller's.
@@ -197,7 +213,14 @@ export function grpoLoss(x: GrpoInputs, cfg: Partial<GrpoConfig> = {}): { loss: 
     const clipped = tf.maximum(pg1, pg2);
     const negA = tf.less(adv, 0);
     const cap = tf.mul(tf.abs(adv), c.dualClip);
-    const pg = tf.where(negA, tf.minimum(clipped, cap), clipped);
+    let pg = tf.where(negA, tf.minimum(clipped, cap), clipped);
+    let inPg = (b: tf.Tensor): tf.Tensor => b;
+    if (c.pgMarks === 'ok') {
+      if (!x.noMarks) throw new ShapeMismatchError("grpoLoss: pgMarks is 'ok' but no noMarks tensor was given");
+      const pgOn = tf.equal(x.noMarks, 0);
+      pg = tf.where(pgOn, pg, zero);
+      inPg = (b) => tf.logicalAnd(b, pgOn);
+    }
 
     const byMark = c.klMarkCoef !== undefined && c.klMarkCoef !== c.klCoef;
     let kl: tf.Tensor = zero;
@@ -217,9 +240,9 @@ export function grpoLoss(x: GrpoInputs, cfg: Partial<GrpoConfig> = {}): { loss: 
     const loss = tmean(perToken) as tf.Scalar;
 
     const frac = (b: tf.Tensor) => tmean(tf.cast(b, 'float32'));
-    const clipLow = tf.logicalAnd(negA, tf.less(ratio, 1 - c.epsLow));
-    const clipHigh = tf.logicalAnd(tf.greater(adv, 0), tf.greater(ratio, 1 + c.epsHigh));
-    const dual = tf.logicalAnd(negA, tf.greater(clipped, cap));
+    const clipLow = inPg(tf.logicalAnd(negA, tf.less(ratio, 1 - c.epsLow)));
+    const clipHigh = inPg(tf.logicalAnd(tf.greater(adv, 0), tf.greater(ratio, 1 + c.epsHigh)));
+    const dual = inPg(tf.logicalAnd(negA, tf.greater(clipped, cap)));
     const stats = tf.stack([
       loss, tmean(pg), frac(tf.logicalOr(clipLow, clipHigh)), frac(clipLow), frac(clipHigh), frac(dual),
       tmean(kl), tmean(ent), tmean(ratio), tmean(tf.mul(tf.square(logRatio), 0.5)), tf.sum(m),

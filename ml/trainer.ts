@@ -20,7 +20,7 @@ import { Rng, deriveSeed } from './rng';
 import { sample } from './sampler';
 import { deserializeTensors, loadPolicy, serializePolicy, serializeTensors } from './serialize';
 import type { Difficulty, Grade, Split } from './task';
-import { BOS, EOS, PAD, decode, encode, isMark } from './tokenizer';
+import { BOS, EOS, NO, PAD, decode, encode, isMark } from './tokenizer';
 import { sftBatch } from './traces';
 import type { TraceOptions } from './traces';
 
@@ -174,17 +174,17 @@ export class Trainer {
 
   /** Gradient of one RL micro-batch's share of its mini-batch loss (rows from rlPlan), with its loss statistics. */
   rlGrads(s: RlSettings, chunk: PlanRow[], tokensInMb: number): { grads: Grads; stats?: GrpoStats } {
-    const { tokens, mask, oldLogp, adv: advT, marks } = pack(chunk, true, s.grpo.klMarkCoef !== undefined);
+    const { tokens, mask, oldLogp, adv: advT, marks, noMarks } = pack(chunk, true, { marks: s.grpo.klMarkCoef !== undefined, noMarks: s.grpo.pgMarks === 'ok' });
     const n = chunk.reduce((a, r) => a + lossTokens(r, s.grpo.positiveOnly), 0);
     const refLogp = this.ref && usesReference(s.grpo) ? tf.tidy(() => tokenLogProbs(this.ref!, tokens, { temperature: s.temperature }).logp) : undefined;
     let st: GrpoStats | undefined;
     const r = tf.variableGrads(() => {
       const { logp, entropy } = tokenLogProbs(this.policy, tokens, { temperature: s.temperature });
-      const out = grpoLoss({ logp, oldLogp: oldLogp!, refLogp, entropy, adv: advT!, mask, marks }, s.grpo);
+      const out = grpoLoss({ logp, oldLogp: oldLogp!, refLogp, entropy, adv: advT!, mask, marks, noMarks }, s.grpo);
       st = out.stats;
       return tf.mul(out.loss, n / tokensInMb) as tf.Scalar;
     });
-    tf.dispose([r.value, tokens, mask, oldLogp!, advT!, ...(refLogp ? [refLogp] : []), ...(marks ? [marks] : [])]);
+    tf.dispose([r.value, tokens, mask, oldLogp!, advT!, ...(refLogp ? [refLogp] : []), ...(marks ? [marks] : []), ...(noMarks ? [noMarks] : [])]);
     return { grads: this.toArrays(r.grads), ...(st && n > 0 ? { stats: st } : {}) };
   }
 
@@ -566,13 +566,14 @@ export const PASS_BYTES = 3 * 2 ** 28;
  * Right-pad rows of (prompt, response) to one length. logp index k predicts token k + 1,
  * so response token r of a row with prompt length P sits at logp index P + r − 1.
  */
-export function pack(rows: Array<{ prompt: number[]; response: number[]; forced: number[]; logp?: number[]; adv?: number; weights?: number[] }>, rl: boolean, withMarkMask = false) {
+export function pack(rows: Array<{ prompt: number[]; response: number[]; forced: number[]; logp?: number[]; adv?: number; weights?: number[] }>, rl: boolean, want: { marks?: boolean; noMarks?: boolean } = {}) {
   const T = Math.max(...rows.map((r) => r.prompt.length + r.response.length));
   const B = rows.length;
   const tok = new Int32Array(B * T).fill(PAD);
   const mask = new Float32Array(B * (T - 1));
   const old = new Float32Array(B * (T - 1));
-  const marks = withMarkMask ? new Float32Array(B * (T - 1)) : undefined;
+  const marks = want.marks ? new Float32Array(B * (T - 1)) : undefined;
+  const noMarks = want.noMarks ? new Float32Array(B * (T - 1)) : undefined;
   rows.forEach((r, b) => {
     const P = r.prompt.length;
     tok.set(r.prompt, b * T);
@@ -583,6 +584,7 @@ export function pack(rows: Array<{ prompt: number[]; response: number[]; forced:
       mask[b * (T - 1) + P + k - 1] = r.weights ? r.weights[k] : 1;
       if (r.logp) old[b * (T - 1) + P + k - 1] = r.logp[k];
       if (marks && isMark(r.response[k])) marks[b * (T - 1) + P + k - 1] = 1;
+      if (noMarks && r.response[k] === NO) noMarks[b * (T - 1) + P + k - 1] = 1;
     }
   });
   return {
@@ -591,6 +593,7 @@ export function pack(rows: Array<{ prompt: number[]; response: number[]; forced:
     oldLogp: rl ? tf.tensor2d(old, [B, T - 1]) : undefined,
     adv: rl ? tf.tensor1d(rows.map((r) => r.adv ?? 0)) : undefined,
     marks: marks ? tf.tensor2d(marks, [B, T - 1]) : undefined,
+    noMarks: noMarks ? tf.tensor2d(noMarks, [B, T - 1]) : undefined,
   };
 }
 

@@ -16,7 +16,7 @@ before(async () => {
 });
 
 type M = number[][];
-interface RefIn { logp: M; oldLogp: M; refLogp?: M; entropy: M; adv: number[]; mask: M; marks?: M }
+interface RefIn { logp: M; oldLogp: M; refLogp?: M; entropy: M; adv: number[]; mask: M; marks?: M; noMarks?: M }
 interface RefOut { loss: number; dlogp: M; dent: M; clipLow: number; clipHigh: number; dual: number; tokens: number }
 
 /** The e3 loss in float64, case by case (docs/RECIPE.md "The RL objective"). */
@@ -33,7 +33,10 @@ function refLoss(x: RefIn, c: GrpoConfig): RefOut {
       if (w[b][t] === 0) continue;
       const r = Math.exp(x.logp[b][t] - x.oldLogp[b][t]);
       let pg = 0, dpg = 0;
-      if (A > 0) {
+      // pgMarks 'ok': a `no` mark has no policy-gradient term (and no clip statistics).
+      const noPg = c.pgMarks === 'ok' && x.noMarks?.[b][t] === 1;
+      if (noPg) { /* KL and entropy only */ }
+      else if (A > 0) {
         if (r > 1 + c.epsHigh) { pg = -A * (1 + c.epsHigh); out.clipHigh++; }
         else { pg = -A * r; dpg = -A * r; }
       } else if (A < 0) {
@@ -64,15 +67,16 @@ function runTf(x: RefIn, c: Partial<GrpoConfig>) {
   const t2 = (m: M) => tf.tensor2d(m, undefined, 'float32');
   const oldT = t2(x.oldLogp), refT = x.refLogp ? t2(x.refLogp) : undefined, advT = tf.tensor1d(x.adv), maskT = t2(x.mask);
   const marksT = x.marks ? t2(x.marks) : undefined;
+  const noMarksT = x.noMarks ? t2(x.noMarks) : undefined;
   const lpT = t2(x.logp), entT = t2(x.entropy);
   let stats: ReturnType<typeof grpoLoss>['stats'] | undefined;
   const { value, grads } = tf.valueAndGrads((lp: tf.Tensor, en: tf.Tensor) => {
-    const o = grpoLoss({ logp: lp, oldLogp: oldT, refLogp: refT, entropy: en, adv: advT, mask: maskT, marks: marksT }, c);
+    const o = grpoLoss({ logp: lp, oldLogp: oldT, refLogp: refT, entropy: en, adv: advT, mask: maskT, marks: marksT, noMarks: noMarksT }, c);
     stats = o.stats;
     return o.loss;
   })([lpT, entT]);
   const out = { loss: value.dataSync()[0], dlogp: grads[0].arraySync() as M, dent: grads[1].arraySync() as M, stats: stats! };
-  tf.dispose([oldT, refT, advT, maskT, marksT, lpT, entT, value, ...grads].filter((t): t is tf.Tensor => t !== undefined));
+  tf.dispose([oldT, refT, advT, maskT, marksT, noMarksT, lpT, entT, value, ...grads].filter((t): t is tf.Tensor => t !== undefined));
   return out;
 }
 
@@ -174,6 +178,34 @@ test('grpoLoss: klMarkCoef weighs the KL on mark tokens alone; unset or equal, t
   }
   assert.throws(() => runTf(x, { klCoef: 0.001, klMarkCoef: 0.3 }), /klMarkCoef is set but no marks/);
   assert.throws(() => grpoConfig({ klMarkCoef: -1 }), /klMarkCoef/);
+});
+
+test("grpoLoss: pgMarks 'ok' takes the `no` marks out of the policy gradient alone; KL, entropy and token count stay", () => {
+  const x = regionBatch();
+  // `no` marks on tokens of every region: unclipped (0,1), clipped high (0,4), clipped low (1,0), dual-capped (1,3), A = 0 (2,2), padding (3,4).
+  const noMarks = [[0, 1, 0, 0, 1], [1, 0, 0, 1, 0], [0, 0, 1, 0, 0], [0, 1, 0, 0, 1], [0, 0, 0, 0, 0]];
+  const withNo = { ...x, noMarks };
+  const { ref } = check(withNo, { pgMarks: 'ok' });
+  assert.equal(ref.tokens, 23); // the marks still count as loss tokens (KL, entropy, the token mean)
+  assert.equal(ref.clipHigh + ref.clipLow + ref.dual, 1); // only (4,3) is left: its clipped-high token
+  check(withNo, { pgMarks: 'ok', klCoef: 0.3 });
+  check(withNo, { pgMarks: 'ok', positiveOnly: true });
+  // With no KL and no entropy, the marked (unpadded) tokens have no gradient at all, and the others the plain loss's.
+  const pgOnly = runTf(withNo, { pgMarks: 'ok', klCoef: 0, entropyCoef: 0 });
+  const plain = runTf(x, { klCoef: 0, entropyCoef: 0 });
+  pgOnly.dlogp.forEach((row, b) => row.forEach((g, t) => {
+    if (noMarks[b][t] === 1) assert.equal(g, 0, `row ${b} token ${t}`);
+    else assert.equal(g, plain.dlogp[b][t], `row ${b} token ${t}`);
+  }));
+  // 'all', or absent: the same bytes as without the tensor.
+  for (const c of [{}, { pgMarks: 'all' as const }]) {
+    const got = runTf(withNo, c);
+    const want = runTf(x, {});
+    assert.equal(got.loss, want.loss);
+    assert.deepEqual(got.dlogp, want.dlogp);
+  }
+  assert.throws(() => runTf(x, { pgMarks: 'ok' }), /pgMarks is 'ok' but no noMarks/);
+  assert.throws(() => grpoConfig({ pgMarks: 'no' as never }), /pgMarks/);
 });
 
 test('grpoLoss: positiveOnly (GRPOMask) drops every response with A <= 0', () => {

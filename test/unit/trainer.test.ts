@@ -159,14 +159,28 @@ test('rlGrads with grpo.klMarkCoef: the KL reaches the check-mark tokens and not
   assert.equal(grads(unmarked, { klCoef: 0, klMarkCoef: 0.5 }), grads(unmarked, { klCoef: 0 }));
   // Equal to klCoef: the same bytes as leaving it unset.
   assert.equal(grads(marked, { klCoef: 0.05, klMarkCoef: 0.05 }), grads(marked, { klCoef: 0.05 }));
+  // pgMarks 'ok': the `no` marks leave the policy gradient; with no `no` mark it has nothing to act on.
+  assert.ok(marked.some((r) => r.response.includes(NO)), 'the traces hold `no` marks');
+  assert.notEqual(grads(marked, { pgMarks: 'ok' }), grads(marked, {}));
+  assert.equal(grads(unmarked, { pgMarks: 'ok' }), grads(unmarked, {}));
+  assert.equal(grads(marked, { pgMarks: 'all' }), grads(marked, {}));
   tr.dispose();
   // Where the marks land: logp index P + k − 1 predicts response token k, and only policy-written marks count.
   const { pack } = await import('../../ml/trainer');
   const row = { prompt: [BOS, 5, 6], response: [7, OK, 8, NO, EOS], forced: [3] };
-  const p = pack([row], true, true);
+  const p = pack([row], true, { marks: true });
   const got = Array.from(p.marks!.dataSync());
   const want = new Array(row.prompt.length + row.response.length - 1).fill(0);
   want[row.prompt.length + 1 - 1] = 1; // the `ok` at k = 1; the `no` at k = 3 was written by the environment
   assert.deepEqual(got, want);
+  assert.equal(p.noMarks, undefined);
   tf.dispose([p.tokens, p.mask, p.oldLogp!, p.adv!, p.marks!]);
+  // The `no` marks: policy-written ones only, at the same positions.
+  const row2 = { prompt: [BOS, 5, 6], response: [7, NO, 8, OK, NO, EOS], forced: [4] };
+  const q = pack([row2], true, { noMarks: true });
+  const want2 = new Array(row2.prompt.length + row2.response.length - 1).fill(0);
+  want2[row2.prompt.length + 1 - 1] = 1; // the `no` at k = 1; the `ok` at k = 3 is not a `no`, the `no` at k = 4 was forced
+  assert.deepEqual(Array.from(q.noMarks!.dataSync()), want2);
+  assert.equal(q.marks, undefined);
+  tf.dispose([q.tokens, q.mask, q.oldLogp!, q.adv!, q.noMarks!]);
 });
