@@ -1,6 +1,8 @@
 /**
  * Training on an open session: SFT chunks, and the RL iteration (rollouts, then the GRPO
- * update). Retries find work already applied in memory and do not apply it twice.
+ * update, then a commit when one is due: one activity, rlIteration; runs recorded before it
+ * scheduled the parts one by one). Retries find work already applied in memory and do not
+ * apply it twice.
  */
 import type { SftNode } from '../configs/schema';
 import { dataMetrics, gradeRollouts, iterationProblems, rolloutMetrics } from '../ml/trainer';
@@ -15,7 +17,7 @@ import { rlSettings, sftSettings, withHeartbeat } from './env';
 export function trainActivities(env: Env) {
   const { store, readManifest, live, drop, writeMetrics } = env;
   const { commitCheckpoint } = trainerSessionActivities(env);
-  return {
+  const acts = {
     /** SFT steps [from, to), then a commit at `to`. Resumes from its heartbeat on retry. */
     async sftChunk(s: Session, from: number, to: number): Promise<{ step: number; metrics: Record<string, number> }> {
       const l = live(s);
@@ -113,6 +115,23 @@ export function trainActivities(env: Env) {
       await writeMetrics(s.runId, s.nodeId, t + 1, all);
       return { metrics: all };
     },
+    /**
+     * The whole of iteration t in one activity: rollouts, update, and the commit at t + 1 when
+     * `commit` says one is due (one workflow round trip per iteration instead of two or three:
+     * bench/NOTES.md "Lean iterations"). A retry resumes where the attempt stopped: an update
+     * already applied in memory is neither sampled again nor applied twice (rlUpdate), and a
+     * commit is the same bytes when written again. The metrics are rlUpdate's (which hold the
+     * rollouts' train/* metrics).
+     */
+    async rlIteration(s: Session, t: number, budget: number, commit: boolean): Promise<{ metrics: Record<string, number> }> {
+      const l = live(s);
+      const applied = l.applied?.kind === 'rl' && l.applied.from === t && l.step === t + 1;
+      if (!applied && l.graded?.t !== t) await acts.rlRollouts(s, t, budget);
+      const { metrics } = await acts.rlUpdate(s, t);
+      if (commit) await commitCheckpoint(s, t + 1, metrics);
+      return { metrics };
+    },
   };
+  return acts;
 }
 

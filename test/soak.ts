@@ -87,7 +87,7 @@ async function main(): Promise<number> {
         for (const e of h.events ?? []) {
           if (e.activityTaskScheduledEventAttributes) names.set(String(e.eventId), e.activityTaskScheduledEventAttributes.activityType?.name ?? '');
           const done = e.activityTaskCompletedEventAttributes;
-          if (done && names.get(String(done.scheduledEventId)) === 'rlUpdate') ends.push(Number(e.eventTime?.seconds ?? 0) * 1000 + (e.eventTime?.nanos ?? 0) / 1e6);
+          if (done && ['rlIteration', 'rlUpdate'].includes(names.get(String(done.scheduledEventId)) ?? '')) ends.push(Number(e.eventTime?.seconds ?? 0) * 1000 + (e.eventTime?.nanos ?? 0) / 1e6);
         }
       }
     }

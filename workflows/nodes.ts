@@ -123,7 +123,7 @@ export async function sftNode(input: NodeInput & { carry?: Carry }): Promise<Nod
   return { kind: 'sft', checkpoint: { step: st.iteration }, metrics: st.metrics };
 }
 
-/** One curriculum stage of RL: rollouts (sample + grade) → update → commit every K (docs/RECIPE.md). */
+/** One curriculum stage of RL: rollouts (sample + grade) → update → commit every K (docs/RECIPE.md), one activity per iteration. */
 export async function rlStage(input: NodeInput & { carry?: Carry }): Promise<NodeResult> {
   const node = input.config.nodes[input.nodeId] as RlNode;
   const budget = typeof node.budget === 'number' ? node.budget : input.upstream[node.budget.fromNode]?.budget;
@@ -136,14 +136,20 @@ export async function rlStage(input: NodeInput & { carry?: Carry }): Promise<Nod
   const passAt1 = (m: Record<string, number>) => (Number.isFinite(m['train/reward_mean']) ? [{ key: E3PassAt1, value: m['train/reward_mean'] }] : []);
   await trainLoop(input, st, node.iterations, async (s, t) => {
     const acts = (what: string) => sessionActivities(s, `${what} t=${t}`);
-    // One activity samples (over the worker's compute threads) and grades; runs recorded
-    // before it fanned out sampling shards and graded in a second activity.
+    const next = t + 1;
+    const commit = next % node.ckptEvery === 0 || next === node.iterations;
+    // One activity per iteration: rollouts, update, and the commit when due. Runs recorded
+    // before it scheduled them one by one (below), and before that fanned out sampling
+    // shards and graded in an activity of its own.
+    if (patched('iteration-one-activity')) {
+      const r = await acts(`iteration B=${budget}${commit ? `, commit ${next}` : ''}`).rlIteration(s, t, budget, commit);
+      return { iteration: next, metrics: r.metrics };
+    }
     const graded = patched('rollouts-one-activity')
       ? await acts(`rollouts B=${budget}`).rlRollouts(s, t, budget)
       : await acts('grade').rlGrade(s, t, (await Promise.all(Array.from({ length: (node as { shards?: number }).shards ?? 1 }, (_, k) => acts(`sample shard ${k}`).rlSample(s, t, k, budget)))).map((x) => x.key));
     const updated = await acts('update').rlUpdate(s, t);
-    const next = t + 1;
-    if (next % node.ckptEvery === 0 || next === node.iterations) await acts(`commit step ${next}`).commitCheckpoint(s, next, { ...graded.metrics, ...updated.metrics });
+    if (commit) await acts(`commit step ${next}`).commitCheckpoint(s, next, { ...graded.metrics, ...updated.metrics });
     return { iteration: next, metrics: { ...graded.metrics, ...updated.metrics } };
   }, passAt1);
   return { kind: 'rl', checkpoint: { step: st.iteration }, budget, metrics: st.metrics };

@@ -4,8 +4,9 @@
  * histories: before every patch in use) is mid-stage when the old worker is stopped with
  * SIGTERM and a worker of this release starts. The run completes on the new worker; no workflow
  * task fails (no non-determinism); the stage that was in flight replays its recorded iterations
- * on the old command path (rlSample/rlGrade: `patched('rollouts-one-activity')` is false where
- * the history has no marker) and runs the rest on the new one (rlRollouts); the stage that
+ * on the old command path (rlSample/rlGrade, rlUpdate: `patched('iteration-one-activity')` and
+ * `patched('rollouts-one-activity')` are false where the history has no marker) and runs the
+ * rest on the new one (rlIteration: rollouts, update and commit in one activity); the stage that
  * starts after the upgrade is new throughout; and the mixed histories replay from scratch.
  */
 import { after, before, test } from 'node:test';
@@ -93,6 +94,7 @@ test(`a run in flight on a ${OLD} worker completes on this release's workers aft
   const overrides = { nodes: { stage1: { iterations: ITERATIONS, ckptEvery: 5 } } };
   const h = await c.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: runId, args: [{ config: 'tiny', runId, overrides }] as never });
   await until('stage1 to complete an update on the old worker', 180_000, async () => ((await completed(`${runId}/stage1`)).includes('rlUpdate') ? true : undefined));
+  const iterations = (names: string[]) => names.filter((n) => n === 'rlUpdate' || n === 'rlIteration').length;
   // The deploy: the old worker stopped the way a deploy stops it (SIGTERM), then this release's
   // worker started. (Started the other way round, an old worker may for a moment pick up a
   // task whose history already has a new marker, fail it and leave it to a new worker:
@@ -117,12 +119,13 @@ test(`a run in flight on a ${OLD} worker completes on this release's workers aft
   // stage1: the iterations recorded by the old worker replay on the old path; the first one
   // this release runs records the patch marker and takes the new one, for good.
   const stage1 = scheduled(await history(`${runId}/stage1`));
-  const first = stage1.indexOf('rlRollouts');
+  const first = stage1.indexOf('rlIteration');
   assert.ok(stage1.indexOf('rlSample') >= 0 && stage1.indexOf('rlSample') < first, `stage1 should start on the old path: ${stage1.join(', ')}`);
-  assert.ok(first > 0 && !stage1.slice(first).includes('rlSample'), `stage1 should switch once, to rlRollouts: ${stage1.join(', ')}`);
-  assert.ok(stage1.filter((n) => n === 'rlUpdate').length >= ITERATIONS, `stage1 did not run all ${ITERATIONS} updates: ${stage1.join(', ')}`);
+  const after = stage1.slice(first);
+  assert.ok(first > 0 && !['rlSample', 'rlGrade', 'rlRollouts', 'rlUpdate', 'commitCheckpoint'].some((n) => after.includes(n)), `stage1 should switch once, to rlIteration: ${stage1.join(', ')}`);
+  assert.ok(iterations(stage1) >= ITERATIONS, `stage1 did not run all ${ITERATIONS} iterations: ${stage1.join(', ')}`);
   const stage2 = scheduled(await history(`${runId}/stage2`));
-  assert.ok(stage2.includes('rlRollouts') && !stage2.includes('rlSample'), `stage2 (started after the upgrade) should take the new path: ${stage2.join(', ')}`);
+  assert.ok(stage2.includes('rlIteration') && !['rlSample', 'rlRollouts', 'rlUpdate'].some((n) => stage2.includes(n)), `stage2 (started after the upgrade) should take the new path: ${stage2.join(', ')}`);
   // And the mixed histories replay from the start with this release's workflows (a worker restart).
   const histories = await Promise.all([runId, ...nodes.map((n) => `${runId}/${n}`)].map(async (workflowId) => ({ workflowId, history: await c.client.workflow.getHandle(workflowId).fetchHistory() })));
   let n = 0;
