@@ -223,6 +223,48 @@ test('a retried rlUpdate whose metrics write failed after the update does not tr
   }
 });
 
+test('a retried rlIteration whose commit failed neither samples nor trains twice; the commit lands with the uninterrupted bytes', async () => {
+  const { runId, config } = await warmRun();
+  const flaky = new FlakyStore(store().cfg);
+  const fa = createActivities({ store: flaky, queue: `badinput-flaky-it-${process.pid}`, backend: await initBackend(), reportDir: tmpdir(), maxSessions: 1, log: () => {} });
+  // The warm run is shared: stage1 may hold a commit from an earlier test; start from it.
+  const own = await loadCheckpoint(store(), runId, 'stage1');
+  const sess = await fa.openTrainer({ runId, nodeId: 'stage1', config, upstream: {} });
+  const t = sess.step;
+  assert.equal(t, own?.manifest.step ?? 0);
+  // The commit's last write (LATEST) fails: rollouts, update and metrics are done by then.
+  flaky.failNext = /\/stage1\/ckpt\/LATEST$/;
+  await assert.rejects(fa.rlIteration(sess, t, 32, true), /injected: connection reset/);
+  assert.equal(flaky.failNext, null, 'the fault was not injected');
+  assert.equal((await readLatest(flaky, runId, 'stage1'))?.step, own?.manifest.step);
+  const graded = keys.graded(runId, 'stage1', t);
+  const firstGraded = sha256Hex(await flaky.get(graded));
+  // Temporal's retry of the same activity on the same worker: the session is already at t + 1.
+  const r = await fa.rlIteration(sess, t, 32, true);
+  assert.ok(Number.isFinite(r.metrics['train/loss']) && Number.isFinite(r.metrics['train/reward_mean']), "the retry reports the iteration's metrics");
+  assert.equal(sha256Hex(await flaky.get(graded)), firstGraded, 'the rollouts were stored again, differently');
+  const m = await manifestOf(flaky, runId, 'stage1');
+  assert.equal(m.step, t + 1);
+  // The same iteration on a trainer that never saw a failure.
+  const node = config.nodes.stage1 as RlNode;
+  const warmW = (await loadCheckpoint(store(), runId, 'warmstart'))!.files['weights.bin'];
+  const tr = Trainer.create({
+    model: modelConfig(config), weights: own ? own.files['weights.bin'] : warmW, optimState: own?.files['optim.bin'],
+    refWeights: usesReference(node.grpo) ? warmW : undefined, optim: node.optim, toolArithmetic: config.toolArithmetic,
+  });
+  try {
+    await tr.update(rlSettings(config, 'stage1'), t, await store().getJson<GradedRollout[]>(graded));
+    assert.equal(m.files['weights.bin'].sha256, sha256Hex(tr.snapshot().weights), 'trained twice, or not at all');
+  } finally {
+    tr.dispose();
+  }
+  // An iteration that is not due a commit commits nothing; an old iteration is refused as a lost session.
+  await fa.rlIteration(sess, t + 1, 32, false);
+  assert.equal((await manifestOf(flaky, runId, 'stage1')).step, t + 1);
+  await assert.rejects(fa.rlIteration(sess, t, 32, false), (e) => e instanceof ApplicationFailure && e.type === ErrorTypes.sessionLost);
+  await fa.closeTrainer(sess);
+});
+
 test('missing checkpoint: a node whose source has no commit fails at once, non-retryable MissingCheckpoint', async () => {
   await poolReady;
   const runId = uid('missing');
