@@ -17,6 +17,15 @@ const base = () => ({
 
 const rejects = (raw: unknown, re: RegExp) => assert.throws(() => resolveConfig(raw), (e: Error) => e instanceof ConfigError && re.test(e.message), `expected ${re}`);
 
+test('negative-gradients is the committed (b) experiment: ablation-search with klCoef 0.05 and pgMarks ok on both arms, nothing else', () => {
+  const arm = { grpo: { klCoef: 0.05, pgMarks: 'ok' } };
+  const { name: a, ...viaOverrides } = loadConfig('ablation-search', { nodes: { grpo: arm, 'positive-only': arm } });
+  const { name: b, ...committed } = loadConfig('negative-gradients');
+  assert.deepEqual(committed, viaOverrides);
+  assert.notEqual(a, b);
+  assert.notDeepEqual(loadConfig('ablation-search').nodes.grpo, committed.nodes.grpo);
+});
+
 test('every shipped config validates, with defaults filled in', () => {
   assert.ok(configNames().includes('tiny'));
   for (const name of configNames()) {
