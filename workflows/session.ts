@@ -28,6 +28,9 @@ const opener = proxyActivities<Activities>({
  */
 export const SESSION_ACTIVITY_BACKSTOP: Duration = '4 hours';
 
+/** The non-retryable type the server matches a heartbeat timeout against ("TemporalTimeout:" + the timeout type's enum name). */
+export const HEARTBEAT_TIMEOUT_TYPE = 'TemporalTimeout:TIMEOUT_TYPE_HEARTBEAT';
+
 /** Activities of an open session, pinned to the worker that holds it. */
 export function sessionActivities(s: Session, summary?: string) {
   return proxyActivities<Activities>({
@@ -47,7 +50,11 @@ export function sessionActivities(s: Session, summary?: string) {
       backoffCoefficient: 2,
       maximumAttempts: 8,
       // SessionLost too: withRewind re-opens the session rather than retrying on a worker without it.
-      nonRetryableErrorTypes: [...SESSION_NON_RETRYABLE_ERROR_TYPES],
+      // So does a missed heartbeat window: retried, the attempt would only wait on the dead
+      // worker's queue for the schedule-to-start timeout (5 s more before the re-open). A live
+      // worker heartbeats every second from a free main thread, so the window is missed only
+      // when it is gone; if it was alive after all, the rewind recomputes the same bytes.
+      nonRetryableErrorTypes: [...SESSION_NON_RETRYABLE_ERROR_TYPES, HEARTBEAT_TIMEOUT_TYPE],
     },
   });
 }
