@@ -109,3 +109,6 @@ export const NON_RETRYABLE_ERROR_TYPES: readonly string[] = [
  * handles itself by re-opening the session elsewhere (workflows/session.ts `withRewind`).
  */
 export const SESSION_NON_RETRYABLE_ERROR_TYPES: readonly string[] = [...NON_RETRYABLE_ERROR_TYPES, ErrorTypes.sessionLost];
+
+/** The non-retryable type the server matches a heartbeat timeout against ("TemporalTimeout:" + the timeout type's enum name). */
+export const HEARTBEAT_TIMEOUT_TYPE = 'TemporalTimeout:TIMEOUT_TYPE_HEARTBEAT';

@@ -9,7 +9,7 @@ import { ActivityFailure, ApplicationFailure, TimeoutFailure, patched, proxyActi
 import type { Duration } from '@temporalio/common';
 import type { Activities } from '../activities';
 import type { NodeInput, Session } from '../activities/types';
-import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES, SESSION_NON_RETRYABLE_ERROR_TYPES, TRAINER_QUEUE } from '../activities/types';
+import { ErrorTypes, HEARTBEAT_TIMEOUT_TYPE, NON_RETRYABLE_ERROR_TYPES, SESSION_NON_RETRYABLE_ERROR_TYPES, TRAINER_QUEUE } from '../activities/types';
 
 const opener = proxyActivities<Activities>({
   taskQueue: TRAINER_QUEUE,
@@ -27,9 +27,6 @@ const opener = proxyActivities<Activities>({
  * a timeout does not change a workflow's commands, so recorded histories still replay.
  */
 export const SESSION_ACTIVITY_BACKSTOP: Duration = '4 hours';
-
-/** The non-retryable type the server matches a heartbeat timeout against ("TemporalTimeout:" + the timeout type's enum name). */
-export const HEARTBEAT_TIMEOUT_TYPE = 'TemporalTimeout:TIMEOUT_TYPE_HEARTBEAT';
 
 /** Activities of an open session, pinned to the worker that holds it. */
 export function sessionActivities(s: Session, summary?: string) {

@@ -109,7 +109,7 @@ test('a tiny run started from the Web UI "Start Workflow" form completes with th
     await ui2.getByText(`tiny · stage1 (rl) · seed 7 · run ${id}`).first().waitFor({ state: 'visible' });
     const scheduled = ((await c.client.workflow.getHandle(`${id}/stage1`).fetchHistory()).events ?? []).filter((e) => e.activityTaskScheduledEventAttributes);
     const summaries = scheduled.map((e) => (e.userMetadata?.summary?.data ? JSON.parse(Buffer.from(e.userMetadata.summary.data).toString('utf8')) : undefined));
-    assert.ok(summaries.includes('rollouts B=32 t=0') && summaries.includes('update t=3') && summaries.includes('commit step 4 t=3'), `activity summaries: ${summaries.join(', ')}`);
+    assert.ok(summaries.includes('iteration B=32 t=0') && summaries.includes('iteration B=32, commit 4 t=3'), `activity summaries: ${summaries.join(', ')}`);
     // A paused stage shows its progress live.
     const live = uid('ui-live');
     const h2 = await c.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: live, args: [{ config: 'tiny', overrides: { nodes: { stage1: { iterations: 30, ckptEvery: 10 } } } }] });

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import type { temporal } from '@temporalio/proto';
-import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES, SESSION_NON_RETRYABLE_ERROR_TYPES, TASK_QUEUE } from '../../activities/types';
+import { ErrorTypes, HEARTBEAT_TIMEOUT_TYPE, NON_RETRYABLE_ERROR_TYPES, SESSION_NON_RETRYABLE_ERROR_TYPES, TASK_QUEUE } from '../../activities/types';
 import type { RunConfig } from '../../configs/schema';
 import { keys } from '../../storage/layout';
 import { client, inProcessWorker, store, uid } from './env';
@@ -120,7 +120,8 @@ test('a config that passes the schema but fails a deterministic ml check fails o
   // The failed node closes its session, so the trainer is free for the next run (the test below opens one at once).
   assert.deepEqual(acts.map((a) => a.type), ['openTrainer', 'sftChunk', 'closeTrainer']);
   assert.deepEqual(acts[0].nonRetryable, [...NON_RETRYABLE_ERROR_TYPES]);
-  assert.deepEqual(acts[1].nonRetryable, [...SESSION_NON_RETRYABLE_ERROR_TYPES]);
+  // A session activity's missed heartbeat window re-opens the session rather than retrying on the dead worker's queue.
+  assert.deepEqual(acts[1].nonRetryable, [...SESSION_NON_RETRYABLE_ERROR_TYPES, HEARTBEAT_TIMEOUT_TYPE]);
   assert.deepEqual(attempts(evs), [1, 1, 1], 'an activity was retried');
   assert.deepEqual(scheduled(await events(runId))[0], { type: 'prepareRun', nonRetryable: [...NON_RETRYABLE_ERROR_TYPES] });
 });
