@@ -14,7 +14,11 @@ import { ErrorTypes, HEARTBEAT_TIMEOUT_TYPE, NON_RETRYABLE_ERROR_TYPES, SESSION_
 const opener = proxyActivities<Activities>({
   taskQueue: TRAINER_QUEUE,
   startToCloseTimeout: '10 minutes',
-  heartbeatTimeout: '60 seconds',
+  // An open heartbeats every second from the worker's free main thread (the loading and the
+  // replicas are awaited, not computed there). A worker that dies while opening is noticed in
+  // 10 s and the open retried on another trainer; it was 60 s, which a kill during the re-open
+  // after a lost session added to the recovery.
+  heartbeatTimeout: '10 seconds',
   retry: { initialInterval: '1s', maximumInterval: '10s', backoffCoefficient: 2, nonRetryableErrorTypes: [...NON_RETRYABLE_ERROR_TYPES] },
 });
 
