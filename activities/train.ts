@@ -10,9 +10,12 @@ import type { GradedRollout, Rollout } from '../ml/trainer';
 import { keys } from '../storage/layout';
 import { SessionLostError } from './errors';
 import type { Session } from './types';
-import type { Env } from './env';
+import type { Env, LiveSession } from './env';
 import { trainerSessionActivities } from './session';
 import { rlSettings, sftSettings, withHeartbeat } from './env';
+
+/** The session already applied RL iteration t's update in memory (a retry after it must not train twice). */
+const rlApplied = (l: LiveSession, t: number): l is LiveSession & Required<Pick<LiveSession, 'applied'>> => l.applied?.kind === 'rl' && l.applied.from === t && l.step === t + 1;
 
 export function trainActivities(env: Env) {
   const { store, readManifest, live, drop, writeMetrics } = env;
@@ -91,7 +94,7 @@ export function trainActivities(env: Env) {
       const l = live(s);
       // A retry after the update was applied in memory (the metrics write failed, or the
       // completion never reached the server): applying it again would train twice on t.
-      if (l.applied?.kind === 'rl' && l.applied.from === t && l.step === t + 1) {
+      if (rlApplied(l, t)) {
         await writeMetrics(s.runId, s.nodeId, t + 1, l.applied.metrics);
         return { metrics: l.applied.metrics };
       }
@@ -125,8 +128,7 @@ export function trainActivities(env: Env) {
      */
     async rlIteration(s: Session, t: number, budget: number, commit: boolean): Promise<{ metrics: Record<string, number> }> {
       const l = live(s);
-      const applied = l.applied?.kind === 'rl' && l.applied.from === t && l.step === t + 1;
-      if (!applied && l.graded?.t !== t) await acts.rlRollouts(s, t, budget);
+      if (!rlApplied(l, t) && l.graded?.t !== t) await acts.rlRollouts(s, t, budget);
       const { metrics } = await acts.rlUpdate(s, t);
       if (commit) await commitCheckpoint(s, t + 1, metrics);
       return { metrics };
