@@ -196,6 +196,25 @@ class FlakyStore extends ObjectStore {
   }
 }
 
+/**
+ * sha256 of stage1's weights after iteration t's update on a trainer that never saw a failure:
+ * from the commit `own` (weights and optimiser state), else from the warm start.
+ */
+async function uninterruptedWeights(runId: string, config: RunConfig, own: Awaited<ReturnType<typeof loadCheckpoint>>, t: number, gradedKey: string): Promise<string> {
+  const node = config.nodes.stage1 as RlNode;
+  const warmW = (await loadCheckpoint(store(), runId, 'warmstart'))!.files['weights.bin'];
+  const tr = Trainer.create({
+    model: modelConfig(config), weights: own ? own.files['weights.bin'] : warmW, optimState: own?.files['optim.bin'],
+    refWeights: usesReference(node.grpo) ? warmW : undefined, optim: node.optim, toolArithmetic: config.toolArithmetic,
+  });
+  try {
+    await tr.update(rlSettings(config, 'stage1'), t, await store().getJson<GradedRollout[]>(gradedKey));
+    return sha256Hex(tr.snapshot().weights);
+  } finally {
+    tr.dispose();
+  }
+}
+
 test('a retried rlUpdate whose metrics write failed after the update does not train twice on the iteration', async () => {
   const { runId, config } = await warmRun();
   const flaky = new FlakyStore(store().cfg);
@@ -210,15 +229,9 @@ test('a retried rlUpdate whose metrics write failed after the update does not tr
   assert.equal(flaky.failNext, null, 'the fault was not injected');
   await fa.commitCheckpoint(sess, 1);
   const got = (await manifestOf(flaky, runId, 'stage1')).files['weights.bin'].sha256;
-  // The same iteration on a trainer that never saw a failure.
-  const node = config.nodes.stage1 as RlNode;
-  const warmW = (await loadCheckpoint(store(), runId, 'warmstart'))!.files['weights.bin'];
-  const tr = Trainer.create({ model: modelConfig(config), weights: warmW, refWeights: usesReference(node.grpo) ? warmW : undefined, optim: node.optim, toolArithmetic: config.toolArithmetic });
   try {
-    await tr.update(rlSettings(config, 'stage1'), 0, await store().getJson<GradedRollout[]>(g.key));
-    assert.equal(got, sha256Hex(tr.snapshot().weights));
+    assert.equal(got, await uninterruptedWeights(runId, config, null, 0, g.key));
   } finally {
-    tr.dispose();
     await fa.closeTrainer(sess);
   }
 });
@@ -245,19 +258,7 @@ test('a retried rlIteration whose commit failed neither samples nor trains twice
   assert.equal(sha256Hex(await flaky.get(graded)), firstGraded, 'the rollouts were stored again, differently');
   const m = await manifestOf(flaky, runId, 'stage1');
   assert.equal(m.step, t + 1);
-  // The same iteration on a trainer that never saw a failure.
-  const node = config.nodes.stage1 as RlNode;
-  const warmW = (await loadCheckpoint(store(), runId, 'warmstart'))!.files['weights.bin'];
-  const tr = Trainer.create({
-    model: modelConfig(config), weights: own ? own.files['weights.bin'] : warmW, optimState: own?.files['optim.bin'],
-    refWeights: usesReference(node.grpo) ? warmW : undefined, optim: node.optim, toolArithmetic: config.toolArithmetic,
-  });
-  try {
-    await tr.update(rlSettings(config, 'stage1'), t, await store().getJson<GradedRollout[]>(graded));
-    assert.equal(m.files['weights.bin'].sha256, sha256Hex(tr.snapshot().weights), 'trained twice, or not at all');
-  } finally {
-    tr.dispose();
-  }
+  assert.equal(m.files['weights.bin'].sha256, await uninterruptedWeights(runId, config, own, t, graded), 'trained twice, or not at all');
   // An iteration that is not due a commit commits nothing; an old iteration is refused as a lost session.
   await fa.rlIteration(sess, t + 1, 32, false);
   assert.equal((await manifestOf(flaky, runId, 'stage1')).step, t + 1);
