@@ -6,7 +6,7 @@
 import { Context, heartbeat } from '@temporalio/activity';
 import { policySource } from '../configs/schema';
 import type { RlNode, EvalNode, SelectBudgetNode } from '../configs/schema';
-import { selectBudget as eq61 } from '../ml/budget';
+import { measuredBudgets, selectBudget as eq61 } from '../ml/budget';
 import { PooledPolicy } from '../compute/pool';
 import { dataMetrics, evalMetrics, heldOutSet } from '../ml/trainer';
 import type { EvalCounts } from '../ml/trainer';
@@ -21,38 +21,47 @@ export function evaluateActivities(env: Env) {
   const { ctx, readManifest } = env;
   return {
     /**
-     * Eq. 6.1 on J(B) measured at the node's grid of budgets, on the `select` split with the
-     * policy entering the next stage. When J stays below minPassAt1 on the whole grid the
-     * stage data is too hard for that policy and Eq. 6.1 has nothing to measure: the node
-     * fails (onUncalibrated "fail") or warns in its result and takes the largest budget.
+     * Eq. 6.1 on the `select` split with the policy entering the next stage: J(B) and J(2B)
+     * for every candidate B of the grid (one sampling pass at the largest 2B). When J stays
+     * below minPassAt1 everywhere, or no candidate qualifies, Eq. 6.1 cannot choose: the node
+     * fails (onUncalibrated "fail", UncalibratedData) or warns in its result and takes the
+     * largest candidate ("warn").
      */
     async selectBudget(input: NodeInput): Promise<NodeResult> {
       const m = await readManifest(input.runId);
       const node = m.config.nodes[input.nodeId] as SelectBudgetNode;
-      const counts = await evaluateResumable(m, input.nodeId, { ...node, split: 'select', budgets: node.grid, k: [1], offset: 0 });
-      const metrics = { ...evalMetrics(counts, node.grid, [1]), ...dataMetrics('data', heldOutSet(m.config.seed, 'select', node.difficulty, 0, node.prompts)) };
-      const J = node.grid.map((b) => ({ budget: b, passAt1: metrics[`eval/b${b}/pass@1`] }));
+      const budgets = measuredBudgets(node.grid);
+      const counts = await evaluateResumable(m, input.nodeId, { ...node, split: 'select', budgets, k: [1], offset: 0 });
+      const metrics: Record<string, number> = { ...evalMetrics(counts, budgets, [1]), ...dataMetrics('data', heldOutSet(m.config.seed, 'select', node.difficulty, 0, node.prompts)) };
+      const J = budgets.map((b) => ({ budget: b, passAt1: metrics[`eval/b${b}/pass@1`] }));
       const maxB = Math.max(...node.grid);
-      const lens = counts.flatMap((c) => c[maxB].records.filter((r) => !r.truncated).map((r) => r.length));
+      const lens = counts.flatMap((c) => c[budgets[budgets.length - 1]].records.filter((r) => !r.truncated).map((r) => r.length));
       const meanLen = lens.length ? lens.reduce((a, b) => a + b, 0) / lens.length : 0;
       const b0 = node.b0 > 0 ? node.b0 : meanLen;
       const curve = J.map((j) => `J(${j.budget})=${j.passAt1.toFixed(3)}`).join(' ');
-      const bestJ = Math.max(...J.map((j) => j.passAt1));
-      if (bestJ < node.minPassAt1) {
-        const msg = `nodes.${input.nodeId}: J(B) < minPassAt1 ${node.minPassAt1} on the whole grid (${curve}; ${node.prompts} problems x ${node.samples} samples): the stage data is too hard for the policy entering it, so Eq. 6.1 cannot pick a budget. Make the stage easier (count, minSteps, max) or the policy stronger`;
-        if (node.onUncalibrated === 'fail') throw new UncalibratedError(msg);
-        ctx.log(`warning: ${msg}; taking the largest budget ${maxB}`);
-        return { kind: 'select-budget', budget: maxB, warning: msg, metrics: { ...metrics, 'select/b0': b0, 'select/budget': maxB, 'select/qualified': 0, 'select/uncalibrated': 1 } };
+      const choice = eq61(J, { kappa: node.kappa, b0, candidates: node.grid });
+      for (const c of choice.candidates) {
+        metrics[`select/b${c.budget}/qualifies`] = c.qualifies ? 1 : 0;
+        if (c.ratio !== null) metrics[`select/b${c.budget}/ratio`] = c.ratio;
       }
-      const choice = eq61(J, { kappa: node.kappa, b0 });
-      const budget = choice.budget ?? choice.fallback ?? maxB;
+      Object.assign(metrics, { 'select/b0': b0, 'select/kappa': node.kappa });
+      const bestJ = Math.max(...J.map((j) => j.passAt1));
+      const problem =
+        bestJ < node.minPassAt1
+          ? `J(B) < minPassAt1 ${node.minPassAt1} at every budget (${curve}; ${node.prompts} problems x ${node.samples} samples): the stage data is too hard for the policy entering it. Make the stage easier (count, minSteps, max) or the policy stronger`
+          : choice.budget === null
+            ? `Eq. 6.1 found no budget: ${choice.reason} (${curve}; b0=${b0.toFixed(1)}). Extend the grid (prompt + 2 x its largest budget must fit model.context) or make the stage harder`
+            : null;
+      if (problem !== null) {
+        const msg = `nodes.${input.nodeId}: ${problem}`;
+        if (node.onUncalibrated === 'fail') throw new UncalibratedError(msg);
+        ctx.log(`warning: ${msg}; taking the largest candidate ${maxB} (onUncalibrated "warn")`);
+        const uncalibrated = bestJ < node.minPassAt1 ? 1 : 0;
+        return { kind: 'select-budget', budget: maxB, warning: `${msg}; took the largest candidate ${maxB} (onUncalibrated "warn")`, metrics: { ...metrics, 'select/budget': maxB, 'select/qualified': 0, 'select/uncalibrated': uncalibrated } };
+      }
+      const budget = choice.budget!;
       ctx.log(`select-budget ${input.runId}/${input.nodeId}: ${curve} b0=${b0.toFixed(1)} -> ${budget} (${choice.reason})`);
-      return {
-        kind: 'select-budget',
-        budget,
-        ...(choice.budget === null ? { warning: `Eq. 6.1: ${choice.reason}; took ${budget}` } : {}),
-        metrics: { ...metrics, 'select/b0': b0, 'select/budget': budget, 'select/qualified': choice.budget === null ? 0 : 1, 'select/uncalibrated': 0 },
-      };
+      return { kind: 'select-budget', budget, metrics: { ...metrics, 'select/budget': budget, 'select/qualified': 1, 'select/uncalibrated': 0 } };
     },
     /** pass@k and length / attempt / truncation stats at several budgets. */
     async evaluate(input: NodeInput): Promise<NodeResult> {

@@ -326,6 +326,34 @@ export function reportCharts(o: Pick<ReportInput, 'results' | 'metrics'>): Chart
   return [...extrapolationCharts(o.results), ...explorationCharts(o.results), ...trainingCharts(o.metrics)];
 }
 
+/**
+ * Eq. 6.1 per select-budget node as a table (the paper's Fig. 9c in numbers): every candidate
+ * B with J(B), J(2B), J(2B)/J(B) against kappa, and the budget the node took.
+ */
+export function budgetSelectionTables(results: Record<string, NodeResult>): string {
+  const tables: string[] = [];
+  for (const [node, r] of Object.entries(results)) {
+    if (r.kind !== 'select-budget' || !r.metrics) continue;
+    const m = r.metrics;
+    const cands = Object.keys(m)
+      .map((k) => /^select\/b(\d+)\/qualifies$/.exec(k)?.[1])
+      .filter((x): x is string => x !== undefined)
+      .map(Number)
+      .sort((a, b) => a - b);
+    if (cands.length === 0) continue;
+    const kappa = m['select/kappa'];
+    const cell = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? '–' : fmt(v));
+    const rows = cands.map((b) => {
+      const chosen = r.budget === b;
+      return `<tr${chosen ? ' class="chosen"' : ''}><td>${b}</td><td>${cell(m[`eval/b${b}/pass@1`])}</td><td>${cell(m[`eval/b${2 * b}/pass@1`])}</td><td>${cell(m[`select/b${b}/ratio`])}</td><td>${m[`select/b${b}/qualifies`] === 1 ? 'yes' : 'no'}</td><td>${chosen ? (m['select/qualified'] === 1 ? 'chosen' : 'taken (no candidate qualifies)') : ''}</td></tr>`;
+    });
+    tables.push(
+      `<table class="eq61" aria-label="Eq. 6.1 ${esc(node)}"><caption><b>${esc(node)}</b>: kappa ${Number.isFinite(kappa) ? String(+kappa.toPrecision(4)) : '–'}, B0 ${Number.isFinite(m['select/b0']) ? m['select/b0'].toFixed(1) : '–'} tokens; B qualifies when J(2B) &le; kappa &middot; J(B) and B &ge; B0; the smallest qualifying B is chosen</caption><tr><th>B</th><th>J(B)</th><th>J(2B)</th><th>J(2B)/J(B)</th><th>qualifies</th><th></th></tr>${rows.join('')}</table>`,
+    );
+  }
+  return tables.join('\n');
+}
+
 const figure = (c: ChartSpec, svg: string) => `<figure class="chart" id="chart-${c.name}" aria-label="${esc(c.title)}">${svg}<figcaption>${esc(c.caption)}</figcaption></figure>`;
 
 /** The report page and its charts (`name` → SVG, written next to the page as report/<name>.svg). */
@@ -352,12 +380,14 @@ export async function renderReportHtml(o: ReportInput): Promise<{ html: string; 
       )}</code></td></tr>`,
   );
   const html = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>e3 report ${esc(o.runId)}</title>
-<style>body{font-family:system-ui,sans-serif;margin:24px;max-width:1500px}.charts{display:flex;flex-wrap:wrap;gap:8px}figure.chart{margin:0;padding:6px;border:1px solid #eee;max-width:min(100%,640px)}figure.chart svg{display:block;max-width:100%;height:auto}figcaption{font-size:12px;color:#555;max-width:560px}.warnings{border:2px solid #c0392b;background:#fdecea;padding:4px 12px;margin:12px 0}.warning{color:#922b21;font-weight:600}tr.warned{background:#fdecea}td,th{border-bottom:1px solid #ddd;padding:4px 8px;vertical-align:top;text-align:left}code{font-size:11px;white-space:pre-wrap}.none{color:#777}</style></head><body>
+<style>body{font-family:system-ui,sans-serif;margin:24px;max-width:1500px}.charts{display:flex;flex-wrap:wrap;gap:8px}figure.chart{margin:0;padding:6px;border:1px solid #eee;max-width:min(100%,640px)}figure.chart svg{display:block;max-width:100%;height:auto}figcaption{font-size:12px;color:#555;max-width:560px}.warnings{border:2px solid #c0392b;background:#fdecea;padding:4px 12px;margin:12px 0}.warning{color:#922b21;font-weight:600}tr.warned{background:#fdecea}td,th{border-bottom:1px solid #ddd;padding:4px 8px;vertical-align:top;text-align:left}code{font-size:11px;white-space:pre-wrap}table.eq61{margin:8px 0 16px}table.eq61 caption{text-align:left;font-size:13px}tr.chosen{background:#e8f4ea;font-weight:600}.none{color:#777}</style></head><body>
 <h1>e3 run <code>${esc(o.runId)}</code></h1>
 <p>config <b>${esc(o.config.name)}</b>, seed ${o.config.seed}, model ${o.config.model.layers}×${o.config.model.dModel} (${o.config.model.heads} heads, context ${o.config.model.context}), tool arithmetic ${o.config.toolArithmetic}, backend ${esc(o.backend)}. Training budgets: ${esc(trainBudgets.join(', ') || 'n/a')}.</p>
 ${warningBlock}
 <h2>Extrapolation</h2>
 ${section('extrapolation', 'no eval or select-budget results with pass@k')}
+<h2>Budget selection (Eq. 6.1)</h2>
+${budgetSelectionTables(o.results) || '<p class="none">no select-budget results</p>'}
 <h2>Exploration vs test budget</h2>
 ${section('exploration', 'no exploration metrics in the eval results')}
 <h2>Training</h2>

@@ -138,8 +138,12 @@ export const SelectBudgetNodeSchema = z
     deps,
     from,
     difficulty: DifficultySchema.prefault({}),
-    /** Budgets measured; Eq. 6.1 needs J at B and 2B, so a doubling grid. @default [32, 64, 128, 256] */
-    grid: z.array(z.number().int().min(4)).min(2).default([32, 64, 128, 256]),
+    /**
+     * Candidate budgets B of Eq. 6.1. The node measures J at every B and at 2B (the largest
+     * candidate's double included), so prompt + 2 * max(grid) must fit the model's context.
+     * @default [32, 64, 128]
+     */
+    grid: z.array(z.number().int().min(4)).min(1).default([32, 64, 128]),
     /** kappa > 1 of Eq. 6.1. @default 1.2 */
     kappa: z.number().gt(1).default(1.2),
     /** B0: budgets below it are not considered; 0 means the measured mean response length. @default 0 */
@@ -154,7 +158,12 @@ export const SelectBudgetNodeSchema = z
      * stage (Eq. 6.1 then has nothing to measure; ~1 correct response in 50). @default 0.02
      */
     minPassAt1: z.number().min(0).max(1).default(0.02),
-    /** What to do then: fail the node (clean experiments), or warn and take the largest budget. @default "fail" */
+    /**
+     * What to do when Eq. 6.1 cannot choose: J below minPassAt1 everywhere, or no candidate B
+     * with J(2B) <= kappa J(B). "fail" fails the node (UncalibratedData: change the data or the
+     * grid); "warn" records a warning in the result and the report and takes the largest
+     * candidate. @default "fail"
+     */
     onUncalibrated: z.enum(['fail', 'warn']).default('fail'),
   })
   .strict();
@@ -288,10 +297,11 @@ export function resolveConfig(raw: unknown, source = 'config'): RunConfig {
     if (needsPolicy && !policySource(cfg, id) && cfg.init === 'scratch') {
       throw new ConfigError(`${source}: nodes.${id}: no policy to start from (no sft/rl ancestor and init is "scratch")`);
     }
-    const maxBudget = n.kind === 'rl' ? (typeof n.budget === 'number' ? n.budget : 0) : n.kind === 'eval' ? Math.max(...n.budgets) : n.kind === 'select-budget' ? Math.max(...n.grid) : 0;
+    const maxBudget = n.kind === 'rl' ? (typeof n.budget === 'number' ? n.budget : 0) : n.kind === 'eval' ? Math.max(...n.budgets) : n.kind === 'select-budget' ? 2 * Math.max(...n.grid) : 0;
     const prompt = n.kind === 'rl' || n.kind === 'eval' || n.kind === 'select-budget' ? promptTokens(n.difficulty) : 0;
     if (maxBudget > 0 && maxBudget + prompt > cfg.model.context) {
-      throw new ConfigError(`${source}: nodes.${id}: budget ${maxBudget} plus the prompt (up to ${prompt} tokens) exceeds model.context ${cfg.model.context}`);
+      const what = n.kind === 'select-budget' ? `.grid: Eq. 6.1 measures J(2B) for the largest candidate, so budget ${maxBudget}` : `: budget ${maxBudget}`;
+      throw new ConfigError(`${source}: nodes.${id}${what} plus the prompt (up to ${prompt} tokens) exceeds model.context ${cfg.model.context}`);
     }
     if (n.kind === 'rl' && typeof n.budget !== 'number') {
       const src = cfg.nodes[n.budget.fromNode];
@@ -300,10 +310,7 @@ export function resolveConfig(raw: unknown, source = 'config'): RunConfig {
       const most = Math.max(...src.grid);
       if (most + promptTokens(n.difficulty) > cfg.model.context) throw new ConfigError(`${source}: nodes.${id}.budget: the selected budget can be up to ${most}, which with the prompt exceeds model.context ${cfg.model.context}`);
     }
-    if (n.kind === 'select-budget') {
-      const sorted = [...n.grid].sort((a, b) => a - b);
-      if (!sorted.some((b) => sorted.includes(2 * b))) throw new ConfigError(`${source}: nodes.${id}.grid: Eq. 6.1 needs some B with 2B also on the grid`);
-    }
+    if (n.kind === 'select-budget' && new Set(n.grid).size !== n.grid.length) throw new ConfigError(`${source}: nodes.${id}.grid: a budget appears twice`);
   }
   if (cfg.init === 'lineage' && !cfg.lineage) throw new ConfigError(`${source}: init: "lineage" needs a lineage name`);
   return cfg;

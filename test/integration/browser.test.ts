@@ -33,7 +33,7 @@ async function frameText(page: import('playwright-core').Page, re: RegExp, ms = 
   assert.fail(`no frame shows ${re}; frames: ${JSON.stringify(seen.map((t) => t.slice(0, 200)))}`);
 }
 const INPUT = '{"config":"tiny"}';
-/** configs/tiny.json: the select grid and the eval budgets (one point each on pass@1 vs budget). */
+/** configs/tiny.json: the select node's measured budgets (grid and 2 x its largest) and the eval budgets (one point each on pass@1 vs budget). */
 const TINY_POINTS = 3 + 3;
 
 const launch = () =>

@@ -171,7 +171,7 @@ test('stage data too hard for the policy entering it: select-budget fails once (
   const app = causes(err).filter((x): x is ApplicationFailure => x instanceof ApplicationFailure).pop()!;
   assert.equal(app.type, ErrorTypes.uncalibrated);
   assert.equal(app.nonRetryable, true);
-  assert.match(app.message, /nodes\.select: J\(B\) < minPassAt1 1 on the whole grid \(J\(16\)=.* J\(64\)=.*\): the stage data is too hard/);
+  assert.match(app.message, /nodes\.select: J\(B\) < minPassAt1 1 at every budget \(J\(16\)=.* J\(64\)=.*\): the stage data is too hard/);
   const evs = await events(`${runId}/select`);
   assert.deepEqual(scheduled(evs).map((a) => a.type), ['selectBudget']);
   assert.deepEqual(attempts(evs), [1]);

@@ -70,13 +70,13 @@ test('the tiny DAG runs end-to-end; histories stay small and are saved for repla
     assert.equal(r.results.warmstart.checkpoint?.step, 12);
     assert.equal(r.results.stage1.checkpoint?.step, 4);
     assert.equal(r.results.stage2.checkpoint?.step, 2);
-    assert.ok([16, 32, 64].includes(r.results.select.budget!));
+    assert.ok([16, 32].includes(r.results.select.budget!));
     assert.equal(r.results.stage2.budget, r.results.select.budget);
-    // A 12-step warm start cannot solve 4-number problems: tiny's select warns (onUncalibrated "warn") and takes the largest budget.
-    if (r.results.select.metrics?.['select/uncalibrated'] === 1) {
-      assert.match(r.results.select.warning ?? '', /too hard for the policy entering it/);
-      assert.equal(r.results.select.budget, 64);
-    }
+    // A 12-step warm start cannot solve 4-number problems: tiny's select warns (onUncalibrated "warn") and takes the largest candidate.
+    if (r.results.select.metrics?.['select/uncalibrated'] === 1) assert.match(r.results.select.warning ?? '', /too hard for the policy entering it/);
+    if (r.results.select.warning) assert.equal(r.results.select.budget, 32);
+    // Eq. 6.1 tests every candidate against its double: J(64) is measured for the largest candidate 32.
+    assert.ok(Number.isFinite(r.results.select.metrics?.['eval/b64/pass@1']));
     for (const k of ['eval/b64/unique_attempts', 'eval/b16/stop_truncated', 'data/min_steps_mean', 'data/needs_all']) assert.ok(Number.isFinite(r.results.eval.metrics?.[k]), k);
     for (const k of ['eval/b16/pass@1', 'eval/b64/pass@4', 'eval/b32/truncated_frac']) assert.ok(Number.isFinite(r.results.eval.metrics?.[k]), k);
     const s = store();

@@ -60,7 +60,9 @@ test('graph errors: cycles, missing dependencies, impossible budgets', () => {
   rejects({ ...base(), model: { context: 64 }, nodes: { ...base().nodes, rl: { kind: 'rl', deps: ['sft'], budget: 60 } } }, /nodes\.rl: budget 60 .* exceeds model\.context 64/);
   rejects({ name: 't', nodes: { e: { kind: 'eval' } } }, /nodes\.e: no policy to start from/);
   rejects({ ...base(), nodes: { ...base().nodes, rl: { kind: 'rl', deps: ['sft'], budget: { fromNode: 'sft' } } } }, /budget\.fromNode: "sft" is not a select-budget node/);
-  rejects({ ...base(), nodes: { ...base().nodes, s: { kind: 'select-budget', deps: ['sft'], grid: [10, 30] } } }, /grid: Eq\. 6\.1 needs/);
+  rejects({ ...base(), nodes: { ...base().nodes, s: { kind: 'select-budget', deps: ['sft'], grid: [10, 30, 10] } } }, /nodes\.s\.grid: a budget appears twice/);
+  // Eq. 6.1 measures J(2B) for the largest candidate: 2 x 48 plus the prompt must fit the context.
+  rejects({ ...base(), model: { context: 96 }, nodes: { ...base().nodes, s: { kind: 'select-budget', deps: ['sft'], grid: [20, 48] } } }, /nodes\.s\.grid: Eq\. 6\.1 measures J\(2B\) for the largest candidate, so budget 96 plus the prompt .* exceeds model\.context 96/);
 });
 
 test('topological order respects dependencies and config order', () => {

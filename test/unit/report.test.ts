@@ -140,3 +140,28 @@ test('report: node ids are escaped in the page and in the SVGs; warnings are sho
   assert.match(html, /<section class="warnings" role="alert">.*<b>select<\/b>: Eq\. 6\.1: no B qualified; took 96/s);
   assert.match(html, /<tr class="warned"><td>select<\/td>.*<span class="warning">Eq\. 6\.1: no B qualified; took 96<\/span>/);
 });
+
+test('Eq. 6.1 table: every candidate with J(B), J(2B), their ratio against kappa, and the budget taken', async () => {
+  const J: Record<number, number> = { 32: 0.16, 64: 0.332, 128: 0.496, 256: 0.598 };
+  const m: Record<string, number> = { 'select/kappa': 1.2, 'select/b0': 90.5, 'select/budget': 128, 'select/qualified': 1 };
+  for (const [b, j] of Object.entries(J)) m[`eval/b${b}/pass@1`] = j;
+  for (const b of [32, 64, 128]) {
+    m[`select/b${b}/ratio`] = J[2 * b] / J[b];
+    m[`select/b${b}/qualifies`] = J[2 * b] <= 1.2 * J[b] && b >= 90.5 ? 1 : 0;
+  }
+  m['select/b128/qualifies'] = 1; // as if J(256) had come out lower
+  const { html } = await renderReportHtml({ runId: 'r', config, results: { s1: { kind: 'select-budget', budget: 128, metrics: m } }, metrics: [], backend: 'wasm' });
+  const table = /<table class="eq61" aria-label="Eq\. 6\.1 s1">(.*?)<\/table>/s.exec(html)?.[1];
+  assert.ok(table, 'the report has an Eq. 6.1 table for s1');
+  const rows = [...table.matchAll(/<tr( class="chosen")?><td>(\d+)<\/td><td>([^<]*)<\/td><td>([^<]*)<\/td><td>([^<]*)<\/td><td>(yes|no)<\/td><td>([^<]*)<\/td><\/tr>/g)];
+  assert.deepEqual(rows.map((r) => Number(r[2])), [32, 64, 128]);
+  assert.equal(rows[0][4], '0.332'); // J(2B) for B = 32 is J(64)
+  assert.equal(Number(rows[1][5]).toFixed(2), (0.496 / 0.332).toFixed(2));
+  assert.deepEqual(rows.map((r) => r[6]), ['no', 'no', 'yes']);
+  assert.deepEqual(rows.map((r) => Boolean(r[1])), [false, false, true]);
+  assert.equal(rows[2][7], 'chosen');
+  assert.match(table, /kappa 1\.2, B0 90\.5 tokens/);
+  // a select node that found nothing says the budget was taken, not chosen
+  const { html: warned } = await renderReportHtml({ runId: 'r', config, results: { s1: { kind: 'select-budget', budget: 128, warning: 'w', metrics: { ...m, 'select/qualified': 0, 'select/b128/qualifies': 0 } } }, metrics: [], backend: 'wasm' });
+  assert.match(warned, /<td>taken \(no candidate qualifies\)<\/td>/);
+});
