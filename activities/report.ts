@@ -1,7 +1,8 @@
 /**
  * The run report: one self-contained HTML page (inline SVG, no scripts, no external URLs)
  * with the extrapolation curve, exploration diagnostics vs budget, training curves per node
- * and the node results table. Charts are vega-lite specs compiled to vega and rendered
+ * the gain over the base with paired bootstrap intervals, Eq. 6.1's candidates, and the node
+ * results table. Charts are vega-lite specs compiled to vega and rendered
  * headless to SVG by `View.toSVG()` (no browser, no canvas: text widths are estimated).
  *
  * vega and vega-lite are ESM-only (vega-canvas even awaits at top level, so `require` of
@@ -9,13 +10,18 @@
  * keeps native in this CommonJS project. Activities only: workflows never import this file.
  */
 import type { TopLevelSpec } from 'vega-lite';
-import type { RunConfig } from '../configs/schema';
+import { policySource } from '../configs/schema';
+import type { EvalNode, RunConfig } from '../configs/schema';
 import { STOP_REASONS } from '../ml/metrics';
+import { gainOverBase, type GainReport, type Interval } from '../ml/bootstrap';
+import { deriveSeed } from '../ml/rng';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { keys } from '../storage/layout';
 import type { Env } from './env';
 import type { NodeInput, NodeResult } from './types';
+import type { EvalCounts } from '../ml/trainer';
+import { EVAL_CHUNK } from './evaluate';
 
 const esc = (s: string) => s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 const fmt = (x: number) => (Math.abs(x) >= 100 || Number.isInteger(x) ? String(Math.round(x * 100) / 100) : x.toFixed(3));
@@ -29,6 +35,8 @@ export interface ReportInput {
   /** Rows of runs/<run>/metrics/<node>/<step>.json: `{ node, step, ...metrics }`. */
   metrics: Row[];
   backend: string;
+  /** Per eval node, per budget: each problem's pass rate c / n in problem order (from its stored chunks). */
+  rates?: Record<string, Map<number, number[]>>;
 }
 
 /** One chart of the report: `name` is also its file name (report/<name>.svg). */
@@ -354,11 +362,66 @@ export function budgetSelectionTables(results: Record<string, NodeResult>): stri
   return tables.join('\n');
 }
 
+/** One policy's gain over the base, evaluated on the same problems with the same seeds. */
+export interface GainRow {
+  node: string;
+  base: string;
+  /** The training budget of the policy the node evaluates (its RL node's), if any. */
+  trainBudget: number | null;
+  report: GainReport;
+}
+
+/**
+ * For every eval node of a trained policy, the paired bootstrap of its gain over the base's
+ * eval node on the same problems and seeds (same difficulty, offset, prompts, samples and
+ * temperature): per budget, and at 2× and 4× the policy's training budget against 1×.
+ */
+export function extrapolationGains(config: RunConfig, results: Record<string, NodeResult>, rates: Record<string, Map<number, number[]>>): GainRow[] {
+  const evals = Object.entries(config.nodes).filter((e): e is [string, EvalNode] => e[1].kind === 'eval' && rates[e[0]] !== undefined);
+  const same = (a: EvalNode, b: EvalNode) => JSON.stringify([a.difficulty, a.offset, a.prompts, a.samples, a.temperature]) === JSON.stringify([b.difficulty, b.offset, b.prompts, b.samples, b.temperature]);
+  const out: GainRow[] = [];
+  for (const [id, n] of evals) {
+    const src = policySource(config, id);
+    if (src === null) continue;
+    const base = evals.find(([b, bn]) => policySource(config, b) === null && same(n, bn));
+    if (!base) continue;
+    const trainBudget = results[src]?.kind === 'rl' ? (results[src].budget ?? null) : null;
+    out.push({ node: id, base: base[0], trainBudget, report: gainOverBase(rates[id], rates[base[0]], trainBudget, { seed: deriveSeed(config.seed, 'bootstrap', id) }) });
+  }
+  return out;
+}
+
+/** Gain metrics of a report result: `gain/<node>/b<B>/{mean,lo,hi}` and `gain/<node>/x<m>_vs_x1/{mean,lo,hi}`. */
+export function gainMetrics(rows: readonly GainRow[]): Record<string, number> {
+  const m: Record<string, number> = {};
+  const put = (key: string, v: Interval) => Object.assign(m, { [`${key}/mean`]: v.mean, [`${key}/lo`]: v.lo, [`${key}/hi`]: v.hi });
+  for (const r of rows) {
+    for (const [b, v] of r.report.gain) put(`gain/${r.node}/b${b}`, v);
+    for (const [x, v] of r.report.beyond) put(`gain/${r.node}/x${x}_vs_x1`, v);
+  }
+  return m;
+}
+
+function gainTables(rows: readonly GainRow[]): string {
+  const iv = (v: Interval) => `${v.mean >= 0 ? '+' : ''}${v.mean.toFixed(3)} [${v.lo.toFixed(3)}, ${v.hi.toFixed(3)}]`;
+  const verdict = (v: Interval) => (v.lo > 0 ? 'larger' : v.hi < 0 ? 'smaller' : 'no difference');
+  return rows
+    .map((r) => {
+      const budgets = [...r.report.gain.keys()];
+      const head = budgets.map((b) => `<th>${b}${r.trainBudget ? ` (${+(b / r.trainBudget).toPrecision(3)}×)` : ''}</th>`).join('');
+      const cells = budgets.map((b) => `<td>${iv(r.report.gain.get(b)!)}</td>`).join('');
+      const beyond = [...r.report.beyond].map(([x, v]) => `<li>gain at ${x}× minus gain at 1×: ${iv(v)}, ${verdict(v)}</li>`).join('');
+      return `<table class="gain" aria-label="gain ${esc(r.node)}"><caption><b>${esc(r.node)}</b> − <b>${esc(r.base)}</b>: pass@1 gain over the base at each test budget, mean [95 % paired bootstrap interval over problems]${r.trainBudget ? `; training budget ${r.trainBudget}` : ''}</caption><tr><th>budget</th>${head}</tr><tr><td>gain</td>${cells}</tr></table>${beyond ? `<ul class="gain">${beyond}</ul>` : ''}`;
+    })
+    .join('\n');
+}
+
 const figure = (c: ChartSpec, svg: string) => `<figure class="chart" id="chart-${c.name}" aria-label="${esc(c.title)}">${svg}<figcaption>${esc(c.caption)}</figcaption></figure>`;
 
 /** The report page and its charts (`name` → SVG, written next to the page as report/<name>.svg). */
-export async function renderReportHtml(o: ReportInput): Promise<{ html: string; svgs: Record<string, string> }> {
+export async function renderReportHtml(o: ReportInput): Promise<{ html: string; svgs: Record<string, string>; gains: GainRow[] }> {
   const charts = reportCharts(o);
+  const gains = o.rates ? extrapolationGains(o.config, o.results, o.rates) : [];
   const svgs: Record<string, string> = {};
   for (const c of charts) svgs[c.name] = await renderSvg(c.spec);
   const section = (s: ChartSpec['section'], none: string) => {
@@ -386,6 +449,8 @@ export async function renderReportHtml(o: ReportInput): Promise<{ html: string; 
 ${warningBlock}
 <h2>Extrapolation</h2>
 ${section('extrapolation', 'no eval or select-budget results with pass@k')}
+<h2>Gain over the base</h2>
+${gains.length ? gainTables(gains) : '<p class="none">no eval node of a trained policy with a base evaluated on the same problems</p>'}
 <h2>Budget selection (Eq. 6.1)</h2>
 ${budgetSelectionTables(o.results) || '<p class="none">no select-budget results</p>'}
 <h2>Exploration vs test budget</h2>
@@ -395,7 +460,7 @@ ${section('training', 'no training metrics')}
 <h2>Nodes</h2><table><tr><th>node</th><th>kind</th><th>ckpt step</th><th>budget</th><th>warning</th><th>metrics</th></tr>${table.join('')}</table>
 </body></html>
 `;
-  return { html, svgs };
+  return { html, svgs, gains };
 }
 
 /** The report activity: the run's metrics as one NDJSON object, the charts and the HTML page, into the store and to disk. */
@@ -407,7 +472,8 @@ export function reportActivities(env: Env) {
       const parts = await store.list(`runs/${input.runId}/metrics/`);
       const rows = await Promise.all(parts.map((k) => store.getJson<Record<string, number | string>>(k)));
       await store.put(keys.metrics(input.runId), rows.map((r) => JSON.stringify(r)).join('\n') + '\n', 'application/x-ndjson');
-      const { html, svgs } = await renderReportHtml({ runId: input.runId, config: m.config, results: input.upstream, metrics: rows, backend: ctx.backend });
+      const rates = await evalRates(input.runId, m.config, input.upstream);
+      const { html, svgs, gains } = await renderReportHtml({ runId: input.runId, config: m.config, results: input.upstream, metrics: rows, backend: ctx.backend, rates });
       for (const [name, svg] of Object.entries(svgs)) await store.put(keys.report(input.runId, `${name}.svg`), svg, 'image/svg+xml');
       const key = keys.report(input.runId);
       await store.put(key, html, 'text/html');
@@ -415,7 +481,22 @@ export function reportActivities(env: Env) {
       mkdirSync(dir, { recursive: true });
       const file = path.join(dir, 'index.html');
       writeFileSync(file, html);
-      return { kind: 'report', report: { key, path: file } };
+      return { kind: 'report', report: { key, path: file }, metrics: gainMetrics(gains) };
     },
   };
+
+  /** Each finished eval node's per-problem pass rates by budget, read back from its stored chunks (activities/evaluate.ts). */
+  async function evalRates(runId: string, config: RunConfig, results: Record<string, NodeResult>): Promise<Record<string, Map<number, number[]>>> {
+    const out: Record<string, Map<number, number[]>> = {};
+    for (const [id, n] of Object.entries(config.nodes)) {
+      if (n.kind !== 'eval' || results[id]?.kind !== 'eval') continue;
+      const rates = new Map<number, number[]>(n.budgets.map((b) => [b, []]));
+      for (let at = 0; at < n.prompts; at += EVAL_CHUNK) {
+        const c = await store.getJson<{ counts: EvalCounts }>(keys.evalChunk(runId, id, at));
+        for (const b of n.budgets) rates.get(b)!.push(...c.counts[b].problems.map((p) => p.c / p.n));
+      }
+      out[id] = rates;
+    }
+    return out;
+  }
 }

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadConfig } from '../../configs/load';
 import type { NodeResult } from '../../activities/types';
-import { renderReportHtml, reportCharts } from '../../activities/report';
+import { gainMetrics, renderReportHtml, reportCharts } from '../../activities/report';
 
 const config = loadConfig('tiny');
 const EVAL_BUDGETS = [24, 48, 96, 192, 384];
@@ -164,4 +164,31 @@ test('Eq. 6.1 table: every candidate with J(B), J(2B), their ratio against kappa
   // a select node that found nothing says the budget was taken, not chosen
   const { html: warned } = await renderReportHtml({ runId: 'r', config, results: { s1: { kind: 'select-budget', budget: 128, warning: 'w', metrics: { ...m, 'select/qualified': 0, 'select/b128/qualifies': 0 } } }, metrics: [], backend: 'wasm' });
   assert.match(warned, /<td>taken \(no candidate qualifies\)<\/td>/);
+});
+
+test('gain over the base: each trained policy against the base evaluated on the same problems, with 2x and 4x against 1x', async () => {
+  const demo = loadConfig('demo');
+  const budgets = [32, 64, 128, 256, 512];
+  const problems = 8;
+  const ramp = (lift: (b: number) => number) => new Map(budgets.map((b) => [b, Array.from({ length: problems }, (_, i) => Math.min(1, ((i % 4) / 8) + lift(b)))]));
+  const rates = { 'eval-base': ramp(() => 0), 'eval-stage1': ramp(() => 0.125), 'eval-stage2': ramp((b) => (b >= 256 ? 0.25 : 0.125)) };
+  const res: Record<string, NodeResult> = {
+    stage1: { kind: 'rl', budget: 64, metrics: {} },
+    stage2: { kind: 'rl', budget: 128, metrics: {} },
+    'eval-base': { kind: 'eval', metrics: {} },
+    'eval-stage1': { kind: 'eval', metrics: {} },
+    'eval-stage2': { kind: 'eval', metrics: {} },
+  };
+  const { html, gains } = await renderReportHtml({ runId: 'r', config: demo, results: res, metrics: [], backend: 'wasm', rates });
+  assert.deepEqual(gains.map((g) => [g.node, g.base, g.trainBudget]), [['eval-stage1', 'eval-base', 64], ['eval-stage2', 'eval-base', 128]]);
+  const m = gainMetrics(gains);
+  assert.equal(m['gain/eval-stage1/b64/mean'], 0.125);
+  assert.equal(m['gain/eval-stage2/b512/mean'], 0.25);
+  // stage 2 trained at 128: 2x = 256 and 4x = 512 gain 0.125 more than 1x on every problem
+  assert.deepEqual([m['gain/eval-stage2/x2_vs_x1/mean'], m['gain/eval-stage2/x2_vs_x1/lo'], m['gain/eval-stage2/x4_vs_x1/hi']], [0.125, 0.125, 0.125]);
+  assert.equal(m['gain/eval-stage1/x4_vs_x1/mean'], 0.125 - 0.125);
+  assert.equal(m['gain/eval-base/b64/mean'], undefined, 'the base is not compared with itself');
+  assert.match(html, /<table class="gain" aria-label="gain eval-stage2">/);
+  assert.match(html, /gain at 2× minus gain at 1×: \+0\.125 \[0\.125, 0\.125\], larger/);
+  assert.match(html, /<th>256 \(2×\)<\/th>/);
 });
