@@ -27,6 +27,8 @@ export interface WorkerContext {
   /** This worker's own task queue (trainer sessions). */
   queue: string;
   backend: string;
+  /** Why the worker's compute threads chose that backend (ml/backend.ts); shown in the report. */
+  backendReason?: string;
   /** Where reports are written on disk. */
   reportDir: string;
   /** Trainer sessions this worker holds at once. @default 1 */

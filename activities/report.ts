@@ -35,6 +35,8 @@ export interface ReportInput {
   /** Rows of runs/<run>/metrics/<node>/<step>.json: `{ node, step, ...metrics }`. */
   metrics: Row[];
   backend: string;
+  /** Why the backend was chosen (ml/backend.ts). */
+  backendReason?: string;
   /** Per eval node, per budget: each problem's pass rate c / n in problem order (from its stored chunks). */
   rates?: Record<string, Map<number, number[]>>;
 }
@@ -445,7 +447,7 @@ export async function renderReportHtml(o: ReportInput): Promise<{ html: string; 
   const html = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>e3 report ${esc(o.runId)}</title>
 <style>body{font-family:system-ui,sans-serif;margin:24px;max-width:1500px}.charts{display:flex;flex-wrap:wrap;gap:8px}figure.chart{margin:0;padding:6px;border:1px solid #eee;max-width:min(100%,640px)}figure.chart svg{display:block;max-width:100%;height:auto}figcaption{font-size:12px;color:#555;max-width:560px}.warnings{border:2px solid #c0392b;background:#fdecea;padding:4px 12px;margin:12px 0}.warning{color:#922b21;font-weight:600}tr.warned{background:#fdecea}td,th{border-bottom:1px solid #ddd;padding:4px 8px;vertical-align:top;text-align:left}code{font-size:11px;white-space:pre-wrap}table.eq61{margin:8px 0 16px}table.eq61 caption{text-align:left;font-size:13px}tr.chosen{background:#e8f4ea;font-weight:600}.none{color:#777}</style></head><body>
 <h1>e3 run <code>${esc(o.runId)}</code></h1>
-<p>config <b>${esc(o.config.name)}</b>, seed ${o.config.seed}, model ${o.config.model.layers}×${o.config.model.dModel} (${o.config.model.heads} heads, context ${o.config.model.context}), tool arithmetic ${o.config.toolArithmetic}, backend ${esc(o.backend)}. Training budgets: ${esc(trainBudgets.join(', ') || 'n/a')}.</p>
+<p>config <b>${esc(o.config.name)}</b>, seed ${o.config.seed}, model ${o.config.model.layers}×${o.config.model.dModel} (${o.config.model.heads} heads, context ${o.config.model.context}), tool arithmetic ${o.config.toolArithmetic}, backend ${esc(o.backend)}${o.backendReason ? ` (${esc(o.backendReason)})` : ''}. Training budgets: ${esc(trainBudgets.join(', ') || 'n/a')}.</p>
 ${warningBlock}
 <h2>Extrapolation</h2>
 ${section('extrapolation', 'no eval or select-budget results with pass@k')}
@@ -473,7 +475,7 @@ export function reportActivities(env: Env) {
       const rows = await Promise.all(parts.map((k) => store.getJson<Record<string, number | string>>(k)));
       await store.put(keys.metrics(input.runId), rows.map((r) => JSON.stringify(r)).join('\n') + '\n', 'application/x-ndjson');
       const rates = await evalRates(input.runId, m.config, input.upstream);
-      const { html, svgs, gains } = await renderReportHtml({ runId: input.runId, config: m.config, results: input.upstream, metrics: rows, backend: ctx.backend, rates });
+      const { html, svgs, gains } = await renderReportHtml({ runId: input.runId, config: m.config, results: input.upstream, metrics: rows, backend: ctx.backend, backendReason: ctx.backendReason, rates });
       for (const [name, svg] of Object.entries(svgs)) await store.put(keys.report(input.runId, `${name}.svg`), svg, 'image/svg+xml');
       const key = keys.report(input.runId);
       await store.put(key, html, 'text/html');

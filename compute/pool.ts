@@ -16,6 +16,7 @@ import { Worker } from 'node:worker_threads';
 import { SessionLostError } from '../activities/errors';
 import { InvalidArgumentError, ShapeMismatchError } from '../ml/errors';
 import { NonFiniteError } from '../ml/optim';
+import type { BackendChoice } from '../ml/backend';
 import type { Difficulty } from '../ml/task';
 import type { TraceOptions } from '../ml/traces';
 import { addGrads, countEval, evalRows, sftMetrics, shardRows, updateMetrics } from '../ml/trainer';
@@ -77,13 +78,17 @@ export class ComputePool {
 
   /** The tfjs backend the threads run on (set once they started). */
   backend = '';
+  /** Why the threads chose it (ml/backend.ts). */
+  backendReason = '';
 
   private constructor(readonly size: number, readonly faults: PoolFaults) {}
 
   static async start(size = defaultThreads(), faults: PoolFaults = {}): Promise<ComputePool> {
     const pool = new ComputePool(size, faults);
     for (let k = 0; k < size; k++) pool.threads.push(pool.spawn(k));
-    [pool.backend] = await pool.all<string>({ op: 'init' });
+    const [choice] = await pool.all<BackendChoice>({ op: 'init' });
+    pool.backend = choice.name;
+    pool.backendReason = choice.reason;
     return pool;
   }
 

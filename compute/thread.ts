@@ -5,7 +5,7 @@
  * so every replica applies the same optimiser steps in the same order.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { initBackend } from '../ml/backend';
+import { backendChoice, initBackend } from '../ml/backend';
 import { createPolicy, disposePolicy } from '../ml/policy';
 import type { Policy } from '../ml/policy';
 import { loadPolicy } from '../ml/serialize';
@@ -43,11 +43,11 @@ function closeKey(key: string): void {
 }
 
 async function handle(req: Request): Promise<{ value: unknown; transfer?: ArrayBuffer[] }> {
-  const backend = await initBackend();
+  await initBackend();
   if (faults.delayMs && faults.slowOps?.includes(req.op as never)) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, faults.delayMs);
   switch (req.op) {
     case 'init':
-      return { value: backend };
+      return { value: await backendChoice() };
     case 'open': {
       closeKey(req.key);
       trainers.set(req.key, Trainer.create(req.create));

@@ -70,7 +70,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
   const queue = `${TRAINER_QUEUE}-${os.hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
   const maxSessions = Number(process.env.E3_TRAINER_SESSIONS ?? 1);
   const pool = opts.pool ?? (await ComputePool.start());
-  const activities = createActivities({ store, queue, backend: pool.backend, pool, reportDir: path.join(dataDir(), 'reports'), log, maxSessions });
+  const activities = createActivities({ store, queue, backend: pool.backend, backendReason: pool.backendReason, pool, reportDir: path.join(dataDir(), 'reports'), log, maxSessions });
   // Heartbeats go out every second (the SDK would otherwise throttle them to 0.8 x the
   // heartbeat timeout, leaving a 5-6 s timeout with ~1 s of slack: a loaded machine then
   // loses sessions that are alive, as measured under CI + experiments).
@@ -92,7 +92,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
     // Each session's activities are sequential; sessions must not queue behind each other.
     workers.push(await Worker.create({ ...common, taskQueue: queue, maxConcurrentActivityTaskExecutions: Math.max(1, maxSessions) }));
   }
-  log(`polling ${opts.queues === 'trainer' ? '' : TASK_QUEUE + ' '}${opts.queues === 'general' ? '' : `${TRAINER_QUEUE} ${queue}`} on ${target.address} (backend ${pool.backend}, ${pool.size} compute thread${pool.size === 1 ? '' : 's'})`);
+  log(`polling ${opts.queues === 'trainer' ? '' : TASK_QUEUE + ' '}${opts.queues === 'general' ? '' : `${TRAINER_QUEUE} ${queue}`} on ${target.address} (backend ${pool.backend}: ${pool.backendReason}; ${pool.size} compute thread${pool.size === 1 ? '' : 's'})`);
   // E3_MEMORY_LOG_MS: log this process's RSS and each compute thread's wasm heap and live
   // tensors that often (npm run soak reads it).
   const every = Number(process.env.E3_MEMORY_LOG_MS ?? 0);

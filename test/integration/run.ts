@@ -18,6 +18,8 @@ const env: NodeJS.ProcessEnv = {
   E3_S3_ACCESS_KEY: 'e3-test-access',
   E3_S3_SECRET_KEY: 'e3-test-secret-0123456789abcdef',
   E3_S3_BUCKET: 'e3-test',
+  // Tests that assert bytes run on wasm whatever else installed (ml/backend.ts); E3_TEST_BACKEND tries another.
+  E3_BACKEND: process.env.E3_TEST_BACKEND ?? 'wasm',
 };
 delete env.TEMPORAL_ADDRESS;
 delete env.E3_TEMPORAL_ADDRESS;
