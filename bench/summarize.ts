@@ -63,6 +63,36 @@ async function main() {
       console.log(`\n### ${id} (${kind}; budget ${res.map((r) => r.budget ?? '').join(', ')}; ${rowsOf(perRun[0]).length} iterations)`);
       console.log(`| metric | first 5 | last 5 |\n|---|---|---|`);
       for (const k of tk) console.log(`| ${k} | ${stat(perRun.map((r) => win(rowsOf(r), k, false)))} | ${stat(perRun.map((r) => win(rowsOf(r), k, true)))} |`);
+    } else if (kind === 'report') {
+      gainSummary(res);
+    }
+  }
+}
+
+/**
+ * The report's paired-bootstrap gains over the base (activities/report.ts gainMetrics): per
+ * policy and budget, each run's gain [95 % interval]; and gain at 2x / 4x minus gain at 1x with
+ * how many runs' intervals lie wholly above zero.
+ */
+function gainSummary(res: NodeResult[]) {
+  const policies = [...new Set(res.flatMap((r) => Object.keys(r.metrics ?? {}).map((k) => /^gain\/(.+)\/(b\d+|x\d+_vs_x1)\/mean$/.exec(k)?.[1]).filter((x): x is string => x !== undefined)))];
+  const iv = (r: NodeResult, key: string) => {
+    const m = r.metrics ?? {};
+    return m[`${key}/mean`] === undefined ? '–' : `${m[`${key}/mean`] >= 0 ? '+' : ''}${m[`${key}/mean`].toFixed(3)} [${m[`${key}/lo`].toFixed(3)}, ${m[`${key}/hi`].toFixed(3)}]`;
+  };
+  for (const p of policies) {
+    const prefix = `gain/${p}/`;
+    const colOf = (k: string) => (k.startsWith(prefix) && k.endsWith('/mean') ? k.slice(prefix.length, -'/mean'.length) : undefined);
+    const order = (c: string) => (c.startsWith('b') ? Number(c.slice(1)) : 1e9 + Number(c.slice(1).split('_')[0]));
+    const cols = [...new Set(res.flatMap((r) => Object.keys(r.metrics ?? {}).map(colOf).filter((x): x is string => x !== undefined && !x.includes('/'))))].sort((a, b) => order(a) - order(b));
+    console.log(`\n### gain of ${p} over the base (pass@1; mean [95 % paired bootstrap interval over problems], one row per run)`);
+    console.log(`| run | ${cols.join(' | ')} |\n|---|${cols.map(() => '---|').join('')}`);
+    res.forEach((r, i) => console.log(`| ${i + 1} | ${cols.map((c) => iv(r, `gain/${p}/${c}`)).join(' | ')} |`));
+    console.log(`| mean | ${cols.map((c) => stat(res.map((r) => r.metrics?.[`gain/${p}/${c}/mean`] ?? NaN))).join(' | ')} |`);
+    for (const c of cols.filter((x) => x.startsWith('x'))) {
+      const above = res.filter((r) => (r.metrics?.[`gain/${p}/${c}/lo`] ?? -1) > 0).length;
+      const positive = res.filter((r) => (r.metrics?.[`gain/${p}/${c}/mean`] ?? -1) >= 0).length;
+      console.log(`${c.replace('_vs_', ' vs ')}: gain at least the 1x gain in ${positive} of ${res.length} runs; interval wholly above 0 in ${above} of ${res.length}`);
     }
   }
 }
