@@ -9,7 +9,8 @@
  *   npx tsx bench/pktoy.bench.ts [--seeds 0,1,2,3,4] [--window 5] [--only <setting name>]
  *   npx tsx bench/pktoy.bench.ts --preset paper [--seeds 1,2,3,4,5] [--only <variant>[,<variant>]]
  *       [--updates 5000] [--json <curves.json>]
- *   npx tsx bench/pktoy.bench.ts --plot <curves.json> --out <dir>    (renders the SVG figures)
+ *   npx tsx bench/pktoy.bench.ts --plot <curves.json> --out <dir> [--only <variants>] [--name <file prefix>]
+ *       (renders the SVG figures: one per variant, Fig. 7's panels, and an overview of GRPO's curves)
  *
  * `--preset paper` runs runPkToyPaper (appendix C.3's MDP and recipe) at each reading in
  * PAPER_VARIANTS, both arms (GRPO, GRPOMask), and prints Fig. 7's readouts at checkpoints:
@@ -370,16 +371,20 @@ function overviewSpec(curves: Record<string, Record<string, Curves>>, nSeeds: nu
   } as TopLevelSpec;
 }
 
+/** Writes <out>/<name>-<variant>.svg for each variant (all, or those of --only) and <out>/<name>-overview.svg. */
 async function renderFigures(jsonPath: string, outDir: string): Promise<void> {
   const j = JSON.parse(readFileSync(jsonPath, 'utf8')) as { seeds: number[]; curves: Record<string, Record<string, Curves>> };
+  const only = arg('only')?.split(',');
+  const prefix = arg('name') ?? 'pktoy-paper';
   mkdirSync(outDir, { recursive: true });
   const slug = (s: string) => s.replace(/[^A-Za-z0-9.-]+/g, '_').replace(/_+$/, '');
   for (const [name, c] of Object.entries(j.curves)) {
-    const file = path.join(outDir, `pktoy-paper-${slug(name)}.svg`);
+    if (only && !only.includes(name)) continue;
+    const file = path.join(outDir, `${prefix}-${slug(name)}.svg`);
     writeFileSync(file, await renderSvg(variantSpec(name, c, j.seeds.length)));
     console.log(`wrote ${file}`);
   }
-  const file = path.join(outDir, 'pktoy-paper-overview.svg');
+  const file = path.join(outDir, `${prefix}-overview.svg`);
   writeFileSync(file, await renderSvg(overviewSpec(j.curves, j.seeds.length)));
   console.log(`wrote ${file}`);
 }
