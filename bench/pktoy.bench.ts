@@ -166,9 +166,9 @@ const PAPER_VARIANTS: PaperVariant[] = [
   { name: 'adam-r', note: 'adam, A = r (no baseline)', cfg: { optimizer: 'adam', advantage: 'r' } },
   { name: 'adam-ema', note: 'adam, A = r - EMA(r) (decay 0.99, b0 = 0)', cfg: { optimizer: 'adam', advantage: 'ema' } },
   { name: 'adam-group8', note: 'adam, 8 trajectories/update, group-normalised A', cfg: { optimizer: 'adam', advantage: 'group' } },
-  { name: 'adam-U[0,3]', note: 'adam, init U[0,3]', cfg: { optimizer: 'adam', initLo: 0 } },
-  { name: 'adam-U[1.5,2.5]', note: 'adam, init U[1.5,2.5] (fitted to Fig. 7\'s start: length ~15, entropy ~4.5; not in the text)', cfg: { optimizer: 'adam', initLo: 1.5, initHi: 2.5 } },
-  { name: 'sgd-U[0,3]', note: 'as-written, init U[0,3]', cfg: { initLo: 0 } },
+  { name: 'adam-U0-3', note: 'adam, init U[0,3]', cfg: { optimizer: 'adam', initLo: 0 } },
+  { name: 'adam-U1.5-2.5', note: 'adam, init U[1.5,2.5] (fitted to Fig. 7\'s start: length ~15, entropy ~4.5; not in the text)', cfg: { optimizer: 'adam', initLo: 1.5, initHi: 2.5 } },
+  { name: 'sgd-U0-3', note: 'as-written, init U[0,3]', cfg: { initLo: 0 } },
 ];
 
 const PAPER_ARMS = [
