@@ -371,7 +371,7 @@ function overviewSpec(curves: Record<string, Record<string, Curves>>, nSeeds: nu
   } as TopLevelSpec;
 }
 
-/** Writes <out>/<name>-<variant>.svg for each variant (all, or those of --only) and <out>/<name>-overview.svg. */
+/** Writes <out>/<name>-<variant>.svg for each variant (all, or those of --only) and, for two or more variants in the JSON, <out>/<name>-overview.svg. */
 async function renderFigures(jsonPath: string, outDir: string): Promise<void> {
   const j = JSON.parse(readFileSync(jsonPath, 'utf8')) as { seeds: number[]; curves: Record<string, Record<string, Curves>> };
   const only = arg('only')?.split(',');
@@ -384,6 +384,7 @@ async function renderFigures(jsonPath: string, outDir: string): Promise<void> {
     writeFileSync(file, await renderSvg(variantSpec(name, c, j.seeds.length)));
     console.log(`wrote ${file}`);
   }
+  if (Object.keys(j.curves).length < 2) return; // an overview of one variant adds nothing
   const file = path.join(outDir, `${prefix}-overview.svg`);
   writeFileSync(file, await renderSvg(overviewSpec(j.curves, j.seeds.length)));
   console.log(`wrote ${file}`);
