@@ -18,10 +18,10 @@
  * entropy of the policy at the bin's start, each as mean [min, max] over seeds; then the
  * criterion of docs/results/pktoy.md per seed.
  *
- * Settings: `section5` is what section 5 is known to fix (100 actions plus stop, budget 100,
- * initial length 15) with the project's defaults for the rest (the section's other values
- * were not found). The others are readings of what is not known, fixed before any was run:
- * a longer horizon, and a* as the least likely action of a skewed (Zipf, exponent 1) start.
+ * Settings of the default `--preset section5` (runPkToy): `section5` is §5's sizes (100
+ * actions plus stop, budget 100, initial length 15) with the project's training defaults; the
+ * others are a longer horizon, and a* as the least likely action of a skewed (Zipf, exponent 1)
+ * start.
  */
 import { execSync } from 'node:child_process';
 import os from 'node:os';

@@ -12,12 +12,14 @@
  * initLen (stop included). a* is drawn uniformly (default) or placed at a given rank of that
  * initial distribution (rank actions−1 = the least likely action).
  *
- * Settings: the defaults keep what section 5 is known to use (100 actions plus stop, budget
- * 100, initial mean length about 15). The section's initial distribution over actions, where a*
- * sits in it, learning rate, group size, number of steps and temperature were not found
- * (docs/results/pktoy.md), so those keep the project's defaults (uniform start, random a*,
- * AdamW lr 0.05, 8 groups × 8, 80 steps, temperature 1); the options let the toy run at other
- * readings.
+ * Two presets (PKTOY_PRESETS). `section5` (runPkToy, DEFAULT_PKTOY) is the MDP above with
+ * §5's sizes (100 actions plus stop, budget 100, initial mean length about 15) and the project's
+ * training machinery (uniform start, random a*, AdamW lr 0.05, 8 groups × 8, 80 steps,
+ * temperature 1); the options let it run at other readings. `paper` (runPkToyPaper,
+ * PAPER_PKTOY, at the end of this file) is the MDP and recipe of appendix C.3: reward the
+ * moment a* is written, π₀ without a*, M(·|s) ~ U[−3, 3] with M(stop|s) = 4 and M(a*|s) = −4, one
+ * trajectory per update, token-mean loss, lr 1e−2; where C.3 leaves a choice (the advantage,
+ * SGD vs Adam, the init range) the config names the reading (docs/results/pktoy.md).
  *
  * Training runs the project's real machinery: groupAdvantages, grpoLoss (tfjs, through
  * tf.grads with respect to the per-token logp and entropy) and AdamW. Only the last link of
@@ -429,7 +431,13 @@ export function addPaperGradient(M: Float64Array, actions: number, tokens: reado
   return h / T;
 }
 
-/** Train the §5 toy with C.3's recipe (or a reading of it, see PkToyPaperConfig); pure float64, deterministic for a seed. */
+/**
+ * Train the §5 toy with C.3's recipe (or a reading of it, see PkToyPaperConfig); pure float64,
+ * deterministic for a seed. Readings fixed here: "stochastic gradient descent" is plain SGD by
+ * default (`optimizer: 'adam'` is the other reading); A is r − 0.5 by default (PaperAdvantage);
+ * |τ| in the token mean counts the policy's tokens a₂…a_T; an update whose gradient is
+ * identically zero (GRPOMask on a failure, a zero-variance group) takes no optimiser step.
+ */
 export function runPkToyPaper(partial: Partial<PkToyPaperConfig> = {}): PkToyPaperResult {
   for (const k of Object.keys(partial)) if (!(k in PAPER_PKTOY)) throw new InvalidArgumentError(`runPkToyPaper: unknown config key "${k}"`);
   const cfg: PkToyPaperConfig = { ...PAPER_PKTOY, ...partial };
