@@ -12,12 +12,14 @@
  * initLen (stop included). a* is drawn uniformly (default) or placed at a given rank of that
  * initial distribution (rank actions−1 = the least likely action).
  *
- * Settings: the defaults keep what section 5 is known to use (100 actions plus stop, budget
- * 100, initial mean length about 15). The section's initial distribution over actions, where a*
- * sits in it, learning rate, group size, number of steps and temperature were not found
- * (docs/results/pktoy.md), so those keep the project's defaults (uniform start, random a*,
- * AdamW lr 0.05, 8 groups × 8, 80 steps, temperature 1); the options let the toy run at other
- * readings.
+ * Two presets (PKTOY_PRESETS). `section5` (runPkToy, DEFAULT_PKTOY) is the MDP above with
+ * §5's sizes (100 actions plus stop, budget 100, initial mean length about 15) and the project's
+ * training machinery (uniform start, random a*, AdamW lr 0.05, 8 groups × 8, 80 steps,
+ * temperature 1); the options let it run at other readings. `paper` (runPkToyPaper,
+ * PAPER_PKTOY, at the end of this file) is the MDP and recipe of appendix C.3: reward the
+ * moment a* is written, π₀ without a*, M(·|s) ~ U[−3, 3] with M(stop|s) = 4 and M(a*|s) = −4, one
+ * trajectory per update, token-mean loss, lr 1e−2; where C.3 leaves a choice (the advantage,
+ * SGD vs Adam, the init range) the config names the reading (docs/results/pktoy.md).
  *
  * Training runs the project's real machinery: groupAdvantages, grpoLoss (tfjs, through
  * tf.grads with respect to the per-token logp and entropy) and AdamW. Only the last link of
@@ -265,4 +267,259 @@ function updateOnce(
     g.dispose();
   }
   return stats!;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The `paper` preset: the MDP, initialisation and training of appendix C.3 (section 5, Fig. 7).
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * How a one-trajectory update weights its tokens (C.3 writes the loss with A(a_i, a_1:i−1) but
+ * does not say what A is). Every token of a trajectory gets the same A:
+ *  - 'half': A = r − 0.5 (a constant baseline: +0.5 on success, −0.5 on failure);
+ *  - 'pm1': A = 2r − 1 (reward ±1, no baseline; 'half' with twice the step under SGD);
+ *  - 'r': A = r (REINFORCE without a baseline: failures carry no gradient);
+ *  - 'ema': A = r − b with b an exponential moving average of past rewards (b₀ = 0, decay `emaDecay`);
+ *  - 'group': `groupSize` trajectories per update, A = (r − mean)/(std + 1e−6) within the
+ *    group (sample std; groupAdvantages of ml/grpo.ts), 0 when all rewards are equal.
+ */
+export type PaperAdvantage = 'half' | 'pm1' | 'r' | 'ema' | 'group';
+
+export interface PkToyPaperConfig {
+  /** Standard actions 𝒜 = [actions]; index `actions` is stop (§5). @default 100 */
+  actions: number;
+  /** B_tr: an episode that has written this many actions without a* or stop ends with reward 0 (§5). @default 100 */
+  budget: number;
+  /** Optimiser steps ("iterations" of Fig. 7). @default 5000 */
+  updates: number;
+  /** Learning rate (C.3: 1e−2). @default 0.01 */
+  lr: number;
+  /** 'sgd' (C.3: "stochastic gradient descent") or 'adam' (β 0.9/0.999, ε 1e−8, bias-corrected). @default 'sgd' */
+  optimizer: 'sgd' | 'adam';
+  /** See PaperAdvantage. @default 'half' */
+  advantage: PaperAdvantage;
+  /** Trajectories per update for advantage 'group' (C.3 samples one; 1 for every other advantage). @default 8 */
+  groupSize: number;
+  /** Decay of the 'ema' baseline. @default 0.99 */
+  emaDecay: number;
+  /** GRPOMask (Fig. 7b): only trajectories with A > 0 contribute; an update with none is no step. @default false */
+  mask: boolean;
+  /** M(a|s) ~ U[initLo, initHi] for every standard action a before M(stop|s), M(a*|s) are set (C.3: [−3, 3]). @default -3 */
+  initLo: number;
+  /** @default 3 */
+  initHi: number;
+  /** M(stop|s) at init (C.3: 4). @default 4 */
+  stopLogit: number;
+  /** M(a*|s) at init (C.3: −4). @default -4 */
+  aStarLogit: number;
+  /** The policy's readouts (P(stop), P(a*), state entropy) are taken every this many updates. @default 50 */
+  evalEvery: number;
+  /** Seeds a*, the init and every draw. @default 0 */
+  seed: number;
+}
+
+export const PAPER_PKTOY: Readonly<PkToyPaperConfig> = Object.freeze({
+  actions: 100, budget: 100, updates: 5000, lr: 0.01, optimizer: 'sgd', advantage: 'half', groupSize: 8,
+  emaDecay: 0.99, mask: false, initLo: -3, initHi: 3, stopLogit: 4, aStarLogit: -4, evalEvery: 50, seed: 0,
+});
+
+/** The presets of the toy: `section5` is runPkToy's default, `paper` is runPkToyPaper's. */
+export const PKTOY_PRESETS = { section5: DEFAULT_PKTOY, paper: PAPER_PKTOY } as const;
+
+export interface PkToyPaperResult {
+  aStar: number;
+  /** Per update (mean over that update's trajectories, sampled before it): reward, length
+   *  (actions written, a₁ and the final a* or stop included) and the mean entropy of
+   *  π(·|s_t) over the policy's tokens (t ≥ 2; token-level entropy, Fig. 7d). */
+  reward: Float64Array;
+  length: Float64Array;
+  tokenEntropy: Float64Array;
+  /** Update index of each readout below (0, evalEvery, …, updates), taken before that update. */
+  evalAt: number[];
+  /** Mean over the states s ∈ 𝒜∖{a*} of π(stop|s), π(a*|s) and H(π(·|s)). These states are
+   *  π₀'s support with equal weight, so pStop and pStar are also the marginal probabilities of
+   *  stop and of a* at the policy's first step (t = 2). */
+  pStop: number[];
+  pStar: number[];
+  stateEntropy: number[];
+  /** Optimiser steps taken (updates whose gradient was not identically zero). */
+  steps: number;
+}
+
+/** One episode of the §5 MDP: tokens a₁…a_T and reward. a₁ ~ π₀ = U(𝒜∖{a*}); a_t ~ π_M(·|a_{t−1}). */
+export interface PaperEpisode {
+  tokens: number[];
+  reward: number;
+}
+
+/** π_M(·|s) of one row of M (C.1), float64, written into `out`; returns the row's entropy. */
+function rowSoftmax(M: Float64Array, s: number, n: number, out: Float64Array): number {
+  let max = -Infinity;
+  for (let j = 0; j < n; j++) max = Math.max(max, M[s * n + j]);
+  let sum = 0;
+  for (let j = 0; j < n; j++) sum += out[j] = Math.exp(M[s * n + j] - max);
+  const lse = max + Math.log(sum);
+  let h = 0;
+  for (let j = 0; j < n; j++) {
+    out[j] /= sum;
+    if (out[j] > 0) h -= out[j] * (M[s * n + j] - lse);
+  }
+  return h;
+}
+
+/**
+ * The initial logits of C.3: every row (state s ∈ 𝒜) gets M(·|s) ~ U[initLo, initHi], then
+ * M(stop|s) = stopLogit and M(a*|s) = aStarLogit. Shape [actions × (actions + 1)], row-major.
+ */
+export function paperInitialLogits(cfg: Pick<PkToyPaperConfig, 'actions' | 'initLo' | 'initHi' | 'stopLogit' | 'aStarLogit'>, aStar: number, rng: Rng): Float64Array {
+  const n = cfg.actions + 1;
+  const M = new Float64Array(cfg.actions * n);
+  for (let s = 0; s < cfg.actions; s++) {
+    for (let j = 0; j < n; j++) M[s * n + j] = cfg.initLo + (cfg.initHi - cfg.initLo) * rng.next();
+    M[s * n + cfg.actions] = cfg.stopLogit;
+    M[s * n + aStar] = cfg.aStarLogit;
+  }
+  return M;
+}
+
+/** Samples one episode (§5): reward 1 the moment a* is written, 0 at stop or after `budget` actions. */
+export function samplePaperEpisode(M: Float64Array, actions: number, budget: number, aStar: number, rng: Rng, row = new Float64Array(actions + 1)): PaperEpisode {
+  const n = actions + 1;
+  // π₀: uniform over 𝒜∖{a*}
+  let a = rng.int(0, actions - 2);
+  if (a >= aStar) a++;
+  const tokens = [a];
+  if (a === aStar) return { tokens, reward: 1 }; // unreachable; kept so the loop below is the whole rule
+  while (tokens.length < budget) {
+    rowSoftmax(M, a, n, row);
+    let u = rng.next();
+    let next = n - 1;
+    for (let j = 0; j < n; j++) {
+      u -= row[j];
+      if (u < 0) {
+        next = j;
+        break;
+      }
+    }
+    tokens.push(next);
+    if (next === aStar) return { tokens, reward: 1 };
+    if (next === actions) return { tokens, reward: 0 };
+    a = next;
+  }
+  return { tokens, reward: 0 };
+}
+
+/**
+ * Adds to `grad` (shape of M) the gradient of C.3's token-mean loss of one trajectory,
+ * L = −(1/|τ|) Σ_{i≥2} A · log π_M(a_i | a_{i−1}), times `weight`. |τ| counts the policy's tokens
+ * a₂…a_T (a₁ comes from the fixed π₀ and carries no gradient). With π = softmax(M(·|s)),
+ * ∂ log π(a|s)/∂M(j|s) = δ_aj − π(j|s). Returns the mean entropy of π(·|a_{i−1}) over those tokens.
+ */
+export function addPaperGradient(M: Float64Array, actions: number, tokens: readonly number[], adv: number, weight: number, grad: Float64Array, row = new Float64Array(actions + 1)): number {
+  const n = actions + 1;
+  const T = tokens.length - 1;
+  if (T < 1) return NaN;
+  const c = (-adv * weight) / T;
+  let h = 0;
+  for (let i = 1; i <= T; i++) {
+    const s = tokens[i - 1], a = tokens[i];
+    h += rowSoftmax(M, s, n, row);
+    if (c === 0) continue;
+    for (let j = 0; j < n; j++) grad[s * n + j] -= c * row[j];
+    grad[s * n + a] += c;
+  }
+  return h / T;
+}
+
+/**
+ * Train the §5 toy with C.3's recipe (or a reading of it, see PkToyPaperConfig); pure float64,
+ * deterministic for a seed. Readings fixed here: "stochastic gradient descent" is plain SGD by
+ * default (`optimizer: 'adam'` is the other reading); A is r − 0.5 by default (PaperAdvantage);
+ * |τ| in the token mean counts the policy's tokens a₂…a_T; an update whose gradient is
+ * identically zero (GRPOMask on a failure, a zero-variance group) takes no optimiser step.
+ */
+export function runPkToyPaper(partial: Partial<PkToyPaperConfig> = {}): PkToyPaperResult {
+  for (const k of Object.keys(partial)) if (!(k in PAPER_PKTOY)) throw new InvalidArgumentError(`runPkToyPaper: unknown config key "${k}"`);
+  const cfg: PkToyPaperConfig = { ...PAPER_PKTOY, ...partial };
+  const posInt = (k: 'actions' | 'budget' | 'updates' | 'groupSize' | 'evalEvery', min: number) => {
+    if (!Number.isInteger(cfg[k]) || cfg[k] < min) throw new InvalidArgumentError(`runPkToyPaper: ${k} must be an integer >= ${min} (got ${cfg[k]})`);
+  };
+  posInt('actions', 2);
+  posInt('budget', 2);
+  posInt('updates', 0);
+  posInt('groupSize', 2);
+  posInt('evalEvery', 1);
+  if (!(cfg.lr > 0)) throw new InvalidArgumentError(`runPkToyPaper: lr must be > 0 (got ${cfg.lr})`);
+  if (cfg.optimizer !== 'sgd' && cfg.optimizer !== 'adam') throw new InvalidArgumentError(`runPkToyPaper: optimizer must be 'sgd' or 'adam' (got ${String(cfg.optimizer)})`);
+  if (!['half', 'pm1', 'r', 'ema', 'group'].includes(cfg.advantage)) throw new InvalidArgumentError(`runPkToyPaper: advantage must be half, pm1, r, ema or group (got ${String(cfg.advantage)})`);
+  if (!(cfg.emaDecay >= 0 && cfg.emaDecay < 1)) throw new InvalidArgumentError(`runPkToyPaper: emaDecay must be in [0, 1) (got ${cfg.emaDecay})`);
+  if (!(cfg.initHi >= cfg.initLo)) throw new InvalidArgumentError(`runPkToyPaper: initHi must be >= initLo (got ${cfg.initLo}, ${cfg.initHi})`);
+
+  const K = cfg.actions, n = K + 1;
+  const aStar = new Rng(deriveSeed(cfg.seed, 'pktoy-paper', 'a*')).int(0, K - 1);
+  const M = paperInitialLogits(cfg, aStar, new Rng(deriveSeed(cfg.seed, 'pktoy-paper', 'init')));
+  const rng = new Rng(deriveSeed(cfg.seed, 'pktoy-paper', 'sample'));
+  const perUpdate = cfg.advantage === 'group' ? cfg.groupSize : 1;
+  const grad = new Float64Array(M.length);
+  const m1 = cfg.optimizer === 'adam' ? new Float64Array(M.length) : undefined;
+  const m2 = cfg.optimizer === 'adam' ? new Float64Array(M.length) : undefined;
+  const [b1, b2, eps] = [0.9, 0.999, 1e-8];
+  const row = new Float64Array(n);
+  const out: PkToyPaperResult = {
+    aStar, reward: new Float64Array(cfg.updates), length: new Float64Array(cfg.updates), tokenEntropy: new Float64Array(cfg.updates),
+    evalAt: [], pStop: [], pStar: [], stateEntropy: [], steps: 0,
+  };
+  const readout = (u: number) => {
+    let ps = 0, pa = 0, h = 0;
+    for (let s = 0; s < K; s++) {
+      if (s === aStar) continue;
+      h += rowSoftmax(M, s, n, row);
+      ps += row[K];
+      pa += row[aStar];
+    }
+    out.evalAt.push(u);
+    out.pStop.push(ps / (K - 1));
+    out.pStar.push(pa / (K - 1));
+    out.stateEntropy.push(h / (K - 1));
+  };
+  let baseline = 0;
+  for (let u = 0; u < cfg.updates; u++) {
+    if (u % cfg.evalEvery === 0) readout(u);
+    const eps_ = Array.from({ length: perUpdate }, () => samplePaperEpisode(M, K, cfg.budget, aStar, rng, row));
+    const r = eps_.map((e) => e.reward);
+    let adv: ArrayLike<number>;
+    switch (cfg.advantage) {
+      case 'half': adv = r.map((x) => x - 0.5); break;
+      case 'pm1': adv = r.map((x) => 2 * x - 1); break;
+      case 'r': adv = r; break;
+      case 'ema': adv = r.map((x) => x - baseline); break;
+      case 'group': adv = groupAdvantages(r, cfg.groupSize).adv; break;
+    }
+    grad.fill(0);
+    let h = 0, any = false;
+    eps_.forEach((e, i) => {
+      const a = cfg.mask && !(adv[i] > 0) ? 0 : adv[i];
+      if (a !== 0) any = true;
+      h += addPaperGradient(M, K, e.tokens, a, 1 / perUpdate, grad, row);
+    });
+    out.reward[u] = r.reduce((x, y) => x + y, 0) / perUpdate;
+    out.length[u] = eps_.reduce((x, e) => x + e.tokens.length, 0) / perUpdate;
+    out.tokenEntropy[u] = h / perUpdate;
+    if (cfg.advantage === 'ema') for (const x of r) baseline = cfg.emaDecay * baseline + (1 - cfg.emaDecay) * x;
+    if (!any) continue; // nothing contributes: no optimiser step (GRPOMask on failures, a zero-variance group, A = 0)
+    out.steps++;
+    if (m1 && m2) {
+      const c1 = 1 - b1 ** out.steps, c2 = 1 - b2 ** out.steps;
+      for (let k = 0; k < M.length; k++) {
+        const g = grad[k];
+        m1[k] = b1 * m1[k] + (1 - b1) * g;
+        m2[k] = b2 * m2[k] + (1 - b2) * g * g;
+        M[k] -= (cfg.lr * (m1[k] / c1)) / (Math.sqrt(m2[k] / c2) + eps);
+      }
+    } else {
+      for (let k = 0; k < M.length; k++) M[k] -= cfg.lr * grad[k];
+    }
+  }
+  readout(cfg.updates);
+  return out;
 }

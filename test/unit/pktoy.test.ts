@@ -15,7 +15,10 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../ml/backend';
-import { runPkToy } from '../../ml/pktoy';
+import {
+  runPkToy, runPkToyPaper, paperInitialLogits, samplePaperEpisode, addPaperGradient, PAPER_PKTOY, PKTOY_PRESETS,
+} from '../../ml/pktoy';
+import { Rng } from '../../ml/rng';
 
 before(async () => {
   await initBackend();
@@ -82,4 +85,142 @@ test('p^k toy options: skewed start keeps the initial length, a* by rank, temper
   assert.notDeepEqual(t1.history[1], t2.history[1]);
   assert.throws(() => runPkToy({ steps: 1, aStar: { rank: 100 } }), /aStar.rank/);
   assert.throws(() => runPkToy({ steps: 1, temperature: 0 }), /temperature/);
+});
+
+// ---- the paper preset (appendix C.3) ----
+
+const K = 100, N = K + 1;
+
+test('paper preset: init rows are U[-3, 3] with M(stop) = 4 and M(a*) = -4', () => {
+  assert.equal(PKTOY_PRESETS.paper, PAPER_PKTOY);
+  const aStar = 17;
+  const M = paperInitialLogits(PAPER_PKTOY, aStar, new Rng(5));
+  assert.equal(M.length, K * N); // rows = states 𝒜 (stop is never a state), columns = 𝒜 ∪ {stop}
+  let lo = Infinity, hi = -Infinity, sum = 0;
+  for (let s = 0; s < K; s++) {
+    assert.equal(M[s * N + K], 4);
+    assert.equal(M[s * N + aStar], -4);
+    for (let j = 0; j < K; j++) {
+      if (j === aStar) continue;
+      const x = M[s * N + j];
+      assert.ok(x >= -3 && x < 3, `M(${j}|${s}) = ${x}`);
+      lo = Math.min(lo, x);
+      hi = Math.max(hi, x);
+      sum += x;
+    }
+  }
+  // 9,900 uniform draws: they fill the range and average ~0 (sd of the mean 0.017)
+  assert.ok(lo < -2.99 && hi > 2.99 && Math.abs(sum / (K * (K - 1))) < 0.1, `${lo} ${hi} ${sum}`);
+  const M03 = paperInitialLogits({ ...PAPER_PKTOY, initLo: 0 }, aStar, new Rng(5));
+  for (let s = 0; s < K; s++) for (let j = 0; j < K; j++) if (j !== aStar) assert.ok(M03[s * N + j] >= 0 && M03[s * N + j] < 3);
+});
+
+test('paper preset MDP: pi0 never gives a*; reward 1 exactly when a* is written, and the episode ends there', () => {
+  const aStar = 42;
+  const rng = new Rng(9);
+  // a policy that writes a* with probability ~1/2 at every step (M(a*|s) = ln 99 + small, the rest 0, stop -inf-ish)
+  const M = new Float64Array(K * N);
+  for (let s = 0; s < K; s++) {
+    M[s * N + aStar] = Math.log(K - 1);
+    M[s * N + K] = -50;
+  }
+  let successes = 0;
+  for (let i = 0; i < 2000; i++) {
+    const e = samplePaperEpisode(M, K, 100, aStar, rng);
+    assert.notEqual(e.tokens[0], aStar, 'pi0 gave a*');
+    assert.notEqual(e.tokens[0], K, 'pi0 gave stop');
+    const at = e.tokens.indexOf(aStar);
+    if (e.reward === 1) {
+      successes++;
+      assert.equal(at, e.tokens.length - 1, 'episode did not end at a*');
+    } else assert.equal(at, -1);
+    assert.ok(!e.tokens.slice(0, -1).includes(K), 'stop inside an episode');
+  }
+  assert.ok(successes > 1900, `${successes}`);
+  // reward 0 at stop, and after B_tr actions without a* or stop
+  const stopAlways = new Float64Array(K * N);
+  for (let s = 0; s < K; s++) stopAlways[s * N + K] = 50;
+  const st = samplePaperEpisode(stopAlways, K, 100, aStar, rng);
+  assert.deepEqual([st.tokens.length, st.tokens[1], st.reward], [2, K, 0]);
+  const never = new Float64Array(K * N);
+  for (let s = 0; s < K; s++) {
+    never[s * N + K] = -50;
+    never[s * N + aStar] = -50;
+  }
+  const tr = samplePaperEpisode(never, K, 100, aStar, rng);
+  assert.deepEqual([tr.tokens.length, tr.reward], [100, 0]);
+  // pi0 over many draws: uniform over the 99 other actions
+  const counts = new Array<number>(K).fill(0);
+  for (let i = 0; i < 19800; i++) counts[samplePaperEpisode(stopAlways, K, 100, aStar, rng).tokens[0]]++;
+  assert.equal(counts[aStar], 0);
+  assert.ok(Math.min(...counts.filter((_, j) => j !== aStar)) > 120 && Math.max(...counts) < 290, `${Math.min(...counts)} ${Math.max(...counts)}`);
+});
+
+test('paper preset: the hand-written gradient of the token-mean loss matches central differences (float64)', () => {
+  const rng = new Rng(3);
+  const M = paperInitialLogits(PAPER_PKTOY, 7, rng);
+  const tokens = [3, 5, 3, 99, 5, 0, K]; // repeated states and a final stop
+  const adv = -0.5;
+  // reference: L(M) = -(1/|τ|) Σ_{i≥2} A log softmax(M(·|a_{i-1}))[a_i], written out independently
+  const loss = (m: Float64Array) => {
+    let l = 0;
+    for (let i = 1; i < tokens.length; i++) {
+      const s = tokens[i - 1];
+      const row = Array.from(m.subarray(s * N, (s + 1) * N));
+      const mx = Math.max(...row);
+      const lse = mx + Math.log(row.reduce((a, x) => a + Math.exp(x - mx), 0));
+      l -= adv * (row[tokens[i]] - lse);
+    }
+    return l / (tokens.length - 1);
+  };
+  const g = new Float64Array(M.length);
+  addPaperGradient(M, K, tokens, adv, 1, g);
+  const h = 1e-5;
+  let maxErr = 0, checked = 0;
+  for (const s of [3, 5, 99, 0, 1]) {
+    for (let j = 0; j < N; j++) {
+      const k = s * N + j;
+      const x = M[k];
+      M[k] = x + h;
+      const up = loss(M);
+      M[k] = x - h;
+      const dn = loss(M);
+      M[k] = x;
+      maxErr = Math.max(maxErr, Math.abs((up - dn) / (2 * h) - g[k]));
+      checked++;
+    }
+  }
+  // central differences at h = 1e-5 on O(1) losses: error ~1e-10; the tolerance is 1e-8 absolute
+  assert.ok(maxErr < 1e-8, `max |fd - analytic| = ${maxErr} over ${checked} entries`);
+  assert.ok(g.some((x) => x !== 0));
+  for (let k = N; k < 2 * N; k++) assert.equal(g[k], 0); // state 1 was never visited
+});
+
+test('paper preset: GRPOMask makes no update on failures; plain SGD and Adam differ; determinism', () => {
+  // from the literal init a* is almost never found in 200 updates, so every trajectory fails
+  const masked = runPkToyPaper({ seed: 1, updates: 200, mask: true, optimizer: 'adam' });
+  assert.equal(masked.reward.reduce((a, b) => a + b, 0), 0);
+  assert.equal(masked.steps, 0);
+  assert.deepEqual([masked.pStop[0], masked.pStar[0]], [masked.pStop.at(-1), masked.pStar.at(-1)]);
+  // same init and draws unmasked: every failure is a step (A = -0.5) and P(stop) falls
+  const grpo = runPkToyPaper({ seed: 1, updates: 200, optimizer: 'adam' });
+  assert.equal(grpo.steps, 200);
+  assert.equal(grpo.pStop[0], masked.pStop[0]);
+  assert.ok(grpo.pStop.at(-1)! < 0.9 * grpo.pStop[0], `${grpo.pStop[0]} -> ${grpo.pStop.at(-1)}`);
+  // plain SGD at lr 1e-2 (C.3 as written) on the same draws moves P(stop) by well under 1% in 200 updates
+  const sgd = runPkToyPaper({ seed: 1, updates: 200 });
+  assert.equal(sgd.steps, 200);
+  assert.ok(sgd.pStop.at(-1)! < sgd.pStop[0] && sgd.pStop.at(-1)! > 0.99 * sgd.pStop[0], `${sgd.pStop[0]} -> ${sgd.pStop.at(-1)}`);
+  // the literal init: P(stop) ~ e^4 / (e^4 + 99 E[e^U]) = 0.14, entropy ~3.7 nats
+  assert.ok(Math.abs(grpo.pStop[0] - 0.142) < 0.01 && Math.abs(grpo.stateEntropy[0] - 3.67) < 0.05, `${grpo.pStop[0]} ${grpo.stateEntropy[0]}`);
+  assert.equal(grpo.evalAt.length, 5); // 0, 50, 100, 150, 200
+  // determinism: same seed, same curves; another seed differs
+  const again = runPkToyPaper({ seed: 1, updates: 200, optimizer: 'adam' });
+  assert.deepEqual(again, grpo);
+  assert.notDeepEqual(runPkToyPaper({ seed: 2, updates: 200, optimizer: 'adam' }).length, grpo.length);
+  // group advantages: an all-failure group is no step either
+  assert.equal(runPkToyPaper({ seed: 1, updates: 50, advantage: 'group' }).steps, 0);
+  assert.throws(() => runPkToyPaper({ updatez: 3 } as never), /unknown config key "updatez"/);
+  assert.throws(() => runPkToyPaper({ optimizer: 'rmsprop' as never }), /optimizer/);
+  assert.throws(() => runPkToyPaper({ initLo: 3, initHi: -3 }), /initHi/);
 });
