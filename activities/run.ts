@@ -2,7 +2,7 @@
  * Run-level activities: the store health check, run preparation (config → manifest), node
  * results and the lineage pointer.
  */
-import { loadConfig } from '../configs/load';
+import { configRunName, loadConfig } from '../configs/load';
 import { ConfigError, topoOrder } from '../configs/schema';
 import { checkId, keys } from '../storage/layout';
 import { sha256Hex } from '../storage/store';
@@ -33,7 +33,7 @@ export function runActivities(env: Env) {
       }
       const existing = (await store.exists(keys.manifest(runId))) ? await readManifest(runId) : null;
       if (existing) {
-        if (input.config && input.config !== existing.config.name) {
+        if (input.config && configRunName(input.config) !== existing.config.name) {
           throw new ConfigError(`runId: run "${runId}" already exists with config "${existing.config.name}", not "${input.config}"`);
         }
         return { runId, config: existing.config, done: await nodeResults(runId, existing.config), order: topoOrder(existing.config.nodes) };
