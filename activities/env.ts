@@ -7,7 +7,8 @@
 import { Context, heartbeat } from '@temporalio/activity';
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { ConfigError, policySource } from '../configs/schema';
+import { policySource } from '../configs/schema';
+import { ConfigError } from '../configs/errors';
 import type { RlNode, RunConfig, SftNode } from '../configs/schema';
 import type { PolicyConfig } from '../ml/policy';
 import type { PooledTrainer } from '../compute/pool';

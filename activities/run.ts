@@ -3,7 +3,8 @@
  * results and the lineage pointer.
  */
 import { configRunName, loadConfig } from '../configs/load';
-import { ConfigError, topoOrder } from '../configs/schema';
+import { topoOrder } from '../configs/schema';
+import { ConfigError } from '../configs/errors';
 import { checkId, keys } from '../storage/layout';
 import { sha256Hex } from '../storage/store';
 import type { NodeResult, PipelineInput, PreparedRun } from './types';

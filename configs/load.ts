@@ -11,7 +11,8 @@
  */
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
-import { ConfigError, ConfigHeaderSchema, resolveConfig } from './schema';
+import { ConfigHeaderSchema, resolveConfig } from './schema';
+import { ConfigError } from './errors';
 import type { RunConfig } from './schema';
 
 export const CONFIG_DIR = __dirname;

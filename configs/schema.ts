@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { GrpoConfigSchema } from '../ml/grpo';
+import { ConfigError } from './errors';
 
 const Id = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/, 'letters, digits, ".", "_", "-" (no path separators)');
 
@@ -234,13 +235,6 @@ export type SftNode = z.infer<typeof SftNodeSchema>;
 export type SelectBudgetNode = z.infer<typeof SelectBudgetNodeSchema>;
 export type EvalNode = z.infer<typeof EvalNodeSchema>;
 export type Difficulty = z.infer<typeof DifficultySchema>;
-
-export class ConfigError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ConfigError';
-  }
-}
 
 /** Node ids in a topological order (stable: config order among ready nodes). */
 export function topoOrder(nodes: Record<string, { deps: string[] }>): string[] {

@@ -7,12 +7,12 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { difficultyProfile, generateCountdown, makeCountdown, countdownPrompt } from './countdown';
 import type { CountdownProblem } from './countdown';
-import { ShapeMismatchError } from './errors';
+import { NonFiniteError, ShapeMismatchError } from './errors';
 import { crossEntropyLoss, groupAdvantages, grpoLoss, usesReference } from './grpo';
 import type { GrpoConfig, GrpoStats } from './grpo';
 import { passAtKMetrics, summarizeResponses } from './metrics';
 import type { ResponseRecord } from './metrics';
-import { AdamW, NonFiniteError } from './optim';
+import { AdamW } from './optim';
 import type { AdamWConfig, AdamWState } from './optim';
 import { activationBytes, createPolicy, disposePolicy, growContext, tokenLogProbs } from './policy';
 import type { Policy, PolicyConfig } from './policy';

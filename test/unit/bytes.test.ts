@@ -18,7 +18,7 @@ import { createHash } from 'node:crypto';
 import { createActivities } from '../../activities';
 import { ComputePool } from '../../compute/pool';
 import { loadCheckpoint } from '../../storage/checkpoints';
-import { MissingObjectError } from '../../storage/store';
+import { MissingObjectError } from '../../storage/errors';
 import type { ObjectStore } from '../../storage/store';
 
 // The bytes are the wasm backend's (what CI and the recorded runs use): pin it for the pool's threads.

@@ -5,7 +5,8 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { configDescription, configNames, configRunName, loadConfig, rawConfig, userConfigNames } from '../../configs/load';
-import { ConfigError, policySource, resolveConfig, topoOrder } from '../../configs/schema';
+import { policySource, resolveConfig, topoOrder } from '../../configs/schema';
+import { ConfigError } from '../../configs/errors';
 import { checkId } from '../../storage/layout';
 
 const base = () => ({
