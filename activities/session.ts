@@ -7,10 +7,9 @@ import type { RlNode, SftNode } from '../configs/schema';
 import { PooledTrainer } from '../compute/pool';
 import { commitCheckpoint as commit, loadCheckpoint } from '../storage/checkpoints';
 import { sha256Hex } from '../storage/store';
-import { SessionLostError } from './errors';
 import type { NodeInput, Session } from './types';
 import type { Env } from './env';
-import { SESSION_IDLE_MS, modelConfig, withHeartbeat } from './env';
+import { SESSION_IDLE_MS, atStep, modelConfig, withHeartbeat } from './env';
 import { usesReference } from '../ml/grpo';
 
 /** A refused open that has not retried on this worker for this long went elsewhere (the opener retries at most 10 s apart). */
@@ -99,7 +98,7 @@ export function trainerSessionActivities(env: Env) {
       // commit that did not heartbeat was taken for a lost session under load).
       return withHeartbeat(() => ({ committing: step }), async () => {
         const l = live(s);
-        if (l.step !== step) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at step ${l.step}, asked to commit ${step}`);
+        atStep(s, l, step, 'commit');
         const m = { config: l.config };
         const { weights, optim } = await l.trainer.snapshot();
         const state = { step, cursor: step, backend: ctx.backend, node: s.nodeId, config: m.config };

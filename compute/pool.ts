@@ -273,9 +273,15 @@ export class PooledTrainer {
     return sftMetrics(parts.reduce((a, p) => a + (p.loss ?? 0), 0), norms[0], plan.miniBatches[0].tokens);
   }
 
-  async sampleShard(s: RlSettings, t: number, shard: number, shards: number, budget: number): Promise<Rollout[]> {
+  /** Sample RL rows (`shardRows`) at `budget` with the node's temperature and top-p, spread over the threads. */
+  async sample(s: RlSettings, rows: SampleRow[], budget: number): Promise<Rollout[]> {
     this.check();
-    return this.track(sampleOn(this.pool, this.key, { rows: shardRows(s, t, shard, shards), budget, temperature: s.temperature, topP: s.topP, tool: this.toolArithmetic }));
+    return this.track(sampleOn(this.pool, this.key, { rows, budget, temperature: s.temperature, topP: s.topP, tool: this.toolArithmetic }));
+  }
+
+  /** The in-process Trainer's sampleShard: shard `shard` of `shards` of iteration t's rows. */
+  sampleShard(s: RlSettings, t: number, shard: number, shards: number, budget: number): Promise<Rollout[]> {
+    return this.sample(s, shardRows(s, t, shard, shards), budget);
   }
 
   update(s: RlSettings, t: number, graded: GradedRollout[], signal?: AbortSignal): Promise<Record<string, number>> {
