@@ -149,3 +149,13 @@ test('demo: stage1 iterations 0, 1 from the committed base (budget 32) commit th
   const got = await committed(store, runId, 'stage1', await iterations(acts, runId, config, 'stage1', 32, 2));
   assert.deepEqual(got, DEMO_STAGE1);
 });
+
+test('prepareRun takes an experiment by `experiments/<name>` or by its bare name; the run records the file name', async () => {
+  const runId = 'bytes-experiment';
+  const { config } = await acts.prepareRun({ config: 'experiments/extrapolation-search', runId });
+  assert.equal(config.name, 'extrapolation-search');
+  assert.equal('description' in config, false);
+  // A resume may name the config either way; another config is refused, naming the field.
+  for (const name of ['experiments/extrapolation-search', 'extrapolation-search']) assert.equal((await acts.prepareRun({ config: name, runId })).config.name, 'extrapolation-search');
+  await assert.rejects(acts.prepareRun({ config: 'demo', runId }), /runId: run "bytes-experiment" already exists with config "extrapolation-search", not "demo"/);
+});
