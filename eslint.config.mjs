@@ -20,6 +20,16 @@ export default tseslint.config(
     },
   },
   {
+    // The compute pool sits below activities/: its errors are its own (compute/errors.ts), mapped there.
+    files: ['compute/**/*.ts', 'ml/**/*.ts', 'storage/**/*.ts'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
+        { patterns: [{ regex: '(^|/)(activities|workflows|workers)(/|$)', message: 'compute/, ml/ and storage/ do not import the layers above them.' }] },
+      ],
+    },
+  },
+  {
     files: ['workflows/**/*.ts'],
     rules: {
       '@typescript-eslint/no-restricted-imports': [

@@ -7,8 +7,10 @@
 import { Context, heartbeat } from '@temporalio/activity';
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { ConfigError, policySource } from '../configs/schema';
+import { policySource } from '../configs/schema';
+import { ConfigError } from '../configs/errors';
 import type { RlNode, RunConfig, SftNode } from '../configs/schema';
+import type { CountdownProblem } from '../ml/countdown';
 import type { PolicyConfig } from '../ml/policy';
 import type { PooledTrainer } from '../compute/pool';
 import { ComputePool } from '../compute/pool';
@@ -47,14 +49,22 @@ export interface Manifest {
   backend?: string;
 }
 
+/** RL iteration t's problems (generated once), its graded rollouts and their train/* metrics. */
+export interface IterationRollouts {
+  t: number;
+  problems: CountdownProblem[];
+  graded: GradedRollout[];
+  metrics: Record<string, number>;
+}
+
 export interface LiveSession {
   trainer: PooledTrainer;
   node: string;
   step: number;
   /** The run's config, read once when the session opened (a session's activities need no manifest read). */
   config: RunConfig;
-  /** The last iteration's graded rollouts, kept for its update (rlRollouts → rlUpdate without a store read). */
-  graded?: { t: number; rows: GradedRollout[] };
+  /** The current iteration's rollouts, kept for its update (no store read between the two). */
+  rollouts?: IterationRollouts;
   /**
    * The last SFT chunk / RL update applied in memory, with its metrics: a retry of the same
    * activity (a store write after it failed, or its completion was lost) finds the work done
@@ -109,6 +119,15 @@ export async function withHeartbeat<T>(details: () => unknown, fn: (signal?: Abo
   } finally {
     clearInterval(timer);
   }
+}
+
+/**
+ * The step guard: the session must be at `step` to `what` it. Otherwise it is ahead of or
+ * behind the workflow (a re-open elsewhere, an attempt that failed half-way), and SessionLost
+ * makes the workflow re-open it from the last commit and rewind to that.
+ */
+export function atStep(s: Session, l: LiveSession, step: number, what: string): void {
+  if (l.step !== step) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at step ${l.step}, asked to ${what} at ${step}`);
 }
 
 /** The shared state and reads of one worker's activities. */

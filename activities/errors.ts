@@ -5,10 +5,10 @@
  * ./types); everything else (storage, network) stays retryable.
  */
 import { ApplicationFailure } from '@temporalio/common';
-import { ConfigError } from '../configs/schema';
-import { InvalidArgumentError, ShapeMismatchError } from '../ml/errors';
-import { NonFiniteError } from '../ml/optim';
-import { CorruptObjectError, MissingObjectError } from '../storage/store';
+import { ConfigError } from '../configs/errors';
+import { InvalidArgumentError, NonFiniteError, ShapeMismatchError } from '../ml/errors';
+import { ReplicaLostError } from '../compute/errors';
+import { CorruptObjectError, MissingObjectError } from '../storage/errors';
 import { ErrorTypes } from './types';
 
 export class SessionLostError extends Error {
@@ -41,7 +41,7 @@ export function classify(err: unknown): unknown {
   if (err instanceof InvalidArgumentError) return nonRetryable(ErrorTypes.invalid);
   if (err instanceof ShapeMismatchError) return nonRetryable(ErrorTypes.shape);
   if (err instanceof NonFiniteError) return nonRetryable(ErrorTypes.nonFinite);
-  if (err instanceof SessionLostError) return nonRetryable(ErrorTypes.sessionLost);
+  if (err instanceof SessionLostError || err instanceof ReplicaLostError) return nonRetryable(ErrorTypes.sessionLost);
   if (err instanceof MissingCheckpointError) return nonRetryable(ErrorTypes.missing);
   if (err instanceof CorruptObjectError) return nonRetryable(ErrorTypes.corrupt);
   if (err instanceof MissingObjectError) return nonRetryable(ErrorTypes.missing);

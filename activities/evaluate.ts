@@ -11,7 +11,7 @@ import { PooledPolicy } from '../compute/pool';
 import { dataMetrics, evalMetrics, heldOutSet } from '../ml/trainer';
 import type { EvalCounts } from '../ml/trainer';
 import { keys } from '../storage/layout';
-import { MissingObjectError } from '../storage/store';
+import { MissingObjectError } from '../storage/errors';
 import { UncalibratedError } from './errors';
 import type { NodeInput, NodeResult } from './types';
 import type { Env, Manifest } from './env';

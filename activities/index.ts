@@ -1,7 +1,8 @@
 /**
  * Thin activity wrappers over ml/ and storage/ (docs/ARCHITECTURE.md), split by concern: run
  * (run.ts), trainer sessions (session.ts), training (train.ts), evaluation (evaluate.ts) and
- * the report (report.ts), over one shared environment (env.ts). `createActivities` binds them
+ * the report (report.ts), over one shared environment (env.ts); legacy.ts holds the
+ * activities only recorded runs schedule. `createActivities` binds them
  * to one worker: its object store, its own task queue (where its trainer sessions live) and
  * its compute pool. Long activities heartbeat and resume from their details.
  */
@@ -9,6 +10,7 @@ import { classified } from './errors';
 import { workerEnv } from './env';
 import type { WorkerContext } from './env';
 import { evaluateActivities } from './evaluate';
+import { legacyActivities } from './legacy';
 import { reportActivities } from './report';
 import { runActivities } from './run';
 import { trainerSessionActivities } from './session';
@@ -19,7 +21,7 @@ export type { WorkerContext } from './env';
 
 export function createActivities(ctx: WorkerContext) {
   const env = workerEnv(ctx);
-  return classified({ ...runActivities(env), ...trainerSessionActivities(env), ...trainActivities(env), ...evaluateActivities(env), ...reportActivities(env) });
+  return classified({ ...runActivities(env), ...trainerSessionActivities(env), ...trainActivities(env), ...legacyActivities(env), ...evaluateActivities(env), ...reportActivities(env) });
 }
 
 export type Activities = ReturnType<typeof createActivities>;

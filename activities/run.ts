@@ -2,8 +2,9 @@
  * Run-level activities: the store health check, run preparation (config → manifest), node
  * results and the lineage pointer.
  */
-import { loadConfig } from '../configs/load';
-import { ConfigError, topoOrder } from '../configs/schema';
+import { configRunName, loadConfig } from '../configs/load';
+import { topoOrder } from '../configs/schema';
+import { ConfigError } from '../configs/errors';
 import { checkId, keys } from '../storage/layout';
 import { sha256Hex } from '../storage/store';
 import type { NodeResult, PipelineInput, PreparedRun } from './types';
@@ -33,7 +34,7 @@ export function runActivities(env: Env) {
       }
       const existing = (await store.exists(keys.manifest(runId))) ? await readManifest(runId) : null;
       if (existing) {
-        if (input.config && input.config !== existing.config.name) {
+        if (input.config && configRunName(input.config) !== existing.config.name) {
           throw new ConfigError(`runId: run "${runId}" already exists with config "${existing.config.name}", not "${input.config}"`);
         }
         return { runId, config: existing.config, done: await nodeResults(runId, existing.config), order: topoOrder(existing.config.nodes) };

@@ -7,10 +7,9 @@ import type { RlNode, SftNode } from '../configs/schema';
 import { PooledTrainer } from '../compute/pool';
 import { commitCheckpoint as commit, loadCheckpoint } from '../storage/checkpoints';
 import { sha256Hex } from '../storage/store';
-import { SessionLostError } from './errors';
 import type { NodeInput, Session } from './types';
 import type { Env } from './env';
-import { SESSION_IDLE_MS, modelConfig, withHeartbeat } from './env';
+import { SESSION_IDLE_MS, atStep, modelConfig, withHeartbeat } from './env';
 import { usesReference } from '../ml/grpo';
 
 /** A refused open that has not retried on this worker for this long went elsewhere (the opener retries at most 10 s apart). */
@@ -40,8 +39,8 @@ export function trainerSessionActivities(env: Env) {
         // Sessions a worker holds at once (E3_TRAINER_SESSIONS): a full worker refuses, and the
         // retry lands on another trainer (or here, once one is free). Admission is in arrival
         // order: a free slot is kept for a node refused earlier while it still retries here
-        // (otherwise whichever retry comes first wins, and a node can starve: one waited 40 min
-        // behind later ones while five runs shared a worker).
+        // (otherwise whichever retry comes first wins, and a node can starve behind later ones
+        // for as long as they keep arriving; test/integration/liveness.test.ts checks the order).
         const now = Date.now();
         for (const [k, w] of waiters) if (now - w.last > WAITER_LIVE_MS) waiters.delete(k);
         const me = waiters.get(key) ?? { first: now, last: now };
@@ -95,11 +94,11 @@ export function trainerSessionActivities(env: Env) {
     },
     /** Commit the session's state at `step` (blobs, manifest, then LATEST). */
     async commitCheckpoint(s: Session, step: number, metrics: Record<string, number> = {}): Promise<{ step: number; sha256: string }> {
-      // Heartbeats throughout: the snapshot waits behind other sessions' jobs on a busy pool (a
-      // commit that did not heartbeat was taken for a lost session under load).
+      // Heartbeats throughout: the snapshot waits behind other sessions' jobs on a busy pool, and
+      // a commit that did not heartbeat would be taken for a lost session under load.
       return withHeartbeat(() => ({ committing: step }), async () => {
         const l = live(s);
-        if (l.step !== step) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at step ${l.step}, asked to commit ${step}`);
+        atStep(s, l, step, 'commit');
         const m = { config: l.config };
         const { weights, optim } = await l.trainer.snapshot();
         const state = { step, cursor: step, backend: ctx.backend, node: s.nodeId, config: m.config };

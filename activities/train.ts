@@ -1,31 +1,82 @@
 /**
- * Training on an open session: SFT chunks, and the RL iteration (rollouts, then the GRPO
- * update, then a commit when one is due: one activity, rlIteration; runs recorded before it
- * scheduled the parts one by one). Retries find work already applied in memory and do not
- * apply it twice.
+ * Training on an open session: SFT chunks, and the RL iteration (docs/ARCHITECTURE.md "One RL
+ * iteration"): rollouts, then the GRPO update, then a commit when one is due, in one activity
+ * (rlIteration). Retries find work already applied in memory and do not apply it twice.
+ * The activities that scheduled the parts one by one are in ./legacy.ts, over the same steps.
  */
 import type { SftNode } from '../configs/schema';
-import { dataMetrics, gradeRollouts, iterationProblems, rolloutMetrics } from '../ml/trainer';
-import type { GradedRollout, Rollout } from '../ml/trainer';
+import type { CountdownProblem } from '../ml/countdown';
+import { dataMetrics, gradeAgainst, iterationProblems, rolloutMetrics, shardRows } from '../ml/trainer';
+import type { GradedRollout, RlSettings } from '../ml/trainer';
 import { keys } from '../storage/layout';
-import { SessionLostError } from './errors';
 import type { Session } from './types';
-import type { Env, LiveSession } from './env';
+import type { Env, IterationRollouts, LiveSession } from './env';
 import { trainerSessionActivities } from './session';
-import { rlSettings, sftSettings, withHeartbeat } from './env';
+import { atStep, rlSettings, sftSettings, withHeartbeat } from './env';
 
 /** The session already applied RL iteration t's update in memory (a retry after it must not train twice). */
-const rlApplied = (l: LiveSession, t: number): l is LiveSession & Required<Pick<LiveSession, 'applied'>> => l.applied?.kind === 'rl' && l.applied.from === t && l.step === t + 1;
+export const rlApplied = (l: LiveSession, t: number): l is LiveSession & Required<Pick<LiveSession, 'applied'>> => l.applied?.kind === 'rl' && l.applied.from === t && l.step === t + 1;
+
+/** The parts of an RL iteration, shared by rlIteration and the activities in ./legacy.ts. */
+export function rlSteps(env: Env) {
+  const { store, drop, writeMetrics } = env;
+  return {
+    /**
+     * Iteration t's rollouts: its problems generated once, every row sampled on the compute
+     * pool (split over its threads), graded here, stored once (for audit, and for an update on
+     * another attempt), and kept in the session for the update.
+     */
+    async rollouts(s: Session, l: LiveSession, rl: RlSettings, t: number, budget: number): Promise<IterationRollouts> {
+      atStep(s, l, t, 'sample');
+      const problems = iterationProblems(rl.seed, rl.stream, t, rl.prompts, rl.difficulty);
+      const graded = await withHeartbeat(() => ({ t, at: (l.lastUsed = Date.now()) }), async () => {
+        const g = gradeAgainst(problems, t, l.config.toolArithmetic, await l.trainer.sample(rl, shardRows(rl, t, 0, 1, problems), budget));
+        await store.putJson(keys.graded(s.runId, s.nodeId, t), g);
+        return g;
+      });
+      return (l.rollouts = { t, problems, graded, metrics: rolloutMetrics(graded, rl.samples) });
+    },
+    /**
+     * The GRPO update from iteration t's rollouts; the session advances to t + 1. The
+     * iteration's metrics are its rollouts' train/*, its problems' data/* and the update's.
+     */
+    async update(s: Session, l: LiveSession, rl: RlSettings, r: IterationRollouts): Promise<Record<string, number>> {
+      atStep(s, l, r.t, 'update');
+      let metrics: Record<string, number>;
+      try {
+        metrics = await withHeartbeat(() => ({ t: r.t, at: (l.lastUsed = Date.now()) }), (signal) => l.trainer.update(rl, r.t, r.graded, signal));
+      } catch (e) {
+        // Mini-batches before the failing one may have stepped: the in-memory state is no
+        // longer the state at t, so drop the session (a re-open loads the last commit).
+        await drop(s, l);
+        throw e;
+      }
+      const all = { ...r.metrics, ...dataMetrics('data', r.problems), ...metrics };
+      l.step = r.t + 1;
+      l.rollouts = undefined;
+      l.applied = { kind: 'rl', from: r.t, to: r.t + 1, metrics: all };
+      await writeMetrics(s.runId, s.nodeId, r.t + 1, all);
+      return all;
+    },
+    /** Iteration t's rollouts as another attempt stored them (the session did not keep them). */
+    async storedRollouts(s: Session, rl: RlSettings, t: number): Promise<IterationRollouts> {
+      const graded = await store.getJson<GradedRollout[]>(keys.graded(s.runId, s.nodeId, t));
+      const problems: CountdownProblem[] = iterationProblems(rl.seed, rl.stream, t, rl.prompts, rl.difficulty);
+      return { t, problems, graded, metrics: rolloutMetrics(graded, rl.samples) };
+    },
+  };
+}
 
 export function trainActivities(env: Env) {
-  const { store, readManifest, live, drop, writeMetrics } = env;
+  const { live, drop, writeMetrics } = env;
   const { commitCheckpoint } = trainerSessionActivities(env);
-  const acts = {
+  const steps = rlSteps(env);
+  return {
     /** SFT steps [from, to), then a commit at `to`. Resumes from its heartbeat on retry. */
     async sftChunk(s: Session, from: number, to: number): Promise<{ step: number; metrics: Record<string, number> }> {
       const l = live(s);
       const redo = l.applied?.kind === 'sft' && l.applied.from === from && l.applied.to === to && l.step === to;
-      if (!redo && l.step !== from) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at step ${l.step}, asked to run from ${from}`);
+      if (!redo) atStep(s, l, from, 'train');
       let metrics: Record<string, number> = redo ? l.applied!.metrics : {};
       if (!redo) {
         const node = l.config.nodes[s.nodeId] as SftNode;
@@ -50,90 +101,25 @@ export function trainActivities(env: Env) {
       return { step: to, metrics };
     },
     /**
-     * Iteration t's rollouts: every row sampled on the compute pool (split over its threads),
-     * graded here, stored once (for audit and for an update on another attempt) and kept in
-     * the session for rlUpdate. Returns the stored key and the train/* metrics.
-     */
-    async rlRollouts(s: Session, t: number, budget: number): Promise<{ key: string; rows: number; metrics: Record<string, number> }> {
-      const l = live(s);
-      if (l.step !== t) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at iteration ${l.step}, asked to sample ${t}`);
-      const rl = rlSettings(l.config, s.nodeId);
-      const key = keys.graded(s.runId, s.nodeId, t);
-      const graded = await withHeartbeat(() => ({ t, at: (l.lastUsed = Date.now()) }), async () => {
-        const rollouts = await l.trainer.sampleShard(rl, t, 0, 1, budget);
-        const g = gradeRollouts(rl.seed, rl.stream, t, rl.prompts, rl.difficulty, l.config.toolArithmetic, rollouts);
-        await store.putJson(key, g);
-        return g;
-      });
-      l.graded = { t, rows: graded };
-      return { key, rows: graded.length, metrics: rolloutMetrics(graded, rl.samples) };
-    },
-    /** Sample shard k of iteration t into the store; returns its key (runs recorded before rlRollouts). */
-    async rlSample(s: Session, t: number, shard: number, budget: number): Promise<{ key: string; rows: number }> {
-      const l = live(s);
-      if (l.step !== t) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at iteration ${l.step}, asked to sample ${t}`);
-      const shards = (l.config.nodes[s.nodeId] as { shards?: number }).shards ?? 1;
-      const rollouts = await withHeartbeat(() => ({ t, shard, at: (l.lastUsed = Date.now()) }), () => l.trainer.sampleShard(rlSettings(l.config, s.nodeId), t, shard, shards, budget));
-      const key = keys.rollouts(s.runId, s.nodeId, t, shard);
-      await store.putJson(key, rollouts);
-      return { key, rows: rollouts.length };
-    },
-    /** Grade the iteration's shards (the verifier recomputes everything) and store the grades. */
-    async rlGrade(s: Session, t: number, shardKeys: string[]): Promise<{ key: string; metrics: Record<string, number> }> {
-      const m = await readManifest(s.runId);
-      const rl = rlSettings(m.config, s.nodeId);
-      const rollouts = (await Promise.all(shardKeys.map((k) => store.getJson<Rollout[]>(k)))).flat();
-      const graded = gradeRollouts(rl.seed, rl.stream, t, rl.prompts, rl.difficulty, m.config.toolArithmetic, rollouts);
-      const key = keys.graded(s.runId, s.nodeId, t);
-      await store.putJson(key, graded);
-      // The iteration's data/* metrics come with rlUpdate's (the workflow merges both).
-      return { key, metrics: rolloutMetrics(graded, rl.samples) };
-    },
-    /** GRPO update from the graded rollouts of iteration t; the session advances to t + 1. */
-    async rlUpdate(s: Session, t: number): Promise<{ metrics: Record<string, number> }> {
-      const l = live(s);
-      // A retry after the update was applied in memory (the metrics write failed, or the
-      // completion never reached the server): applying it again would train twice on t.
-      if (rlApplied(l, t)) {
-        await writeMetrics(s.runId, s.nodeId, t + 1, l.applied.metrics);
-        return { metrics: l.applied.metrics };
-      }
-      if (l.step !== t) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at iteration ${l.step}, asked to update ${t}`);
-      const graded = l.graded?.t === t ? l.graded.rows : await store.getJson<GradedRollout[]>(keys.graded(s.runId, s.nodeId, t));
-      const settings = rlSettings(l.config, s.nodeId);
-      let metrics: Record<string, number>;
-      try {
-        metrics = await withHeartbeat(() => ({ t, at: (l.lastUsed = Date.now()) }), (signal) => l.trainer.update(settings, t, graded, signal));
-      } catch (e) {
-        // Mini-batches before the failing one may have stepped: the in-memory state is no
-        // longer the state at t, so drop the session (a re-open loads the last commit).
-        await drop(s, l);
-        throw e;
-      }
-      const data = dataMetrics('data', iterationProblems(settings.seed, settings.stream, t, settings.prompts, settings.difficulty));
-      const all = { ...rolloutMetrics(graded, settings.samples), ...data, ...metrics };
-      l.step = t + 1;
-      l.graded = undefined;
-      l.applied = { kind: 'rl', from: t, to: t + 1, metrics: all };
-      await writeMetrics(s.runId, s.nodeId, t + 1, all);
-      return { metrics: all };
-    },
-    /**
-     * The whole of iteration t in one activity: rollouts, update, and the commit at t + 1 when
-     * `commit` says one is due (one workflow round trip per iteration instead of two or three:
-     * bench/NOTES.md "Lean iterations"). A retry resumes where the attempt stopped: an update
-     * already applied in memory is neither sampled again nor applied twice (rlUpdate), and a
-     * commit is the same bytes when written again. The metrics are rlUpdate's (which hold the
-     * rollouts' train/* metrics).
+     * RL iteration t in one activity: rollouts, the update, and the commit at t + 1 when
+     * `commit` says one is due (one workflow round trip per iteration: bench/NOTES.md "Lean
+     * iterations"). A retry resumes where the attempt stopped: rollouts the session holds are
+     * not sampled again, an update already applied in memory is not applied twice (its metrics
+     * are written again), and a commit is the same bytes when written again.
      */
     async rlIteration(s: Session, t: number, budget: number, commit: boolean): Promise<{ metrics: Record<string, number> }> {
       const l = live(s);
-      if (!rlApplied(l, t) && l.graded?.t !== t) await acts.rlRollouts(s, t, budget);
-      const { metrics } = await acts.rlUpdate(s, t);
+      let metrics: Record<string, number>;
+      if (rlApplied(l, t)) {
+        metrics = l.applied.metrics;
+        await writeMetrics(s.runId, s.nodeId, t + 1, metrics);
+      } else {
+        const rl = rlSettings(l.config, s.nodeId);
+        const rollouts = l.rollouts?.t === t ? l.rollouts : await steps.rollouts(s, l, rl, t, budget);
+        metrics = await steps.update(s, l, rl, rollouts);
+      }
       if (commit) await commitCheckpoint(s, t + 1, metrics);
       return { metrics };
     },
   };
-  return acts;
 }
-

@@ -2,6 +2,7 @@
  * The `e3` command: servers, workers, runs, schedules, reports.
  *   e3 up | down | status          the embedded Temporal + S3 servers (infra/)
  *   e3 worker [--queues] [--concurrency]
+ *   e3 configs                     the configs: user configs, then experiments (configs/experiments/)
  *   e3 run <config> [--id ID] [--set key=json ...] [--watch]
  *   e3 watch <run> | resume <run> | cancel <run> | ls | report <run>
  *   e3 schedule create|list|describe|trigger|pause|unpause|delete
@@ -16,7 +17,7 @@ import * as path from 'node:path';
 import { Command } from 'commander';
 import { TASK_QUEUE } from '../activities/types';
 import type { PipelineInput, Progress } from '../activities/types';
-import { configNames, loadConfig } from '../configs/load';
+import { configDescription, configNames, configRunName, loadConfig, userConfigNames } from '../configs/load';
 import { checkId, keys } from '../storage/layout';
 import { loadCheckpoint } from '../storage/checkpoints';
 import { ObjectStore, sha256Hex } from '../storage/store';
@@ -167,10 +168,16 @@ program.command('worker').description('run a worker process').option('--queues <
   await w.run;
 });
 
-program.command('run <config>').description(`start a run (configs: ${configNames().join(', ')})`).option('--id <runId>', 'run id (default: <config>-<random>)').option('--set <key=value...>', 'config overrides', []).option('--lineage <name>', 'lineage to warm-start from and advance').option('--watch', 'follow progress until it ends').action(async (config: string, o) => {
+program.command('configs').description('list the configs with their descriptions: user configs, then experiments').action(() => {
+  const names = configNames();
+  const width = Math.max(...names.map((n) => n.length));
+  for (const n of names) console.log(`${n.padEnd(width)}  ${configDescription(n)}`);
+});
+
+program.command('run <config>').description(`start a run (configs: ${userConfigNames().join(', ')}; \`e3 configs\` lists all)`).option('--id <runId>', 'run id (default: <config name>-<random>)').option('--set <key=value...>', 'config overrides', []).option('--lineage <name>', 'lineage to warm-start from and advance').option('--watch', 'follow progress until it ends').action(async (config: string, o) => {
   const overrides = parseSets(o.set);
   loadConfig(config, overrides); // fail here, with the field named, before anything starts
-  const runId = checkId('--id', o.id ?? `${config}-${Math.random().toString(36).slice(2, 8)}`);
+  const runId = checkId('--id', o.id ?? `${configRunName(config)}-${Math.random().toString(36).slice(2, 8)}`);
   if (o.lineage) checkId('--lineage', o.lineage);
   const client = await connect();
   await startRun(client, { config, overrides, runId, ...(o.lineage ? { lineage: o.lineage } : {}) });
@@ -318,7 +325,7 @@ program.command('start').description('servers up, a worker, the demo run, and wa
   const workers = Array.from({ length: n }, () => spawn(process.execPath, [...process.execArgv, __filename, 'worker'], { stdio: 'inherit' }));
   try {
     const client = await connect();
-    const runId = `${o.config}-${Date.now().toString(36)}`;
+    const runId = `${configRunName(o.config)}-${Date.now().toString(36)}`;
     await startRun(client, { config: o.config, runId });
     printResult(await watch(client, runId));
     console.log('servers are still up (Web UI http://127.0.0.1:' + (process.env.E3_TEMPORAL_UI_PORT ?? '8233') + '); stop them with `npx e3 down`');

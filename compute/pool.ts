@@ -13,9 +13,7 @@
 import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { SessionLostError } from '../activities/errors';
-import { InvalidArgumentError, ShapeMismatchError } from '../ml/errors';
-import { NonFiniteError } from '../ml/optim';
+import { InvalidArgumentError, NonFiniteError, ShapeMismatchError } from '../ml/errors';
 import type { BackendChoice } from '../ml/backend';
 import type { Difficulty } from '../ml/task';
 import type { TraceOptions } from '../ml/traces';
@@ -23,20 +21,13 @@ import { addGrads, countEval, evalRows, sftMetrics, shardRows, updateMetrics } f
 import type { EvalCounts, EvalSpec, Grads, GradedRollout, RlSettings, Rollout, SampleJob, SampleRow, SftOptions, Trainer } from '../ml/trainer';
 import type { GrpoStats } from '../ml/grpo';
 import type { PolicyConfig } from '../ml/policy';
+import { ReplicaLostError } from './errors';
 import type { PlanShape, Reply, Request } from './protocol';
 
 type Op = Request extends infer R ? (R extends { id_: number } ? Omit<R, 'id_'> : never) : never;
 
-/**
- * A compute thread died (wasm trap, out of memory): the sessions it held replicas of are gone.
- * A SessionLostError, so activities classify it as SessionLost and the workflow re-opens the
- * session from its last commit instead of retrying on a worker that no longer has it.
- */
-export class ComputeLostError extends SessionLostError {}
-
-const ERRORS: Record<string, new (m: string) => Error> = {
-  InvalidArgumentError, ShapeMismatchError, NonFiniteError, SessionLostError: ComputeLostError,
-};
+/** The errors a thread's reply can carry, rebuilt by name (anything else arrives as a plain Error). */
+const ERRORS: Record<string, new (m: string) => Error> = { InvalidArgumentError, ShapeMismatchError, NonFiniteError, ReplicaLostError };
 
 /** Threads for a pool: E3_THREADS, else one per core. */
 export function defaultThreads(): number {
@@ -120,7 +111,7 @@ export class ComputePool {
       if (this.threads[k] !== th || th.dead) return;
       th.dead = why;
       this.generation++;
-      for (const p of th.pending.values()) p.reject(new ComputeLostError(`compute thread ${k} was lost (${why}); its sessions must be re-opened`));
+      for (const p of th.pending.values()) p.reject(new ReplicaLostError(`compute thread ${k} was lost (${why}); its sessions must be re-opened`));
       th.pending.clear();
       // A thread that dies before answering anything cannot start here (its file or backend):
       // replacing it would loop, so the pool stays short of it and says why on every call.
@@ -135,8 +126,8 @@ export class ComputePool {
   }
 
   private post<T>(th: Thread, op: Op): Promise<T> {
-    if (this.closed) return Promise.reject(new ComputeLostError('the compute pool is closed'));
-    if (th.dead) return Promise.reject(new ComputeLostError(`compute thread could not start: ${th.dead}`));
+    if (this.closed) return Promise.reject(new ReplicaLostError('the compute pool is closed'));
+    if (th.dead) return Promise.reject(new ReplicaLostError(`compute thread could not start: ${th.dead}`));
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       th.pending.set(id, { op: op.op, resolve: resolve as (v: unknown) => void, reject });
@@ -178,7 +169,7 @@ export class ComputePool {
 
   async close(): Promise<void> {
     this.closed = true;
-    for (const p of this.queue) p.reject(new ComputeLostError('the compute pool is closed'));
+    for (const p of this.queue) p.reject(new ReplicaLostError('the compute pool is closed'));
     this.queue = [];
     await Promise.all(this.threads.map((th) => th.worker.terminate()));
   }
@@ -239,8 +230,8 @@ export class PooledTrainer {
   }
 
   private check(): void {
-    if (this.closing) throw new ComputeLostError(`session ${this.key} was closed (re-opened or evicted) while an activity still used it`);
-    if (this.pool.generation !== this.generation) throw new ComputeLostError(`session ${this.key}: a compute thread was lost since it was opened`);
+    if (this.closing) throw new ReplicaLostError(`session ${this.key} was closed (re-opened or evicted) while an activity still used it`);
+    if (this.pool.generation !== this.generation) throw new ReplicaLostError(`session ${this.key}: a compute thread was lost since it was opened`);
   }
 
   /** Compute a planned step's micro-batch gradients on any thread, sum them in order, apply on every replica. */
@@ -267,7 +258,7 @@ export class PooledTrainer {
       const res = await this.pool.all<{ gradNorm: number }>({ op: 'apply', key: this.key, grads: acc!, where });
       t1 = performance.now();
       this.wallMs.apply += t1 - t0;
-      if (res.some((r) => r.gradNorm !== res[0].gradNorm)) throw new ComputeLostError(`session ${this.key}: replicas disagree at ${where} (grad norms ${res.map((r) => r.gradNorm)})`);
+      if (res.some((r) => r.gradNorm !== res[0].gradNorm)) throw new ReplicaLostError(`session ${this.key}: replicas disagree at ${where} (grad norms ${res.map((r) => r.gradNorm)})`);
       norms.push(res[0].gradNorm);
     }
     return { norms, parts };
@@ -287,9 +278,15 @@ export class PooledTrainer {
     return sftMetrics(parts.reduce((a, p) => a + (p.loss ?? 0), 0), norms[0], plan.miniBatches[0].tokens);
   }
 
-  async sampleShard(s: RlSettings, t: number, shard: number, shards: number, budget: number): Promise<Rollout[]> {
+  /** Sample RL rows (`shardRows`) at `budget` with the node's temperature and top-p, spread over the threads. */
+  async sample(s: RlSettings, rows: SampleRow[], budget: number): Promise<Rollout[]> {
     this.check();
-    return this.track(sampleOn(this.pool, this.key, { rows: shardRows(s, t, shard, shards), budget, temperature: s.temperature, topP: s.topP, tool: this.toolArithmetic }));
+    return this.track(sampleOn(this.pool, this.key, { rows, budget, temperature: s.temperature, topP: s.topP, tool: this.toolArithmetic }));
+  }
+
+  /** The in-process Trainer's sampleShard: shard `shard` of `shards` of iteration t's rows. */
+  sampleShard(s: RlSettings, t: number, shard: number, shards: number, budget: number): Promise<Rollout[]> {
+    return this.sample(s, shardRows(s, t, shard, shards), budget);
   }
 
   update(s: RlSettings, t: number, graded: GradedRollout[], signal?: AbortSignal): Promise<Record<string, number>> {
@@ -313,7 +310,7 @@ export class PooledTrainer {
 
   /**
    * Free the replicas, but never under an activity still computing on them: operations in
-   * flight stop at their next step boundary (a ComputeLostError), and the replicas are closed
+   * flight stop at their next step boundary (a ReplicaLostError), and the replicas are closed
    * once they have. Idempotent.
    */
   dispose(): Promise<void> {

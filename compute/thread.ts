@@ -11,6 +11,7 @@ import type { Policy } from '../ml/policy';
 import { loadPolicy } from '../ml/serialize';
 import { Trainer, rlPlan, sampleRows, sftPlan } from '../ml/trainer';
 import type { Grads, PlanRow, SftRow } from '../ml/trainer';
+import { ReplicaLostError } from './errors';
 import { ownBuffers } from './protocol';
 import type { Reply, Request } from './protocol';
 import type { PoolFaults } from './pool';
@@ -23,13 +24,13 @@ const plans = new Map<string, { id: string; chunks: Array<SftRow[][] | PlanRow[]
 
 function trainer(key: string): Trainer {
   const t = trainers.get(key);
-  if (!t) throw Object.assign(new Error(`compute thread: no session ${key}`), { name: 'SessionLostError' });
+  if (!t) throw new ReplicaLostError(`compute thread: no session ${key}`);
   return t;
 }
 
 function planOf(key: string, id: string) {
   const p = plans.get(key);
-  if (!p || p.id !== id) throw Object.assign(new Error(`compute thread: session ${key} has plan ${p?.id ?? 'none'}, asked for ${id}`), { name: 'SessionLostError' });
+  if (!p || p.id !== id) throw new ReplicaLostError(`compute thread: session ${key} has plan ${p?.id ?? 'none'}, asked for ${id}`);
   return p;
 }
 
@@ -86,7 +87,7 @@ async function handle(req: Request): Promise<{ value: unknown; transfer?: ArrayB
       return { value: trainer(req.key).applyGrads(req.grads as Grads, req.where) };
     case 'sample': {
       const policy = trainers.get(req.key)?.policy ?? policies.get(req.key);
-      if (!policy) throw Object.assign(new Error(`compute thread: no policy for ${req.key}`), { name: 'SessionLostError' });
+      if (!policy) throw new ReplicaLostError(`compute thread: no policy for ${req.key}`);
       return { value: await sampleRows(policy, req.job) };
     }
     case 'snapshot': {

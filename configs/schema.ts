@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { GrpoConfigSchema } from '../ml/grpo';
+import { ConfigError } from './errors';
 
 const Id = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/, 'letters, digits, ".", "_", "-" (no path separators)');
 
@@ -223,6 +224,19 @@ export const RunConfigSchema = z
   })
   .strict();
 
+/**
+ * The fields of a config file besides the run config itself (configs/load.ts reads them and
+ * drops them: neither reaches the resolved config, so neither changes what a run computes).
+ */
+export const ConfigHeaderSchema = z
+  .object({
+    /** The config this file starts from (`demo`, `experiments/ablation-256`); the file then holds only its changes, merged as `--set` overrides are (`null` removes a key). */
+    extends: z.string().regex(/^(experiments\/)?[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, 'a config name (e.g. "demo" or "experiments/ablation-256")').optional(),
+    /** One line saying what the config is for (`npx e3 configs`). */
+    description: z.string().min(1).max(200).regex(/^[^\n]*$/, 'one line').optional(),
+  })
+  .strict();
+
 export type RunConfig = z.infer<typeof RunConfigSchema>;
 export type NodeConfig = z.infer<typeof NodeSchema>;
 export type RlNode = z.infer<typeof RlNodeSchema>;
@@ -230,13 +244,6 @@ export type SftNode = z.infer<typeof SftNodeSchema>;
 export type SelectBudgetNode = z.infer<typeof SelectBudgetNodeSchema>;
 export type EvalNode = z.infer<typeof EvalNodeSchema>;
 export type Difficulty = z.infer<typeof DifficultySchema>;
-
-export class ConfigError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ConfigError';
-  }
-}
 
 /** Node ids in a topological order (stable: config order among ready nodes). */
 export function topoOrder(nodes: Record<string, { deps: string[] }>): string[] {

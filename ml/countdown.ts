@@ -272,7 +272,7 @@ const confirmCap = (count: number): number => (count >= 6 ? SOLVER_NODE_CAP : In
 export function generateCountdown(seed: number, index: number, d: Difficulty, split: Split): CountdownProblem {
   checkDifficulty(d);
   const need = requiredSteps(d);
-  // maxSteps joins the seed only when set, so every set defined before it draws what it drew.
+  // maxSteps joins the seed only when set, so adding the field left the draws of every difficulty without it unchanged.
   const rng = new Rng(d.maxSteps === undefined ? deriveSeed(seed, 'countdown', split, index, d.count, d.min, d.max, d.ops, need) : deriveSeed(seed, 'countdown', split, index, d.count, d.min, d.max, d.ops, need, 'max', d.maxSteps));
   const allowed = ALL_OPS.filter((o) => d.ops.includes(o));
   for (let tries = 0; tries < 100_000; tries++) {

@@ -12,6 +12,14 @@ export class InvalidArgumentError extends Error {
   }
 }
 
+/** A non-finite loss or gradient: the step is refused and nothing was modified. */
+export class NonFiniteError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NonFiniteError';
+  }
+}
+
 /** Tensors, checkpoints or sequences whose shapes do not fit the model or each other. */
 export class ShapeMismatchError extends Error {
   constructor(message: string) {

@@ -12,17 +12,7 @@
  * ‖g‖ the global L2 norm over all gradients passed to `step`.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { InvalidArgumentError, ShapeMismatchError } from './errors';
-
-/** A non-finite loss or gradient: the step is refused and nothing was modified. */
-export class NonFiniteError extends Error {
-  /** For Temporal's ApplicationFailure classification (non-retryable). */
-  readonly type = 'NonFiniteError';
-  constructor(message: string) {
-    super(message);
-    this.name = 'NonFiniteError';
-  }
-}
+import { InvalidArgumentError, NonFiniteError, ShapeMismatchError } from './errors';
 
 export interface AdamWConfig {
   /** Constant learning rate. @default 1e-5 */

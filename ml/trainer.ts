@@ -1,18 +1,18 @@
 /**
  * The e3 loop on one policy, with no Temporal in sight: SFT steps on warm-start traces,
- * and the RL iteration of docs/RECIPE.md split into the three activities the workflow runs
- * (sample → grade → update). Every step is a pure function of (run seed, node, step) and
+ * and the RL iteration of docs/RECIPE.md in its parts (sample → grade → update), which the
+ * activities compose (activities/train.ts). Every step is a pure function of (run seed, node, step) and
  * the state it starts from, so a rerun from a checkpoint reproduces the same bytes.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { difficultyProfile, generateCountdown, makeCountdown, countdownPrompt } from './countdown';
 import type { CountdownProblem } from './countdown';
-import { ShapeMismatchError } from './errors';
+import { NonFiniteError, ShapeMismatchError } from './errors';
 import { crossEntropyLoss, groupAdvantages, grpoLoss, usesReference } from './grpo';
 import type { GrpoConfig, GrpoStats } from './grpo';
 import { passAtKMetrics, summarizeResponses } from './metrics';
 import type { ResponseRecord } from './metrics';
-import { AdamW, NonFiniteError } from './optim';
+import { AdamW } from './optim';
 import type { AdamWConfig, AdamWState } from './optim';
 import { activationBytes, createPolicy, disposePolicy, growContext, tokenLogProbs } from './policy';
 import type { Policy, PolicyConfig } from './policy';
@@ -260,9 +260,9 @@ export interface SampleJob {
 }
 
 /** Rows of iteration t's shard `shard`: prompts i with i mod shards = shard, `samples` rows each. */
-export function shardRows(s: RlSettings, t: number, shard: number, shards: number): SampleRow[] {
+export function shardRows(s: RlSettings, t: number, shard: number, shards: number, problems: readonly CountdownProblem[] = iterationProblems(s.seed, s.stream, t, s.prompts, s.difficulty)): SampleRow[] {
   const rows: SampleRow[] = [];
-  iterationProblems(s.seed, s.stream, t, s.prompts, s.difficulty).forEach((p, i) => {
+  problems.forEach((p, i) => {
     if (i % shards !== shard) return;
     for (let j = 0; j < s.samples; j++) rows.push({ i, j, p, seed: deriveSeed(s.seed, 'sample', s.stream, t, i, j) });
   });
@@ -477,10 +477,13 @@ export function evalMetrics(counts: EvalCounts[], budgets: number[], ks: number[
   return out;
 }
 
-/** Grade a shard of rollouts (the grader recomputes every step itself). */
-export function gradeRollouts(seed: number, stream: string, t: number, prompts: number, d: Difficulty, tool: boolean, rollouts: Rollout[]): GradedRollout[] {
+/** Grade a shard of rollouts of iteration t (the grader recomputes every step itself). */
+export const gradeRollouts = (seed: number, stream: string, t: number, prompts: number, d: Difficulty, tool: boolean, rollouts: Rollout[]): GradedRollout[] =>
+  gradeAgainst(iterationProblems(seed, stream, t, prompts, d), t, tool, rollouts);
+
+/** Grade rollouts of iteration t against its problems (`iterationProblems`). */
+export function gradeAgainst(problems: readonly CountdownProblem[], t: number, tool: boolean, rollouts: Rollout[]): GradedRollout[] {
   const task = taskFor(tool);
-  const problems = iterationProblems(seed, stream, t, prompts, d);
   return rollouts.map((r) => {
     const p = problems[r.i];
     if (p.id !== r.problemId) throw new ShapeMismatchError(`rollout for problem ${r.problemId} does not match iteration ${t}'s problem ${p.id}`);

@@ -7,7 +7,8 @@
  */
 import { keys } from './layout';
 import type { ObjectStore } from './store';
-import { CorruptObjectError, MissingObjectError } from './store';
+import { MissingObjectError } from './errors';
+import { CorruptObjectError } from './errors';
 
 export interface CheckpointManifest {
   step: number;

@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as Minio from 'minio';
+import { CorruptObjectError, MissingObjectError } from './errors';
 
 export interface StoreConfig {
   /** e.g. http://127.0.0.1:7070 or https://s3.example.com */
@@ -16,24 +17,6 @@ export interface StoreConfig {
   secretKey: string;
   bucket: string;
   region: string;
-}
-
-export class CorruptObjectError extends Error {
-  constructor(
-    readonly key: string,
-    readonly expected: string,
-    readonly actual: string,
-  ) {
-    super(`object ${key} is corrupt: sha256 ${actual} does not match the recorded ${expected}`);
-    this.name = 'CorruptObjectError';
-  }
-}
-
-export class MissingObjectError extends Error {
-  constructor(readonly key: string) {
-    super(`object ${key} does not exist`);
-    this.name = 'MissingObjectError';
-  }
 }
 
 export const sha256Hex = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');

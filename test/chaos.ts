@@ -213,7 +213,7 @@ interface HistEvent {
 const payloadJson = (p: { data?: Uint8Array | null } | undefined): unknown => (p?.data ? JSON.parse(Buffer.from(p.data).toString('utf8')) : undefined);
 
 export interface Work {
-  /** Units scheduled (SFT steps summed over chunk inputs; RL iterations started = rlIteration; before it rlRollouts, and before that rlSample of shard 0). */
+  /** Units scheduled (SFT steps summed over chunk inputs; RL iterations started = rlIteration, or in recorded runs rlRollouts / rlSample of shard 0). */
   scheduled: number;
   /** Units the node needs (steps / iterations). */
   needed: number;

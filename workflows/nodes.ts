@@ -11,6 +11,7 @@ import type { Activities } from '../activities';
 import type { IterationStats, NodeInput, NodeResult, Progress, Session } from '../activities/types';
 import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES } from '../activities/types';
 import type { RlNode, SftNode } from '../configs/schema';
+import { legacyRlIteration } from './legacy';
 import { E3Budget, E3Iteration, E3Node, E3PassAt1, E3Run } from './search';
 import { openSession, sessionActivities, withRewind } from './session';
 import { evalDetails, trainingDetails } from './story';
@@ -25,7 +26,7 @@ const general = proxyActivities<Activities>({
   retry: { initialInterval: '1s', maximumInterval: '15s', backoffCoefficient: 2, nonRetryableErrorTypes: [...NON_RETRYABLE_ERROR_TYPES] },
 });
 
-/** Continue-as-new well before the history grows large (runs recorded before config.maxHistoryEvents existed). */
+/** Continue-as-new well before the history grows large (the limit for a stored config without maxHistoryEvents). */
 const MAX_HISTORY_EVENTS = 4000;
 
 interface Carry {
@@ -102,7 +103,8 @@ async function trainLoop(
     await steps();
   } catch (err) {
     // A cancelled run (Web UI "Request Cancellation", `e3 cancel`) frees its session on the
-    // worker at once; its commits stay, and `e3 resume` continues from the last one.
+    // worker at once; its commits stay, and `e3 resume` continues from the last one. Behind a
+    // patch: recorded histories without this close end the node without scheduling it.
     if (isCancellation(err) && patched('close-session-on-cancel')) {
       await CancellationScope.nonCancellable(() => sessionActivities(session, 'close session (cancelled)').closeTrainer(session)).catch(() => undefined);
     }
@@ -123,7 +125,21 @@ export async function sftNode(input: NodeInput & { carry?: Carry }): Promise<Nod
   return { kind: 'sft', checkpoint: { step: st.iteration }, metrics: st.metrics };
 }
 
-/** One curriculum stage of RL: rollouts (sample + grade) → update → commit every K (docs/RECIPE.md), one activity per iteration. */
+/**
+ * RL iteration t of a stage in one activity: rollouts (sample + grade), the GRPO update, and
+ * the commit at t + 1 every ckptEvery iterations and at the end (docs/ARCHITECTURE.md "One RL
+ * iteration"). Histories recorded without the "iteration-one-activity" patch replay through
+ * the parts they scheduled (./legacy.ts).
+ */
+async function rlIteration(s: Session, t: number, budget: number, node: RlNode): Promise<IterationStats> {
+  const next = t + 1;
+  const commit = next % node.ckptEvery === 0 || next === node.iterations;
+  if (!patched('iteration-one-activity')) return legacyRlIteration(s, t, budget, node, commit);
+  const r = await sessionActivities(s, `iteration B=${budget}${commit ? `, commit ${next}` : ''} t=${t}`).rlIteration(s, t, budget, commit);
+  return { iteration: next, metrics: r.metrics };
+}
+
+/** One curriculum stage of RL (docs/RECIPE.md): its budget (fixed, or chosen by a select-budget node), then its iterations. */
 export async function rlStage(input: NodeInput & { carry?: Carry }): Promise<NodeResult> {
   const node = input.config.nodes[input.nodeId] as RlNode;
   const budget = typeof node.budget === 'number' ? node.budget : input.upstream[node.budget.fromNode]?.budget;
@@ -134,24 +150,7 @@ export async function rlStage(input: NodeInput & { carry?: Carry }): Promise<Nod
   st.budget = budget;
   upsertSearchAttributes([{ key: E3Budget, value: budget }]);
   const passAt1 = (m: Record<string, number>) => (Number.isFinite(m['train/reward_mean']) ? [{ key: E3PassAt1, value: m['train/reward_mean'] }] : []);
-  await trainLoop(input, st, node.iterations, async (s, t) => {
-    const acts = (what: string) => sessionActivities(s, `${what} t=${t}`);
-    const next = t + 1;
-    const commit = next % node.ckptEvery === 0 || next === node.iterations;
-    // One activity per iteration: rollouts, update, and the commit when due. Runs recorded
-    // before it scheduled them one by one (below), and before that fanned out sampling
-    // shards and graded in an activity of its own.
-    if (patched('iteration-one-activity')) {
-      const r = await acts(`iteration B=${budget}${commit ? `, commit ${next}` : ''}`).rlIteration(s, t, budget, commit);
-      return { iteration: next, metrics: r.metrics };
-    }
-    const graded = patched('rollouts-one-activity')
-      ? await acts(`rollouts B=${budget}`).rlRollouts(s, t, budget)
-      : await acts('grade').rlGrade(s, t, (await Promise.all(Array.from({ length: (node as { shards?: number }).shards ?? 1 }, (_, k) => acts(`sample shard ${k}`).rlSample(s, t, k, budget)))).map((x) => x.key));
-    const updated = await acts('update').rlUpdate(s, t);
-    if (commit) await acts(`commit step ${next}`).commitCheckpoint(s, next, { ...graded.metrics, ...updated.metrics });
-    return { iteration: next, metrics: { ...graded.metrics, ...updated.metrics } };
-  }, passAt1);
+  await trainLoop(input, st, node.iterations, (s, t) => rlIteration(s, t, budget, node), passAt1);
   return { kind: 'rl', checkpoint: { step: st.iteration }, budget, metrics: st.metrics };
 }
 

@@ -16,8 +16,8 @@ const opener = proxyActivities<Activities>({
   startToCloseTimeout: '10 minutes',
   // An open heartbeats every second from the worker's free main thread (the loading and the
   // replicas are awaited, not computed there). A worker that dies while opening is noticed in
-  // 10 s and the open retried on another trainer; it was 60 s, which a kill during the re-open
-  // after a lost session added to the recovery.
+  // 10 s and the open retried on another trainer: the window is added to the recovery of a
+  // lost session whenever a worker is killed during the re-open, so it is kept short.
   heartbeatTimeout: '10 seconds',
   retry: { initialInterval: '1s', maximumInterval: '10s', backoffCoefficient: 2, nonRetryableErrorTypes: [...NON_RETRYABLE_ERROR_TYPES] },
 });
@@ -25,10 +25,10 @@ const opener = proxyActivities<Activities>({
 /**
  * A session activity's start-to-close timeout is only a backstop for a computation that hangs
  * while its heartbeat timer still fires: a lost worker is noticed by the 6 s heartbeat window.
- * It was 10 minutes, shorter than honest work on a loaded machine: a 100-step SFT chunk at
- * context 1088, with 5 sessions sharing 2 cores, had done 45 steps at 600 s; the timeout was
- * taken for a lost session and the chunk rewound to its start, again and again. Changing
- * a timeout does not change a workflow's commands, so recorded histories still replay.
+ * It must exceed honest work on a loaded machine: a 100-step SFT chunk at context 1088, with
+ * 5 sessions sharing 2 cores, does about 45 steps in 600 s, and a timeout taken for a lost
+ * session rewinds the chunk to its start, again and again. A timeout is not one of a
+ * workflow's commands, so changing it keeps recorded histories replaying.
  */
 export const SESSION_ACTIVITY_BACKSTOP: Duration = '4 hours';
 
@@ -86,7 +86,7 @@ export async function withRewind<T>(
     return { ok: true, value: await body(get()) };
   } catch (err) {
     if (!isSessionLost(err)) {
-      // Behind a patch: runs recorded before this close existed failed without scheduling it.
+      // Behind a patch: recorded histories without this close fail the node without scheduling it.
       if (err instanceof ActivityFailure && patched('close-session-on-failure')) await sessionActivities(get()).closeTrainer(get()).catch(() => undefined);
       throw err;
     }

@@ -56,6 +56,24 @@ test('a bad config override or config name is refused, naming the field, and sta
   await nothingStarted(runId);
 });
 
+test('e3 configs lists user configs, then experiments, each with its description; an unknown name lists user configs only, nearest first', async () => {
+  const r = await e3(['configs']);
+  assert.equal(r.code, 0, r.stderr);
+  const names = r.stdout.trim().split('\n').map((l) => l.split(/\s+/)[0]);
+  const first = names.findIndex((n) => n.startsWith('experiments/'));
+  assert.ok(first > 0 && names.slice(first).every((n) => n.startsWith('experiments/')), names.join(' '));
+  assert.ok(names.includes('tiny') && names.includes('experiments/ablation-256'));
+  assert.match(r.stdout, /^demo +Finding \(a\)/m);
+  const u = await e3(['run', 'dmeo']);
+  assert.notEqual(u.code, 0);
+  assert.match(u.stderr, /no config named "dmeo" \(known: demo, /);
+  assert.doesNotMatch(u.stderr, /ablation-256/);
+  // an experiment's override error names its file and the field
+  const x = await e3(['run', 'experiments/ablation-256', '--set', 'nodes.grpo.budget=-1']);
+  assert.notEqual(x.code, 0);
+  assert.match(x.stderr, /configs\/experiments\/ablation-256\.json: nodes\.grpo\.budget/);
+});
+
 test('ids with path separators are refused, naming the field', async () => {
   let r = await e3(['run', 'tiny', '--id', '../x']);
   assert.notEqual(r.code, 0);

@@ -8,18 +8,19 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { ApplicationFailure } from '@temporalio/common';
 import { MissingCheckpointError, SessionLostError, UncalibratedError, classify } from '../../activities/errors';
+import { ReplicaLostError } from '../../compute/errors';
 import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES, SESSION_NON_RETRYABLE_ERROR_TYPES } from '../../activities/types';
-import { ConfigError } from '../../configs/schema';
+import { ConfigError } from '../../configs/errors';
 import { initBackend } from '../../ml/backend';
 import { generateCountdown } from '../../ml/countdown';
 import { InvalidArgumentError, ShapeMismatchError } from '../../ml/errors';
 import { groupAdvantages } from '../../ml/grpo';
-import { NonFiniteError } from '../../ml/optim';
+import { NonFiniteError } from '../../ml/errors';
 import type { Policy } from '../../ml/policy';
 import { createPolicy, disposePolicy, forwardHidden } from '../../ml/policy';
 import { sample } from '../../ml/sampler';
 import { ShapeMismatchError as TrainerShapeMismatchError } from '../../ml/trainer';
-import { CorruptObjectError, MissingObjectError } from '../../storage/store';
+import { CorruptObjectError, MissingObjectError } from '../../storage/errors';
 
 let policy: Policy;
 before(async () => {
@@ -76,6 +77,8 @@ test('every classified type is in the one non-retryable list; session activities
   assert.deepEqual([...new Set(types)].sort(), [...NON_RETRYABLE_ERROR_TYPES].sort());
   assert.deepEqual([...SESSION_NON_RETRYABLE_ERROR_TYPES].sort(), [...NON_RETRYABLE_ERROR_TYPES, ErrorTypes.sessionLost].sort());
   assert.equal((classify(new SessionLostError('gone')) as ApplicationFailure).type, ErrorTypes.sessionLost);
+  // the compute pool's own replica-lost error means the same to the workflow
+  assert.equal((classify(new ReplicaLostError('thread gone')) as ApplicationFailure).type, ErrorTypes.sessionLost);
   assert.ok(!NON_RETRYABLE_ERROR_TYPES.includes(ErrorTypes.sessionLost), 'SessionLost is handled by re-opening, not by the general list');
   // A dropped connection is left alone: Temporal retries it.
   const reset = Object.assign(new Error('connection reset'), { code: 'ECONNRESET' });

@@ -7,7 +7,8 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../ml/backend';
-import { AdamW, NonFiniteError, type AdamWConfig } from '../../ml/optim';
+import { AdamW, type AdamWConfig } from '../../ml/optim';
+import { NonFiniteError } from '../../ml/errors';
 
 before(async () => {
   await initBackend();
@@ -132,7 +133,7 @@ test('a non-finite gradient throws NonFiniteError and changes nothing', () => {
       err = e;
     }
     assert.ok(err instanceof NonFiniteError, `${bad}: ${err}`);
-    assert.equal(err.type, 'NonFiniteError');
+    assert.equal(err.name, 'NonFiniteError');
     assert.match(err.message, /no parameter was changed/);
   }
   assert.deepEqual(Array.from(vars.w.dataSync()), w0);

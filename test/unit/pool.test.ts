@@ -79,7 +79,7 @@ test('compute pool: a thread\'s deterministic error comes back typed; a lost thr
     // Kill one thread the hard way: its pending work and every session opened before fail as lost.
     void (pool as unknown as { threads: Array<{ worker: { terminate(): Promise<number> } }> }).threads[1].worker.terminate();
     await new Promise((r) => setTimeout(r, 200));
-    await assert.rejects(tr.sftStep(1, 0, 4, [d], {}), (e: Error) => e.name === 'SessionLostError');
+    await assert.rejects(tr.sftStep(1, 0, 4, [d], {}), (e: Error) => e.name === 'ReplicaLostError');
     // ...classified like a lost worker: non-retryable SessionLost, so the workflow re-opens.
     const lost = classify(await tr.sftStep(1, 0, 4, [d], {}).catch((e: unknown) => e)) as ApplicationFailure;
     assert.ok(lost instanceof ApplicationFailure && lost.type === ErrorTypes.sessionLost && lost.nonRetryable, String(lost));
@@ -107,7 +107,7 @@ test('compute pool: dispose never frees replicas under an operation in flight; t
     // A re-open of the same node (its own pool key) meanwhile, then its reference bytes.
     const fresh = await PooledTrainer.open(pool, 'r/n#2', create);
     const before = sha256Hex((await fresh.snapshot()).weights);
-    assert.equal(await update, 'SessionLostError', 'the old update must stop (as a lost session), not run on');
+    assert.equal(await update, 'ReplicaLostError', 'the old update must stop (as a lost session), not run on');
     await disposed;
     assert.deepEqual(order, ['update settled', 'replicas freed']);
     assert.equal(old.busy, false);
@@ -115,7 +115,7 @@ test('compute pool: dispose never frees replicas under an operation in flight; t
     const mem = await pool.memory();
     for (const m of mem) assert.equal(m.sessions, 1, 'the old replicas are freed once the update stopped; the new ones stay');
     // The old session refuses new work at once.
-    await assert.rejects(old.sftStep(1, 0, 4, [d], {}), (e: Error) => e.name === 'SessionLostError');
+    await assert.rejects(old.sftStep(1, 0, 4, [d], {}), (e: Error) => e.name === 'ReplicaLostError');
     await fresh.dispose();
   } finally {
     await pool.close();
