@@ -20,6 +20,7 @@ import type { Policy } from './policy';
 import { blockQkv, blockTail, forwardHidden, headLogits, layerNorm, param } from './policy';
 import { InvalidArgumentError, ShapeMismatchError } from './errors';
 import { deviceResident } from './backend';
+import { OrtDecoder } from './onnx/decoder';
 
 export interface SampleOptions {
   /** Most response tokens per row (sampled and forced together, eos included). */
@@ -37,7 +38,12 @@ export interface SampleOptions {
    * the budget). A forced eos ends the row.
    */
   forced?: (row: number, responseSoFar: number[]) => number[];
-  /** Use the KV cache (default) or recompute the whole prefix every step (reference). */
+  /**
+   * What computes the logits: this process's tfjs backend (default) or ONNX Runtime on the CPU
+   * (ml/onnx/decoder.ts; one intra-op thread). The draws are the same code either way.
+   */
+  engine?: SampleEngine;
+  /** Use the KV cache (default) or recompute the whole prefix every step (reference; tfjs only). */
   kvCache?: boolean;
   /** Where the KV cache lives: on the device for backends that keep tensors there (deviceResident), else on the host; unless given. */
   cache?: 'host' | 'device';
@@ -46,6 +52,8 @@ export interface SampleOptions {
   /** Called after every decode step with the number of rows still running. */
   onStep?: (step: number, activeRows: number) => void;
 }
+
+export type SampleEngine = 'tfjs' | 'ort';
 
 export interface SampleResult {
   /** Response tokens per row: sampled and forced, including eos when produced. */
@@ -66,9 +74,9 @@ export interface SampleResult {
 /** Next-token logits for each row as rows are extended one token at a time. */
 export interface Decoder {
   /** Feed whole prompts; returns each row's next-token logits. */
-  prefill(prompts: number[][]): Float32Array[];
+  prefill(prompts: number[][]): Float32Array[] | Promise<Float32Array[]>;
   /** Append tokens[i] to row rows[i]; returns those rows' next-token logits, in order. */
-  step(rows: number[], tokens: number[]): Float32Array[];
+  step(rows: number[], tokens: number[]): Float32Array[] | Promise<Float32Array[]>;
   /** Free what the decoder holds outside the JS heap (device tensors). */
   dispose?(): void;
 }
@@ -441,6 +449,17 @@ function checkOptions(policy: Policy, prompts: number[][], o: SampleOptions): vo
   });
 }
 
+function makeDecoder(policy: Policy, caps: number[], opts: SampleOptions): Decoder {
+  const engine = opts.engine ?? 'tfjs';
+  if (engine === 'ort') {
+    if (opts.kvCache === false || opts.cache === 'device') throw new InvalidArgumentError('sampler: engine ort has only its own host KV cache (kvCache and cache are tfjs options)');
+    return new OrtDecoder(policy, caps);
+  }
+  if (engine !== 'tfjs') throw new InvalidArgumentError(`sampler: engine must be 'tfjs' or 'ort' (got ${String(engine)})`);
+  const kind = opts.cache ?? (deviceResident() ? 'device' : 'host');
+  return opts.kvCache === false ? new RecomputeDecoder(policy) : kind === 'device' ? new DeviceKVDecoder(policy, caps) : new KVCacheDecoder(policy, caps);
+}
+
 /** Sample one response per prompt row (see SampleOptions / SampleResult). Leaves no tensors behind. */
 export async function sample(policy: Policy, prompts: number[][], opts: SampleOptions): Promise<SampleResult> {
   checkOptions(policy, prompts, opts);
@@ -454,11 +473,9 @@ export async function sample(policy: Policy, prompts: number[][], opts: SampleOp
   const truncated: boolean[] = new Array(n).fill(false);
   const queue: number[][] = prompts.map(() => []);
   const caps = prompts.map((p) => p.length + budget);
-  const kind = opts.cache ?? (deviceResident() ? 'device' : 'host');
-  const decoder: Decoder =
-    opts.kvCache === false ? new RecomputeDecoder(policy) : kind === 'device' ? new DeviceKVDecoder(policy, caps) : new KVCacheDecoder(policy, caps);
+  const decoder = makeDecoder(policy, caps, opts);
   try {
-    const logits: Float32Array[] = n ? decoder.prefill(prompts) : [];
+    const logits: Float32Array[] = n ? await decoder.prefill(prompts) : [];
     let active = prompts.map((_, r) => r);
     for (let stepNo = 1; active.length > 0; stepNo++) {
       const feedRows: number[] = [];
@@ -491,7 +508,7 @@ export async function sample(policy: Policy, prompts: number[][], opts: SampleOp
         feedTokens.push(token);
       }
       active = feedRows;
-      if (active.length > 0) decoder.step(feedRows, feedTokens).forEach((l, i) => (logits[feedRows[i]] = l));
+      if (active.length > 0) (await decoder.step(feedRows, feedTokens)).forEach((l, i) => (logits[feedRows[i]] = l));
       opts.onStep?.(stepNo, active.length);
       if (stepNo % yieldEvery === 0) await new Promise<void>((resolve) => setImmediate(resolve));
     }
