@@ -17,7 +17,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { Rng } from './rng';
 import type { Policy } from './policy';
-import { blockQkv, blockTail, forwardHidden, headLogits, layerNorm, param } from './policy';
+import { activationBytes, blockQkv, blockTail, forwardHidden, headLogits, layerNorm, param, tokenLogProbs } from './policy';
 import { InvalidArgumentError, ShapeMismatchError } from './errors';
 import { deviceResident } from './backend';
 import { OrtDecoder } from './onnx/decoder';
@@ -521,6 +521,42 @@ export async function sample(policy: Policy, prompts: number[][], opts: SampleOp
   } finally {
     decoder.dispose?.();
   }
+}
+
+/** Activation budget of one rescoring pass (a forward only: well under the wasm limit). */
+const SCORE_BYTES = 2 ** 28;
+
+/**
+ * The log-probs `sample` reports (SampleResult.logp: log softmax(logits / temperature) at
+ * each sampled token, 0 at forced tokens) recomputed by the tfjs forward (tokenLogProbs):
+ * what an update needs as its old log-probs when another engine sampled (as verl recomputes
+ * them with the trainer's own forward). Rows are batched by total length, so none is padded
+ * and a row's values do not depend on the rows scored with it (test/unit/ortSampler.test.ts).
+ */
+export function scoreResponses(policy: Policy, prompts: number[][], responses: number[][], forcedMask: Uint8Array[], temperature: number): Float32Array[] {
+  if (!(temperature > 0)) throw new InvalidArgumentError(`scoreResponses: temperature must be > 0 (got ${temperature})`);
+  const out: Float32Array[] = responses.map((r) => new Float32Array(r.length));
+  const lengths = prompts.map((p, r) => p.length + responses[r].length);
+  for (const [t, group] of byLength(lengths, prompts.map((_, r) => r))) {
+    const per = Math.max(1, Math.floor(SCORE_BYTES / activationBytes(policy.cfg, 1, t)));
+    for (let k = 0; k < group.length; k += per) {
+      const rows = group.slice(k, k + per);
+      const flat = new Int32Array(rows.length * t);
+      rows.forEach((r, i) => {
+        flat.set(prompts[r], i * t);
+        flat.set(responses[r], i * t + prompts[r].length);
+      });
+      const tokens = tf.tensor2d(flat, [rows.length, t], 'int32');
+      const { logp, entropy } = tokenLogProbs(policy, tokens, { temperature });
+      const lp = logp.dataSync() as Float32Array;
+      tf.dispose([tokens, logp, entropy]);
+      rows.forEach((r, i) => {
+        const P = prompts[r].length;
+        for (let j = 0; j < responses[r].length; j++) out[r][j] = forcedMask[r][j] ? 0 : lp[i * (t - 1) + P + j - 1];
+      });
+    }
+  }
+  return out;
 }
 
 /** `sample` with full recomputation every step (the KV cache's reference; slow). */

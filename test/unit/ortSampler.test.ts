@@ -6,7 +6,7 @@ import type { Policy, PolicyConfig } from '../../ml/policy';
 import { assignParams, createPolicy, disposePolicy, forwardLogits } from '../../ml/policy';
 import { Rng, deriveSeed } from '../../ml/rng';
 import type { SampleOptions } from '../../ml/sampler';
-import { sample } from '../../ml/sampler';
+import { sample, scoreResponses } from '../../ml/sampler';
 import { OrtDecoder } from '../../ml/onnx/decoder';
 
 /** Small and fast, with a context past 2,048 positions. */
@@ -130,6 +130,23 @@ test('ORT and tfjs sample the same tokens for the same seeds (most rows identica
   ctx.diagnostic(`${same}/${n} rows identical, max logp diff ${maxDiff.toExponential(2)}`);
   assert.ok(same >= 0.9 * n, `${same}/${n} rows identical`);
   assert.ok(maxDiff < 1e-4, `logp diff ${maxDiff}`);
+});
+
+test('scoreResponses: the tfjs sampler\'s log-probs by the full forward (< 1e-5), 0 at forced tokens, the same bits whatever rows are scored together', async () => {
+  const ps = prompts(10, 8);
+  const forced = (row: number, soFar: number[]) => (row % 3 === 0 && soFar.length === 4 ? [5, 6] : []);
+  const out = await sample(policy, ps, opts({ seeds: seedsFor(10, 2), temperature: 0.7, forced }));
+  const all = scoreResponses(policy, ps, out.responses, out.forcedMask, 0.7);
+  let maxDiff = 0;
+  all.forEach((lp, r) => lp.forEach((x, k) => {
+    if (out.forcedMask[r][k]) assert.equal(x, 0);
+    maxDiff = Math.max(maxDiff, Math.abs(x - out.logp[r][k]));
+  }));
+  assert.ok(maxDiff < 1e-5, `max |rescored - sampled| ${maxDiff}`);
+  assert.ok(out.forcedMask.some((m) => m.includes(1)));
+  const odd = [1, 3, 5, 7, 9];
+  const part = scoreResponses(policy, odd.map((r) => ps[r]), odd.map((r) => out.responses[r]), odd.map((r) => out.forcedMask[r]), 0.7);
+  assert.deepEqual(part, odd.map((r) => all[r]));
 });
 
 test('engine option: ort has no recompute mode; unknown engines are refused by name', async () => {
