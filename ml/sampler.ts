@@ -525,23 +525,28 @@ export async function sample(policy: Policy, prompts: number[][], opts: SampleOp
 
 /** Activation budget of one rescoring pass (a forward only: well under the wasm limit). */
 const SCORE_BYTES = 2 ** 28;
+/** Rescored rows are padded to a multiple of this many tokens (fewer, larger passes). */
+const SCORE_BUCKET = 32;
 
 /**
  * The log-probs `sample` reports (SampleResult.logp: log softmax(logits / temperature) at
  * each sampled token, 0 at forced tokens) recomputed by the tfjs forward (tokenLogProbs):
  * what an update needs as its old log-probs when another engine sampled (as verl recomputes
- * them with the trainer's own forward). Rows are batched by total length, so none is padded
- * and a row's values do not depend on the rows scored with it (test/unit/ortSampler.test.ts).
+ * them with the trainer's own forward). Rows are batched by their length rounded up to
+ * SCORE_BUCKET and right-padded to it (causal: padding after a row never reaches its
+ * log-probs), so a row's padded shape is a function of the row alone and its values do not
+ * depend on the rows scored with it (test/unit/ortSampler.test.ts).
  */
 export function scoreResponses(policy: Policy, prompts: number[][], responses: number[][], forcedMask: Uint8Array[], temperature: number): Float32Array[] {
   if (!(temperature > 0)) throw new InvalidArgumentError(`scoreResponses: temperature must be > 0 (got ${temperature})`);
   const out: Float32Array[] = responses.map((r) => new Float32Array(r.length));
-  const lengths = prompts.map((p, r) => p.length + responses[r].length);
-  for (const [t, group] of byLength(lengths, prompts.map((_, r) => r))) {
+  const { context } = policy.cfg;
+  const padded = prompts.map((p, r) => Math.min(context, Math.ceil((p.length + responses[r].length) / SCORE_BUCKET) * SCORE_BUCKET));
+  for (const [t, group] of byLength(padded, prompts.map((_, r) => r))) {
     const per = Math.max(1, Math.floor(SCORE_BYTES / activationBytes(policy.cfg, 1, t)));
     for (let k = 0; k < group.length; k += per) {
       const rows = group.slice(k, k + per);
-      const flat = new Int32Array(rows.length * t);
+      const flat = new Int32Array(rows.length * t); // padded with token 0
       rows.forEach((r, i) => {
         flat.set(prompts[r], i * t);
         flat.set(responses[r], i * t + prompts[r].length);

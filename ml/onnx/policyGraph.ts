@@ -67,11 +67,21 @@ class PolicyGraph {
     return this.g.op('Add', [this.g.op('Gather', [this.p('wte'), tokens]), this.g.op('Gather', [this.p('wpe'), positions])]);
   }
 
-  /** Block i's LayerNorm and fused projection, split: [q, k, v], each [..., d]. */
-  qkv(i: number, x: string): string[] {
-    const qkv = this.linear(this.layerNorm(x, `h${i}.ln1`), `h${i}.attn.wqkv`, `h${i}.attn.bqkv`);
-    const d = this.cfg.dModel;
-    return this.g.node('Split', [qkv, this.g.ints([d, d, d])], { axis: -1 }, 3);
+  /**
+   * Block i's LayerNorm and fused projection, split: [q / sqrt(dh), k, v], each [..., d]. The
+   * attention scale is folded into the q columns of the weights and bias (one op less per
+   * layer); `names` names the k and v outputs.
+   */
+  qkv(i: number, x: string, names?: [string, string]): string[] {
+    const { dModel: d, heads } = this.cfg;
+    const scale = 1 / Math.sqrt(d / heads);
+    const w = Float32Array.from(this.w.get(`h${i}.attn.wqkv`)!);
+    const b = Float32Array.from(this.w.get(`h${i}.attn.bqkv`)!);
+    for (let r = 0; r < d; r++) for (let c = 0; c < d; c++) w[r * 3 * d + c] *= scale;
+    for (let c = 0; c < d; c++) b[c] *= scale;
+    const h = this.layerNorm(x, `h${i}.ln1`);
+    const qkv = this.g.op('Add', [this.g.op('MatMul', [h, this.g.weight(`h${i}.attn.wqkv.qscaled`, w, [d, 3 * d])]), this.g.weight(`h${i}.attn.bqkv.qscaled`, b, [3 * d])]);
+    return this.g.node('Split', [qkv, this.g.ints([d, d, d])], { axis: -1 }, names ? [this.g.fresh('q'), ...names] : 3);
   }
 
   /** Out-projection, residual, MLP, residual (ml/policy.ts blockTail). */
@@ -104,7 +114,7 @@ export function prefillModel(cfg: PolicyConfig, weights: Weights): Uint8Array {
   const split = g.ints([0, 0, heads, dh]);
   for (let i = 0; i < layers; i++) {
     const [q, k, v] = pg.qkv(i, x);
-    const q4 = g.op('Transpose', [g.op('Reshape', [g.op('Mul', [q, g.scalar(1 / Math.sqrt(dh))]), split])], { perm: [0, 2, 1, 3] });
+    const q4 = g.op('Transpose', [g.op('Reshape', [q, split])], { perm: [0, 2, 1, 3] });
     const k4 = g.op('Transpose', [g.op('Reshape', [k, split])], { perm: [0, 2, 1, 3] }, `k${i}`);
     const kt = g.op('Transpose', [k4], { perm: [0, 1, 3, 2] });
     const v4 = g.op('Transpose', [g.op('Reshape', [v, split])], { perm: [0, 2, 1, 3] });
@@ -143,10 +153,8 @@ export function stepModel(cfg: PolicyConfig, weights: Weights): Uint8Array {
   for (let i = 0; i < layers; i++) {
     const kc = g.input(`k${i}`, 'float32', ['B', heads, 'C', dh]);
     const vt = g.input(`vt${i}`, 'float32', ['B', heads, dh, 'C']);
-    const [q, k, v] = pg.qkv(i, x);
-    g.op('Identity', [k], {}, `k${i}_new`);
-    g.op('Identity', [v], {}, `v${i}_new`);
-    const qCol = g.op('Reshape', [g.op('Mul', [q, g.scalar(1 / Math.sqrt(dh))]), col4]); // [B, H, dh, 1]
+    const [q, k, v] = pg.qkv(i, x, [`k${i}_new`, `v${i}_new`]);
+    const qCol = g.op('Reshape', [q, col4]); // [B, H, dh, 1]
     const sNew = g.op('MatMul', [g.op('Reshape', [k, row4]), qCol]); // [B, H, 1, 1]
     const sPast = g.op('Add', [g.op('Reshape', [g.op('MatMul', [kc, qCol]), rowC]), bias]); // [B, H, 1, C]
     const probs = g.op('Softmax', [g.op('Concat', [sNew, sPast], { axis: 3 })], { axis: -1 });
