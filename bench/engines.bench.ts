@@ -6,7 +6,7 @@
  *    (3 layers, d = 96, 4 heads; seeded init, context 2112), 32 rows, one token fed per row per
  *    step (no draws, so no eos). Each decoder is prefilled with a 1-token prompt per row and its
  *    cached length then set to the position (cached values are zeros: a step's cost does not
- *    depend on them); the median of 3 x BLOCK steps, the engines taking turns (decodeMs).
+ *    depend on them); the median of 5 x BLOCK steps, the engines taking turns (decodeMs).
  * 2. A demo-size evaluation through the same `sampleRows` → `sample` path: 64 prompts x 8
  *    samples at budget 512, the demo's base policy (configs/base/base-search.e3w), the demo's
  *    eval difficulty and temperature 0.6: response tokens/s, and whether both engines gave the
@@ -41,7 +41,7 @@ import type { RlSettings, Rollout } from '../ml/trainer';
 const SEED = 1234;
 const ROWS = 32;
 const POSITIONS = [0, 128, 256, 512, 1024, 2048];
-const ROUNDS = 3;
+const ROUNDS = 5;
 const BLOCK = Number(process.env.E3_BENCH_STEPS ?? 5);
 const CFG: PolicyConfig = { vocab: VOCAB_SIZE, layers: 3, dModel: 96, heads: 4, context: 2112, seed: SEED };
 const { layers: L, dModel: D, vocab: V } = CFG;
