@@ -6,11 +6,11 @@
  *
  * The cache holds `slots` rows with a common capacity C, a multiple of CHUNK: when a step
  * needs a position past C, or fewer than three quarters of the slots still run, the cache is
- * rebuilt for the running rows with C = the next multiple of CHUNK (a copy of what is cached,
- * once per CHUNK steps at most: 1/CHUNK of a step's own reads). Slots whose row does not run
- * in a step get token 0 at position 0 with every cached position masked, and their outputs
- * are dropped. So each step costs the longest running row rounded up to CHUNK, not the
- * longest row the call may reach.
+ * rebuilt for the running rows with C = the position needed plus 1/16 of it, rounded up to
+ * CHUNK (a copy of what is cached, once per C/16 steps at most). Slots whose row does not
+ * run in a step get token 0 at position 0 with every cached position masked, and their
+ * outputs are dropped. So each step costs the longest running row plus at most ~6 % and
+ * CHUNK positions, not the longest row the call may reach.
  *
  * Rows are independent: each row's numbers pass through the same per-row operations whatever
  * the other rows (every reduction is per row, along an axis whose length is fixed or padded
@@ -22,7 +22,7 @@ import type { Decoder } from '../sampler';
 import type { Policy } from '../policy';
 import { readParams } from '../policy';
 import { InvalidArgumentError, ShapeMismatchError } from '../errors';
-import { CHUNK, MASKED, prefillModel, stepModel } from './policyGraph';
+import { CHUNK, MASKED, SPAN, prefillModel, stepModel } from './policyGraph';
 
 interface Sessions {
   prefill: ort.InferenceSession;
@@ -92,7 +92,7 @@ function release(key: string): void {
   }
 }
 
-const roundUp = (n: number) => Math.max(CHUNK, Math.ceil(n / CHUNK) * CHUNK);
+const roundUp = (n: number, to = CHUNK) => Math.max(to, Math.ceil(n / to) * to);
 
 export class OrtDecoder implements Decoder {
   private key: string | undefined;
@@ -181,22 +181,25 @@ export class OrtDecoder implements Decoder {
       if (this.len[r] + 1 > this.capacity[r]) throw new ShapeMismatchError(`sampler: row ${r} would pass its cache capacity ${this.capacity[r]}`);
       need = Math.max(need, this.len[r] + 1);
     }
-    if (need > this.cap || rows.length < 0.75 * this.slotRow.length) this.rebuild(rows, roundUp(need));
+    if (need > this.cap || rows.length < 0.75 * this.slotRow.length) this.rebuild(rows, roundUp(need + (need >> 4)));
     const S = this.slotRow.length;
     const C = this.cap;
+    const span = roundUp(C, SPAN);
     const tok = new Int32Array(S);
     const pos = new Int32Array(S);
-    const bias = new Float32Array(S * C).fill(MASKED);
+    const bias = new Float32Array(S * span).fill(MASKED);
     rows.forEach((r, i) => {
       const s = this.rowSlot[r];
       tok[s] = tokens[i];
       pos[s] = this.len[r];
-      bias.fill(0, s * C, s * C + this.len[r]);
+      bias.fill(0, s * span, s * span + this.len[r]);
     });
     const feeds: Record<string, ort.Tensor> = {
       tokens: new ort.Tensor('int32', tok, [S]),
       pos: new ort.Tensor('int32', pos, [S]),
-      bias: new ort.Tensor('float32', bias, [S, 1, 1, C]),
+      bias: new ort.Tensor('float32', bias, [S, 1, 1, span]),
+      pads: new ort.Tensor('int64', BigInt64Array.of(0n, 0n, 0n, 0n, 0n, 0n, 0n, BigInt(span - C)), [8]),
+      pastEnd: new ort.Tensor('int64', BigInt64Array.of(BigInt(C + 1)), [1]),
     };
     for (let l = 0; l < layers; l++) {
       feeds[`k${l}`] = new ort.Tensor('float32', this.k[l], [S, heads, C, dh]);

@@ -43,8 +43,8 @@ export class GraphBuilder {
     return `${stem}_${this.count++}`;
   }
 
-  input(name: string, type: 'float32' | 'int32', dims: Dim[]): string {
-    this.inputs.push(valueInfo(name, type === 'float32' ? DataType.FLOAT : DataType.INT32, dims));
+  input(name: string, type: 'float32' | 'int32' | 'int64', dims: Dim[]): string {
+    this.inputs.push(valueInfo(name, type === 'float32' ? DataType.FLOAT : type === 'int32' ? DataType.INT32 : DataType.INT64, dims));
     return name;
   }
 

@@ -19,7 +19,13 @@ import type { PolicyConfig } from '../policy';
 import { GraphBuilder } from './graph';
 
 /** Cache capacities are multiples of this many positions (see OrtDecoder). */
-export const CHUNK = 64;
+export const CHUNK = 16;
+/**
+ * Softmax rows span 1 + a multiple of this many scores whatever the cache capacity (the
+ * cached scores are padded with masked ones): a row's softmax then runs through the same
+ * vectorised code paths, and gives the same bits, whatever the batch's longest row.
+ */
+export const SPAN = 64;
 /** Additive mask: exp(-1e9 - max) is exactly 0 in float32 (as ml/policy.ts). */
 export const MASKED = -1e9;
 const LN_EPS = 1e-5;
@@ -133,8 +139,9 @@ export function prefillModel(cfg: PolicyConfig, weights: Weights): Uint8Array {
 
 /**
  * One decode step for B rows. Inputs: `tokens`, `pos` int32 [B] (row b's new token and its
- * position = its cached length), `bias` float32 [B, 1, 1, C] (0 below pos[b], MASKED from
- * it), per layer `k{l}` [B, heads, C, dh] and `vt{l}` [B, heads, dh, C]. Outputs: `logits`
+ * position = its cached length), `bias` float32 [B, 1, 1, S] (0 below pos[b], MASKED from
+ * it; S = C rounded up to SPAN), `pads` int64 [8] (the ONNX Pad amounts taking [B, H, 1, C]
+ * to [B, H, 1, S]: all 0 but the last, S - C), `pastEnd` int64 [1] (1 + C), per layer `k{l}` [B, heads, C, dh] and `vt{l}` [B, heads, dh, C]. Outputs: `logits`
  * [B, V], per layer `k{l}_new` and `v{l}_new`: the new position's key and value rows [B, d].
  */
 export function stepModel(cfg: PolicyConfig, weights: Weights): Uint8Array {
@@ -144,7 +151,9 @@ export function stepModel(cfg: PolicyConfig, weights: Weights): Uint8Array {
   const dh = d / heads;
   const tokens = g.input('tokens', 'int32', ['B']);
   const pos = g.input('pos', 'int32', ['B']);
-  const bias = g.input('bias', 'float32', ['B', 1, 1, 'C']);
+  const bias = g.input('bias', 'float32', ['B', 1, 1, 'S']);
+  const pads = g.input('pads', 'int64', [8]);
+  const pastEnd = g.input('pastEnd', 'int64', [1]);
   let x = pg.embed(tokens, pos); // [B, d]
   const row4 = g.ints([0, heads, 1, dh]);
   const col4 = g.ints([0, heads, dh, 1]);
@@ -156,10 +165,10 @@ export function stepModel(cfg: PolicyConfig, weights: Weights): Uint8Array {
     const [q, k, v] = pg.qkv(i, x, [`k${i}_new`, `v${i}_new`]);
     const qCol = g.op('Reshape', [q, col4]); // [B, H, dh, 1]
     const sNew = g.op('MatMul', [g.op('Reshape', [k, row4]), qCol]); // [B, H, 1, 1]
-    const sPast = g.op('Add', [g.op('Reshape', [g.op('MatMul', [kc, qCol]), rowC]), bias]); // [B, H, 1, C]
-    const probs = g.op('Softmax', [g.op('Concat', [sNew, sPast], { axis: 3 })], { axis: -1 });
+    const sPast = g.op('Add', [g.op('Pad', [g.op('Reshape', [g.op('MatMul', [kc, qCol]), rowC]), pads]), bias]); // [B, H, 1, S]
+    const probs = g.op('Softmax', [g.op('Concat', [sNew, sPast], { axis: 3 })], { axis: -1 }); // [B, H, 1, 1 + S]
     const pNew = g.op('Slice', [probs, g.ints([0]), g.ints([1]), g.ints([3])]); // [B, H, 1, 1]
-    const pPast = g.op('Reshape', [g.op('Slice', [probs, g.ints([1]), g.ints([2 ** 31 - 1]), g.ints([3])]), colC]); // [B, H, C, 1]
+    const pPast = g.op('Reshape', [g.op('Slice', [probs, g.ints([1]), pastEnd, g.ints([3])]), colC]); // [B, H, C, 1]
     const att4 = g.op('Add', [g.op('MatMul', [vt, pPast]), g.op('Mul', [pNew, g.op('Reshape', [v, col4])])]); // [B, H, dh, 1]
     x = pg.tail(i, x, g.op('Reshape', [att4, g.ints([0, d])]));
     g.output(`k${i}_new`, 'float32', ['B', d]);
