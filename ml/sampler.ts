@@ -531,8 +531,9 @@ const SCORE_BUCKET = 32;
 /**
  * The log-probs `sample` reports (SampleResult.logp: log softmax(logits / temperature) at
  * each sampled token, 0 at forced tokens) recomputed by the tfjs forward (tokenLogProbs):
- * what an update needs as its old log-probs when another engine sampled (as verl recomputes
- * them with the trainer's own forward). Rows are batched by their length rounded up to
+ * what an update needs as its old log-probs (pi_old of the clipped GRPO ratio) when another
+ * engine sampled, as verl, the paper's trainer (App. B.1, Table 3), recomputes them with the
+ * actor's own forward. Rows are batched by their length rounded up to
  * SCORE_BUCKET and right-padded to it (causal: padding after a row never reaches its
  * log-probs), so a row's padded shape is a function of the row alone and its values do not
  * depend on the rows scored with it (test/unit/ortSampler.test.ts).

@@ -13,8 +13,9 @@
  * CHUNK positions, not the longest row the call may reach.
  *
  * Rows are independent: each row's numbers pass through the same per-row operations whatever
- * the other rows (every reduction is per row, along an axis whose length is fixed or padded
- * with exact zeros at its end), which test/unit/ortSampler.test.ts checks bit for bit.
+ * the other rows (every reduction is per row, along an axis of fixed length, or padded with
+ * exact zeros at its end, or, for the softmax, padded to a multiple of SPAN), which
+ * test/unit/ortSampler.test.ts and test/unit/pool.test.ts check bit for bit.
  */
 import { createHash } from 'node:crypto';
 import * as ort from 'onnxruntime-node';
