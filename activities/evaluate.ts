@@ -115,7 +115,7 @@ export async function evaluateChunks(env: Env, m: Manifest, nodeId: string, node
   const src = policySource(m.config, nodeId);
   const weights = src ? await nodeWeights(m.runId, src) : await startWeights(m, nodeId);
   // Weights (or the run's seeded init) only, no optimiser state; a key of its own (a retry may overlap the attempt it replaces).
-  const opening = computePool().then((pool) => PooledPolicy.open(pool, `${m.runId}/${nodeId}#eval${nextEvalSeq()}`, weights ?? modelConfig(m.config), m.config.toolArithmetic));
+  const opening = computePool().then((pool) => PooledPolicy.open(pool, `${m.runId}/${nodeId}#eval${nextEvalSeq()}`, weights ?? modelConfig(m.config), m.config.toolArithmetic, m.config.evalEngine ?? m.config.engine));
   let policy: PooledPolicy;
   try {
     policy = await withHeartbeat(() => ({ next }), () => opening);

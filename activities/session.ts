@@ -62,6 +62,7 @@ export function trainerSessionActivities(env: Env) {
           refWeights: node.kind === 'rl' && usesReference(node.grpo) ? start : undefined,
           optim: node.optim,
           toolArithmetic: cfg.toolArithmetic,
+          engine: cfg.engine,
           // A warm start from a shorter-context policy trains the new positions (see growContext).
           growContext: node.kind === 'sft' && !own,
         });

@@ -22,6 +22,7 @@ import type { EvalCounts, EvalSpec, Grads, GradedRollout, RlSettings, Rollout, S
 import type { GrpoStats } from '../ml/grpo';
 import type { PolicyConfig } from '../ml/policy';
 import { ReplicaLostError } from './errors';
+import type { SampleEngine } from '../ml/sampler';
 import type { PlanShape, Reply, Request } from './protocol';
 
 type Op = Request extends infer R ? (R extends { id_: number } ? Omit<R, 'id_'> : never) : never;
@@ -203,7 +204,7 @@ export class PooledTrainer {
   private closed?: Promise<void>;
   /** Main-thread wall time of each part of the optimiser steps so far (a profile: bench/pool.bench.ts). */
   readonly wallMs = { plan: 0, grad: 0, sum: 0, apply: 0 };
-  private constructor(readonly pool: ComputePool, readonly key: string, readonly toolArithmetic: boolean) {
+  private constructor(readonly pool: ComputePool, readonly key: string, readonly toolArithmetic: boolean, readonly engine: SampleEngine) {
     this.generation = pool.generation;
   }
 
@@ -226,7 +227,7 @@ export class PooledTrainer {
       await pool.all({ op: 'close', key }).catch(() => undefined);
       throw e;
     }
-    return new PooledTrainer(pool, key, create.toolArithmetic);
+    return new PooledTrainer(pool, key, create.toolArithmetic, create.engine ?? 'tfjs');
   }
 
   private check(): void {
@@ -281,7 +282,7 @@ export class PooledTrainer {
   /** Sample RL rows (`shardRows`) at `budget` with the node's temperature and top-p, spread over the threads. */
   async sample(s: RlSettings, rows: SampleRow[], budget: number): Promise<Rollout[]> {
     this.check();
-    return this.track(sampleOn(this.pool, this.key, { rows, budget, temperature: s.temperature, topP: s.topP, tool: this.toolArithmetic }));
+    return this.track(sampleOn(this.pool, this.key, { rows, budget, temperature: s.temperature, topP: s.topP, tool: this.toolArithmetic, engine: this.engine, rescore: true }));
   }
 
   /** The in-process Trainer's sampleShard: shard `shard` of `shards` of iteration t's rows. */
@@ -322,18 +323,18 @@ export class PooledTrainer {
 
 /** A policy loaded on every thread for evaluation (no optimiser state): J(pi; D, B) with the rows spread over threads. */
 export class PooledPolicy {
-  private constructor(readonly pool: ComputePool, readonly key: string, readonly toolArithmetic: boolean) {}
+  private constructor(readonly pool: ComputePool, readonly key: string, readonly toolArithmetic: boolean, readonly engine: SampleEngine) {}
 
-  /** From serialised weights, or a model config's seeded init. */
-  static async open(pool: ComputePool, key: string, weights: Uint8Array | PolicyConfig, toolArithmetic: boolean): Promise<PooledPolicy> {
+  /** From serialised weights, or a model config's seeded init; sampled by `engine` (SampleOptions.engine). */
+  static async open(pool: ComputePool, key: string, weights: Uint8Array | PolicyConfig, toolArithmetic: boolean, engine: SampleEngine = 'tfjs'): Promise<PooledPolicy> {
     await pool.all({ op: 'openPolicy', key, weights });
-    return new PooledPolicy(pool, key, toolArithmetic);
+    return new PooledPolicy(pool, key, toolArithmetic, engine);
   }
 
   /** Trainer.evaluate's pieces: rows here, sampling on the threads, counting here. */
   async evaluate(spec: EvalSpec): Promise<EvalCounts> {
     const rows: SampleRow[] = evalRows(spec);
-    const rollouts = await sampleOn(this.pool, this.key, { rows, budget: Math.max(...spec.budgets), temperature: spec.temperature, topP: 1, tool: this.toolArithmetic });
+    const rollouts = await sampleOn(this.pool, this.key, { rows, budget: Math.max(...spec.budgets), temperature: spec.temperature, topP: 1, tool: this.toolArithmetic, engine: this.engine });
     return countEval(rows, rollouts, spec.budgets, this.toolArithmetic);
   }
 

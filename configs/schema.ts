@@ -205,6 +205,19 @@ export const RunConfigSchema = z
     seed: z.number().int().min(0).max(2 ** 31 - 1).default(1),
     /** Environment writes each arithmetic result (the policy chooses operations, checks, when to stop). @default true */
     toolArithmetic: z.boolean().default(true),
+    /**
+     * What samples rollouts and evaluations (docs/ARCHITECTURE.md "Sampling engines"): `tfjs`
+     * (the training backend's KV-cache sampler) or `ort` (ONNX Runtime, CPU; the update's old
+     * log-probs are then recomputed by the tfjs forward). Training always runs on tfjs.
+     * Absent from a resolved config when not given. @default "tfjs"
+     */
+    engine: z.enum(['tfjs', 'ort']).optional(),
+    /**
+     * What samples evaluations and Eq. 6.1's J(B) measurements, when not `engine`: `ort` there
+     * speeds up the sampling-bound nodes (no log-probs to recompute: they only count
+     * successes) while RL rollouts keep the training backend's bytes. @default engine
+     */
+    evalEngine: z.enum(['tfjs', 'ort']).optional(),
     model: ModelSchema.prefault({}),
     /**
      * Where the first node's policy comes from: `scratch` (seeded init), a checkpoint file

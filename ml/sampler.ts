@@ -17,9 +17,10 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { Rng } from './rng';
 import type { Policy } from './policy';
-import { blockQkv, blockTail, forwardHidden, headLogits, layerNorm, param } from './policy';
+import { activationBytes, blockQkv, blockTail, forwardHidden, headLogits, layerNorm, param, tokenLogProbs } from './policy';
 import { InvalidArgumentError, ShapeMismatchError } from './errors';
 import { deviceResident } from './backend';
+import { OrtDecoder } from './onnx/decoder';
 
 export interface SampleOptions {
   /** Most response tokens per row (sampled and forced together, eos included). */
@@ -37,7 +38,12 @@ export interface SampleOptions {
    * the budget). A forced eos ends the row.
    */
   forced?: (row: number, responseSoFar: number[]) => number[];
-  /** Use the KV cache (default) or recompute the whole prefix every step (reference). */
+  /**
+   * What computes the logits: this process's tfjs backend (default) or ONNX Runtime on the CPU
+   * (ml/onnx/decoder.ts; one intra-op thread). The draws are the same code either way.
+   */
+  engine?: SampleEngine;
+  /** Use the KV cache (default) or recompute the whole prefix every step (reference; tfjs only). */
   kvCache?: boolean;
   /** Where the KV cache lives: on the device for backends that keep tensors there (deviceResident), else on the host; unless given. */
   cache?: 'host' | 'device';
@@ -46,6 +52,8 @@ export interface SampleOptions {
   /** Called after every decode step with the number of rows still running. */
   onStep?: (step: number, activeRows: number) => void;
 }
+
+export type SampleEngine = 'tfjs' | 'ort';
 
 export interface SampleResult {
   /** Response tokens per row: sampled and forced, including eos when produced. */
@@ -66,9 +74,9 @@ export interface SampleResult {
 /** Next-token logits for each row as rows are extended one token at a time. */
 export interface Decoder {
   /** Feed whole prompts; returns each row's next-token logits. */
-  prefill(prompts: number[][]): Float32Array[];
+  prefill(prompts: number[][]): Float32Array[] | Promise<Float32Array[]>;
   /** Append tokens[i] to row rows[i]; returns those rows' next-token logits, in order. */
-  step(rows: number[], tokens: number[]): Float32Array[];
+  step(rows: number[], tokens: number[]): Float32Array[] | Promise<Float32Array[]>;
   /** Free what the decoder holds outside the JS heap (device tensors). */
   dispose?(): void;
 }
@@ -441,6 +449,17 @@ function checkOptions(policy: Policy, prompts: number[][], o: SampleOptions): vo
   });
 }
 
+function makeDecoder(policy: Policy, caps: number[], opts: SampleOptions): Decoder {
+  const engine = opts.engine ?? 'tfjs';
+  if (engine === 'ort') {
+    if (opts.kvCache === false || opts.cache === 'device') throw new InvalidArgumentError('sampler: engine ort has only its own host KV cache (kvCache and cache are tfjs options)');
+    return new OrtDecoder(policy, caps);
+  }
+  if (engine !== 'tfjs') throw new InvalidArgumentError(`sampler: engine must be 'tfjs' or 'ort' (got ${String(engine)})`);
+  const kind = opts.cache ?? (deviceResident() ? 'device' : 'host');
+  return opts.kvCache === false ? new RecomputeDecoder(policy) : kind === 'device' ? new DeviceKVDecoder(policy, caps) : new KVCacheDecoder(policy, caps);
+}
+
 /** Sample one response per prompt row (see SampleOptions / SampleResult). Leaves no tensors behind. */
 export async function sample(policy: Policy, prompts: number[][], opts: SampleOptions): Promise<SampleResult> {
   checkOptions(policy, prompts, opts);
@@ -454,11 +473,9 @@ export async function sample(policy: Policy, prompts: number[][], opts: SampleOp
   const truncated: boolean[] = new Array(n).fill(false);
   const queue: number[][] = prompts.map(() => []);
   const caps = prompts.map((p) => p.length + budget);
-  const kind = opts.cache ?? (deviceResident() ? 'device' : 'host');
-  const decoder: Decoder =
-    opts.kvCache === false ? new RecomputeDecoder(policy) : kind === 'device' ? new DeviceKVDecoder(policy, caps) : new KVCacheDecoder(policy, caps);
+  const decoder = makeDecoder(policy, caps, opts);
   try {
-    const logits: Float32Array[] = n ? decoder.prefill(prompts) : [];
+    const logits: Float32Array[] = n ? await decoder.prefill(prompts) : [];
     let active = prompts.map((_, r) => r);
     for (let stepNo = 1; active.length > 0; stepNo++) {
       const feedRows: number[] = [];
@@ -491,7 +508,7 @@ export async function sample(policy: Policy, prompts: number[][], opts: SampleOp
         feedTokens.push(token);
       }
       active = feedRows;
-      if (active.length > 0) decoder.step(feedRows, feedTokens).forEach((l, i) => (logits[feedRows[i]] = l));
+      if (active.length > 0) (await decoder.step(feedRows, feedTokens)).forEach((l, i) => (logits[feedRows[i]] = l));
       opts.onStep?.(stepNo, active.length);
       if (stepNo % yieldEvery === 0) await new Promise<void>((resolve) => setImmediate(resolve));
     }
@@ -504,6 +521,48 @@ export async function sample(policy: Policy, prompts: number[][], opts: SampleOp
   } finally {
     decoder.dispose?.();
   }
+}
+
+/** Activation budget of one rescoring pass (a forward only: well under the wasm limit). */
+const SCORE_BYTES = 2 ** 28;
+/** Rescored rows are padded to a multiple of this many tokens (fewer, larger passes). */
+const SCORE_BUCKET = 32;
+
+/**
+ * The log-probs `sample` reports (SampleResult.logp: log softmax(logits / temperature) at
+ * each sampled token, 0 at forced tokens) recomputed by the tfjs forward (tokenLogProbs):
+ * what an update needs as its old log-probs (pi_old of the clipped GRPO ratio) when another
+ * engine sampled, as verl, the paper's trainer (App. B.1, Table 3), recomputes them with the
+ * actor's own forward. Rows are batched by their length rounded up to
+ * SCORE_BUCKET and right-padded to it (causal: padding after a row never reaches its
+ * log-probs), so a row's padded shape is a function of the row alone and its values do not
+ * depend on the rows scored with it (test/unit/ortSampler.test.ts).
+ */
+export function scoreResponses(policy: Policy, prompts: number[][], responses: number[][], forcedMask: Uint8Array[], temperature: number): Float32Array[] {
+  if (!(temperature > 0)) throw new InvalidArgumentError(`scoreResponses: temperature must be > 0 (got ${temperature})`);
+  const out: Float32Array[] = responses.map((r) => new Float32Array(r.length));
+  const { context } = policy.cfg;
+  const padded = prompts.map((p, r) => Math.min(context, Math.ceil((p.length + responses[r].length) / SCORE_BUCKET) * SCORE_BUCKET));
+  for (const [t, group] of byLength(padded, prompts.map((_, r) => r))) {
+    const per = Math.max(1, Math.floor(SCORE_BYTES / activationBytes(policy.cfg, 1, t)));
+    for (let k = 0; k < group.length; k += per) {
+      const rows = group.slice(k, k + per);
+      const flat = new Int32Array(rows.length * t); // padded with token 0
+      rows.forEach((r, i) => {
+        flat.set(prompts[r], i * t);
+        flat.set(responses[r], i * t + prompts[r].length);
+      });
+      const tokens = tf.tensor2d(flat, [rows.length, t], 'int32');
+      const { logp, entropy } = tokenLogProbs(policy, tokens, { temperature });
+      const lp = logp.dataSync() as Float32Array;
+      tf.dispose([tokens, logp, entropy]);
+      rows.forEach((r, i) => {
+        const P = prompts[r].length;
+        for (let j = 0; j < responses[r].length; j++) out[r][j] = forcedMask[r][j] ? 0 : lp[i * (t - 1) + P + j - 1];
+      });
+    }
+  }
+  return out;
 }
 
 /** `sample` with full recomputation every step (the KV cache's reference; slow). */

@@ -17,7 +17,8 @@ import type { AdamWConfig, AdamWState } from './optim';
 import { activationBytes, createPolicy, disposePolicy, growContext, tokenLogProbs } from './policy';
 import type { Policy, PolicyConfig } from './policy';
 import { Rng, deriveSeed } from './rng';
-import { sample } from './sampler';
+import { sample, scoreResponses } from './sampler';
+import type { SampleEngine } from './sampler';
 import { deserializeTensors, loadPolicy, serializePolicy, serializeTensors } from './serialize';
 import type { Difficulty, Grade, Split } from './task';
 import { BOS, EOS, NO, PAD, decode, encode, isMark } from './tokenizer';
@@ -91,6 +92,7 @@ export class Trainer {
     readonly ref: Policy | null,
     optim: Partial<AdamWConfig>,
     readonly toolArithmetic: boolean,
+    readonly engine: SampleEngine,
   ) {
     // Keyed by the stable parameter name (tfjs variable names differ between processes).
     this.opt = new AdamW(Object.fromEntries(policy.params), optim, (name) => /\.(wqkv|wo|w1|w2)$|^head$/.test(name));
@@ -107,6 +109,8 @@ export class Trainer {
     toolArithmetic: boolean;
     /** A warm start may lengthen the positional table of the weights it starts from (growContext). */
     growContext?: boolean;
+    /** What samples (SampleOptions.engine). @default "tfjs" */
+    engine?: SampleEngine;
   }): Trainer {
     let policy = o.weights ? loadPolicy(o.weights) : createPolicy(o.model);
     if (o.growContext && policy.cfg.context < o.model.context) {
@@ -121,7 +125,7 @@ export class Trainer {
       }
     }
     const ref = o.refWeights ? loadPolicy(o.refWeights) : null;
-    const tr = new Trainer(policy, ref, o.optim, o.toolArithmetic);
+    const tr = new Trainer(policy, ref, o.optim, o.toolArithmetic, o.engine ?? 'tfjs');
     if (o.optimState) {
       try {
         tr.opt.setState(decodeOptState(o.optimState));
@@ -212,7 +216,7 @@ export class Trainer {
 
   /** Sample shard `shard` of iteration t's rollouts (prompts are split across shards). */
   async sampleShard(s: RlSettings, t: number, shard: number, shards: number, budget: number): Promise<Rollout[]> {
-    return sampleRows(this.policy, { rows: shardRows(s, t, shard, shards), budget, temperature: s.temperature, topP: s.topP, tool: this.toolArithmetic });
+    return sampleRows(this.policy, { rows: shardRows(s, t, shard, shards), budget, temperature: s.temperature, topP: s.topP, tool: this.toolArithmetic, engine: this.engine, rescore: true });
   }
 
   /** GRPO update on graded rollouts: mini-batches, each one AdamW step (docs/RECIPE.md). */
@@ -237,7 +241,7 @@ export class Trainer {
   /** J(pi; D, B) at several budgets (evalRows → sampleRows → countEval). */
   async evaluate(o: EvalSpec): Promise<EvalCounts> {
     const rows = evalRows(o);
-    const rollouts = await sampleRows(this.policy, { rows, budget: Math.max(...o.budgets), temperature: o.temperature, topP: 1, tool: this.toolArithmetic });
+    const rollouts = await sampleRows(this.policy, { rows, budget: Math.max(...o.budgets), temperature: o.temperature, topP: 1, tool: this.toolArithmetic, engine: this.engine });
     return countEval(rows, rollouts, o.budgets, this.toolArithmetic);
   }
 }
@@ -257,6 +261,13 @@ export interface SampleJob {
   temperature: number;
   topP: number;
   tool: boolean;
+  /** What computes the logits (SampleOptions.engine). @default "tfjs" */
+  engine?: SampleEngine;
+  /**
+   * The rollouts feed an update: when another engine than tfjs sampled, their log-probs (the
+   * update's old log-probs) are recomputed by the tfjs forward (scoreResponses).
+   */
+  rescore?: boolean;
 }
 
 /** Rows of iteration t's shard `shard`: prompts i with i mod shards = shard, `samples` rows each. */
@@ -284,7 +295,8 @@ export async function sampleRows(policy: Policy, job: SampleJob): Promise<Rollou
         return text ? encode(text) : [];
       }
     : undefined;
-  const out = await sample(policy, prompts, { budget: job.budget, temperature: job.temperature, topP: job.topP, seeds: rows.map((r) => r.seed), eos: EOS, forced });
+  const out = await sample(policy, prompts, { budget: job.budget, temperature: job.temperature, topP: job.topP, seeds: rows.map((r) => r.seed), eos: EOS, forced, engine: job.engine });
+  if (job.rescore && (job.engine ?? 'tfjs') !== 'tfjs' && job.temperature > 0) out.logp = scoreResponses(policy, prompts, out.responses, out.forcedMask, job.temperature);
   return rows.map((r, k) => ({
     i: r.i,
     j: r.j,
