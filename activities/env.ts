@@ -21,7 +21,7 @@ import { loadCheckpoint } from '../storage/checkpoints';
 import { keys } from '../storage/layout';
 import type { ObjectStore } from '../storage/store';
 import { sha256Hex } from '../storage/store';
-import { MissingCheckpointError, SessionLostError } from './errors';
+import { BackendMismatchError, MissingCheckpointError, SessionLostError } from './errors';
 import type { NodeResult, Session } from './types';
 
 export interface WorkerContext {
@@ -126,6 +126,17 @@ export async function withHeartbeat<T>(details: () => unknown, fn: (signal?: Abo
  * behind the workflow (a re-open elsewhere, an attempt that failed half-way), and SessionLost
  * makes the workflow re-open it from the last commit and rewind to that.
  */
+/**
+ * A run's tensor work stays on the tfjs backend it was prepared on (its manifest records it;
+ * runs prepared before the manifest recorded one are not checked): another backend's kernels
+ * round differently, and the run's bytes would stop being a function of its config and seed.
+ */
+export function checkBackend(m: { runId: string; backend?: string }, backend: string, what: string): void {
+  if (m.backend !== undefined && m.backend !== backend) {
+    throw new BackendMismatchError(`run ${m.runId} runs on the ${m.backend} tfjs backend (recorded when it was prepared); this worker's is ${backend}, so ${what} was refused: start the worker with E3_BACKEND=${m.backend}`);
+  }
+}
+
 export function atStep(s: Session, l: LiveSession, step: number, what: string): void {
   if (l.step !== step) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at step ${l.step}, asked to ${what} at ${step}`);
 }

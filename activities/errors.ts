@@ -25,6 +25,18 @@ export class MissingCheckpointError extends Error {
   }
 }
 
+/**
+ * A run pinned to one tfjs backend (its manifest records the preparing worker's) reached a
+ * worker on another: its kernels round differently, so the run's bytes would no longer be a
+ * function of its config and seed. Start that worker with E3_BACKEND set to the run's backend.
+ */
+export class BackendMismatchError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'BackendMismatchError';
+  }
+}
+
 /** Stage data too hard for the policy entering it (select-budget measured J ~ 0): retrying cannot help. */
 export class UncalibratedError extends Error {
   constructor(message: string) {
@@ -46,6 +58,7 @@ export function classify(err: unknown): unknown {
   if (err instanceof CorruptObjectError) return nonRetryable(ErrorTypes.corrupt);
   if (err instanceof MissingObjectError) return nonRetryable(ErrorTypes.missing);
   if (err instanceof UncalibratedError) return nonRetryable(ErrorTypes.uncalibrated);
+  if (err instanceof BackendMismatchError) return nonRetryable(ErrorTypes.backend);
   return err;
 }
 

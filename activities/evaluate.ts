@@ -15,7 +15,7 @@ import { MissingObjectError } from '../storage/errors';
 import { UncalibratedError } from './errors';
 import type { NodeInput, NodeResult } from './types';
 import type { Env, Manifest } from './env';
-import { modelConfig, withHeartbeat } from './env';
+import { checkBackend, modelConfig, withHeartbeat } from './env';
 
 export function evaluateActivities(env: Env) {
   const { ctx, readManifest } = env;
@@ -112,6 +112,7 @@ export async function evaluateChunks(env: Env, m: Manifest, nodeId: string, node
   }
   if (next >= node.prompts) return counts;
   if (next > 0) ctx.log(`evaluate ${m.runId}/${nodeId}: resuming at problem ${next} of ${node.prompts}`);
+  checkBackend(m, ctx.backend, `evaluating ${nodeId}`);
   const src = policySource(m.config, nodeId);
   const weights = src ? await nodeWeights(m.runId, src) : await startWeights(m, nodeId);
   // Weights (or the run's seeded init) only, no optimiser state; a key of its own (a retry may overlap the attempt it replaces).

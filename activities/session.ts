@@ -9,7 +9,7 @@ import { commitCheckpoint as commit, loadCheckpoint } from '../storage/checkpoin
 import { sha256Hex } from '../storage/store';
 import type { NodeInput, Session } from './types';
 import type { Env } from './env';
-import { SESSION_IDLE_MS, atStep, modelConfig, withHeartbeat } from './env';
+import { SESSION_IDLE_MS, atStep, checkBackend, modelConfig, withHeartbeat } from './env';
 import { usesReference } from '../ml/grpo';
 
 /** A refused open that has not retried on this worker for this long went elsewhere (the opener retries at most 10 s apart). */
@@ -23,6 +23,7 @@ export function trainerSessionActivities(env: Env) {
       // Heartbeats throughout: loading and replicating wait behind other sessions' jobs on a busy pool.
       return withHeartbeat(() => ({ opening: input.nodeId }), async (signal) => {
         const m = await readManifest(input.runId);
+        checkBackend(m, ctx.backend, `opening a trainer session for ${input.nodeId}`);
         const cfg = m.config;
         const node = cfg.nodes[input.nodeId] as RlNode | SftNode;
         const key = sessionKey(input.runId, input.nodeId);

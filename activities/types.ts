@@ -86,6 +86,7 @@ export const ErrorTypes = {
   missing: 'MissingCheckpoint',
   shape: 'ShapeMismatch',
   uncalibrated: 'UncalibratedData',
+  backend: 'BackendMismatch',
   invalid: 'InvalidArgument',
 } as const;
 
@@ -102,6 +103,7 @@ export const NON_RETRYABLE_ERROR_TYPES: readonly string[] = [
   ErrorTypes.corrupt,
   ErrorTypes.missing,
   ErrorTypes.uncalibrated,
+  ErrorTypes.backend,
 ];
 
 /**

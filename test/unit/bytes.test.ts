@@ -15,6 +15,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import type { ApplicationFailure } from '@temporalio/common';
 import { createActivities } from '../../activities';
 import { ComputePool } from '../../compute/pool';
 import { loadCheckpoint } from '../../storage/checkpoints';
@@ -158,4 +159,19 @@ test('prepareRun takes an experiment by `experiments/<name>` or by its bare name
   // A resume may name the config either way; another config is refused, naming the field.
   for (const name of ['experiments/extrapolation-search', 'extrapolation-search']) assert.equal((await acts.prepareRun({ config: name, runId })).config.name, 'extrapolation-search');
   await assert.rejects(acts.prepareRun({ config: 'demo', runId }), /runId: run "bytes-experiment" already exists with config "extrapolation-search", not "demo"/);
+});
+
+test('a run prepared on one tfjs backend is refused, non-retryably, by a worker on another', async () => {
+  const runId = 'bytes-backend';
+  const { config } = await acts.prepareRun({ config: 'tiny', runId });
+  const other = createActivities({ store: store as unknown as ObjectStore, queue: 'bytes-other', backend: 'tensorflow', reportDir: '/nonexistent', maxSessions: 1, pool, log: () => {} });
+  for (const call of [() => other.openTrainer({ runId, nodeId: 'warmstart', config, upstream: {} }), () => other.evaluate({ runId, nodeId: 'eval', config, upstream: {} })]) {
+    const err = await call().then(() => assert.fail('accepted'), (e: unknown) => e as ApplicationFailure);
+    assert.equal(err.type, 'BackendMismatch');
+    assert.equal(err.nonRetryable, true);
+    assert.match(err.message, /run bytes-backend runs on the wasm tfjs backend .*this worker's is tensorflow.*E3_BACKEND=wasm/);
+  }
+  // the worker it was prepared on takes it
+  const s = await acts.openTrainer({ runId, nodeId: 'warmstart', config, upstream: {} });
+  await acts.closeTrainer(s);
 });

@@ -7,7 +7,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { ApplicationFailure } from '@temporalio/common';
-import { MissingCheckpointError, SessionLostError, UncalibratedError, classify } from '../../activities/errors';
+import { BackendMismatchError, MissingCheckpointError, SessionLostError, UncalibratedError, classify } from '../../activities/errors';
 import { ReplicaLostError } from '../../compute/errors';
 import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES, SESSION_NON_RETRYABLE_ERROR_TYPES } from '../../activities/types';
 import { ConfigError } from '../../configs/errors';
@@ -71,7 +71,7 @@ test('ml/trainer re-exports the one ShapeMismatchError class', () => {
 test('every classified type is in the one non-retryable list; session activities add only SessionLost', () => {
   const errors = [
     new ConfigError('c'), new InvalidArgumentError('i'), new ShapeMismatchError('s'), new NonFiniteError('n'),
-    new MissingCheckpointError('m'), new CorruptObjectError('k', 'a', 'b'), new MissingObjectError('k'), new UncalibratedError('u'),
+    new MissingCheckpointError('m'), new CorruptObjectError('k', 'a', 'b'), new MissingObjectError('k'), new UncalibratedError('u'), new BackendMismatchError('b'),
   ];
   const types = errors.map((e) => (classify(e) as ApplicationFailure).type);
   assert.deepEqual([...new Set(types)].sort(), [...NON_RETRYABLE_ERROR_TYPES].sort());
