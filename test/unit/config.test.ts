@@ -127,7 +127,7 @@ const RECORDED: Record<string, string> = {
   'experiments/curriculum-hard': '3fceefb13ae2d47beadf0edc2faf16ef2b889e38248f122842644ece3e177428',
   'experiments/curriculum-search': 'a755a07df08b754cebe5e1aa0416ad4d67d2334acd34550e06f58ae760cd2a3d',
   curriculum: '0b08d712075eb70452fe2f85f3d91524a3bc8cecb6ec72acc9f0840c7869e417',
-  demo: '26978b3d7bf8a1635ab58623a23c4cf2bbf8d69f367f7077e69dca0cd389f781',
+  demo: '15b1217d0f7b50ad57c650034d2d4febf3cb2e3e84c139a3b9c10f15db11e4fd',
   'experiments/extrapolation-kl': '893c6ada63bca0650bafdeb885ab934b918900db24f02f410bdd76ad2f07e8cd',
   'experiments/extrapolation-1088': 'e58c726da2c4035846b69b9f6526564fcf5d1570fed08e72c20aae3f87b51eaf',
   'experiments/extrapolation-search': 'f21bbf00853abe07541640e8a83e2e682b2e010e7863a4d87c0ccc63f20a8bb0',
