@@ -10,14 +10,15 @@ import { sha256Hex } from '../storage/store';
 import { SessionLostError } from './errors';
 import type { NodeInput, Session } from './types';
 import type { Env } from './env';
-import { SESSION_IDLE_MS, modelConfig, withHeartbeat } from './env';
+import { SESSION_IDLE_MS, modelConfig, runLabels, withHeartbeat } from './env';
+import { since } from './metrics';
 import { usesReference } from '../ml/grpo';
 
 /** A refused open that has not retried on this worker for this long went elsewhere (the opener retries at most 10 s apart). */
 const WAITER_LIVE_MS = 30_000;
 
 export function trainerSessionActivities(env: Env) {
-  const { waiters, ctx, store, sessions, sessionKey, computePool, nextOpenSeq, readManifest, startWeights, live } = env;
+  const { waiters, ctx, store, metrics, sessions, sessionKey, computePool, nextOpenSeq, readManifest, startWeights, live } = env;
   return {
     /** Open a trainer session on this worker: load the node's last commit, else its start policy. */
     async openTrainer(input: NodeInput): Promise<Session> {
@@ -80,6 +81,7 @@ export function trainerSessionActivities(env: Env) {
         const other = sessions.get(key);
         if (other) void other.trainer.dispose();
         sessions.set(key, { trainer, node: input.nodeId, step, config: cfg, lastUsed: Date.now() });
+        if (own) metrics.reopen(runLabels(input.runId, input.nodeId, cfg));
         ctx.log(`session ${key} opened on ${ctx.queue} at step ${step}${own ? '' : ' (fresh)'}`);
         return { runId: input.runId, nodeId: input.nodeId, queue: ctx.queue, step };
       });
@@ -101,6 +103,7 @@ export function trainerSessionActivities(env: Env) {
         const l = live(s);
         if (l.step !== step) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at step ${l.step}, asked to commit ${step}`);
         const m = { config: l.config };
+        const t0 = performance.now();
         const { weights, optim } = await l.trainer.snapshot();
         const state = { step, cursor: step, backend: ctx.backend, node: s.nodeId, config: m.config };
         const score = metrics['train/reward_mean'];
@@ -108,6 +111,7 @@ export function trainerSessionActivities(env: Env) {
           ...(Number.isFinite(score) ? { score } : {}),
           retention: { keepLast: m.config.keepLast, keepBest: true },
         });
+        env.metrics.checkpoint(runLabels(s.runId, s.nodeId, l.config), weights.length + optim.length + Buffer.byteLength(JSON.stringify(state)), since(t0));
         return { step, sha256: sha256Hex(weights) };
       });
     },

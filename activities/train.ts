@@ -12,13 +12,14 @@ import { SessionLostError } from './errors';
 import type { Session } from './types';
 import type { Env, LiveSession } from './env';
 import { trainerSessionActivities } from './session';
-import { rlSettings, sftSettings, withHeartbeat } from './env';
+import { rlSettings, runLabels, sftSettings, withHeartbeat } from './env';
+import { sampledTokens, since } from './metrics';
 
 /** The session already applied RL iteration t's update in memory (a retry after it must not train twice). */
 const rlApplied = (l: LiveSession, t: number): l is LiveSession & Required<Pick<LiveSession, 'applied'>> => l.applied?.kind === 'rl' && l.applied.from === t && l.step === t + 1;
 
 export function trainActivities(env: Env) {
-  const { store, readManifest, live, drop, writeMetrics } = env;
+  const { store, metrics, readManifest, live, drop, writeMetrics } = env;
   const { commitCheckpoint } = trainerSessionActivities(env);
   const acts = {
     /** SFT steps [from, to), then a commit at `to`. Resumes from its heartbeat on retry. */
@@ -35,6 +36,7 @@ export function trainActivities(env: Env) {
             while (l.step < to && !signal?.aborted) {
               metrics = await l.trainer.sftStep(sft.seed, l.step, node.batchSize, node.difficulty, sft.traces, { markWeight: sft.markWeight });
               l.step++;
+              env.metrics.sftSteps(runLabels(s.runId, s.nodeId, l.config), 1);
             }
           });
         } catch (e) {
@@ -59,10 +61,16 @@ export function trainActivities(env: Env) {
       if (l.step !== t) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is at iteration ${l.step}, asked to sample ${t}`);
       const rl = rlSettings(l.config, s.nodeId);
       const key = keys.graded(s.runId, s.nodeId, t);
+      const labels = runLabels(s.runId, s.nodeId, l.config);
       const graded = await withHeartbeat(() => ({ t, at: (l.lastUsed = Date.now()) }), async () => {
+        let t0 = performance.now();
         const rollouts = await l.trainer.sampleShard(rl, t, 0, 1, budget);
+        metrics.phase(labels, 'sample', since(t0));
+        metrics.sampled(labels, sampledTokens(rollouts), since(t0));
+        t0 = performance.now();
         const g = gradeRollouts(rl.seed, rl.stream, t, rl.prompts, rl.difficulty, l.config.toolArithmetic, rollouts);
         await store.putJson(key, g);
+        metrics.phase(labels, 'grade', since(t0));
         return g;
       });
       l.graded = { t, rows: graded };
@@ -102,6 +110,7 @@ export function trainActivities(env: Env) {
       const graded = l.graded?.t === t ? l.graded.rows : await store.getJson<GradedRollout[]>(keys.graded(s.runId, s.nodeId, t));
       const settings = rlSettings(l.config, s.nodeId);
       let metrics: Record<string, number>;
+      const t0 = performance.now();
       try {
         metrics = await withHeartbeat(() => ({ t, at: (l.lastUsed = Date.now()) }), (signal) => l.trainer.update(settings, t, graded, signal));
       } catch (e) {
@@ -115,6 +124,10 @@ export function trainActivities(env: Env) {
       l.step = t + 1;
       l.graded = undefined;
       l.applied = { kind: 'rl', from: t, to: t + 1, metrics: all };
+      const labels = runLabels(s.runId, s.nodeId, l.config);
+      env.metrics.phase(labels, 'update', since(t0));
+      env.metrics.rlIteration(labels);
+      env.metrics.reward(labels, all['train/reward_mean']);
       await writeMetrics(s.runId, s.nodeId, t + 1, all);
       return { metrics: all };
     },
@@ -130,7 +143,11 @@ export function trainActivities(env: Env) {
       const l = live(s);
       if (!rlApplied(l, t) && l.graded?.t !== t) await acts.rlRollouts(s, t, budget);
       const { metrics } = await acts.rlUpdate(s, t);
-      if (commit) await commitCheckpoint(s, t + 1, metrics);
+      if (commit) {
+        const t0 = performance.now();
+        await commitCheckpoint(s, t + 1, metrics);
+        env.metrics.phase(runLabels(s.runId, s.nodeId, l.config), 'commit', since(t0));
+      }
       return { metrics };
     },
   };

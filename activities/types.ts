@@ -87,6 +87,8 @@ export const ErrorTypes = {
   shape: 'ShapeMismatch',
   uncalibrated: 'UncalibratedData',
   invalid: 'InvalidArgument',
+  /** The object store's TLS certificate is not trusted (activities/errors.ts). */
+  storeTls: 'ObjectStoreTLS',
 } as const;
 
 /**
@@ -102,6 +104,7 @@ export const NON_RETRYABLE_ERROR_TYPES: readonly string[] = [
   ErrorTypes.corrupt,
   ErrorTypes.missing,
   ErrorTypes.uncalibrated,
+  ErrorTypes.storeTls,
 ];
 
 /**

@@ -315,7 +315,15 @@ program.command('start').description('servers up, a worker, the demo run, and wa
   if (infra('up') !== 0) process.exit(1);
   // One worker process; its compute pool has a thread per core (E3_THREADS).
   const n = Math.max(1, Number(process.env.E3_START_WORKERS ?? 1));
-  const workers = Array.from({ length: n }, () => spawn(process.execPath, [...process.execArgv, __filename, 'worker'], { stdio: 'inherit' }));
+  // Each worker serves Prometheus metrics (docs/OPERATIONS.md "Metrics"): E3_METRICS_PORT
+  // (default 9464) for the first, two ports further for each next (the SDK's exporter takes the one between).
+  const base = Number(process.env.E3_METRICS_PORT || 9464);
+  if (!Number.isInteger(base) || base < 1 || base + 2 * n > 65535) throw new Error(`E3_METRICS_PORT must be a TCP port (got "${process.env.E3_METRICS_PORT}")`);
+  const workers = Array.from({ length: n }, (_, i) => {
+    const port = base + 2 * i;
+    console.log(`worker ${i + 1} of ${n}: Prometheus metrics on http://${process.env.E3_METRICS_HOST || '127.0.0.1'}:${port}/metrics`);
+    return spawn(process.execPath, [...process.execArgv, __filename, 'worker'], { stdio: 'inherit', env: { ...process.env, E3_METRICS_PORT: String(port), E3_SDK_METRICS_PORT: String(port + 1) } });
+  });
   try {
     const client = await connect();
     const runId = `${o.config}-${Date.now().toString(36)}`;

@@ -36,6 +36,35 @@ export class MissingObjectError extends Error {
   }
 }
 
+/**
+ * Node's codes for a TLS certificate it does not accept (untrusted CA, self-signed, expired,
+ * wrong host name): a retry meets the same certificate.
+ */
+const TLS_CERT_CODES = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_DECRYPT_CERT_SIGNATURE',
+  'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY', 'CERT_SIGNATURE_FAILURE', 'CERT_NOT_YET_VALID', 'CERT_HAS_EXPIRED', 'ERROR_IN_CERT_NOT_BEFORE_FIELD',
+  'ERROR_IN_CERT_NOT_AFTER_FIELD', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'CERT_CHAIN_TOO_LONG', 'CERT_REVOKED', 'INVALID_CA',
+  'PATH_LENGTH_EXCEEDED', 'INVALID_PURPOSE', 'CERT_UNTRUSTED', 'CERT_REJECTED', 'HOSTNAME_MISMATCH', 'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/** The store's https endpoint presented a certificate this process does not accept. */
+export class StoreTlsError extends Error {
+  constructor(
+    readonly endpoint: string,
+    readonly code: string,
+    cause: Error,
+  ) {
+    super(
+      `the object store at ${endpoint} presented a TLS certificate this process does not accept (${code}: ${cause.message}); ` +
+        'trust the CA that signed it with NODE_EXTRA_CA_CERTS=<ca.pem> (read when the process starts), or give the endpoint a certificate for its host name from a trusted CA',
+    );
+    this.name = 'StoreTlsError';
+  }
+}
+
+/** The code an error from the store's client carries (S3 error code, socket or TLS code), else its name. */
+const errorCode = (e: unknown): string => String((e as { code?: unknown }).code ?? (e as Error)?.name ?? 'unknown');
+
 export const sha256Hex = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 
 /** Parse a KEY=VALUE file (the one infra/up writes), ignoring comments and blanks. */
@@ -92,6 +121,8 @@ export class ObjectStore {
   readonly client: Minio.Client;
   readonly bucket: string;
   private bucketReady: Promise<void> | undefined;
+  /** Told of every failed request (operation, error code): the worker counts them (activities/metrics.ts). Never throws into the store. */
+  onError?: (op: string, code: string) => void;
 
   constructor(readonly cfg: StoreConfig) {
     const url = new URL(cfg.endpoint);
@@ -107,13 +138,33 @@ export class ObjectStore {
     this.bucket = cfg.bucket;
   }
 
+  /**
+   * One request: a failure other than a missing object is reported to onError, and a TLS
+   * certificate failure becomes a StoreTlsError (non-retryable: activities/errors.ts).
+   */
+  private async call<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      if (isNotFound(e)) throw e;
+      const code = errorCode(e);
+      try {
+        this.onError?.(op, code);
+      } catch {
+        /* observation only */
+      }
+      if (TLS_CERT_CODES.has(code)) throw new StoreTlsError(this.cfg.endpoint, code, e as Error);
+      throw e;
+    }
+  }
+
   static fromEnv(): ObjectStore {
     return new ObjectStore(storeConfigFromEnv());
   }
 
   /** Create the bucket when missing (once per process). */
   ensureBucket(): Promise<void> {
-    this.bucketReady ??= (async () => {
+    this.bucketReady ??= this.call('ensureBucket', async () => {
       if (!(await this.client.bucketExists(this.bucket))) {
         try {
           await this.client.makeBucket(this.bucket, this.cfg.region);
@@ -122,7 +173,7 @@ export class ObjectStore {
           if (code !== 'BucketAlreadyOwnedByYou' && code !== 'BucketAlreadyExists') throw e;
         }
       }
-    })().catch((e) => {
+    }).catch((e) => {
       this.bucketReady = undefined;
       throw e;
     });
@@ -134,7 +185,7 @@ export class ObjectStore {
     await this.ensureBucket();
     const buf = typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     const sha256 = sha256Hex(buf);
-    await this.client.putObject(this.bucket, key, buf, buf.length, { 'Content-Type': contentType, 'X-Amz-Meta-Sha256': sha256 });
+    await this.call('put', () => this.client.putObject(this.bucket, key, buf, buf.length, { 'Content-Type': contentType, 'X-Amz-Meta-Sha256': sha256 }));
     return { sha256, size: buf.length };
   }
 
@@ -147,8 +198,8 @@ export class ObjectStore {
     let stat: Minio.BucketItemStat;
     let buf: Buffer;
     try {
-      stat = await this.client.statObject(this.bucket, key);
-      buf = await readAll(await this.client.getObject(this.bucket, key));
+      stat = await this.call('get', () => this.client.statObject(this.bucket, key));
+      buf = await this.call('get', async () => readAll(await this.client.getObject(this.bucket, key)));
     } catch (e) {
       if (isNotFound(e)) throw new MissingObjectError(key);
       throw e;
@@ -177,7 +228,7 @@ export class ObjectStore {
   async exists(key: string): Promise<boolean> {
     await this.ensureBucket();
     try {
-      await this.client.statObject(this.bucket, key);
+      await this.call('exists', () => this.client.statObject(this.bucket, key));
       return true;
     } catch (e) {
       if (isNotFound(e)) return false;
@@ -188,27 +239,31 @@ export class ObjectStore {
   /** All keys under a prefix, sorted. */
   async list(prefix: string): Promise<string[]> {
     await this.ensureBucket();
-    const keys: string[] = [];
-    for await (const item of this.client.listObjectsV2(this.bucket, prefix, true)) {
-      if ((item as Minio.BucketItem).name) keys.push((item as Minio.BucketItem).name!);
-    }
-    return keys.sort();
+    return this.call('list', async () => {
+      const keys: string[] = [];
+      for await (const item of this.client.listObjectsV2(this.bucket, prefix, true)) {
+        if ((item as Minio.BucketItem).name) keys.push((item as Minio.BucketItem).name!);
+      }
+      return keys.sort();
+    });
   }
 
   /** The next level of "folders" under a prefix (a delimiter listing: no recursion). */
   async listPrefixes(prefix: string): Promise<string[]> {
     await this.ensureBucket();
-    const out: string[] = [];
-    for await (const item of this.client.listObjectsV2(this.bucket, prefix, false)) {
-      const p = (item as { prefix?: string }).prefix;
-      if (p) out.push(p);
-    }
-    return out.sort();
+    return this.call('list', async () => {
+      const out: string[] = [];
+      for await (const item of this.client.listObjectsV2(this.bucket, prefix, false)) {
+        const p = (item as { prefix?: string }).prefix;
+        if (p) out.push(p);
+      }
+      return out.sort();
+    });
   }
 
   async remove(keys: string[]): Promise<void> {
     if (keys.length === 0) return;
     await this.ensureBucket();
-    for (let i = 0; i < keys.length; i += 500) await this.client.removeObjects(this.bucket, keys.slice(i, i + 500));
+    for (let i = 0; i < keys.length; i += 500) await this.call('remove', () => this.client.removeObjects(this.bucket, keys.slice(i, i + 500)));
   }
 }
