@@ -53,6 +53,7 @@ export interface Manifest {
 
 export interface LiveSession {
   trainer: PooledTrainer;
+  runId: string;
   node: string;
   step: number;
   /** The run's config, read once when the session opened (a session's activities need no manifest read). */
@@ -120,7 +121,7 @@ export function workerEnv(ctx: WorkerContext) {
   const { store } = ctx;
   const metrics = ctx.metrics ?? processMetrics();
   const sessions = new Map<string, LiveSession>();
-  metrics.watchSessions(() => sessions.size);
+  metrics.watchSessions(() => [...sessions.values()].map((l) => runLabels(l.runId, l.node, l.config)));
   /** Opens refused because the worker was full: first and last refusal (ms), for admission in arrival order. */
   const waiters = new Map<string, { first: number; last: number }>();
   const sessionKey = (runId: string, nodeId: string) => `${runId}/${nodeId}`;

@@ -55,13 +55,16 @@ export class E3Metrics {
   private readonly checkpointBytes: Counter<RunLabel>;
   private readonly checkpointSeconds: Histogram<RunLabel>;
   private readonly storeErrors: Counter<'op' | 'code'>;
-  private readonly sessionSources = new Set<() => number>();
+  private readonly lastProgress: Gauge<RunLabel>;
+  private readonly scheduleFailed: Gauge<'schedule'>;
+  private readonly sessionSources = new Set<() => RunLabels[]>();
   private pool: PoolLoad | undefined;
   /** Busy ms of each thread already added to the counter (it only moves forward). */
   private busyCounted: number[] = [];
   /** Series per run, oldest run first (Map order), for removal beyond MAX_RUNS. */
   private readonly series = new Map<string, Array<{ metric: Removable; labels: Record<string, string> }>>();
-  private readonly seen = new Set<string>();
+  /** Label sets tracked per metric. */
+  private readonly seen = new Map<Removable, Set<string>>();
   /** The config of each run seen, for labels where only the run and node are known. */
   private readonly configs = new Map<string, string>();
 
@@ -80,13 +83,22 @@ export class E3Metrics {
     this.activityFailures = new Counter({ name: 'e3_activity_failures_total', help: 'Activity attempts that failed on this worker, by activity and failure type (Retryable for a retryable error; cancellations not counted)', labelNames: [...RUN, 'activity', 'type'], registers });
     this.checkpointBytes = new Counter({ name: 'e3_checkpoint_bytes_total', help: 'Bytes of checkpoint blobs committed (weights, optimiser state, state)', labelNames: RUN, registers });
     this.checkpointSeconds = new Histogram({ name: 'e3_checkpoint_seconds', help: 'Wall seconds of a checkpoint commit (snapshot, blobs, manifest, LATEST, pruning)', labelNames: RUN, buckets: SECONDS_BUCKETS, registers });
+    this.lastProgress = new Gauge({ name: 'e3_node_last_progress_timestamp_seconds', help: 'Unix time of the last RL iteration or SFT step applied to the node here (or of its session opening)', labelNames: RUN, registers });
+    this.scheduleFailed = new Gauge({ name: 'e3_schedule_last_run_failed', help: "1 when the schedule's most recent run failed, timed out or was terminated, else 0 (workers polling the general queue read the schedules)", labelNames: ['schedule'], registers });
     this.storeErrors = new Counter({ name: 'e3_object_store_errors_total', help: 'Object-store requests that failed (a missing object is an answer, not an error), by operation and error code', labelNames: ['op', 'code'], registers });
     new Gauge({
       name: 'e3_sessions_open', help: 'Trainer sessions this worker holds', registers,
       collect: this.guarded(function (this: Gauge, m: E3Metrics) {
         let n = 0;
-        for (const f of m.sessionSources) n += f();
+        for (const f of m.sessionSources) n += f().length;
         this.set(n);
+      }),
+    });
+    new Gauge({
+      name: 'e3_session_open', help: "1 for each node whose trainer session this worker holds (the node is running here)", labelNames: RUN, registers,
+      collect: this.guarded(function (this: Gauge<RunLabel>, m: E3Metrics) {
+        this.reset();
+        for (const f of m.sessionSources) for (const l of f()) this.set({ run: l.run, node: l.node, config: l.config }, 1);
       }),
     });
     new Gauge({
@@ -142,22 +154,24 @@ export class E3Metrics {
       while (this.series.size > MAX_RUNS) {
         const [oldest, old] = this.series.entries().next().value as [string, Array<{ metric: Removable; labels: Record<string, string> }>];
         for (const s of old) s.metric.remove(s.labels);
-        for (const s of old) this.seen.delete(`${oldest}\u0000${JSON.stringify(s.labels)}`);
+        for (const s of old) this.seen.get(s.metric)?.delete(JSON.stringify(s.labels));
         this.series.delete(oldest);
         this.configs.delete(oldest);
       }
     }
-    const id = `${l.run}\u0000${JSON.stringify(labels)}`;
-    if (!this.seen.has(id)) {
-      this.seen.add(id);
+    const id = JSON.stringify(labels);
+    let seen = this.seen.get(metric);
+    if (!seen) this.seen.set(metric, (seen = new Set()));
+    if (!seen.has(id)) {
+      seen.add(id);
       list.push({ metric, labels });
     }
     return labels;
   }
 
-  /** Count the sessions of a worker environment (read at each scrape). */
-  watchSessions(count: () => number): void {
-    this.sessionSources.add(count);
+  /** The nodes whose sessions a worker environment holds (read at each scrape). */
+  watchSessions(held: () => RunLabels[]): void {
+    this.sessionSources.add(held);
   }
 
   /** Report this compute pool's load (the process's pool; a later one replaces it). */
@@ -167,11 +181,33 @@ export class E3Metrics {
   }
 
   rlIteration(l: RunLabels): void {
-    this.safe(() => this.rlIterations.inc(this.labels(this.rlIterations, l)));
+    this.safe(() => {
+      this.rlIterations.inc(this.labels(this.rlIterations, l));
+      this.lastProgress.setToCurrentTime(this.labels(this.lastProgress, l));
+    });
   }
 
   sftSteps(l: RunLabels, n: number): void {
-    this.safe(() => this.sftStepCount.inc(this.labels(this.sftStepCount, l), n));
+    this.safe(() => {
+      this.sftStepCount.inc(this.labels(this.sftStepCount, l), n);
+      this.lastProgress.setToCurrentTime(this.labels(this.lastProgress, l));
+    });
+  }
+
+  /** A session of the node opened here (progress starts counting from now). */
+  opened(l: RunLabels, resumed: boolean): void {
+    this.safe(() => {
+      if (resumed) this.reopens.inc(this.labels(this.reopens, l));
+      this.lastProgress.setToCurrentTime(this.labels(this.lastProgress, l));
+    });
+  }
+
+  /** The schedules' last outcomes (replaces the previous set: a deleted schedule's series go). */
+  schedules(lastFailed: ReadonlyMap<string, boolean>): void {
+    this.safe(() => {
+      this.scheduleFailed.reset();
+      for (const [id, failed] of lastFailed) this.scheduleFailed.set({ schedule: id }, failed ? 1 : 0);
+    });
   }
 
   phase(l: RunLabels, phase: Phase, seconds: number): void {
@@ -199,10 +235,6 @@ export class E3Metrics {
         if (m && Number.isFinite(v)) this.evalPassAt1.set(this.labels(this.evalPassAt1, l, { budget: m[1] }), v);
       }
     });
-  }
-
-  reopen(l: RunLabels): void {
-    this.safe(() => this.reopens.inc(this.labels(this.reopens, l)));
   }
 
   rewind(l: RunLabels): void {

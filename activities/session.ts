@@ -80,8 +80,8 @@ export function trainerSessionActivities(env: Env) {
         // Another open of the node finished meanwhile (a retry that overlapped this attempt): replace it.
         const other = sessions.get(key);
         if (other) void other.trainer.dispose();
-        sessions.set(key, { trainer, node: input.nodeId, step, config: cfg, lastUsed: Date.now() });
-        if (own) metrics.reopen(runLabels(input.runId, input.nodeId, cfg));
+        sessions.set(key, { trainer, runId: input.runId, node: input.nodeId, step, config: cfg, lastUsed: Date.now() });
+        metrics.opened(runLabels(input.runId, input.nodeId, cfg), Boolean(own));
         ctx.log(`session ${key} opened on ${ctx.queue} at step ${step}${own ? '' : ' (fresh)'}`);
         return { runId: input.runId, nodeId: input.nodeId, queue: ctx.queue, step };
       });

@@ -4,10 +4,12 @@
  * e3's metrics (activities/metrics.ts) followed by the Temporal SDK's own runtime metrics. The
  * SDK exports those on a loopback port of its own, E3_SDK_METRICS_PORT (default
  * E3_METRICS_PORT + 1), which this server reads at each scrape: Prometheus needs only the one
- * address; the SDK's port may be scraped directly too.
+ * address; the SDK's port may be scraped directly too. A worker that polls the general queue
+ * also reports the last outcome of each schedule (watchSchedules).
  */
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
+import type { Client } from '@temporalio/client';
 import type { E3Metrics } from '../activities/metrics';
 
 export interface MetricsAddress {
@@ -76,4 +78,42 @@ export function serveMetrics(metrics: E3Metrics, addr: MetricsAddress): Promise<
       resolve(server);
     });
   });
+}
+
+/** Final states of a scheduled run that an operator must look at. */
+const FAILED_STATES = new Set(['FAILED', 'TIMED_OUT', 'TERMINATED']);
+
+/**
+ * Poll the namespace's schedules every `everyMs` (E3_SCHEDULE_POLL_MS, default 60 s) for
+ * e3_schedule_last_run_failed: the status of each schedule's most recent run. Errors are
+ * ignored (the next poll tries again). Returns a stopper.
+ */
+export function watchSchedules(metrics: E3Metrics, client: Client, everyMs: number): () => void {
+  let busy = false;
+  const poll = async () => {
+    if (busy) return;
+    busy = true;
+    try {
+      const last = new Map<string, boolean>();
+      for await (const s of client.schedule.list()) {
+        const d = await client.schedule.getHandle(s.scheduleId).describe();
+        const recent = d.info.recentActions[d.info.recentActions.length - 1];
+        if (!recent) {
+          last.set(s.scheduleId, false);
+          continue;
+        }
+        const w = await client.workflow.getHandle(recent.action.workflow.workflowId).describe();
+        last.set(s.scheduleId, FAILED_STATES.has(w.status.name));
+      }
+      metrics.schedules(last);
+    } catch {
+      /* Temporal unreachable for a moment: keep the last values */
+    } finally {
+      busy = false;
+    }
+  };
+  void poll();
+  const timer = setInterval(() => void poll(), everyMs);
+  timer.unref();
+  return () => clearInterval(timer);
 }

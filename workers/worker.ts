@@ -6,6 +6,7 @@
  * With E3_METRICS_PORT set, it serves Prometheus metrics there (workers/metrics.ts).
  *   tsx workers/worker.ts [--queues all|general|trainer] [--concurrency N]
  */
+import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode } from '@temporalio/worker';
 import type { WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import type { Server } from 'node:http';
@@ -19,7 +20,7 @@ import { TASK_QUEUE, TRAINER_QUEUE } from '../activities/types';
 import { processMetrics } from '../activities/metrics';
 import { ObjectStore, StoreTlsError, dataDir } from '../storage/store';
 import { ServersDownError, temporalTarget } from './connection';
-import { metricsAddress, sdkTelemetry, serveMetrics } from './metrics';
+import { metricsAddress, sdkTelemetry, serveMetrics, watchSchedules } from './metrics';
 
 export interface WorkerOptions {
   queues: 'all' | 'general' | 'trainer';
@@ -89,6 +90,15 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
     await metricsServer;
     log(`metrics on http://${metricsAt.host}:${metricsAt.port}/metrics (e3's and the Temporal SDK's; the SDK's own exporter: http://127.0.0.1:${metricsAt.sdkPort}/metrics)`);
   }
+  // Workers of the general queue report each schedule's last outcome (e3_schedule_last_run_failed).
+  let stopSchedules = () => {};
+  let scheduleConnection: Connection | undefined;
+  if (metricsAt && opts.queues !== 'trainer') {
+    const pollMs = Number(process.env.E3_SCHEDULE_POLL_MS || 60_000);
+    if (!Number.isInteger(pollMs) || pollMs < 1000) throw new Error(`E3_SCHEDULE_POLL_MS must be an integer of at least 1000 (ms), got "${process.env.E3_SCHEDULE_POLL_MS}"`);
+    scheduleConnection = await Connection.connect({ address: target.address, tls: target.tls, apiKey: target.apiKey });
+    stopSchedules = watchSchedules(metrics, new Client({ connection: scheduleConnection, namespace: target.namespace }), pollMs);
+  }
   const activities = createActivities({ store, queue, backend: pool.backend, backendReason: pool.backendReason, pool, reportDir: path.join(dataDir(), 'reports'), log, maxSessions, metrics });
   // Heartbeats go out every second (the SDK would otherwise throttle them to 0.8 x the
   // heartbeat timeout, leaving a 5-6 s timeout with ~1 s of slack: a loaded machine then
@@ -125,6 +135,8 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
     : undefined;
   const run = Promise.all(workers.map((w) => w.run())).then(async () => {
     if (memTimer) clearInterval(memTimer);
+    stopSchedules();
+    await scheduleConnection?.close();
     await pool.close();
     await connection.close();
   });

@@ -50,6 +50,27 @@ test('training calls count iterations and steps and fill the phase histograms un
   assert.doesNotMatch(text, /pass@4/);
 });
 
+test('opening a session marks progress; only an open that resumes from a commit is a re-open', async () => {
+  const m = new E3Metrics();
+  const before = Date.now() / 1000;
+  m.opened(L, false);
+  assert.equal(await value(m, 'e3_session_reopens_total', L), undefined);
+  m.opened(L, true);
+  assert.equal(await value(m, 'e3_session_reopens_total', L), 1);
+  const t = (await value(m, 'e3_node_last_progress_timestamp_seconds', L))!;
+  assert.ok(t >= Math.floor(before) && t <= Date.now() / 1000 + 1, String(t));
+});
+
+test("the schedules' last outcomes replace the previous set", async () => {
+  const m = new E3Metrics();
+  m.schedules(new Map([['nightly', true], ['weekly', false]]));
+  assert.equal(await value(m, 'e3_schedule_last_run_failed', { schedule: 'nightly' }), 1);
+  assert.equal(await value(m, 'e3_schedule_last_run_failed', { schedule: 'weekly' }), 0);
+  m.schedules(new Map([['weekly', true]]));
+  assert.equal(await value(m, 'e3_schedule_last_run_failed', { schedule: 'nightly' }), undefined);
+  assert.equal(await value(m, 'e3_schedule_last_run_failed', { schedule: 'weekly' }), 1);
+});
+
 test('sampled tokens exclude the tokens the environment wrote', () => {
   assert.equal(sampledTokens([{ response: [1, 2, 3, 4], forced: [2] }, { response: [5, 6], forced: [] }]), 5);
 });
@@ -91,19 +112,21 @@ test('metrics never throw into the work they observe, and odd error codes become
 
 test('sessions and the compute pool are read at scrape time; busy seconds only move forward', async () => {
   const m = new E3Metrics();
-  let sessions = 2;
+  let sessions = [L, { ...L, node: 'stage2' }];
   m.watchSessions(() => sessions);
   const pool = { queueDepth: 3, threadBusyMs: [1000, 0] };
   m.watchPool(pool);
   pool.threadBusyMs[0] = 3500;
   pool.threadBusyMs[1] = 250;
   assert.equal(await value(m, 'e3_sessions_open', {}), 2);
+  assert.equal(await value(m, 'e3_session_open', { node: 'stage2', run: 'r1', config: 'tiny' }), 1);
   assert.equal(await value(m, 'e3_compute_queue_depth', {}), 3);
   assert.equal(await value(m, 'e3_compute_thread_busy_seconds_total', { thread: '0' }), 2.5);
   assert.equal(await value(m, 'e3_compute_thread_busy_seconds_total', { thread: '1' }), 0.25);
-  sessions = 0;
+  sessions = [];
   pool.threadBusyMs[0] = 4500;
   assert.equal(await value(m, 'e3_sessions_open', {}), 0);
+  assert.equal(await value(m, 'e3_session_open', { node: 'stage2' }), undefined);
   assert.equal(await value(m, 'e3_compute_thread_busy_seconds_total', { thread: '0' }), 3.5);
 });
 
