@@ -75,6 +75,8 @@ export interface Progress {
   budget?: number;
   metrics: Record<string, number>;
   rewinds: number;
+  /** Workflow time (Unix ms) of the node's last step applied, else of this workflow run's start (`e3 status`). */
+  updatedAt?: number;
 }
 
 /** Failure types (ApplicationFailure.type) the workflows react to. */

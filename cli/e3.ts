@@ -14,7 +14,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { renameSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
-import { TASK_QUEUE } from '../activities/types';
+import { TASK_QUEUE, TRAINER_QUEUE } from '../activities/types';
 import type { PipelineInput, Progress } from '../activities/types';
 import { configNames, loadConfig } from '../configs/load';
 import { checkId, keys } from '../storage/layout';
@@ -151,12 +151,62 @@ const program = new Command('e3').description('durable e3 training on Temporal')
 
 program.command('up').description('start the embedded Temporal and S3 servers').action(() => process.exit(infra('up')));
 program.command('down').description('stop the embedded servers').action(() => process.exit(infra('down')));
-program.command('status').description('server status and running e3 runs').action(async () => {
-  const rc = infra('status');
-  if (rc === 0) {
-    const client = await connect();
-    for await (const wf of client.workflow.list({ query: `WorkflowType = "pipeline" AND ExecutionStatus = "Running"` })) console.log(`running: ${wf.workflowId}`);
+/** Temporal's TaskQueueType values (temporal.api.enums.v1.TaskQueueType). */
+const QUEUE_TYPES = [
+  { type: 1, name: 'workflow' },
+  { type: 2, name: 'activity' },
+] as const;
+
+const ago = (ms: number): string => {
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  return s < 120 ? `${s}s ago` : s < 7200 ? `${Math.round(s / 60)}m ago` : `${(s / 3600).toFixed(1)}h ago`;
+};
+
+/**
+ * The workers polling e3's shared queues (Temporal's task-queue description: each poller's
+ * identity, pid@host, and its last poll), then each running node of each running run: its
+ * iteration and the time of its last step.
+ */
+async function printStatus(client: Client): Promise<void> {
+  for (const queue of [TASK_QUEUE, TRAINER_QUEUE]) {
+    const pollers = new Map<string, { kinds: string[]; last: number }>();
+    for (const { type, name } of QUEUE_TYPES) {
+      if (queue === TRAINER_QUEUE && name === 'workflow') continue; // activities only
+      const r = await client.workflowService.describeTaskQueue({ namespace: client.options.namespace, taskQueue: { name: queue }, taskQueueType: type });
+      for (const p of r.pollers ?? []) {
+        const id = p.identity ?? '?';
+        const at = p.lastAccessTime?.seconds ? Number(p.lastAccessTime.seconds) * 1000 + Math.floor((p.lastAccessTime.nanos ?? 0) / 1e6) : 0;
+        const e = pollers.get(id) ?? { kinds: [], last: 0 };
+        e.kinds.push(name);
+        e.last = Math.max(e.last, at);
+        pollers.set(id, e);
+      }
+    }
+    console.log(`task queue ${queue}: ${pollers.size === 0 ? 'no worker polling' : `${pollers.size} worker${pollers.size === 1 ? '' : 's'}`}`);
+    for (const [id, p] of [...pollers].sort()) console.log(`  ${id} (${p.kinds.join(' + ')} tasks), last poll ${p.last ? ago(p.last) : '?'}`);
   }
+  let runs = 0;
+  for await (const wf of client.workflow.list({ query: `WorkflowType = "pipeline" AND ExecutionStatus = "Running"` })) {
+    runs++;
+    console.log(`running: ${wf.workflowId}`);
+    const run = (wf.searchAttributes?.E3Run as string[] | undefined)?.[0] ?? wf.workflowId;
+    for await (const node of client.workflow.list({ query: `E3Run = "${run}" AND ExecutionStatus = "Running" AND WorkflowType != "pipeline"` })) {
+      try {
+        const p = await client.workflow.getHandle(node.workflowId).query<Progress>('progress');
+        const step = p.kind === 'sft' ? 'step' : 'iteration';
+        console.log(`  ${p.nodeId} (${p.kind}) ${step} ${p.iteration}/${p.total}${p.paused ? ' PAUSED' : ''}${p.rewinds ? `, ${p.rewinds} rewind(s)` : ''}, last progress ${p.updatedAt ? `${new Date(p.updatedAt).toISOString()} (${ago(p.updatedAt)})` : '?'}`);
+      } catch {
+        // Nodes without training progress (select-budget, eval, report) have no progress query.
+        console.log(`  ${node.workflowId} (${node.type}) running since ${node.startTime.toISOString()}`);
+      }
+    }
+  }
+  if (runs === 0) console.log('no run running');
+}
+
+program.command('status').description('server status, the workers polling each queue, and running runs with each node\'s progress').action(async () => {
+  const rc = infra('status');
+  if (rc === 0) await printStatus(await connect());
   process.exit(rc);
 });
 
