@@ -13,7 +13,8 @@ import { E3Metrics, MAX_RUNS, sampledTokens } from '../../activities/metrics';
 import { SessionLostError, classified, classify } from '../../activities/errors';
 import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES } from '../../activities/types';
 import { StoreTlsError } from '../../storage/store';
-import { metricsAddress, serveMetrics } from '../../workers/metrics';
+import type { Client } from '@temporalio/client';
+import { metricsAddress, serveMetrics, watchSchedules } from '../../workers/metrics';
 
 const L = { run: 'r1', node: 'stage1', config: 'tiny' };
 
@@ -194,5 +195,33 @@ test("one scrape target: e3's metrics followed by the SDK exporter's, and a scra
     assert.match(t2, /# Temporal SDK metrics unavailable/);
   } finally {
     await new Promise((r) => server.close(r));
+  }
+});
+
+test("watchSchedules reads each schedule's most recent run: failed, timed out or terminated is 1, else 0", async () => {
+  const status: Record<string, string> = { 'nightly-workflow-2026-01-02T03:04:05Z': 'FAILED', 'weekly-workflow-2026-01-01T00:00:00Z': 'COMPLETED', 'hourly-workflow-2026-01-02T03:00:00Z': 'TERMINATED' };
+  const recent: Record<string, string[]> = {
+    nightly: ['nightly-workflow-2026-01-01T03:04:05Z', 'nightly-workflow-2026-01-02T03:04:05Z'],
+    weekly: ['weekly-workflow-2026-01-01T00:00:00Z'],
+    hourly: ['hourly-workflow-2026-01-02T03:00:00Z'],
+    fresh: [],
+  };
+  const fake = {
+    schedule: {
+      async *list() {
+        for (const scheduleId of Object.keys(recent)) yield { scheduleId };
+      },
+      getHandle: (id: string) => ({ describe: async () => ({ info: { recentActions: recent[id].map((workflowId) => ({ action: { workflow: { workflowId } } })) } }) }),
+    },
+    workflow: { getHandle: (id: string) => ({ describe: async () => ({ status: { name: status[id] } }) }) },
+  } as unknown as Client;
+  const m = new E3Metrics();
+  const stop = watchSchedules(m, fake, 60_000);
+  try {
+    const got = async () => Object.fromEntries(await Promise.all(Object.keys(recent).map(async (k) => [k, await value(m, 'e3_schedule_last_run_failed', { schedule: k })])));
+    for (let i = 0; i < 100 && (await got()).fresh === undefined; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(await got(), { nightly: 1, weekly: 0, hourly: 1, fresh: 0 });
+  } finally {
+    stop();
   }
 });
