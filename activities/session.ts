@@ -18,7 +18,7 @@ import { usesReference } from '../ml/grpo';
 const WAITER_LIVE_MS = 30_000;
 
 export function trainerSessionActivities(env: Env) {
-  const { waiters, ctx, store, metrics, sessions, sessionKey, computePool, nextOpenSeq, readManifest, startWeights, live } = env;
+  const { waiters, ctx, store, sessions, sessionKey, computePool, nextOpenSeq, readManifest, startWeights, live } = env;
   return {
     /** Open a trainer session on this worker: load the node's last commit, else its start policy. */
     async openTrainer(input: NodeInput): Promise<Session> {
@@ -81,7 +81,7 @@ export function trainerSessionActivities(env: Env) {
         const other = sessions.get(key);
         if (other) void other.trainer.dispose();
         sessions.set(key, { trainer, runId: input.runId, node: input.nodeId, step, config: cfg, lastUsed: Date.now() });
-        metrics.opened(runLabels(input.runId, input.nodeId, cfg), Boolean(own));
+        env.metrics.opened(runLabels(input.runId, input.nodeId, cfg), Boolean(own));
         ctx.log(`session ${key} opened on ${ctx.queue} at step ${step}${own ? '' : ' (fresh)'}`);
         return { runId: input.runId, nodeId: input.nodeId, queue: ctx.queue, step };
       });

@@ -19,7 +19,7 @@ import { sampledTokens, since } from './metrics';
 const rlApplied = (l: LiveSession, t: number): l is LiveSession & Required<Pick<LiveSession, 'applied'>> => l.applied?.kind === 'rl' && l.applied.from === t && l.step === t + 1;
 
 export function trainActivities(env: Env) {
-  const { store, metrics, readManifest, live, drop, writeMetrics } = env;
+  const { store, readManifest, live, drop, writeMetrics } = env;
   const { commitCheckpoint } = trainerSessionActivities(env);
   const acts = {
     /** SFT steps [from, to), then a commit at `to`. Resumes from its heartbeat on retry. */
@@ -65,12 +65,12 @@ export function trainActivities(env: Env) {
       const graded = await withHeartbeat(() => ({ t, at: (l.lastUsed = Date.now()) }), async () => {
         let t0 = performance.now();
         const rollouts = await l.trainer.sampleShard(rl, t, 0, 1, budget);
-        metrics.phase(labels, 'sample', since(t0));
-        metrics.sampled(labels, sampledTokens(rollouts), since(t0));
+        env.metrics.phase(labels, 'sample', since(t0));
+        env.metrics.sampled(labels, sampledTokens(rollouts), since(t0));
         t0 = performance.now();
         const g = gradeRollouts(rl.seed, rl.stream, t, rl.prompts, rl.difficulty, l.config.toolArithmetic, rollouts);
         await store.putJson(key, g);
-        metrics.phase(labels, 'grade', since(t0));
+        env.metrics.phase(labels, 'grade', since(t0));
         return g;
       });
       l.graded = { t, rows: graded };

@@ -4,6 +4,7 @@
  * config (its own loopback port and data dir, stopped by pid) scrapes a worker process that
  * runs the tiny config, and its HTTP API shows the iteration counter rising, the phase
  * histograms filled, the other e3 metrics and the Temporal SDK's, and no credential anywhere.
+ * The same config run by a worker without metrics ends with the same bytes.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,7 +12,8 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { TASK_QUEUE } from '../../activities/types';
-import { ROOT, client, uid } from './env';
+import { finalCheckpoints } from '../chaos';
+import { ROOT, client, inProcessWorker, store, uid } from './env';
 import { freePorts, start, waitFor } from './procs';
 import type { Proc } from './procs';
 
@@ -40,6 +42,8 @@ type Sample = { metric: Record<string, string>; value?: [number, string]; values
 
 let prom: Proc | undefined;
 let worker: Proc | undefined;
+/** The tiny run the scraped worker ran. */
+let scrapedRun: string | undefined;
 after(async () => {
   await prom?.stop();
   await worker?.stop(60_000);
@@ -91,6 +95,7 @@ test('a real Prometheus scrapes a worker running tiny: iterations rising, phase 
   try {
     const h = await c.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: runId, args: [{ config: 'tiny', runId }] });
     await h.result();
+    scrapedRun = runId;
   } finally {
     await c.close();
   }
@@ -145,4 +150,27 @@ test('a real Prometheus scrapes a worker running tiny: iterations rising, phase 
   for (const secret of [process.env.E3_S3_ACCESS_KEY!, process.env.E3_S3_SECRET_KEY!]) assert.ok(!text.includes(secret), 'a credential is in the metrics');
   // Bounded labels: no label of e3's metrics holds an iteration number.
   for (const m of text.matchAll(/^e3_\w+\{([^}]*)\}/gm)) assert.doesNotMatch(m[1], /\b(iteration|step|t)="/);
+});
+
+test('metrics change no byte: the same tiny run on a worker without metrics ends with identical checkpoints', { timeout: 1_500_000 }, async () => {
+  assert.ok(scrapedRun, 'the scraped run did not complete');
+  // Only the worker without metrics may take this run.
+  await worker?.stop(60_000);
+  const w = await inProcessWorker();
+  const c = await client();
+  const runId = uid('prom-off');
+  try {
+    assert.equal(process.env.E3_METRICS_PORT, undefined);
+    await (await c.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: runId, args: [{ config: 'tiny', runId }] })).result();
+  } finally {
+    await c.close();
+    await w.stop();
+  }
+  const nodes = ['warmstart', 'stage1', 'stage2'];
+  const [on, off] = await Promise.all([scrapedRun, runId].map((id) => finalCheckpoints(store(), id, nodes)));
+  for (const n of nodes) {
+    assert.equal(off[n].step, on[n].step, `${n}: final step`);
+    assert.equal(off[n].weights, on[n].weights, `${n}: weights.bin differs with metrics on`);
+    assert.equal(off[n].optim, on[n].optim, `${n}: optim.bin differs with metrics on`);
+  }
 });
