@@ -19,7 +19,7 @@ import type { PipelineInput, Progress } from '../activities/types';
 import { configNames, loadConfig } from '../configs/load';
 import { checkId, keys } from '../storage/layout';
 import { loadCheckpoint } from '../storage/checkpoints';
-import { ObjectStore, sha256Hex } from '../storage/store';
+import { ObjectStore, StoreTlsError, sha256Hex } from '../storage/store';
 import { ServersDownError, temporalTarget } from '../workers/connection';
 import type { PipelineResult } from '../workflows/pipeline';
 
@@ -43,6 +43,7 @@ async function openStore(): Promise<ObjectStore> {
   try {
     await store.ensureBucket();
   } catch (e) {
+    if (e instanceof StoreTlsError) throw e; // names the endpoint and the certificate problem itself
     const code = (e as { code?: string }).code ?? '';
     if (['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EHOSTUNREACH', 'ETIMEDOUT'].includes(code)) throw new ServersDownError(`the object store at ${store.cfg.endpoint}`, e);
     throw new Error(`the object store at ${store.cfg.endpoint}: ${(e as Error).message}`);
