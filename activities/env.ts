@@ -22,6 +22,8 @@ import { keys } from '../storage/layout';
 import type { ObjectStore } from '../storage/store';
 import { sha256Hex } from '../storage/store';
 import { BackendMismatchError, MissingCheckpointError, SessionLostError } from './errors';
+import type { E3Metrics, RunLabels } from './metrics';
+import { processMetrics } from './metrics';
 import type { NodeResult, Session } from './types';
 
 export interface WorkerContext {
@@ -38,6 +40,8 @@ export interface WorkerContext {
   /** The worker's compute pool (compute/pool.ts); started on first use (E3_THREADS threads) when not given. */
   pool?: ComputePool;
   log: (msg: string) => void;
+  /** Where the activities report their metrics (activities/metrics.ts); the process's registry when not given. */
+  metrics?: E3Metrics;
 }
 
 export interface Manifest {
@@ -59,6 +63,7 @@ export interface IterationRollouts {
 
 export interface LiveSession {
   trainer: PooledTrainer;
+  runId: string;
   node: string;
   step: number;
   /** The run's config, read once when the session opened (a session's activities need no manifest read). */
@@ -144,7 +149,9 @@ export function atStep(s: Session, l: LiveSession, step: number, what: string): 
 /** The shared state and reads of one worker's activities. */
 export function workerEnv(ctx: WorkerContext) {
   const { store } = ctx;
+  const metrics = ctx.metrics ?? processMetrics();
   const sessions = new Map<string, LiveSession>();
+  metrics.watchSessions(() => [...sessions.values()].map((l) => runLabels(l.runId, l.node, l.config)));
   /** Opens refused because the worker was full: first and last refusal (ms), for admission in arrival order. */
   const waiters = new Map<string, { first: number; last: number }>();
   const sessionKey = (runId: string, nodeId: string) => `${runId}/${nodeId}`;
@@ -212,10 +219,13 @@ export function workerEnv(ctx: WorkerContext) {
     await store.putJson(keys.metricsPart(runId, nodeId, step), { node: nodeId, step, ...metrics });
   }
 
-  return { ctx, store, sessions, waiters, sessionKey, computePool, nextEvalSeq, nextOpenSeq, readManifest, nodeResults, nodeWeights, startWeights, live, drop, writeMetrics };
+  return { ctx, store, metrics, sessions, waiters, sessionKey, computePool, nextEvalSeq, nextOpenSeq, readManifest, nodeResults, nodeWeights, startWeights, live, drop, writeMetrics };
 }
 
 export type Env = ReturnType<typeof workerEnv>;
+
+/** The metric labels of a node of a run (activities/metrics.ts). */
+export const runLabels = (runId: string, nodeId: string, cfg?: RunConfig): RunLabels => ({ run: runId, node: nodeId, config: cfg?.name ?? '' });
 
 /**
  * Temporal Schedules name each run's workflow `<action workflowId>-<RFC 3339 time>` (e.g.

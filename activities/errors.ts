@@ -1,14 +1,15 @@
 /**
  * Error classification where errors arise: bad config, invalid arguments and shape
  * mismatches from ml/, non-finite loss, uncalibrated data and corrupt / missing
- * checkpoints are non-retryable with a type (the types of NON_RETRYABLE_ERROR_TYPES in
- * ./types); everything else (storage, network) stays retryable.
+ * checkpoints, and an object store whose TLS certificate is not trusted, are non-retryable
+ * with a type (the types of NON_RETRYABLE_ERROR_TYPES in ./types); everything else (storage,
+ * network) stays retryable.
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { ConfigError } from '../configs/errors';
 import { InvalidArgumentError, NonFiniteError, ShapeMismatchError } from '../ml/errors';
 import { ReplicaLostError } from '../compute/errors';
-import { CorruptObjectError, MissingObjectError } from '../storage/errors';
+import { CorruptObjectError, MissingObjectError, StoreTlsError } from '../storage/errors';
 import { ErrorTypes } from './types';
 
 export class SessionLostError extends Error {
@@ -59,18 +60,35 @@ export function classify(err: unknown): unknown {
   if (err instanceof MissingObjectError) return nonRetryable(ErrorTypes.missing);
   if (err instanceof UncalibratedError) return nonRetryable(ErrorTypes.uncalibrated);
   if (err instanceof BackendMismatchError) return nonRetryable(ErrorTypes.backend);
+  if (err instanceof StoreTlsError) return nonRetryable(ErrorTypes.storeTls);
   return err;
 }
 
-/** Wrap every activity so its errors leave classified. */
-export function classified<T extends Record<string, (...a: never[]) => Promise<unknown>>>(acts: T): T {
+/** A cancelled activity (the SDK's CancelledFailure, or our own CancelledError): not a failure. */
+const isCancellation = (err: unknown): boolean => ['CancelledFailure', 'CancelledError', 'AbortError'].includes((err as Error)?.name);
+
+/**
+ * Wrap every activity so its errors leave classified. `failed` (metrics) is told of each
+ * failed attempt: the activity, its first argument (the run and node it names, if any), the
+ * original error and the failure type (the non-retryable type, else "Retryable").
+ */
+export function classified<T extends Record<string, (...a: never[]) => Promise<unknown>>>(acts: T, failed?: (activity: string, arg: unknown, err: unknown, type: string) => void): T {
   const out: Record<string, unknown> = {};
   for (const [name, fn] of Object.entries(acts)) {
     out[name] = async (...args: never[]) => {
       try {
         return await fn(...args);
       } catch (err) {
-        throw classify(err);
+        const c = classify(err);
+        if (failed && !isCancellation(err)) {
+          const type = c instanceof ApplicationFailure && c.nonRetryable ? (c.type ?? 'NonRetryable') : 'Retryable';
+          try {
+            failed(name, args[0], err, type);
+          } catch {
+            /* observation only */
+          }
+        }
+        throw c;
       }
     };
   }

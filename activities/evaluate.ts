@@ -15,7 +15,7 @@ import { MissingObjectError } from '../storage/errors';
 import { UncalibratedError } from './errors';
 import type { NodeInput, NodeResult } from './types';
 import type { Env, Manifest } from './env';
-import { checkBackend, modelConfig, withHeartbeat } from './env';
+import { checkBackend, modelConfig, runLabels, withHeartbeat } from './env';
 
 export function evaluateActivities(env: Env) {
   const { ctx, readManifest } = env;
@@ -68,7 +68,9 @@ export function evaluateActivities(env: Env) {
       const m = await readManifest(input.runId);
       const node = m.config.nodes[input.nodeId] as EvalNode;
       const counts = await evaluateResumable(m, input.nodeId, { ...node, split: 'eval' });
-      return { kind: 'eval', metrics: { ...evalMetrics(counts, node.budgets, node.k), ...dataMetrics('data', heldOutSet(m.config.seed, 'eval', node.difficulty, node.offset, node.prompts)) } };
+      const metrics = { ...evalMetrics(counts, node.budgets, node.k), ...dataMetrics('data', heldOutSet(m.config.seed, 'eval', node.difficulty, node.offset, node.prompts)) };
+      env.metrics.evaluation(runLabels(input.runId, input.nodeId, m.config), metrics);
+      return { kind: 'eval', metrics };
     },
   };
 

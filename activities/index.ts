@@ -6,7 +6,7 @@
  * to one worker: its object store, its own task queue (where its trainer sessions live) and
  * its compute pool. Long activities heartbeat and resume from their details.
  */
-import { classified } from './errors';
+import { SessionLostError, classified } from './errors';
 import { workerEnv } from './env';
 import type { WorkerContext } from './env';
 import { evaluateActivities } from './evaluate';
@@ -21,7 +21,13 @@ export type { WorkerContext } from './env';
 
 export function createActivities(ctx: WorkerContext) {
   const env = workerEnv(ctx);
-  return classified({ ...runActivities(env), ...trainerSessionActivities(env), ...trainActivities(env), ...legacyActivities(env), ...evaluateActivities(env), ...reportActivities(env) });
+  const { metrics } = env;
+  return classified({ ...runActivities(env), ...trainerSessionActivities(env), ...trainActivities(env), ...legacyActivities(env), ...evaluateActivities(env), ...reportActivities(env) }, (activity, arg, err, type) => {
+    const a = arg as { runId?: unknown; nodeId?: unknown } | undefined;
+    const l = { run: typeof a?.runId === 'string' ? a.runId : '', node: typeof a?.nodeId === 'string' ? a.nodeId : '', config: '' };
+    metrics.activityFailed(l, activity, type);
+    if (err instanceof SessionLostError) metrics.rewind(l);
+  });
 }
 
 export type Activities = ReturnType<typeof createActivities>;

@@ -9,7 +9,8 @@ import { commitCheckpoint as commit, loadCheckpoint } from '../storage/checkpoin
 import { sha256Hex } from '../storage/store';
 import type { NodeInput, Session } from './types';
 import type { Env } from './env';
-import { SESSION_IDLE_MS, atStep, checkBackend, modelConfig, withHeartbeat } from './env';
+import { SESSION_IDLE_MS, atStep, checkBackend, modelConfig, runLabels, withHeartbeat } from './env';
+import { since } from './metrics';
 import { usesReference } from '../ml/grpo';
 
 /** A refused open that has not retried on this worker for this long went elsewhere (the opener retries at most 10 s apart). */
@@ -80,7 +81,8 @@ export function trainerSessionActivities(env: Env) {
         // Another open of the node finished meanwhile (a retry that overlapped this attempt): replace it.
         const other = sessions.get(key);
         if (other) void other.trainer.dispose();
-        sessions.set(key, { trainer, node: input.nodeId, step, config: cfg, lastUsed: Date.now() });
+        sessions.set(key, { trainer, runId: input.runId, node: input.nodeId, step, config: cfg, lastUsed: Date.now() });
+        env.metrics.opened(runLabels(input.runId, input.nodeId, cfg), Boolean(own));
         ctx.log(`session ${key} opened on ${ctx.queue} at step ${step}${own ? '' : ' (fresh)'}`);
         return { runId: input.runId, nodeId: input.nodeId, queue: ctx.queue, step };
       });
@@ -102,6 +104,7 @@ export function trainerSessionActivities(env: Env) {
         const l = live(s);
         atStep(s, l, step, 'commit');
         const m = { config: l.config };
+        const t0 = performance.now();
         const { weights, optim } = await l.trainer.snapshot();
         const state = { step, cursor: step, backend: ctx.backend, node: s.nodeId, config: m.config };
         const score = metrics['train/reward_mean'];
@@ -109,6 +112,7 @@ export function trainerSessionActivities(env: Env) {
           ...(Number.isFinite(score) ? { score } : {}),
           retention: { keepLast: m.config.keepLast, keepBest: true },
         });
+        env.metrics.checkpoint(runLabels(s.runId, s.nodeId, l.config), weights.length + optim.length + Buffer.byteLength(JSON.stringify(state)), since(t0));
         return { step, sha256: sha256Hex(weights) };
       });
     },

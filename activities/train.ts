@@ -12,7 +12,8 @@ import { keys } from '../storage/layout';
 import type { Session } from './types';
 import type { Env, IterationRollouts, LiveSession } from './env';
 import { trainerSessionActivities } from './session';
-import { atStep, rlSettings, sftSettings, withHeartbeat } from './env';
+import { atStep, rlSettings, runLabels, sftSettings, withHeartbeat } from './env';
+import { sampledTokens, since } from './metrics';
 
 /** The session already applied RL iteration t's update in memory (a retry after it must not train twice). */
 export const rlApplied = (l: LiveSession, t: number): l is LiveSession & Required<Pick<LiveSession, 'applied'>> => l.applied?.kind === 'rl' && l.applied.from === t && l.step === t + 1;
@@ -29,9 +30,16 @@ export function rlSteps(env: Env) {
     async rollouts(s: Session, l: LiveSession, rl: RlSettings, t: number, budget: number): Promise<IterationRollouts> {
       atStep(s, l, t, 'sample');
       const problems = iterationProblems(rl.seed, rl.stream, t, rl.prompts, rl.difficulty);
+      const labels = runLabels(s.runId, s.nodeId, l.config);
       const graded = await withHeartbeat(() => ({ t, at: (l.lastUsed = Date.now()) }), async () => {
-        const g = gradeAgainst(problems, t, l.config.toolArithmetic, await l.trainer.sample(rl, shardRows(rl, t, 0, 1, problems), budget));
+        let t0 = performance.now();
+        const rollouts = await l.trainer.sample(rl, shardRows(rl, t, 0, 1, problems), budget);
+        env.metrics.phase(labels, 'sample', since(t0));
+        env.metrics.sampled(labels, sampledTokens(rollouts), since(t0));
+        t0 = performance.now();
+        const g = gradeAgainst(problems, t, l.config.toolArithmetic, rollouts);
         await store.putJson(keys.graded(s.runId, s.nodeId, t), g);
+        env.metrics.phase(labels, 'grade', since(t0));
         return g;
       });
       return (l.rollouts = { t, problems, graded, metrics: rolloutMetrics(graded, rl.samples) });
@@ -43,6 +51,7 @@ export function rlSteps(env: Env) {
     async update(s: Session, l: LiveSession, rl: RlSettings, r: IterationRollouts): Promise<Record<string, number>> {
       atStep(s, l, r.t, 'update');
       let metrics: Record<string, number>;
+      const t0 = performance.now();
       try {
         metrics = await withHeartbeat(() => ({ t: r.t, at: (l.lastUsed = Date.now()) }), (signal) => l.trainer.update(rl, r.t, r.graded, signal));
       } catch (e) {
@@ -55,6 +64,10 @@ export function rlSteps(env: Env) {
       l.step = r.t + 1;
       l.rollouts = undefined;
       l.applied = { kind: 'rl', from: r.t, to: r.t + 1, metrics: all };
+      const labels = runLabels(s.runId, s.nodeId, l.config);
+      env.metrics.phase(labels, 'update', since(t0));
+      env.metrics.rlIteration(labels);
+      env.metrics.reward(labels, all['train/reward_mean']);
       await writeMetrics(s.runId, s.nodeId, r.t + 1, all);
       return all;
     },
@@ -86,6 +99,7 @@ export function trainActivities(env: Env) {
             while (l.step < to && !signal?.aborted) {
               metrics = await l.trainer.sftStep(sft.seed, l.step, node.batchSize, node.difficulty, sft.traces, { markWeight: sft.markWeight });
               l.step++;
+              env.metrics.sftSteps(runLabels(s.runId, s.nodeId, l.config), 1);
             }
           });
         } catch (e) {
@@ -118,7 +132,11 @@ export function trainActivities(env: Env) {
         const rollouts = l.rollouts?.t === t ? l.rollouts : await steps.rollouts(s, l, rl, t, budget);
         metrics = await steps.update(s, l, rl, rollouts);
       }
-      if (commit) await commitCheckpoint(s, t + 1, metrics);
+      if (commit) {
+        const t0 = performance.now();
+        await commitCheckpoint(s, t + 1, metrics);
+        env.metrics.phase(runLabels(s.runId, s.nodeId, l.config), 'commit', since(t0));
+      }
       return { metrics };
     },
   };

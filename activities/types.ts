@@ -75,6 +75,8 @@ export interface Progress {
   budget?: number;
   metrics: Record<string, number>;
   rewinds: number;
+  /** Workflow time (Unix ms) of the node's last step applied, else of this workflow run's start (`e3 status`). */
+  updatedAt?: number;
 }
 
 /** Failure types (ApplicationFailure.type) the workflows react to. */
@@ -88,6 +90,8 @@ export const ErrorTypes = {
   uncalibrated: 'UncalibratedData',
   backend: 'BackendMismatch',
   invalid: 'InvalidArgument',
+  /** The object store's TLS certificate is not trusted (activities/errors.ts). */
+  storeTls: 'ObjectStoreTLS',
 } as const;
 
 /**
@@ -104,6 +108,7 @@ export const NON_RETRYABLE_ERROR_TYPES: readonly string[] = [
   ErrorTypes.missing,
   ErrorTypes.uncalibrated,
   ErrorTypes.backend,
+  ErrorTypes.storeTls,
 ];
 
 /**

@@ -15,12 +15,13 @@ import { spawn, spawnSync } from 'node:child_process';
 import { renameSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
-import { TASK_QUEUE } from '../activities/types';
+import { TASK_QUEUE, TRAINER_QUEUE } from '../activities/types';
 import type { PipelineInput, Progress } from '../activities/types';
 import { configDescription, configNames, configRunName, loadConfig, userConfigNames } from '../configs/load';
 import { checkId, keys } from '../storage/layout';
 import { loadCheckpoint } from '../storage/checkpoints';
 import { ObjectStore, sha256Hex } from '../storage/store';
+import { StoreTlsError } from '../storage/errors';
 import { ServersDownError, temporalTarget } from '../workers/connection';
 import type { PipelineResult } from '../workflows/pipeline';
 
@@ -44,6 +45,7 @@ async function openStore(): Promise<ObjectStore> {
   try {
     await store.ensureBucket();
   } catch (e) {
+    if (e instanceof StoreTlsError) throw e; // names the endpoint and the certificate problem itself
     const code = (e as { code?: string }).code ?? '';
     if (['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EHOSTUNREACH', 'ETIMEDOUT'].includes(code)) throw new ServersDownError(`the object store at ${store.cfg.endpoint}`, e);
     throw new Error(`the object store at ${store.cfg.endpoint}: ${(e as Error).message}`);
@@ -152,12 +154,62 @@ const program = new Command('e3').description('durable e3 training on Temporal')
 
 program.command('up').description('start the embedded Temporal and S3 servers').action(() => process.exit(infra('up')));
 program.command('down').description('stop the embedded servers').action(() => process.exit(infra('down')));
-program.command('status').description('server status and running e3 runs').action(async () => {
-  const rc = infra('status');
-  if (rc === 0) {
-    const client = await connect();
-    for await (const wf of client.workflow.list({ query: `WorkflowType = "pipeline" AND ExecutionStatus = "Running"` })) console.log(`running: ${wf.workflowId}`);
+/** Temporal's TaskQueueType values (temporal.api.enums.v1.TaskQueueType). */
+const QUEUE_TYPES = [
+  { type: 1, name: 'workflow' },
+  { type: 2, name: 'activity' },
+] as const;
+
+const ago = (ms: number): string => {
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  return s < 120 ? `${s}s ago` : s < 7200 ? `${Math.round(s / 60)}m ago` : `${(s / 3600).toFixed(1)}h ago`;
+};
+
+/**
+ * The workers polling e3's shared queues (Temporal's task-queue description: each poller's
+ * identity, pid@host, and its last poll), then each running node of each running run: its
+ * iteration and the time of its last step.
+ */
+async function printStatus(client: Client): Promise<void> {
+  for (const queue of [TASK_QUEUE, TRAINER_QUEUE]) {
+    const pollers = new Map<string, { kinds: string[]; last: number }>();
+    for (const { type, name } of QUEUE_TYPES) {
+      if (queue === TRAINER_QUEUE && name === 'workflow') continue; // activities only
+      const r = await client.workflowService.describeTaskQueue({ namespace: client.options.namespace, taskQueue: { name: queue }, taskQueueType: type });
+      for (const p of r.pollers ?? []) {
+        const id = p.identity ?? '?';
+        const at = p.lastAccessTime?.seconds ? Number(p.lastAccessTime.seconds) * 1000 + Math.floor((p.lastAccessTime.nanos ?? 0) / 1e6) : 0;
+        const e = pollers.get(id) ?? { kinds: [], last: 0 };
+        e.kinds.push(name);
+        e.last = Math.max(e.last, at);
+        pollers.set(id, e);
+      }
+    }
+    console.log(`task queue ${queue}: ${pollers.size === 0 ? 'no worker polling' : `${pollers.size} worker${pollers.size === 1 ? '' : 's'}`}`);
+    for (const [id, p] of [...pollers].sort()) console.log(`  ${id} (${p.kinds.join(' + ')} tasks), last poll ${p.last ? ago(p.last) : '?'}`);
   }
+  let runs = 0;
+  for await (const wf of client.workflow.list({ query: `WorkflowType = "pipeline" AND ExecutionStatus = "Running"` })) {
+    runs++;
+    console.log(`running: ${wf.workflowId}`);
+    const run = (wf.searchAttributes?.E3Run as string[] | undefined)?.[0] ?? wf.workflowId;
+    for await (const node of client.workflow.list({ query: `E3Run = "${run}" AND ExecutionStatus = "Running" AND WorkflowType != "pipeline"` })) {
+      try {
+        const p = await client.workflow.getHandle(node.workflowId).query<Progress>('progress');
+        const step = p.kind === 'sft' ? 'step' : 'iteration';
+        console.log(`  ${p.nodeId} (${p.kind}) ${step} ${p.iteration}/${p.total}${p.paused ? ' PAUSED' : ''}${p.rewinds ? `, ${p.rewinds} rewind(s)` : ''}, last progress ${p.updatedAt ? `${new Date(p.updatedAt).toISOString()} (${ago(p.updatedAt)})` : '?'}`);
+      } catch {
+        // Nodes without training progress (select-budget, eval, report) have no progress query.
+        console.log(`  ${node.workflowId} (${node.type}) running since ${node.startTime.toISOString()}`);
+      }
+    }
+  }
+  if (runs === 0) console.log('no run running');
+}
+
+program.command('status').description('server status, the workers polling each queue, and running runs with each node\'s progress').action(async () => {
+  const rc = infra('status');
+  if (rc === 0) await printStatus(await connect());
   process.exit(rc);
 });
 
@@ -322,7 +374,15 @@ program.command('start').description('servers up, a worker, the demo run, and wa
   if (infra('up') !== 0) process.exit(1);
   // One worker process; its compute pool has a thread per core (E3_THREADS).
   const n = Math.max(1, Number(process.env.E3_START_WORKERS ?? 1));
-  const workers = Array.from({ length: n }, () => spawn(process.execPath, [...process.execArgv, __filename, 'worker'], { stdio: 'inherit' }));
+  // Each worker serves Prometheus metrics (docs/OPERATIONS.md "Metrics"): E3_METRICS_PORT
+  // (default 9464) for the first, two ports further for each next (the SDK's exporter takes the one between).
+  const base = Number(process.env.E3_METRICS_PORT || 9464);
+  if (!Number.isInteger(base) || base < 1 || base + 2 * n > 65535) throw new Error(`E3_METRICS_PORT must be a TCP port (got "${process.env.E3_METRICS_PORT}")`);
+  const workers = Array.from({ length: n }, (_, i) => {
+    const port = base + 2 * i;
+    console.log(`worker ${i + 1} of ${n}: Prometheus metrics on http://${process.env.E3_METRICS_HOST || '127.0.0.1'}:${port}/metrics`);
+    return spawn(process.execPath, [...process.execArgv, __filename, 'worker'], { stdio: 'inherit', env: { ...process.env, E3_METRICS_PORT: String(port), E3_SDK_METRICS_PORT: String(port + 1) } });
+  });
   try {
     const client = await connect();
     const runId = `${configRunName(o.config)}-${Date.now().toString(36)}`;

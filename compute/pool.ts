@@ -67,6 +67,13 @@ export class ComputePool {
 
   /** Time the threads spent per op, summed over threads and requests (a profile: bench/pool.bench.ts). */
   readonly threadMs = new Map<string, { n: number; ms: number }>();
+  /** Time each thread (by index) spent on requests (a replaced thread continues its index's sum): the busy fraction of activities/metrics.ts. */
+  readonly threadBusyMs: number[] = [];
+
+  /** Jobs waiting for a free thread. */
+  get queueDepth(): number {
+    return this.queue.length;
+  }
 
   /** The tfjs backend the threads run on (set once they started). */
   backend = '';
@@ -101,6 +108,7 @@ export class ComputePool {
       if (th.pending.size === 0) worker.unref();
       const busy = this.threadMs.get(p.op) ?? { n: 0, ms: 0 };
       this.threadMs.set(p.op, { n: busy.n + 1, ms: busy.ms + (r.ms ?? 0) });
+      this.threadBusyMs[k] = (this.threadBusyMs[k] ?? 0) + (r.ms ?? 0);
       if (r.error) {
         const E = ERRORS[r.error.name];
         const e = E ? new E(r.error.message) : Object.assign(new Error(r.error.message), { name: r.error.name });

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as Minio from 'minio';
-import { CorruptObjectError, MissingObjectError } from './errors';
+import { CorruptObjectError, MissingObjectError, StoreTlsError, TLS_CERT_CODES } from './errors';
 
 export interface StoreConfig {
   /** e.g. http://127.0.0.1:7070 or https://s3.example.com */
@@ -33,6 +33,9 @@ export function readEnvFile(file: string): Record<string, string> {
 
 /** Data dir of the embedded servers (where infra/up writes ports and credentials). */
 export const dataDir = (): string => process.env.E3_DATA_DIR ?? path.resolve(__dirname, '..', '.e3');
+
+/** The code an error from the store's client carries (S3 error code, socket or TLS code), else its name. */
+const errorCode = (e: unknown): string => String((e as { code?: unknown }).code ?? (e as Error)?.name ?? 'unknown');
 
 /**
  * Store settings from the environment: E3_S3_ENDPOINT, E3_S3_ACCESS_KEY, E3_S3_SECRET_KEY
@@ -75,6 +78,8 @@ export class ObjectStore {
   readonly client: Minio.Client;
   readonly bucket: string;
   private bucketReady: Promise<void> | undefined;
+  /** Told of every failed request (operation, error code): the worker counts them (activities/metrics.ts). Never throws into the store. */
+  onError?: (op: string, code: string) => void;
 
   constructor(readonly cfg: StoreConfig) {
     const url = new URL(cfg.endpoint);
@@ -90,13 +95,33 @@ export class ObjectStore {
     this.bucket = cfg.bucket;
   }
 
+  /**
+   * One request: a failure other than a missing object is reported to onError, and a TLS
+   * certificate failure becomes a StoreTlsError (non-retryable: activities/errors.ts).
+   */
+  private async call<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      if (isNotFound(e)) throw e;
+      const code = errorCode(e);
+      try {
+        this.onError?.(op, code);
+      } catch {
+        /* observation only */
+      }
+      if (TLS_CERT_CODES.has(code)) throw new StoreTlsError(this.cfg.endpoint, code, e as Error);
+      throw e;
+    }
+  }
+
   static fromEnv(): ObjectStore {
     return new ObjectStore(storeConfigFromEnv());
   }
 
   /** Create the bucket when missing (once per process). */
   ensureBucket(): Promise<void> {
-    this.bucketReady ??= (async () => {
+    this.bucketReady ??= this.call('ensureBucket', async () => {
       if (!(await this.client.bucketExists(this.bucket))) {
         try {
           await this.client.makeBucket(this.bucket, this.cfg.region);
@@ -105,7 +130,7 @@ export class ObjectStore {
           if (code !== 'BucketAlreadyOwnedByYou' && code !== 'BucketAlreadyExists') throw e;
         }
       }
-    })().catch((e) => {
+    }).catch((e) => {
       this.bucketReady = undefined;
       throw e;
     });
@@ -117,7 +142,7 @@ export class ObjectStore {
     await this.ensureBucket();
     const buf = typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     const sha256 = sha256Hex(buf);
-    await this.client.putObject(this.bucket, key, buf, buf.length, { 'Content-Type': contentType, 'X-Amz-Meta-Sha256': sha256 });
+    await this.call('put', () => this.client.putObject(this.bucket, key, buf, buf.length, { 'Content-Type': contentType, 'X-Amz-Meta-Sha256': sha256 }));
     return { sha256, size: buf.length };
   }
 
@@ -130,8 +155,8 @@ export class ObjectStore {
     let stat: Minio.BucketItemStat;
     let buf: Buffer;
     try {
-      stat = await this.client.statObject(this.bucket, key);
-      buf = await readAll(await this.client.getObject(this.bucket, key));
+      stat = await this.call('get', () => this.client.statObject(this.bucket, key));
+      buf = await this.call('get', async () => readAll(await this.client.getObject(this.bucket, key)));
     } catch (e) {
       if (isNotFound(e)) throw new MissingObjectError(key);
       throw e;
@@ -160,7 +185,7 @@ export class ObjectStore {
   async exists(key: string): Promise<boolean> {
     await this.ensureBucket();
     try {
-      await this.client.statObject(this.bucket, key);
+      await this.call('exists', () => this.client.statObject(this.bucket, key));
       return true;
     } catch (e) {
       if (isNotFound(e)) return false;
@@ -171,27 +196,31 @@ export class ObjectStore {
   /** All keys under a prefix, sorted. */
   async list(prefix: string): Promise<string[]> {
     await this.ensureBucket();
-    const keys: string[] = [];
-    for await (const item of this.client.listObjectsV2(this.bucket, prefix, true)) {
-      if ((item as Minio.BucketItem).name) keys.push((item as Minio.BucketItem).name!);
-    }
-    return keys.sort();
+    return this.call('list', async () => {
+      const keys: string[] = [];
+      for await (const item of this.client.listObjectsV2(this.bucket, prefix, true)) {
+        if ((item as Minio.BucketItem).name) keys.push((item as Minio.BucketItem).name!);
+      }
+      return keys.sort();
+    });
   }
 
   /** The next level of "folders" under a prefix (a delimiter listing: no recursion). */
   async listPrefixes(prefix: string): Promise<string[]> {
     await this.ensureBucket();
-    const out: string[] = [];
-    for await (const item of this.client.listObjectsV2(this.bucket, prefix, false)) {
-      const p = (item as { prefix?: string }).prefix;
-      if (p) out.push(p);
-    }
-    return out.sort();
+    return this.call('list', async () => {
+      const out: string[] = [];
+      for await (const item of this.client.listObjectsV2(this.bucket, prefix, false)) {
+        const p = (item as { prefix?: string }).prefix;
+        if (p) out.push(p);
+      }
+      return out.sort();
+    });
   }
 
   async remove(keys: string[]): Promise<void> {
     if (keys.length === 0) return;
     await this.ensureBucket();
-    for (let i = 0; i < keys.length; i += 500) await this.client.removeObjects(this.bucket, keys.slice(i, i + 500));
+    for (let i = 0; i < keys.length; i += 500) await this.call('remove', () => this.client.removeObjects(this.bucket, keys.slice(i, i + 500)));
   }
 }

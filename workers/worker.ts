@@ -3,10 +3,13 @@
  * `e3-trainer`, and this process's own trainer-session queue. The ML work runs on the
  * process's compute pool (compute/pool.ts: E3_THREADS threads, one per core by default), so
  * the event loop stays free for polling and heartbeats. Run several on several machines.
+ * With E3_METRICS_PORT set, it serves Prometheus metrics there (workers/metrics.ts).
  *   tsx workers/worker.ts [--queues all|general|trainer] [--concurrency N]
  */
+import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode } from '@temporalio/worker';
 import type { WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import type { Server } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -14,8 +17,11 @@ import { formatWithOptions } from 'node:util';
 import { createActivities } from '../activities';
 import { ComputePool } from '../compute/pool';
 import { TASK_QUEUE, TRAINER_QUEUE } from '../activities/types';
+import { processMetrics } from '../activities/metrics';
 import { ObjectStore, dataDir } from '../storage/store';
+import { StoreTlsError } from '../storage/errors';
 import { ServersDownError, temporalTarget } from './connection';
+import { metricsAddress, sdkTelemetry, serveMetrics, watchSchedules } from './metrics';
 
 export interface WorkerOptions {
   queues: 'all' | 'general' | 'trainer';
@@ -34,11 +40,14 @@ export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
 }
 
 let runtimeInstalled = false;
+/** The process's metrics server (one per process, whatever the number of startWorkers calls). */
+let metricsServer: Promise<Server> | undefined;
 /** Logged by the SDK for a worker with activities only: the trainer queues are that on purpose. */
 const EXPECTED_WARNING = 'No workflows registered, not polling for workflow tasks';
 const format = (x: unknown): string => formatWithOptions({ colors: false }, x);
 
 export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<void>; shutdown: () => void; queue: string }> {
+  const metricsAt = metricsAddress();
   if (!runtimeInstalled) {
     // The SDK's INFO lines (worker state changes) drown the training log; keep warnings,
     // except the one every activity-only queue (the trainer queues) raises by design.
@@ -50,6 +59,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
         const date = format(new Date(Number(e.timestampNanos / 1_000_000n)));
         process.stderr.write(`${date} [${e.level}] ${e.message}${e.meta === undefined ? '' : ` ${format(e.meta)}`}\n`);
       }),
+      ...(metricsAt ? { telemetryOptions: sdkTelemetry(metricsAt) } : {}),
     });
     runtimeInstalled = true;
   }
@@ -61,16 +71,36 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
   } catch (e) {
     throw new ServersDownError(`Temporal at ${target.address}`, e);
   }
+  const metrics = processMetrics();
   const store = ObjectStore.fromEnv();
+  store.onError = (op, code) => metrics.storeError(op, code);
   try {
     await store.ensureBucket();
   } catch (e) {
+    // An untrusted certificate is not a server that is down: say what to fix, and stop.
+    if (e instanceof StoreTlsError) throw e;
     throw new ServersDownError(`the object store at ${store.cfg.endpoint}`, e);
   }
   const queue = `${TRAINER_QUEUE}-${os.hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
   const maxSessions = Number(process.env.E3_TRAINER_SESSIONS ?? 1);
   const pool = opts.pool ?? (await ComputePool.start());
-  const activities = createActivities({ store, queue, backend: pool.backend, backendReason: pool.backendReason, pool, reportDir: path.join(dataDir(), 'reports'), log, maxSessions });
+  metrics.watchPool(pool);
+  if (metricsAt && !metricsServer) {
+    metricsServer = serveMetrics(metrics, metricsAt);
+    metricsServer.catch(() => (metricsServer = undefined));
+    await metricsServer;
+    log(`metrics on http://${metricsAt.host}:${metricsAt.port}/metrics (e3's and the Temporal SDK's; the SDK's own exporter: http://127.0.0.1:${metricsAt.sdkPort}/metrics)`);
+  }
+  // Workers of the general queue report each schedule's last outcome (e3_schedule_last_run_failed).
+  let stopSchedules = () => {};
+  let scheduleConnection: Connection | undefined;
+  if (metricsAt && opts.queues !== 'trainer') {
+    const pollMs = Number(process.env.E3_SCHEDULE_POLL_MS || 60_000);
+    if (!Number.isInteger(pollMs) || pollMs < 1000) throw new Error(`E3_SCHEDULE_POLL_MS must be an integer of at least 1000 (ms), got "${process.env.E3_SCHEDULE_POLL_MS}"`);
+    scheduleConnection = await Connection.connect({ address: target.address, tls: target.tls, apiKey: target.apiKey });
+    stopSchedules = watchSchedules(metrics, new Client({ connection: scheduleConnection, namespace: target.namespace }), pollMs);
+  }
+  const activities = createActivities({ store, queue, backend: pool.backend, backendReason: pool.backendReason, pool, reportDir: path.join(dataDir(), 'reports'), log, maxSessions, metrics });
   // Heartbeats go out every second (the SDK would otherwise throttle them to 0.8 x the
   // heartbeat timeout, leaving a 5-6 s timeout with ~1 s of slack: a loaded machine then
   // loses sessions that are alive, as measured under CI + experiments).
@@ -106,6 +136,8 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
     : undefined;
   const run = Promise.all(workers.map((w) => w.run())).then(async () => {
     if (memTimer) clearInterval(memTimer);
+    stopSchedules();
+    await scheduleConnection?.close();
     await pool.close();
     await connection.close();
   });

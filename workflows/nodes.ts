@@ -39,9 +39,10 @@ interface Carry {
 }
 
 function controls(input: NodeInput, kind: string, total: number, carry: Partial<Carry>) {
-  const st = { paused: carry.paused ?? false, iteration: carry.iteration ?? 0, rewinds: carry.rewinds ?? 0, metrics: carry.metrics ?? {}, budget: undefined as number | undefined };
+  // updatedAt: workflow time (deterministic), read only by the progress query.
+  const st = { paused: carry.paused ?? false, iteration: carry.iteration ?? 0, rewinds: carry.rewinds ?? 0, metrics: carry.metrics ?? {}, budget: undefined as number | undefined, updatedAt: Date.now() };
   setHandler(progressQuery, (): Progress => ({
-    runId: input.runId, nodeId: input.nodeId, kind, iteration: st.iteration, total, paused: st.paused, budget: st.budget, metrics: st.metrics, rewinds: st.rewinds,
+    runId: input.runId, nodeId: input.nodeId, kind, iteration: st.iteration, total, paused: st.paused, budget: st.budget, metrics: st.metrics, rewinds: st.rewinds, updatedAt: st.updatedAt,
   }));
   upsertSearchAttributes([{ key: E3Run, value: input.runId }, { key: E3Node, value: input.nodeId }]);
   /** Refresh the live details the Web UI shows for this node. */
@@ -91,6 +92,7 @@ async function trainLoop(
       }
       st.iteration = r.value.iteration;
       st.metrics = r.value.metrics;
+      st.updatedAt = Date.now();
       upsertSearchAttributes([{ key: E3Iteration, value: st.iteration }, ...attrs(st.metrics)]);
       st.show();
       if (shouldContinueAsNew(input) && st.iteration < total) {

@@ -24,6 +24,9 @@ const env: NodeJS.ProcessEnv = {
 delete env.TEMPORAL_ADDRESS;
 delete env.E3_TEMPORAL_ADDRESS;
 delete env.E3_S3_ENDPOINT;
+// Tests that scrape a worker choose its metrics ports themselves (test/integration/metrics.test.ts).
+delete env.E3_METRICS_PORT;
+delete env.E3_SDK_METRICS_PORT;
 
 const filters = process.argv.slice(2);
 const files = readdirSync(__dirname)

@@ -20,7 +20,7 @@ import type { Policy } from '../../ml/policy';
 import { createPolicy, disposePolicy, forwardHidden } from '../../ml/policy';
 import { sample } from '../../ml/sampler';
 import { ShapeMismatchError as TrainerShapeMismatchError } from '../../ml/trainer';
-import { CorruptObjectError, MissingObjectError } from '../../storage/errors';
+import { CorruptObjectError, MissingObjectError, StoreTlsError } from '../../storage/errors';
 
 let policy: Policy;
 before(async () => {
@@ -72,6 +72,7 @@ test('every classified type is in the one non-retryable list; session activities
   const errors = [
     new ConfigError('c'), new InvalidArgumentError('i'), new ShapeMismatchError('s'), new NonFiniteError('n'),
     new MissingCheckpointError('m'), new CorruptObjectError('k', 'a', 'b'), new MissingObjectError('k'), new UncalibratedError('u'), new BackendMismatchError('b'),
+    new StoreTlsError('https://s3.example', 'CERT_HAS_EXPIRED', new Error('certificate has expired')),
   ];
   const types = errors.map((e) => (classify(e) as ApplicationFailure).type);
   assert.deepEqual([...new Set(types)].sort(), [...NON_RETRYABLE_ERROR_TYPES].sort());
