@@ -14,7 +14,7 @@ import type { CountdownProblem } from '../ml/countdown';
 import type { PolicyConfig } from '../ml/policy';
 import type { PooledTrainer } from '../compute/pool';
 import { ComputePool } from '../compute/pool';
-import type { GradedRollout, RlSettings } from '../ml/trainer';
+import type { GradedRollout, RlSettings } from '../ml/rollouts';
 import { VOCAB_SIZE } from '../ml/tokenizer';
 import { sftSeed } from '../ml/traces';
 import { loadCheckpoint } from '../storage/checkpoints';

@@ -7,8 +7,8 @@
  *   - rlSample per shard → rlGrade → rlUpdate → commitCheckpoint (no patch: the first form).
  * They reuse the current iteration's parts (./train.ts rlSteps).
  */
-import { gradeRollouts, rolloutMetrics, shardRows } from '../ml/trainer';
-import type { Rollout } from '../ml/trainer';
+import { gradeRollouts, rolloutMetrics, shardRows } from '../ml/rollouts';
+import type { Rollout } from '../ml/rollouts';
 import { keys } from '../storage/layout';
 import type { Session } from './types';
 import type { Env } from './env';

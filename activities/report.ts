@@ -20,7 +20,7 @@ import * as path from 'node:path';
 import { keys } from '../storage/layout';
 import type { Env } from './env';
 import type { NodeInput, NodeResult } from './types';
-import type { EvalCounts } from '../ml/trainer';
+import type { EvalCounts } from '../ml/evaluation';
 import { EVAL_CHUNK } from './evaluate';
 
 const esc = (s: string) => s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);

@@ -6,8 +6,8 @@
  */
 import type { SftNode } from '../configs/schema';
 import type { CountdownProblem } from '../ml/countdown';
-import { dataMetrics, gradeAgainst, iterationProblems, rolloutMetrics, shardRows } from '../ml/trainer';
-import type { GradedRollout, RlSettings } from '../ml/trainer';
+import { dataMetrics, gradeAgainst, iterationProblems, rolloutMetrics, shardRows } from '../ml/rollouts';
+import type { GradedRollout, RlSettings } from '../ml/rollouts';
 import { keys } from '../storage/layout';
 import type { Session } from './types';
 import type { Env, IterationRollouts, LiveSession } from './env';

@@ -35,8 +35,10 @@ import type { Decoder, SampleEngine } from '../ml/sampler';
 import { KVCacheDecoder, scoreResponses } from '../ml/sampler';
 import { loadPolicy } from '../ml/serialize';
 import { BOS, VOCAB_SIZE } from '../ml/tokenizer';
-import { Trainer, evalRows, gradeRollouts, sampleRows, shardRows } from '../ml/trainer';
-import type { RlSettings, Rollout } from '../ml/trainer';
+import { Trainer } from '../ml/trainer';
+import { evalRows } from '../ml/evaluation';
+import { gradeRollouts, sampleRows, shardRows } from '../ml/rollouts';
+import type { RlSettings, Rollout } from '../ml/rollouts';
 
 const SEED = 1234;
 const ROWS = 32;

@@ -13,7 +13,8 @@
  */
 import { loadPolicy } from '../ml/serialize';
 import { disposePolicy } from '../ml/policy';
-import { evalRows, sampleRows } from '../ml/trainer';
+import { evalRows } from '../ml/evaluation';
+import { sampleRows } from '../ml/rollouts';
 import { readPolicyArgs } from './policyArgs';
 import { gradeAttempt, parseResponse } from '../ml/countdown';
 import { decode } from '../ml/tokenizer';

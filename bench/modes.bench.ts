@@ -8,7 +8,9 @@
 import { initBackend } from '../ml/backend';
 import { exploreResponse, makeCountdown, parseResponse } from '../ml/countdown';
 import { VOCAB_SIZE, decode } from '../ml/tokenizer';
-import { Trainer, evalMetrics, heldOutProblem } from '../ml/trainer';
+import { Trainer } from '../ml/trainer';
+import { evalMetrics } from '../ml/evaluation';
+import { heldOutProblem } from '../ml/rollouts';
 
 const [steps = 150, layers = 2, dModel = 64] = process.argv.slice(2).map(Number);
 const d = { count: 3, min: 1, max: 9, ops: '+-*' };

@@ -19,8 +19,10 @@ import { initBackend } from '../ml/backend';
 import { grpoConfig } from '../ml/grpo';
 import { sha256Hex } from '../ml/serialize';
 import * as tf from '@tensorflow/tfjs-core';
-import { Trainer, gradeRollouts, sftPlan } from '../ml/trainer';
-import type { RlSettings, Rollout } from '../ml/trainer';
+import { Trainer } from '../ml/trainer';
+import { gradeRollouts } from '../ml/rollouts';
+import { sftPlan } from '../ml/batching';
+import type { RlSettings, Rollout } from '../ml/rollouts';
 import { VOCAB_SIZE } from '../ml/tokenizer';
 
 const N = Number(process.argv[2] ?? 2);

@@ -8,7 +8,8 @@
  */
 import { loadPolicy } from '../ml/serialize';
 import { disposePolicy } from '../ml/policy';
-import { Trainer, evalMetrics } from '../ml/trainer';
+import { Trainer } from '../ml/trainer';
+import { evalMetrics } from '../ml/evaluation';
 import { readPolicyArgs } from './policyArgs';
 
 async function main() {

@@ -17,8 +17,13 @@ import { InvalidArgumentError, NonFiniteError, ShapeMismatchError } from '../ml/
 import type { BackendChoice } from '../ml/backend';
 import type { Difficulty } from '../ml/task';
 import type { TraceOptions } from '../ml/traces';
-import { addGrads, countEval, evalRows, sftMetrics, shardRows, updateMetrics } from '../ml/trainer';
-import type { EvalCounts, EvalSpec, Grads, GradedRollout, RlSettings, Rollout, SampleJob, SampleRow, SftOptions, Trainer } from '../ml/trainer';
+import { addGrads, sftMetrics, updateMetrics } from '../ml/batching';
+import { countEval, evalRows } from '../ml/evaluation';
+import { shardRows } from '../ml/rollouts';
+import type { EvalCounts, EvalSpec } from '../ml/evaluation';
+import type { Grads, SftOptions } from '../ml/batching';
+import type { GradedRollout, RlSettings, Rollout, SampleJob, SampleRow } from '../ml/rollouts';
+import type { Trainer } from '../ml/trainer';
 import type { GrpoStats } from '../ml/grpo';
 import type { PolicyConfig } from '../ml/policy';
 import { ReplicaLostError } from './errors';

@@ -2,7 +2,9 @@
 import type { PolicyConfig } from '../ml/policy';
 import type { Difficulty } from '../ml/task';
 import type { TraceOptions } from '../ml/traces';
-import type { Trainer, GradedRollout, RlSettings, SampleJob, SftOptions } from '../ml/trainer';
+import type { Trainer } from '../ml/trainer';
+import type { GradedRollout, RlSettings, SampleJob } from '../ml/rollouts';
+import type { SftOptions } from '../ml/batching';
 
 type CreateArgs = Parameters<typeof Trainer.create>[0];
 

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { configNames, loadConfig } from '../../configs/load';
 import type { RunConfig } from '../../configs/schema';
 import { problemIdentity, splitOf } from '../../ml/countdown';
-import { heldOutProblem, iterationProblems } from '../../ml/trainer';
+import { heldOutProblem, iterationProblems } from '../../ml/rollouts';
 import { sftProblem, sftSeed } from '../../ml/traces';
 
 /** Most draws checked per node (the warm start of `gpu` draws 256k problems; the split guarantees the rest). */

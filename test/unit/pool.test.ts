@@ -8,8 +8,9 @@ import { initBackend } from '../../ml/backend';
 import { grpoConfig } from '../../ml/grpo';
 import { sha256Hex } from '../../ml/serialize';
 import { VOCAB_SIZE } from '../../ml/tokenizer';
-import { Trainer, gradeRollouts } from '../../ml/trainer';
-import type { RlSettings } from '../../ml/trainer';
+import { Trainer } from '../../ml/trainer';
+import { gradeRollouts } from '../../ml/rollouts';
+import type { RlSettings } from '../../ml/rollouts';
 
 const model = { vocab: VOCAB_SIZE, layers: 2, dModel: 32, heads: 2, context: 128, seed: 3 };
 const d = { count: 3, min: 1, max: 9, ops: '+-*' };

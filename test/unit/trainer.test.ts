@@ -3,8 +3,9 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../ml/backend';
 import { grpoConfig } from '../../ml/grpo';
-import { Trainer, gradeRollouts, iterationProblems, rolloutMetrics } from '../../ml/trainer';
-import type { RlSettings } from '../../ml/trainer';
+import { Trainer } from '../../ml/trainer';
+import { gradeRollouts, iterationProblems, rolloutMetrics } from '../../ml/rollouts';
+import type { RlSettings } from '../../ml/rollouts';
 import { sha256Hex } from '../../ml/serialize';
 import { VOCAB_SIZE } from '../../ml/tokenizer';
 
@@ -86,7 +87,7 @@ test('a snapshot of another model shape is refused with a shape error', async ()
 });
 
 test('micro-batches: at most `micro` rows, fewer for long rows so a pass stays under the activation budget', async () => {
-  const { microBatches, PASS_BYTES } = await import('../../ml/trainer');
+  const { microBatches, PASS_BYTES } = await import('../../ml/batching');
   const { activationBytes } = await import('../../ml/policy');
   const cfg = { vocab: VOCAB_SIZE, layers: 3, dModel: 96, heads: 4, context: 544, seed: 1 };
   const row = (n: number) => ({ prompt: [1], response: Array.from({ length: n - 1 }, () => 2) });
@@ -101,7 +102,7 @@ test('micro-batches: at most `micro` rows, fewer for long rows so a pass stays u
   }
   assert.equal(chunks[0].length, 16, 'short rows fill a whole micro-batch');
   // ...and no micro-batch does more work than 16 rows of 128 tokens (so threads share a step evenly)
-  const { CHUNK_COST_ROWS, CHUNK_COST_LEN } = await import('../../ml/trainer');
+  const { CHUNK_COST_ROWS, CHUNK_COST_LEN } = await import('../../ml/batching');
   const work = (n: number, t: number) => n * t * (t + 6 * cfg.dModel);
   for (const c of chunks) {
     const t = Math.max(...c.map((r) => r.prompt.length + r.response.length));
@@ -114,7 +115,7 @@ test('micro-batches: at most `micro` rows, fewer for long rows so a pass stays u
 
 test('rlPlan with grpo.maskMarks: the check-mark tokens leave the loss, nothing else does', async () => {
   const { sftBatch } = await import('../../ml/traces');
-  const { rlPlan } = await import('../../ml/trainer');
+  const { rlPlan } = await import('../../ml/batching');
   const { encode, BOS, EOS, OK, NO } = await import('../../ml/tokenizer');
   const examples = sftBatch(4, 0, 8, d, { meanWrong: 3 });
   const graded = examples.map((ex, k) => {
@@ -138,7 +139,7 @@ test('rlPlan with grpo.maskMarks: the check-mark tokens leave the loss, nothing 
 test('rlGrads with grpo.klMarkCoef: the KL reaches the check-mark tokens and nothing else', async () => {
   await initBackend();
   const { sftBatch } = await import('../../ml/traces');
-  const { rlPlan } = await import('../../ml/trainer');
+  const { rlPlan } = await import('../../ml/batching');
   const { encode, BOS, EOS, OK, NO, isMark } = await import('../../ml/tokenizer');
   const base = Trainer.create({ model: { ...model, context: 512 }, optim: { lr: 3e-3 }, toolArithmetic: true });
   const ref = base.snapshot().weights;
@@ -172,7 +173,7 @@ test('rlGrads with grpo.klMarkCoef: the KL reaches the check-mark tokens and not
   assert.equal(grads(marked, { pgMarks: 'all' }), grads(marked, {}));
   tr.dispose();
   // Where the marks land: logp index P + k − 1 predicts response token k, and only policy-written marks count.
-  const { pack } = await import('../../ml/trainer');
+  const { pack } = await import('../../ml/batching');
   const row = { prompt: [BOS, 5, 6], response: [7, OK, 8, NO, EOS], forced: [3] };
   const p = pack([row], true, { marks: true });
   const got = Array.from(p.marks!.dataSync());
