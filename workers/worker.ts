@@ -15,6 +15,7 @@ import { createActivities } from '../activities';
 import { ComputePool } from '../compute/pool';
 import { TASK_QUEUE, TRAINER_QUEUE } from '../activities/types';
 import { ObjectStore, dataDir } from '../storage/store';
+import { TrainerAdmission } from './admission';
 import { ServersDownError, temporalTarget } from './connection';
 
 export interface WorkerOptions {
@@ -70,7 +71,8 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
   const queue = `${TRAINER_QUEUE}-${os.hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
   const maxSessions = Number(process.env.E3_TRAINER_SESSIONS ?? 1);
   const pool = opts.pool ?? (await ComputePool.start());
-  const activities = createActivities({ store, queue, backend: pool.backend, backendReason: pool.backendReason, pool, reportDir: path.join(dataDir(), 'reports'), log, maxSessions });
+  const admission = new TrainerAdmission();
+  const activities = createActivities({ store, queue, backend: pool.backend, backendReason: pool.backendReason, pool, reportDir: path.join(dataDir(), 'reports'), log, maxSessions, admission });
   // Heartbeats go out every second (the SDK would otherwise throttle them to 0.8 x the
   // heartbeat timeout, leaving a 5-6 s timeout with ~1 s of slack: a loaded machine then
   // loses sessions that are alive, as measured under CI + experiments).
@@ -88,9 +90,11 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
     }));
   }
   if (opts.queues !== 'general') {
-    workers.push(await Worker.create({ ...common, taskQueue: TRAINER_QUEUE, maxConcurrentActivityTaskExecutions: 1 }));
+    // Polled only while a session slot is free (workers/admission.ts): opens that find every
+    // trainer full wait in the task queue, in arrival order, instead of being refused and retried.
+    workers.push(await Worker.create({ ...common, taskQueue: TRAINER_QUEUE, tuner: admission.tuner() }));
     // Each session's activities are sequential; sessions must not queue behind each other.
-    workers.push(await Worker.create({ ...common, taskQueue: queue, maxConcurrentActivityTaskExecutions: Math.max(1, maxSessions) }));
+    workers.push(await Worker.create({ ...common, taskQueue: queue, maxConcurrentActivityTaskExecutions: Math.max(1, maxSessions), interceptors: { activity: [admission.interceptor()] } }));
   }
   log(`polling ${opts.queues === 'trainer' ? '' : TASK_QUEUE + ' '}${opts.queues === 'general' ? '' : `${TRAINER_QUEUE} ${queue}`} on ${target.address} (backend ${pool.backend}: ${pool.backendReason}; ${pool.size} compute thread${pool.size === 1 ? '' : 's'})`);
   // E3_MEMORY_LOG_MS: log this process's RSS and each compute thread's wasm heap and live
