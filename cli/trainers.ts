@@ -48,7 +48,7 @@ export function trainerQueue(nodes: NodeActivity[]): { waiting: Waiter[]; holder
     .map((n) => ({
       workflowId: n.workflowId,
       worker: n.activity?.worker,
-      doing: !n.activity ? 'between activities' : n.activity.type === 'openTrainer' ? 'opening its session' : n.activity.started ? n.activity.type : `${n.activity.type} (scheduled)`,
+      doing: !n.activity || n.activity.type === 'between activities' ? 'between activities' : n.activity.type === 'openTrainer' ? 'opening its session' : n.activity.started ? n.activity.type : `${n.activity.type} (scheduled)`,
       sinceMs: n.activity?.startedMs ?? n.activity?.scheduledMs,
     }));
   return { waiting, holders };
@@ -84,6 +84,8 @@ export async function trainingNodes(client: Client): Promise<NodeActivity[]> {
       const pending = d.raw.pendingActivities ?? [];
       // One at a time per node; an open is the one that matters when present.
       const a = pending.find((p) => p.activityType?.name === 'openTrainer') ?? pending[0];
+      // Between activities (or paused) the holder is the worker that ran its last activity.
+      const last = a ? undefined : await lastWorker(client, wf.workflowId);
       out.push({
         workflowId: wf.workflowId,
         activity: a
@@ -94,13 +96,26 @@ export async function trainingNodes(client: Client): Promise<NodeActivity[]> {
               startedMs: tsMs(a.lastStartedTime),
               worker: a.lastWorkerIdentity || undefined,
               attempt: a.attempt ?? 1,
-              priorityKey: a.priority?.priorityKey ?? undefined,
+              // An activity without a priority of its own inherits its workflow's (a node workflow inherits its run's).
+              priorityKey: a.priority?.priorityKey || d.raw.workflowExecutionInfo?.priority?.priorityKey || undefined,
             }
-          : undefined,
+          : last
+            ? { type: 'between activities', started: true, worker: last, attempt: 1 }
+            : undefined,
       });
     } catch {
       /* it closed between list and describe */
     }
   }
   return out;
+}
+
+/** Identity of the worker that started the node's latest activity, from its history. */
+async function lastWorker(client: Client, workflowId: string): Promise<string | undefined> {
+  const events = (await client.workflow.getHandle(workflowId).fetchHistory()).events ?? [];
+  for (let i = events.length - 1; i >= 0; i--) {
+    const id = events[i].activityTaskStartedEventAttributes?.identity;
+    if (id) return id;
+  }
+  return undefined;
 }
