@@ -39,6 +39,11 @@ export interface WorkerContext {
   maxSessions?: number;
   /** The worker's compute pool (compute/pool.ts); started on first use (E3_THREADS threads) when not given. */
   pool?: ComputePool;
+  /**
+   * Admission of trainer sessions (workers/admission.ts): told how many session slots are free
+   * and whenever that may have changed, so the worker polls the trainer queue only with a free slot.
+   */
+  admission?: SessionAdmission;
   log: (msg: string) => void;
   /** Where the activities report their metrics (activities/metrics.ts); the process's registry when not given. */
   metrics?: E3Metrics;
@@ -78,6 +83,28 @@ export interface LiveSession {
   applied?: { kind: 'sft' | 'rl'; from: number; to: number; metrics: Record<string, number> };
   /** Wall-clock ms of the last activity on this session (for evicting abandoned sessions only). */
   lastUsed: number;
+  /**
+   * Its workflow gave up on it (an activity on it was cancelled, or refused as lost): the node
+   * re-opens from its last commit, so the slot is free for the next open, which evicts it.
+   */
+  abandoned?: boolean;
+}
+
+/** A worker's trainer sessions as its admission sees them. */
+export interface SessionSlots {
+  /** Session slots free now: E3_TRAINER_SESSIONS less the sessions neither abandoned nor idle past SESSION_IDLE_MS. */
+  free(): number;
+  /** The live session of node workflow `<runId>/<nodeId>`, if held. */
+  held(key: string): LiveSession | undefined;
+  /** Mark `l` abandoned if it is still the session held under `key` (a re-open may have replaced it). */
+  abandon(key: string, l: LiveSession): void;
+}
+
+/** What a worker's activities tell its trainer-session admission (workers/admission.ts implements it). */
+export interface SessionAdmission {
+  bind(slots: SessionSlots): void;
+  /** A session opened, closed or was given up: free slots may have changed. */
+  changed(): void;
 }
 
 /** A session untouched this long was abandoned (its workflow re-routed elsewhere) and may be evicted. */
@@ -152,8 +179,21 @@ export function workerEnv(ctx: WorkerContext) {
   const metrics = ctx.metrics ?? processMetrics();
   const sessions = new Map<string, LiveSession>();
   metrics.watchSessions(() => [...sessions.values()].map((l) => runLabels(l.runId, l.node, l.config)));
-  /** Opens refused because the worker was full: first and last refusal (ms), for admission in arrival order. */
-  const waiters = new Map<string, { first: number; last: number }>();
+  /** A session another open may evict: given up by its workflow, or untouched for SESSION_IDLE_MS. */
+  const evictable = (l: LiveSession, now = Date.now()) => l.abandoned === true || (now - l.lastUsed > SESSION_IDLE_MS && !l.trainer.busy);
+  const sessionsChanged = () => ctx.admission?.changed();
+  ctx.admission?.bind({
+    free: () => {
+      const now = Date.now();
+      return (ctx.maxSessions ?? 1) - [...sessions.values()].filter((l) => !evictable(l, now)).length;
+    },
+    held: (key) => sessions.get(key),
+    abandon: (key, l) => {
+      if (sessions.get(key) !== l || l.abandoned) return;
+      l.abandoned = true;
+      sessionsChanged();
+    },
+  });
   const sessionKey = (runId: string, nodeId: string) => `${runId}/${nodeId}`;
   let pool: Promise<ComputePool> | undefined = ctx.pool ? Promise.resolve(ctx.pool) : undefined;
   const computePool = () => (pool ??= ComputePool.start());
@@ -212,6 +252,7 @@ export function workerEnv(ctx: WorkerContext) {
   async function drop(s: Session, l: LiveSession): Promise<void> {
     const key = sessionKey(s.runId, s.nodeId);
     if (sessions.get(key) === l) sessions.delete(key);
+    sessionsChanged();
     await l.trainer.dispose();
   }
 
@@ -219,7 +260,7 @@ export function workerEnv(ctx: WorkerContext) {
     await store.putJson(keys.metricsPart(runId, nodeId, step), { node: nodeId, step, ...metrics });
   }
 
-  return { ctx, store, metrics, sessions, waiters, sessionKey, computePool, nextEvalSeq, nextOpenSeq, readManifest, nodeResults, nodeWeights, startWeights, live, drop, writeMetrics };
+  return { ctx, store, metrics, sessions, evictable, sessionsChanged, sessionKey, computePool, nextEvalSeq, nextOpenSeq, readManifest, nodeResults, nodeWeights, startWeights, live, drop, writeMetrics };
 }
 
 export type Env = ReturnType<typeof workerEnv>;

@@ -9,15 +9,12 @@ import { commitCheckpoint as commit, loadCheckpoint } from '../storage/checkpoin
 import { sha256Hex } from '../storage/store';
 import type { NodeInput, Session } from './types';
 import type { Env } from './env';
-import { SESSION_IDLE_MS, atStep, checkBackend, modelConfig, runLabels, withHeartbeat } from './env';
+import { atStep, checkBackend, modelConfig, runLabels, withHeartbeat } from './env';
 import { since } from './metrics';
 import { usesReference } from '../ml/grpo';
 
-/** A refused open that has not retried on this worker for this long went elsewhere (the opener retries at most 10 s apart). */
-const WAITER_LIVE_MS = 30_000;
-
 export function trainerSessionActivities(env: Env) {
-  const { waiters, ctx, store, sessions, sessionKey, computePool, nextOpenSeq, readManifest, startWeights, live } = env;
+  const { ctx, store, sessions, evictable, sessionsChanged, sessionKey, computePool, nextOpenSeq, readManifest, startWeights, live } = env;
   return {
     /** Open a trainer session on this worker: load the node's last commit, else its start policy. */
     async openTrainer(input: NodeInput): Promise<Session> {
@@ -33,28 +30,18 @@ export function trainerSessionActivities(env: Env) {
         // noticed yet): the old replicas are freed when that activity stops, at its next step
         // boundary, and the new session has replicas of its own (a new pool key) meanwhile.
         for (const [k, l] of sessions) {
-          if (k === key || (Date.now() - l.lastUsed > SESSION_IDLE_MS && !l.trainer.busy)) {
+          if (k === key || evictable(l)) {
             sessions.delete(k);
             void l.trainer.dispose();
           }
         }
-        // Sessions a worker holds at once (E3_TRAINER_SESSIONS): a full worker refuses, and the
-        // retry lands on another trainer (or here, once one is free). Admission is in arrival
-        // order: a free slot is kept for a node refused earlier while it still retries here
-        // (otherwise whichever retry comes first wins, and a node can starve behind later ones
-        // for as long as they keep arriving; test/integration/liveness.test.ts checks the order).
-        const now = Date.now();
-        for (const [k, w] of waiters) if (now - w.last > WAITER_LIVE_MS) waiters.delete(k);
-        const me = waiters.get(key) ?? { first: now, last: now };
-        me.last = now;
-        const full = sessions.size >= (ctx.maxSessions ?? 1);
-        const ahead = [...waiters].filter(([k, w]) => k !== key && w.first < me.first).sort((a, b) => a[1].first - b[1].first);
-        if (full || ahead.length > 0) {
-          waiters.set(key, me);
-          const why = full ? `busy with session ${[...sessions.keys()].join(', ')}` : `keeping its free slot for ${ahead[0][0]} (refused earlier, still retrying)`;
-          throw new Error(`trainer ${ctx.queue} is ${why}; retrying`);
+        // Sessions a worker holds at once (E3_TRAINER_SESSIONS). The worker polls the trainer
+        // queue only while it has a free slot (workers/admission.ts), so opens wait in the task
+        // queue in arrival order (within a priority) and are not refused; a worker without that
+        // admission (one built by other code) still refuses when full, and the retry goes elsewhere.
+        if (sessions.size >= (ctx.maxSessions ?? 1)) {
+          throw new Error(`trainer ${ctx.queue} is busy with session ${[...sessions.keys()].join(', ')}; retrying`);
         }
-        waiters.delete(key);
         const own = await loadCheckpoint(store, input.runId, input.nodeId, (step, err) => ctx.log(`checkpoint ${key}@${step} rejected, trying the previous commit: ${err}`));
         const start = node.kind === 'rl' || !own ? await startWeights(m, input.nodeId) : undefined;
         const trainer = await PooledTrainer.open(await computePool(), `${key}#${nextOpenSeq()}`, {
@@ -83,6 +70,7 @@ export function trainerSessionActivities(env: Env) {
         if (other) void other.trainer.dispose();
         sessions.set(key, { trainer, runId: input.runId, node: input.nodeId, step, config: cfg, lastUsed: Date.now() });
         env.metrics.opened(runLabels(input.runId, input.nodeId, cfg), Boolean(own));
+        sessionsChanged();
         ctx.log(`session ${key} opened on ${ctx.queue} at step ${step}${own ? '' : ' (fresh)'}`);
         return { runId: input.runId, nodeId: input.nodeId, queue: ctx.queue, step };
       });
@@ -91,6 +79,7 @@ export function trainerSessionActivities(env: Env) {
       const key = sessionKey(s.runId, s.nodeId);
       const l = sessions.get(key);
       sessions.delete(key);
+      sessionsChanged();
       // Freed at once (heartbeating: the close waits behind other sessions' jobs on a busy
       // pool), or, when an activity still computes on it, once that activity stops.
       const freed = l?.trainer.dispose();

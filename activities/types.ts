@@ -117,5 +117,11 @@ export const NON_RETRYABLE_ERROR_TYPES: readonly string[] = [
  */
 export const SESSION_NON_RETRYABLE_ERROR_TYPES: readonly string[] = [...NON_RETRYABLE_ERROR_TYPES, ErrorTypes.sessionLost];
 
-/** The non-retryable type the server matches a heartbeat timeout against ("TemporalTimeout:" + the timeout type's enum name). */
-export const HEARTBEAT_TIMEOUT_TYPE = 'TemporalTimeout:TIMEOUT_TYPE_HEARTBEAT';
+/**
+ * The non-retryable type the server matches a heartbeat timeout against: "TemporalTimeout:" +
+ * the timeout type's Go `String()`, which is the short name (server v1.29.1
+ * service/history/workflow/retry.go `isRetryable`, common/retrypolicy/retry_policy.go; api-go
+ * enums/v1 `TimeoutType.String()` = "Heartbeat"). The proto name (TIMEOUT_TYPE_HEARTBEAT) never
+ * matches: with it, a missed heartbeat window was retried on the same session queue.
+ */
+export const HEARTBEAT_TIMEOUT_TYPE = 'TemporalTimeout:Heartbeat';

@@ -24,6 +24,7 @@ import { ObjectStore, sha256Hex } from '../storage/store';
 import { StoreTlsError } from '../storage/errors';
 import { ServersDownError, temporalTarget } from '../workers/connection';
 import type { PipelineResult } from '../workflows/pipeline';
+import { DEFAULT_PRIORITY_KEY, formatTrainerQueue, trainerQueue, trainingNodes } from './trainers';
 
 const ROOT = path.resolve(__dirname, '..');
 
@@ -140,9 +141,21 @@ function printResult(r: PipelineResult) {
   if (r.report) console.log(`report: ${r.report.path}  (object s3://${ObjectStore.fromEnv().bucket}/${r.report.key})`);
 }
 
-async function startRun(client: Client, input: PipelineInput & { runId: string }) {
+/**
+ * `--priority <key>`: Temporal's task priority for the run's workflows and activities (1 is
+ * served first; unset is the server's default, 3 of 5). Child workflows and activities inherit
+ * it, so a run's trainer opens wait ahead of those of runs with a higher key.
+ */
+function parsePriority(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 5) throw new Error(`--priority must be an integer from 1 (served first) to 5 (last); the default is ${DEFAULT_PRIORITY_KEY} (got ${v})`);
+  return n;
+}
+
+async function startRun(client: Client, input: PipelineInput & { runId: string }, priorityKey?: number) {
   try {
-    await client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: input.runId, args: [input] });
+    await client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: input.runId, args: [input], ...(priorityKey !== undefined ? { priority: { priorityKey } } : {}) });
   } catch (e) {
     if (e instanceof WorkflowExecutionAlreadyStartedError) throw new Error(`run ${input.runId} is already running; use \`e3 watch ${input.runId}\``);
     throw e;
@@ -205,6 +218,8 @@ async function printStatus(client: Client): Promise<void> {
     }
   }
   if (runs === 0) console.log('no run running');
+  // Who holds each trainer, and each open waiting for one, in the order it will be served.
+  for (const line of formatTrainerQueue(trainerQueue(await trainingNodes(client)), Date.now())) console.log(line);
 }
 
 program.command('status').description('server status, the workers polling each queue, and running runs with each node\'s progress').action(async () => {
@@ -226,20 +241,22 @@ program.command('configs').description('list the configs with their descriptions
   for (const n of names) console.log(`${n.padEnd(width)}  ${configDescription(n)}`);
 });
 
-program.command('run <config>').description(`start a run (configs: ${userConfigNames().join(', ')}; \`e3 configs\` lists all)`).option('--id <runId>', 'run id (default: <config name>-<random>)').option('--set <key=value...>', 'config overrides', []).option('--lineage <name>', 'lineage to warm-start from and advance').option('--watch', 'follow progress until it ends').action(async (config: string, o) => {
+program.command('run <config>').description(`start a run (configs: ${userConfigNames().join(', ')}; \`e3 configs\` lists all)`).option('--id <runId>', 'run id (default: <config name>-<random>)').option('--set <key=value...>', 'config overrides', []).option('--lineage <name>', 'lineage to warm-start from and advance').option('--watch', 'follow progress until it ends').option('--priority <key>', `1-5: a lower key is served first when runs wait for a trainer (default ${DEFAULT_PRIORITY_KEY})`).action(async (config: string, o) => {
   const overrides = parseSets(o.set);
+  const priority = parsePriority(o.priority);
   loadConfig(config, overrides); // fail here, with the field named, before anything starts
   const runId = checkId('--id', o.id ?? `${configRunName(config)}-${Math.random().toString(36).slice(2, 8)}`);
   if (o.lineage) checkId('--lineage', o.lineage);
   const client = await connect();
-  await startRun(client, { config, overrides, runId, ...(o.lineage ? { lineage: o.lineage } : {}) });
+  await startRun(client, { config, overrides, runId, ...(o.lineage ? { lineage: o.lineage } : {}) }, priority);
   if (o.watch) printResult(await watch(client, runId));
 });
 
 program.command('watch <runId>').description('follow a run until it ends').action(async (runId: string) => printResult(await watch(await connect(), checkId('runId', runId))));
 
-program.command('resume <runId>').description('continue a terminated, cancelled or failed run from its last commits').action(async (runId: string) => {
+program.command('resume <runId>').description('continue a terminated, cancelled or failed run from its last commits').option('--priority <key>', `1-5, as for e3 run (default ${DEFAULT_PRIORITY_KEY})`).action(async (runId: string, o) => {
   checkId('runId', runId);
+  const priority = parsePriority(o.priority);
   const client = await connect();
   try {
     const d = await (await runHandle(client, runId)).describe();
@@ -249,7 +266,7 @@ program.command('resume <runId>').description('continue a terminated, cancelled 
   }
   const store = await openStore();
   if (!(await store.exists(keys.manifest(runId)))) throw new Error(`run ${runId} has no manifest in the object store: nothing to resume`);
-  await startRun(client, { runId });
+  await startRun(client, { runId }, priority);
   printResult(await watch(client, runId));
 });
 

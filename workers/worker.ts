@@ -20,6 +20,7 @@ import { TASK_QUEUE, TRAINER_QUEUE } from '../activities/types';
 import { processMetrics } from '../activities/metrics';
 import { ObjectStore, dataDir } from '../storage/store';
 import { StoreTlsError } from '../storage/errors';
+import { TrainerAdmission } from './admission';
 import { ServersDownError, temporalTarget } from './connection';
 import { metricsAddress, sdkTelemetry, serveMetrics, watchSchedules } from './metrics';
 
@@ -85,6 +86,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
   const maxSessions = Number(process.env.E3_TRAINER_SESSIONS ?? 1);
   const pool = opts.pool ?? (await ComputePool.start());
   metrics.watchPool(pool);
+  const admission = new TrainerAdmission();
   if (metricsAt && !metricsServer) {
     metricsServer = serveMetrics(metrics, metricsAt);
     metricsServer.catch(() => (metricsServer = undefined));
@@ -100,7 +102,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
     scheduleConnection = await Connection.connect({ address: target.address, tls: target.tls, apiKey: target.apiKey });
     stopSchedules = watchSchedules(metrics, new Client({ connection: scheduleConnection, namespace: target.namespace }), pollMs);
   }
-  const activities = createActivities({ store, queue, backend: pool.backend, backendReason: pool.backendReason, pool, reportDir: path.join(dataDir(), 'reports'), log, maxSessions, metrics });
+  const activities = createActivities({ store, queue, backend: pool.backend, backendReason: pool.backendReason, pool, reportDir: path.join(dataDir(), 'reports'), log, maxSessions, metrics, admission });
   // Heartbeats go out every second (the SDK would otherwise throttle them to 0.8 x the
   // heartbeat timeout, leaving a 5-6 s timeout with ~1 s of slack: a loaded machine then
   // loses sessions that are alive, as measured under CI + experiments).
@@ -118,9 +120,11 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
     }));
   }
   if (opts.queues !== 'general') {
-    workers.push(await Worker.create({ ...common, taskQueue: TRAINER_QUEUE, maxConcurrentActivityTaskExecutions: 1 }));
+    // Polled only while a session slot is free (workers/admission.ts): opens that find every
+    // trainer full wait in the task queue, in arrival order, instead of being refused and retried.
+    workers.push(await Worker.create({ ...common, taskQueue: TRAINER_QUEUE, tuner: admission.tuner() }));
     // Each session's activities are sequential; sessions must not queue behind each other.
-    workers.push(await Worker.create({ ...common, taskQueue: queue, maxConcurrentActivityTaskExecutions: Math.max(1, maxSessions) }));
+    workers.push(await Worker.create({ ...common, taskQueue: queue, maxConcurrentActivityTaskExecutions: Math.max(1, maxSessions), interceptors: { activity: [admission.interceptor()] } }));
   }
   log(`polling ${opts.queues === 'trainer' ? '' : TASK_QUEUE + ' '}${opts.queues === 'general' ? '' : `${TRAINER_QUEUE} ${queue}`} on ${target.address} (backend ${pool.backend}: ${pool.backendReason}; ${pool.size} compute thread${pool.size === 1 ? '' : 's'})`);
   // E3_MEMORY_LOG_MS: log this process's RSS and each compute thread's wasm heap and live

@@ -5,7 +5,7 @@
  * lost the session) the node re-opens on any trainer, which loads the last committed
  * checkpoint, and the caller rewinds to that step.
  */
-import { ActivityFailure, ApplicationFailure, TimeoutFailure, patched, proxyActivities } from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, TimeoutFailure, patched, proxyActivities, setCurrentDetails } from '@temporalio/workflow';
 import type { Duration } from '@temporalio/common';
 import type { Activities } from '../activities';
 import type { NodeInput, Session } from '../activities/types';
@@ -13,6 +13,9 @@ import { ErrorTypes, HEARTBEAT_TIMEOUT_TYPE, NON_RETRYABLE_ERROR_TYPES, SESSION_
 
 const opener = proxyActivities<Activities>({
   taskQueue: TRAINER_QUEUE,
+  // What the Web UI shows on the open while it waits: a worker takes it only with a free
+  // session slot (workers/admission.ts), so a pending open is a place in the trainer queue.
+  summary: 'open trainer session (waits in e3-trainer for a free trainer)',
   startToCloseTimeout: '10 minutes',
   // An open heartbeats every second from the worker's free main thread (the loading and the
   // replicas are awaited, not computed there). A worker that dies while opening is noticed in
@@ -60,7 +63,15 @@ export function sessionActivities(s: Session, summary?: string) {
   });
 }
 
-export const openSession = (input: NodeInput): Promise<Session> => opener.openTrainer(input);
+/**
+ * Open the node's trainer session. Until a trainer takes it, the node's current details in the
+ * Web UI say it waits (the caller's next update replaces them); `e3 status` says how many
+ * opens are ahead of it and who holds the trainers.
+ */
+export const openSession = (input: NodeInput): Promise<Session> => {
+  setCurrentDetails(`**${input.nodeId}** — waiting for a trainer: queued in \`e3-trainer\` behind earlier opens of the same or a higher priority (\`e3 status\` lists them and the holders)`);
+  return opener.openTrainer(input);
+};
 
 /** True when the failure means the session's worker (or its memory) is gone. */
 export function isSessionLost(err: unknown): boolean {

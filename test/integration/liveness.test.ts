@@ -21,6 +21,7 @@ import { ComputePool } from '../../compute/pool';
 import { loadConfig } from '../../configs/load';
 import type { EvalNode, RunConfig } from '../../configs/schema';
 import { keys } from '../../storage/layout';
+import { TrainerAdmission } from '../../workers/admission';
 import { startWorkers } from '../../workers/worker';
 import { client, store, uid } from './env';
 
@@ -176,19 +177,22 @@ test('a slow but alive worker (each gradient, sampling and snapshot job 7 s, pas
   }
 });
 
-test('a full trainer admits waiting sessions in arrival order: a free slot is kept for the node refused first', async () => {
+test('a full trainer is not polled: its slot reservation waits until the session closes; an open that reaches it anyway is refused', async () => {
   const cfg = onBase({ stage1: { from: '@init' } });
-  const acts = createActivities(workerCtx(pool, 1));
-  const [a, b, c] = await Promise.all(['fifo-a', 'fifo-b', 'fifo-c'].map(async (p) => (await manifest(uid(p), cfg)).runId));
+  const admission = new TrainerAdmission();
+  const acts = createActivities({ ...workerCtx(pool, 1), admission });
+  const [a, b] = await Promise.all(['full-a', 'full-b'].map(async (p) => (await manifest(uid(p), cfg)).runId));
   const open = (runId: string) => acts.openTrainer({ runId, nodeId: 'stage1', config: cfg, upstream: {} });
   const sa = await open(a);
+  assert.equal(admission.available(), 0);
+  let granted = false;
+  const slot = { slotType: 'activity', taskQueue: 'e3-trainer', workerIdentity: 'test', workerBuildId: '', isSticky: false } as const;
+  const reserved = admission.supplier().reserveSlot(slot, new AbortController().signal).then(() => (granted = true));
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(granted, false, 'a worker holding its only session reserved a poll of the trainer queue');
   await assert.rejects(open(b), /busy with session/);
-  await assert.rejects(open(c), /busy with session/);
   await acts.closeTrainer(sa);
-  // c retries first after the slot frees, but b was refused before it and is still retrying.
-  await assert.rejects(open(c), new RegExp(`keeping its free slot for ${b}/stage1`));
+  await reserved;
   const sb = await open(b);
   await acts.closeTrainer(sb);
-  const sc = await open(c);
-  await acts.closeTrainer(sc);
 });
