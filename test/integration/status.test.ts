@@ -18,9 +18,12 @@ test('e3 status lists the polling workers and a running node with its iteration 
     const idle = await e3(['status']);
     assert.equal(idle.code, 0, idle.stderr);
     const me = `${process.pid}@${hostname()}`;
-    assert.match(idle.stdout, /task queue e3: 1 worker\n/);
+    // Workers of earlier tests stay in Temporal's poller list for a few minutes after they stop:
+    // this worker must be listed, under both queues, whatever else is.
+    assert.match(idle.stdout, /task queue e3: \d+ workers?\n/);
     assert.ok(idle.stdout.includes(`  ${me} (workflow + activity tasks), last poll`), idle.stdout);
-    assert.match(idle.stdout, /task queue e3-trainer: 1 worker\n/);
+    assert.match(idle.stdout, /task queue e3-trainer: \d+ workers?\n/);
+    assert.ok(idle.stdout.includes(`  ${me} (activity tasks), last poll`), idle.stdout);
     assert.match(idle.stdout, /no run running/);
 
     // A tiny run whose stage1 lasts long enough to be seen running.
