@@ -4,7 +4,7 @@
  * carries a cursor).
  */
 import { Context, heartbeat } from '@temporalio/activity';
-import { policySource } from '../configs/schema';
+import { policySource, promptTokens } from '../configs/schema';
 import type { RlNode, EvalNode, SelectBudgetNode } from '../configs/schema';
 import { measuredBudgets, selectBudget as eq61 } from '../ml/budget';
 import { PooledPolicy } from '../compute/pool';
@@ -31,7 +31,10 @@ export function evaluateActivities(env: Env) {
     async selectBudget(input: NodeInput): Promise<NodeResult> {
       const m = await readManifest(input.runId);
       const node = m.config.nodes[input.nodeId] as SelectBudgetNode;
-      const budgets = measuredBudgets(node.grid);
+      // Configs validated since Eq. 6.1 tests every candidate fit J(2 x max) in the context; a run
+      // prepared under the older rule (J measured on the grid alone) may not: a double that does
+      // not fit is not measured, and its candidate cannot qualify, as under that rule.
+      const budgets = measuredBudgets(node.grid).filter((b) => node.grid.includes(b) || b + promptTokens(node.difficulty) <= m.config.model.context);
       const counts = await evaluateResumable(m, input.nodeId, { ...node, split: 'select', budgets, k: [1], offset: 0 });
       const metrics: Record<string, number> = { ...evalMetrics(counts, budgets, [1]), ...dataMetrics('data', heldOutSet(m.config.seed, 'select', node.difficulty, 0, node.prompts)) };
       const J = budgets.map((b) => ({ budget: b, passAt1: metrics[`eval/b${b}/pass@1`] }));
