@@ -33,15 +33,19 @@ async function trace(tr: Trainer | PooledTrainer, evaluate: (w: Uint8Array) => P
   return out;
 }
 
-test('compute pool: 1 and 2 threads give the in-process trainer\'s bytes (fixed reduction order, per-row sampling seeds)', async () => {
+/**
+ * The pool on 1 and 2 threads against the in-process trainer, sampling on `engine`: rollouts
+ * (and, on ort, the rescored old log-probs), updates, snapshots and an evaluation, byte for byte.
+ */
+async function poolMatchesInProcess(engine: 'tfjs' | 'ort') {
   await initBackend();
   const init = Trainer.create({ model, optim: {}, toolArithmetic: true });
   const w0 = init.snapshot().weights;
   init.dispose();
-  const create = { model, weights: w0, refWeights: w0, optim: { lr: 3e-3 }, toolArithmetic: true };
+  const create = { model, weights: w0, refWeights: w0, optim: { lr: 3e-3 }, toolArithmetic: true, engine };
   const local = Trainer.create(create);
   const want = await trace(local, async (w) => {
-    const e = Trainer.create({ model, weights: w, optim: {}, toolArithmetic: true });
+    const e = Trainer.create({ model, weights: w, optim: {}, toolArithmetic: true, engine });
     try {
       return await e.evaluate(evalSpec);
     } finally {
@@ -54,14 +58,14 @@ test('compute pool: 1 and 2 threads give the in-process trainer\'s bytes (fixed 
     try {
       const tr = await PooledTrainer.open(pool, 'run/node', create);
       const got = await trace(tr, async (w) => {
-        const p = await PooledPolicy.open(pool, 'run/eval', w, true);
+        const p = await PooledPolicy.open(pool, 'run/eval', w, true, engine);
         try {
           return await p.evaluate(evalSpec);
         } finally {
           await p.dispose();
         }
       });
-      assert.deepEqual(got, want, `${n} thread(s)`);
+      assert.deepEqual(got, want, `${engine}, ${n} thread(s)`);
       await tr.dispose();
       const mem = await pool.memory();
       assert.equal(mem.length, n);
@@ -70,43 +74,11 @@ test('compute pool: 1 and 2 threads give the in-process trainer\'s bytes (fixed 
       await pool.close();
     }
   }
-});
+}
 
-test('compute pool, engine ort: 1 and 2 threads give the in-process trainer\'s bytes (rollouts, rescored old log-probs, updates, evaluation)', async () => {
-  await initBackend();
-  const init = Trainer.create({ model, optim: {}, toolArithmetic: true });
-  const w0 = init.snapshot().weights;
-  init.dispose();
-  const create = { model, weights: w0, refWeights: w0, optim: { lr: 3e-3 }, toolArithmetic: true, engine: 'ort' as const };
-  const local = Trainer.create(create);
-  const want = await trace(local, async (w) => {
-    const e = Trainer.create({ model, weights: w, optim: {}, toolArithmetic: true, engine: 'ort' });
-    try {
-      return await e.evaluate(evalSpec);
-    } finally {
-      e.dispose();
-    }
-  });
-  local.dispose();
-  for (const n of [1, 2]) {
-    const pool = await ComputePool.start(n);
-    try {
-      const tr = await PooledTrainer.open(pool, 'run/node', create);
-      const got = await trace(tr, async (w) => {
-        const p = await PooledPolicy.open(pool, 'run/eval', w, true, 'ort');
-        try {
-          return await p.evaluate(evalSpec);
-        } finally {
-          await p.dispose();
-        }
-      });
-      assert.deepEqual(got, want, `${n} thread(s)`);
-      await tr.dispose();
-    } finally {
-      await pool.close();
-    }
-  }
-});
+test('compute pool: 1 and 2 threads give the in-process trainer\'s bytes (fixed reduction order, per-row sampling seeds)', () => poolMatchesInProcess('tfjs'));
+
+test('compute pool, engine ort: 1 and 2 threads give the in-process trainer\'s bytes (rollouts, rescored old log-probs, updates, evaluation)', () => poolMatchesInProcess('ort'));
 
 test('compute pool: a thread\'s deterministic error comes back typed; a lost thread fails its sessions, not the pool', async () => {
   const pool = await ComputePool.start(2);
