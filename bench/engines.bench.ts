@@ -23,7 +23,6 @@
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import * as ort from 'onnxruntime-node';
-import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../ml/backend';
 import { grpoConfig } from '../ml/grpo';
 import { GraphBuilder } from '../ml/onnx/graph';
@@ -38,6 +37,7 @@ import { BOS, VOCAB_SIZE } from '../ml/tokenizer';
 import { Trainer } from '../ml/trainer';
 import { evalRows } from '../ml/evaluation';
 import { gradeRollouts, sampleRows, shardRows } from '../ml/rollouts';
+import { randomMatrix, tfjsMatmulPeak } from './matmul';
 import type { RlSettings, Rollout } from '../ml/rollouts';
 
 const SEED = 1234;
@@ -60,27 +60,6 @@ const median = (x: number[]) => [...x].sort((a, b) => a - b)[Math.floor(x.length
 const stepFlops = (t: number) => 2 * (L * (12 * D * D + 2 * (t + 1) * D) + D * V);
 /** Sampling FLOPs of a row: each response token's step at its position (the prompt's prefill not counted). */
 const rowFlops = (r: Rollout) => r.response.reduce((a, _, k) => a + stepFlops(r.prompt.length + k), 0);
-
-function randomMatrix(n: number, salt: string): Float32Array {
-  const rng = new Rng(deriveSeed(SEED, 'bench', salt));
-  return Float32Array.from({ length: n * n }, () => rng.normal());
-}
-
-/** Best-of plain [512, 512] @ [512, 512] GFLOP/s on tfjs (wasm's fast path: rank 2, no flags). */
-function tfjsMatmul(n = 512): number {
-  const a = tf.tensor2d(randomMatrix(n, 'a'), [n, n]);
-  const b = tf.tensor2d(randomMatrix(n, 'b'), [n, n]);
-  let best = Infinity;
-  for (let i = 0; i < 8; i++) {
-    const t0 = now();
-    const c = tf.matMul(a, b);
-    c.dataSync();
-    c.dispose();
-    if (i >= 2) best = Math.min(best, now() - t0);
-  }
-  tf.dispose([a, b]);
-  return (2 * n ** 3) / (best / 1000) / 1e9;
-}
 
 /** The same on ORT: a one-MatMul graph, one intra-op thread. */
 async function ortMatmul(n = 512): Promise<number> {
@@ -146,7 +125,7 @@ async function evaluation(policy: Policy, engine: SampleEngine) {
 
 void (async () => {
   const backend = await initBackend();
-  const mm = { tfjs: tfjsMatmul(), ort: await ortMatmul() };
+  const mm = { tfjs: tfjsMatmulPeak(), ort: await ortMatmul() };
   console.log(`${cpus()[0].model}, ${cpus().length} cores, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}; node ${process.version}, onnxruntime-node ${ort.env.versions.node}`);
   console.log(`backend ${backend}; plain 512^3 matmul GFLOP/s: tfjs ${mm.tfjs.toFixed(1)}, ort ${mm.ort.toFixed(1)}`);
   const policy = createPolicy(CFG);

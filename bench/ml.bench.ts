@@ -15,6 +15,7 @@ import { assignParams, countParams, createPolicy, disposePolicy, readParams, tok
 import { Rng, deriveSeed } from '../ml/rng';
 import { sample, sampleNoCache } from '../ml/sampler';
 import { BOS, EOS, VOCAB_SIZE } from '../ml/tokenizer';
+import { tfjsMatmulPeak } from './matmul';
 
 const SEED = 1234;
 const CFG: PolicyConfig = { vocab: VOCAB_SIZE, layers: 4, dModel: 128, heads: 4, context: 256, seed: SEED };
@@ -25,23 +26,6 @@ const SAMPLE_ROWS = 32;
 const NEW_TOKENS = 64;
 
 const now = () => performance.now();
-
-/** Best-of-n plain [n,n] @ [n,n] GFLOP/s: wasm's fast path (rank 2, no transpose flags). */
-function matmulPeak(n: number, reps: number): number {
-  const rng = new Rng(deriveSeed(SEED, 'bench', 'matmul'));
-  const a = tf.tensor2d(Float32Array.from({ length: n * n }, () => rng.normal()), [n, n]);
-  const b = tf.tensor2d(Float32Array.from({ length: n * n }, () => rng.normal()), [n, n]);
-  let best = Infinity;
-  for (let i = 0; i < reps + 2; i++) {
-    const t0 = now();
-    const c = tf.matMul(a, b);
-    c.dataSync();
-    c.dispose();
-    if (i >= 2) best = Math.min(best, now() - t0);
-  }
-  tf.dispose([a, b]);
-  return (2 * n ** 3) / (best / 1000) / 1e9;
-}
 
 /** Matmul FLOPs of one forward pass per token at sequence length t (attention computes the full t x t). */
 function forwardFlopsPerToken(cfg: PolicyConfig, t: number): number {
@@ -84,8 +68,8 @@ async function main(): Promise<void> {
   const policy = createPolicy(CFG);
   console.log(`backend ${backend}; policy ${countParams(policy)} params (${CFG.layers} layers, d=${CFG.dModel}, ${CFG.heads} heads, context ${CFG.context}, vocab ${CFG.vocab})`);
 
-  const mm512 = matmulPeak(512, 5);
-  const mm256 = matmulPeak(256, 10);
+  const mm512 = tfjsMatmulPeak(512, 5);
+  const mm256 = tfjsMatmulPeak(256, 10);
   const peak = Math.max(mm512, mm256);
   console.log(`plain 2-D matmul: 512^3 ${mm512.toFixed(2)} GFLOP/s, 256^3 ${mm256.toFixed(2)} GFLOP/s (ratios below use the better)`);
 

@@ -18,12 +18,12 @@ import { ComputePool, PooledTrainer } from '../compute/pool';
 import { initBackend } from '../ml/backend';
 import { grpoConfig } from '../ml/grpo';
 import { sha256Hex } from '../ml/serialize';
-import * as tf from '@tensorflow/tfjs-core';
 import { Trainer } from '../ml/trainer';
 import { gradeRollouts } from '../ml/rollouts';
 import { sftPlan } from '../ml/batching';
 import type { RlSettings, Rollout } from '../ml/rollouts';
 import { VOCAB_SIZE } from '../ml/tokenizer';
+import { tfjsMatmulPeak } from './matmul';
 
 const N = Number(process.argv[2] ?? 2);
 const weights = readFileSync(path.join(__dirname, '..', 'configs', 'base', 'base.e3w'));
@@ -67,21 +67,6 @@ const trainFlops = (lengths: number[]) => lengths.reduce((a, t) => a + 3 * t * t
 const sampleFlops = (lengths: number[]) => lengths.reduce((a, t) => a + t * (L * 24 * D * D + 2 * D * V) + L * 4 * D * ((t * (t - 1)) / 2), 0);
 const rowLen = (r: Rollout) => r.prompt.length + r.response.length;
 
-/** Best-of plain 512 x 512 @ 512 x 512 GFLOP/s on the main thread's backend: the ceiling. */
-function matmulCeiling(): number {
-  const a = tf.randomNormal([512, 512]) as tf.Tensor2D;
-  const b = tf.randomNormal([512, 512]) as tf.Tensor2D;
-  let best = Infinity;
-  for (let i = 0; i < 8; i++) {
-    const t0 = performance.now();
-    const c = tf.matMul(a, b);
-    c.dataSync();
-    c.dispose();
-    if (i >= 2) best = Math.min(best, performance.now() - t0);
-  }
-  tf.dispose([a, b]);
-  return (2 * 512 ** 3) / (best / 1000) / 1e9;
-}
 
 async function measure(variant: string, threads: number, tr: Trainer | PooledTrainer): Promise<Row> {
   for (const k of WARMUP_STEPS) await sftStepOf(tr, k);
@@ -119,7 +104,7 @@ void (async () => {
   await initBackend();
   const rows: Row[] = [];
   const local = Trainer.create(create);
-  const ceiling = matmulCeiling();
+  const ceiling = tfjsMatmulPeak();
   rows.push(await measure('in-process', 1, local));
   local.dispose();
   for (const n of [1, N]) {

@@ -5,7 +5,7 @@
  * so every replica applies the same optimiser steps in the same order.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { backendChoice, initBackend } from '../ml/backend';
+import { backendChoice } from '../ml/backend';
 import { createPolicy, disposePolicy } from '../ml/policy';
 import type { Policy } from '../ml/policy';
 import { loadPolicy } from '../ml/serialize';
@@ -46,11 +46,11 @@ function closeKey(key: string): void {
 }
 
 async function handle(req: Request): Promise<{ value: unknown; transfer?: ArrayBuffer[] }> {
-  await initBackend();
+  const backend = await backendChoice();
   if (faults.delayMs && faults.slowOps?.includes(req.op as never)) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, faults.delayMs);
   switch (req.op) {
     case 'init':
-      return { value: await backendChoice() };
+      return { value: backend };
     case 'open': {
       closeKey(req.key);
       trainers.set(req.key, Trainer.create(req.create));
