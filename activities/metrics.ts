@@ -194,9 +194,15 @@ export class E3Metrics {
     });
   }
 
-  /** A session of the node opened here (progress starts counting from now). */
-  opened(l: RunLabels, resumed: boolean): void {
+  /**
+   * A session of the node opened here (progress starts counting from now). The node's step
+   * counter is exported from 0 at once, so its first steps show as an increase (a series that
+   * first appears at 4 has no increase for `rate()` or `increase()`).
+   */
+  opened(l: RunLabels, resumed: boolean, kind: 'rl' | 'sft'): void {
     this.safe(() => {
+      const steps = kind === 'rl' ? this.rlIterations : this.sftStepCount;
+      steps.inc(this.labels(steps, l), 0);
       if (resumed) this.reopens.inc(this.labels(this.reopens, l));
       this.lastProgress.setToCurrentTime(this.labels(this.lastProgress, l));
     });

@@ -69,7 +69,7 @@ export function trainerSessionActivities(env: Env) {
         const other = sessions.get(key);
         if (other) void other.trainer.dispose();
         sessions.set(key, { trainer, runId: input.runId, node: input.nodeId, step, config: cfg, lastUsed: Date.now() });
-        env.metrics.opened(runLabels(input.runId, input.nodeId, cfg), Boolean(own));
+        env.metrics.opened(runLabels(input.runId, input.nodeId, cfg), Boolean(own), node.kind === 'sft' ? 'sft' : 'rl');
         sessionsChanged();
         ctx.log(`session ${key} opened on ${ctx.queue} at step ${step}${own ? '' : ' (fresh)'}`);
         return { runId: input.runId, nodeId: input.nodeId, queue: ctx.queue, step };

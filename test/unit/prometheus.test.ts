@@ -51,12 +51,18 @@ test('training calls count iterations and steps and fill the phase histograms un
   assert.doesNotMatch(text, /pass@4/);
 });
 
-test('opening a session marks progress; only an open that resumes from a commit is a re-open', async () => {
+test('opening a session marks progress and exports its step counter from 0; only an open that resumes from a commit is a re-open', async () => {
   const m = new E3Metrics();
   const before = Date.now() / 1000;
-  m.opened(L, false);
+  m.opened(L, false, 'rl');
   assert.equal(await value(m, 'e3_session_reopens_total', L), undefined);
-  m.opened(L, true);
+  assert.equal(await value(m, 'e3_rl_iterations_total', L), 0);
+  assert.equal(await value(m, 'e3_sft_steps_total', L), undefined);
+  m.rlIteration(L);
+  m.opened(L, true, 'rl');
+  assert.equal(await value(m, 'e3_rl_iterations_total', L), 1, 'a re-open does not reset the counter');
+  m.opened({ ...L, node: 'warmstart' }, false, 'sft');
+  assert.equal(await value(m, 'e3_sft_steps_total', { ...L, node: 'warmstart' }), 0);
   assert.equal(await value(m, 'e3_session_reopens_total', L), 1);
   const t = (await value(m, 'e3_node_last_progress_timestamp_seconds', L))!;
   assert.ok(t >= Math.floor(before) && t <= Date.now() / 1000 + 1, String(t));
