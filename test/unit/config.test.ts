@@ -127,7 +127,7 @@ const RECORDED: Record<string, string> = {
   'experiments/curriculum-hard': '3fceefb13ae2d47beadf0edc2faf16ef2b889e38248f122842644ece3e177428',
   'experiments/curriculum-search': 'a755a07df08b754cebe5e1aa0416ad4d67d2334acd34550e06f58ae760cd2a3d',
   // the (c) comparison in the demo's shape, runs cshape-1..3
-  'experiments/curriculum-shape': 'a636ce0d70d432598bb98117fab9f5da3f5487b83a78b79b9522c9bc03c17902',
+  'experiments/curriculum-shape': '5c983e6427a6161eaddc2865bf0658fe3d588672e6fecea5e4c0a23c7be80627',
   curriculum: '0b08d712075eb70452fe2f85f3d91524a3bc8cecb6ec72acc9f0840c7869e417',
   demo: '15b1217d0f7b50ad57c650034d2d4febf3cb2e3e84c139a3b9c10f15db11e4fd',
   'experiments/extrapolation-kl': '893c6ada63bca0650bafdeb885ab934b918900db24f02f410bdd76ad2f07e8cd',
