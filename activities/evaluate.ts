@@ -6,7 +6,8 @@
 import { Context, heartbeat } from '@temporalio/activity';
 import { policySource, promptTokens } from '../configs/schema';
 import type { RlNode, EvalNode, SelectBudgetNode } from '../configs/schema';
-import { measuredBudgets, selectBudget as eq61 } from '../ml/budget';
+import { choiceStability, measuredBudgets, problemCurves, selectBudget as eq61 } from '../ml/budget';
+import { deriveSeed } from '../ml/rng';
 import { PooledPolicy } from '../compute/pool';
 import { dataMetrics } from '../ml/rollouts';
 import { evalMetrics, heldOutSet } from '../ml/evaluation';
@@ -49,6 +50,11 @@ export function evaluateActivities(env: Env) {
         if (c.ratio !== null) metrics[`select/b${c.budget}/ratio`] = c.ratio;
       }
       Object.assign(metrics, { 'select/b0': b0, 'select/kappa': node.kappa });
+      // How much the choice hinges on the problems drawn: Eq. 6.1 under a bootstrap over them.
+      const problems = problemCurves(counts, budgets, node.samples);
+      const stable = choiceStability(problems, { kappa: node.kappa, b0: node.b0, candidates: node.grid, seed: deriveSeed(m.config.seed, 'select-stability', input.nodeId) });
+      for (const [b, share] of stable.chosen) metrics[`select/stability/${b === 'none' ? 'none' : `b${b}`}`] = share;
+      for (const [b, r] of stable.ratio) Object.assign(metrics, { [`select/b${b}/ratio_lo`]: r.lo, [`select/b${b}/ratio_hi`]: r.hi });
       const bestJ = Math.max(...J.map((j) => j.passAt1));
       const problem =
         bestJ < node.minPassAt1

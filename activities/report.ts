@@ -353,12 +353,18 @@ export function budgetSelectionTables(results: Record<string, NodeResult>): stri
     if (cands.length === 0) continue;
     const kappa = m['select/kappa'];
     const cell = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? '–' : fmt(v));
+    // Eq. 6.1 under a bootstrap over the measured problems (ml/budget.ts choiceStability); absent in results recorded without it.
+    const stable = Object.keys(m).some((k) => k.startsWith('select/stability/'));
+    const share = (k: string) => (stable ? `${Math.round(100 * (m[`select/stability/${k}`] ?? 0))} %` : '–');
+    const ratioIv = (b: number) => (m[`select/b${b}/ratio_lo`] === undefined ? '' : ` [${fmt(m[`select/b${b}/ratio_lo`])}, ${fmt(m[`select/b${b}/ratio_hi`])}]`);
     const rows = cands.map((b) => {
       const chosen = r.budget === b;
-      return `<tr${chosen ? ' class="chosen"' : ''}><td>${b}</td><td>${cell(m[`eval/b${b}/pass@1`])}</td><td>${cell(m[`eval/b${2 * b}/pass@1`])}</td><td>${cell(m[`select/b${b}/ratio`])}</td><td>${m[`select/b${b}/qualifies`] === 1 ? 'yes' : 'no'}</td><td>${chosen ? (m['select/qualified'] === 1 ? 'chosen' : 'taken (no candidate qualifies)') : ''}</td></tr>`;
+      return `<tr${chosen ? ' class="chosen"' : ''}><td>${b}</td><td>${cell(m[`eval/b${b}/pass@1`])}</td><td>${cell(m[`eval/b${2 * b}/pass@1`])}</td><td>${cell(m[`select/b${b}/ratio`])}${ratioIv(b)}</td><td>${m[`select/b${b}/qualifies`] === 1 ? 'yes' : 'no'}</td><td>${share(`b${b}`)}</td><td>${chosen ? (m['select/qualified'] === 1 ? 'chosen' : 'taken (no candidate qualifies)') : ''}</td></tr>`;
     });
+    const none = m['select/stability/none'];
+    if (none !== undefined) rows.push(`<tr><td>none</td><td></td><td></td><td></td><td></td><td>${share('none')}</td><td></td></tr>`);
     tables.push(
-      `<table class="eq61" aria-label="Eq. 6.1 ${esc(node)}"><caption><b>${esc(node)}</b>: kappa ${Number.isFinite(kappa) ? String(+kappa.toPrecision(4)) : '–'}, B0 ${Number.isFinite(m['select/b0']) ? m['select/b0'].toFixed(1) : '–'} tokens; B qualifies when J(2B) &le; kappa &middot; J(B) and B &ge; B0; the smallest qualifying B is chosen</caption><tr><th>B</th><th>J(B)</th><th>J(2B)</th><th>J(2B)/J(B)</th><th>qualifies</th><th></th></tr>${rows.join('')}</table>`,
+      `<table class="eq61" aria-label="Eq. 6.1 ${esc(node)}"><caption><b>${esc(node)}</b>: kappa ${Number.isFinite(kappa) ? String(+kappa.toPrecision(4)) : '–'}, B0 ${Number.isFinite(m['select/b0']) ? m['select/b0'].toFixed(1) : '–'} tokens; B qualifies when J(2B) &le; kappa &middot; J(B) and B &ge; B0; the smallest qualifying B is chosen; J(2B)/J(B) with its 95 % interval and the share of resamples choosing B under a bootstrap over the problems</caption><tr><th>B</th><th>J(B)</th><th>J(2B)</th><th>J(2B)/J(B)</th><th>qualifies</th><th>chosen in resamples</th><th></th></tr>${rows.join('')}</table>`,
     );
   }
   return tables.join('\n');

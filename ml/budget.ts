@@ -15,6 +15,9 @@
  * then warns that the data may be too hard for the policy.
  */
 import { InvalidArgumentError } from './errors';
+import { quantile } from './bootstrap';
+import { Rng } from './rng';
+import type { EvalCounts } from './evaluation';
 
 export type PassAt1Curve = ReadonlyMap<number, number> | ReadonlyArray<{ budget: number; passAt1: number }>;
 
@@ -89,4 +92,77 @@ export function selectBudget(J: PassAt1Curve, opts: { kappa?: number; b0: number
     ? `no budget >= ${f(b0)} qualifies: ${tried.join('; ')}; doubling still helps at the largest measured pair`
     : `no budget >= ${f(b0)} has its double measured (grid: ${[...curve.keys()].sort((a, b) => a - b).join(', ')})`;
   return { budget: null, fallback, candidates, reason };
+}
+
+/** One problem of a select-budget measurement: successes by measured budget out of `n` samples, and the lengths of its responses that ended within the largest budget (B0's sample). */
+export interface ProblemCurve {
+  n: number;
+  c: ReadonlyMap<number, number>;
+  lens: readonly number[];
+}
+
+/** The problems of a select-budget evaluation (chunks in order, `samples` rows per problem) as ProblemCurves. */
+export function problemCurves(counts: readonly EvalCounts[], budgets: readonly number[], samples: number): ProblemCurve[] {
+  const top = Math.max(...budgets);
+  return counts.flatMap((c) =>
+    c[top].problems.map((p, i) => ({
+      n: p.n,
+      c: new Map(budgets.map((b) => [b, c[b].problems[i].c])),
+      lens: c[top].records.slice(i * samples, (i + 1) * samples).filter((r) => !r.truncated).map((r) => r.length),
+    })),
+  );
+}
+
+/** How stable Eq. 6.1's choice is under resampling the problems it was measured on. */
+export interface ChoiceStability {
+  resamples: number;
+  /** Share of resamples choosing each candidate; `none`: no candidate qualified. */
+  chosen: Map<number | 'none', number>;
+  /** Per candidate with its double measured: J(2B)/J(B) percentile interval over resamples (level 0.95). */
+  ratio: Map<number, { lo: number; hi: number }>;
+}
+
+/**
+ * Eq. 6.1's choice under a percentile bootstrap over problems: each resample draws the
+ * problems with replacement (a problem keeps its successes at every budget, so J(B) and J(2B)
+ * stay paired), recomputes J, B0 (the mean length of the drawn responses that ended, unless
+ * `b0` is fixed) and the choice. A choice made in nearly every resample does not hinge on
+ * which problems were drawn; a ratio interval that straddles κ says the choice could flip.
+ */
+export function choiceStability(problems: readonly ProblemCurve[], opts: { kappa: number; b0?: number; candidates: readonly number[]; seed: number; resamples?: number }): ChoiceStability {
+  const resamples = opts.resamples ?? 1000;
+  if (problems.length === 0) throw new InvalidArgumentError('choiceStability: no problems');
+  if (!Number.isInteger(resamples) || resamples < 2) throw new InvalidArgumentError(`choiceStability: resamples must be an integer >= 2 (got ${resamples})`);
+  const budgets = [...problems[0].c.keys()].sort((a, b) => a - b);
+  const rng = new Rng(opts.seed);
+  const chosen = new Map<number | 'none', number>();
+  const ratios = new Map<number, number[]>(opts.candidates.filter((b) => budgets.includes(2 * b)).map((b) => [b, []]));
+  const n = problems.length;
+  for (let r = 0; r < resamples; r++) {
+    const succ = new Map<number, number>(budgets.map((b) => [b, 0]));
+    let samples = 0;
+    let lenSum = 0;
+    let lenCount = 0;
+    for (let k = 0; k < n; k++) {
+      const p = problems[rng.int(0, n - 1)];
+      samples += p.n;
+      for (const b of budgets) succ.set(b, succ.get(b)! + (p.c.get(b) ?? 0));
+      for (const l of p.lens) lenSum += l;
+      lenCount += p.lens.length;
+    }
+    const J = new Map(budgets.map((b) => [b, succ.get(b)! / samples]));
+    const b0 = opts.b0 !== undefined && opts.b0 > 0 ? opts.b0 : lenCount ? lenSum / lenCount : 0;
+    const choice = selectBudget(J, { kappa: opts.kappa, b0, candidates: opts.candidates });
+    const key = choice.budget ?? 'none';
+    chosen.set(key, (chosen.get(key) ?? 0) + 1);
+    for (const [b, xs] of ratios) if (J.get(b)! > 0) xs.push(J.get(2 * b)! / J.get(b)!);
+  }
+  for (const [k, v] of chosen) chosen.set(k, v / resamples);
+  const ratio = new Map<number, { lo: number; hi: number }>();
+  for (const [b, xs] of ratios) {
+    if (!xs.length) continue;
+    const s = Float64Array.from(xs).sort();
+    ratio.set(b, { lo: quantile(s, 0.025), hi: quantile(s, 0.975) });
+  }
+  return { resamples, chosen, ratio };
 }

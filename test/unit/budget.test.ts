@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { measuredBudgets, selectBudget } from '../../ml/budget';
+import { choiceStability, measuredBudgets, selectBudget } from '../../ml/budget';
 
 // A countdown-like curve: pass@1 rises fast, then saturates.
 const curve = new Map([[256, 0.2], [512, 0.4], [1024, 0.45], [2048, 0.46]]);
@@ -91,4 +91,42 @@ test('candidates restrict B to the grid and each one reports J(B), J(2B) and the
   const zero = selectBudget(new Map([[16, 0], [32, 0]]), { b0: 0, candidates: [16] });
   assert.deepEqual([zero.budget, zero.candidates[0].ratio], [16, null]);
   assert.throws(() => selectBudget(J, { b0: 0, candidates: [48] }), /candidate budget 48 was not measured/);
+});
+
+test('choice stability: identical problems choose the same B in every resample, with a point ratio interval', () => {
+  const p = { n: 4, c: new Map([[64, 1], [128, 2], [256, 2]]), lens: [70, 90] };
+  const s = choiceStability([p, p, p], { kappa: 1.2, candidates: [64, 128], seed: 3, resamples: 50 });
+  assert.deepEqual([...s.chosen], [[128, 1]]);
+  assert.deepEqual(s.ratio.get(64), { lo: 2, hi: 2 });
+  assert.deepEqual(s.ratio.get(128), { lo: 1, hi: 1 });
+});
+
+test('choice stability matches the exact bootstrap distribution of a 3-problem sample (all 27 resamples; tolerance 0.015)', () => {
+  // Problem a favours 128, problem b makes doubling pay, problem c is flat; B0 fixed at 0.
+  const a = { n: 4, c: new Map([[64, 2], [128, 3], [256, 3]]), lens: [] };
+  const b = { n: 4, c: new Map([[64, 0], [128, 1], [256, 4]]), lens: [] };
+  const c = { n: 4, c: new Map([[64, 1], [128, 1], [256, 1]]), lens: [] };
+  const ps = [a, b, c];
+  const exact = new Map<number | 'none', number>();
+  for (let code = 0; code < 27; code++) {
+    const draw = [code % 3, Math.floor(code / 3) % 3, Math.floor(code / 9)].map((k) => ps[k]);
+    const J = new Map([64, 128, 256].map((B) => [B, draw.reduce((s, p) => s + p.c.get(B)!, 0) / 12]));
+    const k = selectBudget(J, { kappa: 1.2, b0: 0, candidates: [64, 128] }).budget ?? 'none';
+    exact.set(k, (exact.get(k) ?? 0) + 1 / 27);
+  }
+  assert.ok(exact.size >= 2, 'the sample is one whose choice can flip');
+  const s = choiceStability(ps, { kappa: 1.2, b0: 0, candidates: [64, 128], seed: 9, resamples: 40_000 });
+  for (const [k, v] of exact) assert.ok(Math.abs((s.chosen.get(k) ?? 0) - v) < 0.015, `${k}: ${s.chosen.get(k)} vs exact ${v}`);
+  for (const k of s.chosen.keys()) assert.ok(exact.has(k), `${k} never chosen in the exact distribution`);
+});
+
+test('choice stability: B0 from the drawn responses unless fixed; bad input named', () => {
+  // Short responses make 64 eligible; long ones push B0 past it.
+  const short = { n: 2, c: new Map([[64, 1], [128, 1], [256, 1]]), lens: [40, 50] };
+  const long = { n: 2, c: new Map([[64, 1], [128, 1], [256, 1]]), lens: [100, 110] };
+  assert.deepEqual([...choiceStability([short], { kappa: 1.2, candidates: [64, 128], seed: 1, resamples: 10 }).chosen], [[64, 1]]);
+  assert.deepEqual([...choiceStability([long], { kappa: 1.2, candidates: [64, 128], seed: 1, resamples: 10 }).chosen], [[128, 1]]);
+  assert.deepEqual([...choiceStability([long], { kappa: 1.2, b0: 10, candidates: [64, 128], seed: 1, resamples: 10 }).chosen], [[64, 1]]);
+  assert.throws(() => choiceStability([], { kappa: 1.2, candidates: [64], seed: 1 }), /no problems/);
+  assert.throws(() => choiceStability([short], { kappa: 1.2, candidates: [64], seed: 1, resamples: 1 }), /resamples must be an integer >= 2/);
 });

@@ -150,16 +150,21 @@ test('Eq. 6.1 table: every candidate with J(B), J(2B), their ratio against kappa
     m[`select/b${b}/qualifies`] = J[2 * b] <= 1.2 * J[b] && b >= 90.5 ? 1 : 0;
   }
   m['select/b128/qualifies'] = 1; // as if J(256) had come out lower
+  Object.assign(m, { 'select/stability/b128': 0.62, 'select/stability/none': 0.38, 'select/b128/ratio_lo': 1.05, 'select/b128/ratio_hi': 1.31 });
   const { html } = await renderReportHtml({ runId: 'r', config, results: { s1: { kind: 'select-budget', budget: 128, metrics: m } }, metrics: [], backend: 'wasm' });
   const table = /<table class="eq61" aria-label="Eq\. 6\.1 s1">(.*?)<\/table>/s.exec(html)?.[1];
   assert.ok(table, 'the report has an Eq. 6.1 table for s1');
-  const rows = [...table.matchAll(/<tr( class="chosen")?><td>(\d+)<\/td><td>([^<]*)<\/td><td>([^<]*)<\/td><td>([^<]*)<\/td><td>(yes|no)<\/td><td>([^<]*)<\/td><\/tr>/g)];
+  const rows = [...table.matchAll(/<tr( class="chosen")?><td>(\d+)<\/td><td>([^<]*)<\/td><td>([^<]*)<\/td><td>([^<]*)<\/td><td>(yes|no)<\/td><td>([^<]*)<\/td><td>([^<]*)<\/td><\/tr>/g)];
   assert.deepEqual(rows.map((r) => Number(r[2])), [32, 64, 128]);
   assert.equal(rows[0][4], '0.332'); // J(2B) for B = 32 is J(64)
   assert.equal(Number(rows[1][5]).toFixed(2), (0.496 / 0.332).toFixed(2));
   assert.deepEqual(rows.map((r) => r[6]), ['no', 'no', 'yes']);
   assert.deepEqual(rows.map((r) => Boolean(r[1])), [false, false, true]);
-  assert.equal(rows[2][7], 'chosen');
+  assert.equal(rows[2][8], 'chosen');
+  // the choice under a bootstrap over the problems: the ratio's interval and the share of resamples choosing each B
+  assert.equal(rows[2][5], '1.206 [1.050, 1.310]');
+  assert.deepEqual(rows.map((r) => r[7]), ['0 %', '0 %', '62 %']);
+  assert.match(table, /<tr><td>none<\/td><td><\/td><td><\/td><td><\/td><td><\/td><td>38 %<\/td><td><\/td><\/tr>/);
   assert.match(table, /kappa 1\.2, B0 90\.5 tokens/);
   // a select node that found nothing says the budget was taken, not chosen
   const { html: warned } = await renderReportHtml({ runId: 'r', config, results: { s1: { kind: 'select-budget', budget: 128, warning: 'w', metrics: { ...m, 'select/qualified': 0, 'select/b128/qualifies': 0 } } }, metrics: [], backend: 'wasm' });
