@@ -23,17 +23,25 @@ function option(args: string[], name: string, def: string): string {
 async function main() {
   const args = process.argv.slice(2);
   const baseNode = option(args, '--base', 'eval-base');
-  const windows = option(args, '--windows', '128:256,256:512').split(',').map((w) => w.split(':').map(Number) as [number, number]);
+  const windows = option(args, '--windows', '128:256,256:512')
+    .split(',')
+    .map((w) => w.split(':').map(Number) as [number, number]);
   const runs = args.filter((a, i) => !a.startsWith('--') && !args[i - 1]?.startsWith('--'));
   const store = ObjectStore.fromEnv();
   const f = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : '–');
   for (const run of runs) {
     const m = await store.getJson<{ config: { seed: number; nodes: Record<string, Node> } }>(keys.manifest(run));
-    const evals = Object.entries(m.config.nodes).filter(([, n]) => n.kind === 'eval').map(([id]) => id);
+    const evals = Object.entries(m.config.nodes)
+      .filter(([, n]) => n.kind === 'eval')
+      .map(([id]) => id);
     const load = async (node: string, b1: number, b2: number): Promise<WindowInput> => {
       const samples = m.config.nodes[node].samples!;
       const parts = (await store.list(`runs/${run}/${node}/eval/`)).sort();
-      const w: { problem: number[]; at1: EvalCounts[number]['records']; at2: EvalCounts[number]['records'] } = { problem: [], at1: [], at2: [] };
+      const w: { problem: number[]; at1: EvalCounts[number]['records']; at2: EvalCounts[number]['records'] } = {
+        problem: [],
+        at1: [],
+        at2: [],
+      };
       for (const k of parts) {
         const c = await store.getJson<{ from: number; counts: EvalCounts }>(k);
         if (!c.counts[b1] || !c.counts[b2]) throw new Error(`${k}: no records at ${b1} and ${b2}`);
@@ -46,7 +54,9 @@ async function main() {
     console.log(`\n### ${run}`);
     for (const [b1, b2] of windows) {
       const inputs = Object.fromEntries(await Promise.all(evals.map(async (e) => [e, await load(e, b1, b2)] as const)));
-      console.log(`\nwindow ${b1} → ${b2}\n| node | running at ${b1} | rescue | gain | attempts / running row | hit rate | repeat rate | stop: correct / false ok / gave up / other / truncated | gain − base's: fewer running + rescue | rescue, same problems (policy − base [95 %]) |\n|---|---|---|---|---|---|---|---|---|---|`);
+      console.log(
+        `\nwindow ${b1} → ${b2}\n| node | running at ${b1} | rescue | gain | attempts / running row | hit rate | repeat rate | stop: correct / false ok / gave up / other / truncated | gain − base's: fewer running + rescue | rescue, same problems (policy − base [95 %]) |\n|---|---|---|---|---|---|---|---|---|---|`,
+      );
       for (const e of evals) {
         const s = windowStats(inputs[e]);
         const st = (k: string) => f(s.stop[k] ?? 0);
@@ -60,7 +70,9 @@ async function main() {
           const r = matchedRescue(inputs[baseNode], inputs[e], deriveSeed(m.config.seed, 'beyond', e, b1, b2));
           matched = `${f(r.policy)} vs ${f(r.base)} on ${r.problems}: ${r.diff.mean >= 0 ? '+' : ''}${f(r.diff.mean)} [${f(r.diff.lo)}, ${f(r.diff.hi)}]`;
         }
-        console.log(`| ${e} | ${f(s.running)} | ${f(s.rescue)} | ${f(s.gain)} | ${f(s.attempts)} | ${f(s.hitRate)} | ${f(s.repeatRate)} | ${st('correct')} / ${st('false_ok')} / ${st('gave_up')} / ${st('other')} / ${st('truncated')} | ${split} | ${matched} |`);
+        console.log(
+          `| ${e} | ${f(s.running)} | ${f(s.rescue)} | ${f(s.gain)} | ${f(s.attempts)} | ${f(s.hitRate)} | ${f(s.repeatRate)} | ${st('correct')} / ${st('false_ok')} / ${st('gave_up')} / ${st('other')} / ${st('truncated')} | ${split} | ${matched} |`,
+        );
       }
     }
   }

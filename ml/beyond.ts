@@ -129,5 +129,13 @@ export function matchedRescue(base: WindowInput, policy: WindowInput, seed: numb
   }
   if (!rb.length) throw new InvalidArgumentError('matchedRescue: no problem has a running row under both policies');
   const mean = (x: number[]) => x.reduce((a, b) => a + b, 0) / x.length;
-  return { problems: rb.length, base: mean(rb), policy: mean(rp), diff: bootstrapMean(rp.map((x, k) => x - rb[k]), { seed }) };
+  return {
+    problems: rb.length,
+    base: mean(rb),
+    policy: mean(rp),
+    diff: bootstrapMean(
+      rp.map((x, k) => x - rb[k]),
+      { seed },
+    ),
+  };
 }

@@ -54,13 +54,17 @@ export function measuredBudgets(grid: readonly number[]): number[] {
 export function selectBudget(J: PassAt1Curve, opts: { kappa?: number; b0: number; candidates?: readonly number[] }): BudgetChoice {
   const kappa = opts.kappa ?? 1.2;
   const { b0 } = opts;
-  if (!Number.isFinite(kappa) || kappa < 1) throw new InvalidArgumentError(`selectBudget: kappa must be a finite number >= 1 (got ${kappa})`);
+  if (!Number.isFinite(kappa) || kappa < 1)
+    throw new InvalidArgumentError(`selectBudget: kappa must be a finite number >= 1 (got ${kappa})`);
   if (!Number.isFinite(b0) || b0 < 0) throw new InvalidArgumentError(`selectBudget: b0 must be a finite number >= 0 (got ${b0})`);
-  const pairs: Array<[number, number]> = J instanceof Map ? [...J.entries()] : (J as ReadonlyArray<{ budget: number; passAt1: number }>).map((p) => [p.budget, p.passAt1]);
+  const pairs: Array<[number, number]> =
+    J instanceof Map ? [...J.entries()] : (J as ReadonlyArray<{ budget: number; passAt1: number }>).map((p) => [p.budget, p.passAt1]);
   const curve = new Map<number, number>();
   for (const [b, j] of pairs) {
-    if (typeof b !== 'number' || !Number.isFinite(b) || b <= 0) throw new InvalidArgumentError(`selectBudget: budget must be a finite number > 0 (got ${b})`);
-    if (typeof j !== 'number' || !(j >= 0 && j <= 1)) throw new InvalidArgumentError(`selectBudget: passAt1 at budget ${b} must be in [0, 1] (got ${j})`);
+    if (typeof b !== 'number' || !Number.isFinite(b) || b <= 0)
+      throw new InvalidArgumentError(`selectBudget: budget must be a finite number > 0 (got ${b})`);
+    if (typeof j !== 'number' || !(j >= 0 && j <= 1))
+      throw new InvalidArgumentError(`selectBudget: passAt1 at budget ${b} must be in [0, 1] (got ${j})`);
     if (curve.has(b)) throw new InvalidArgumentError(`selectBudget: budget ${b} appears twice`);
     curve.set(b, j);
   }
@@ -81,7 +85,9 @@ export function selectBudget(J: PassAt1Curve, opts: { kappa?: number; b0: number
   const tried: string[] = [];
   for (const c of candidates) {
     if (c.budget < b0 || c.J2 === null) continue;
-    const b = c.budget, j = c.J, j2 = c.J2;
+    const b = c.budget,
+      j = c.J,
+      j2 = c.J2;
     if (c.qualifies) {
       const zero = j === 0 ? '; J is 0 at both, so the data may be too hard for this policy' : '';
       return { budget: b, fallback: b, candidates, reason: `J(${2 * b})=${f(j2)} <= ${kappa}*J(${b})=${f(kappa * j)}${zero}` };
@@ -108,7 +114,10 @@ export function problemCurves(counts: readonly EvalCounts[], budgets: readonly n
     c[top].problems.map((p, i) => ({
       n: p.n,
       c: new Map(budgets.map((b) => [b, c[b].problems[i].c])),
-      lens: c[top].records.slice(i * samples, (i + 1) * samples).filter((r) => !r.truncated).map((r) => r.length),
+      lens: c[top].records
+        .slice(i * samples, (i + 1) * samples)
+        .filter((r) => !r.truncated)
+        .map((r) => r.length),
     })),
   );
 }
@@ -129,10 +138,14 @@ export interface ChoiceStability {
  * `b0` is fixed) and the choice. A choice made in nearly every resample does not hinge on
  * which problems were drawn; a ratio interval that straddles κ says the choice could flip.
  */
-export function choiceStability(problems: readonly ProblemCurve[], opts: { kappa: number; b0?: number; candidates: readonly number[]; seed: number; resamples?: number }): ChoiceStability {
+export function choiceStability(
+  problems: readonly ProblemCurve[],
+  opts: { kappa: number; b0?: number; candidates: readonly number[]; seed: number; resamples?: number },
+): ChoiceStability {
   const resamples = opts.resamples ?? 1000;
   if (problems.length === 0) throw new InvalidArgumentError('choiceStability: no problems');
-  if (!Number.isInteger(resamples) || resamples < 2) throw new InvalidArgumentError(`choiceStability: resamples must be an integer >= 2 (got ${resamples})`);
+  if (!Number.isInteger(resamples) || resamples < 2)
+    throw new InvalidArgumentError(`choiceStability: resamples must be an integer >= 2 (got ${resamples})`);
   const budgets = [...problems[0].c.keys()].sort((a, b) => a - b);
   const rng = new Rng(opts.seed);
   const chosen = new Map<number | 'none', number>();

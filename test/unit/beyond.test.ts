@@ -11,14 +11,38 @@ import type { ResponseRecord } from '../../ml/metrics';
 import type { Explore, StopReason } from '../../ml/task';
 import { Rng } from '../../ml/rng';
 
-const ex = (marks: number, right: number, repeats: number, stop: StopReason): Explore => ({ marks, marksTrue: marks, wrong: marks - right, falseOk: 0, right, falseNo: 0, unique: marks - repeats, repeats, copies: 0, copiesTrue: 0, stop });
+const ex = (marks: number, right: number, repeats: number, stop: StopReason): Explore => ({
+  marks,
+  marksTrue: marks,
+  wrong: marks - right,
+  falseOk: 0,
+  right,
+  falseNo: 0,
+  unique: marks - repeats,
+  repeats,
+  copies: 0,
+  copiesTrue: 0,
+  stop,
+});
 const rec = (reward: number, truncated: boolean, e: Explore): ResponseRecord => ({ reward, length: 0, truncated, explore: e });
 
 test('a hand-counted window: running rows, rescues, attempts, hits and repeats in the window, stop reasons', () => {
   // Row 0 solved by b1; rows 1-3 running at b1; row 4 stopped unsolved (gave up) at b1.
-  const at1 = [rec(1, false, ex(2, 1, 0, 'correct')), rec(0, true, ex(1, 0, 0, 'truncated')), rec(0, true, ex(2, 0, 1, 'truncated')), rec(0, true, ex(0, 0, 0, 'truncated')), rec(0, false, ex(3, 0, 0, 'gave_up'))];
+  const at1 = [
+    rec(1, false, ex(2, 1, 0, 'correct')),
+    rec(0, true, ex(1, 0, 0, 'truncated')),
+    rec(0, true, ex(2, 0, 1, 'truncated')),
+    rec(0, true, ex(0, 0, 0, 'truncated')),
+    rec(0, false, ex(3, 0, 0, 'gave_up')),
+  ];
   // b2: row 1 rescued after 2 more attempts (one hits); row 2 makes 3 more, 2 repeats, still cut; row 3 gives up after 1.
-  const at2 = [at1[0], rec(1, false, ex(3, 1, 0, 'correct')), rec(0, true, ex(5, 0, 3, 'truncated')), rec(0, false, ex(1, 0, 0, 'gave_up')), at1[4]];
+  const at2 = [
+    at1[0],
+    rec(1, false, ex(3, 1, 0, 'correct')),
+    rec(0, true, ex(5, 0, 3, 'truncated')),
+    rec(0, false, ex(1, 0, 0, 'gave_up')),
+    at1[4],
+  ];
   const s = windowStats({ problem: [0, 0, 1, 1, 2], at1, at2 });
   assert.equal(s.rows, 5);
   assert.equal(s.running, 3 / 5);
@@ -49,7 +73,11 @@ test('gain = pass@1(b2) − pass@1(b1) as the evaluation counts it, on random wi
         at2.push(rec(solved2 ? 1 : 0, cut1 && !solved2, ex(2, solved2 ? 1 : 0, 0, solved2 ? 'correct' : 'truncated')));
       }
     }
-    const byProblem = (rs: ResponseRecord[]) => Array.from({ length: problems }, (_, i) => ({ n: samples, c: rs.slice(i * samples, (i + 1) * samples).reduce((a, r) => a + r.reward, 0) }));
+    const byProblem = (rs: ResponseRecord[]) =>
+      Array.from({ length: problems }, (_, i) => ({
+        n: samples,
+        c: rs.slice(i * samples, (i + 1) * samples).reduce((a, r) => a + r.reward, 0),
+      }));
     const counts: EvalCounts = { 1: { problems: byProblem(at1), records: at1 }, 2: { problems: byProblem(at2), records: at2 } };
     const m = evalMetrics([counts], [1, 2], [1]);
     const s = windowStats({ problem, at1, at2 });
@@ -65,7 +93,11 @@ test('matched rescue removes selection: equal rescue per problem gives a zero di
   const solved = rec(1, false, ex(1, 1, 0, 'correct'));
   const cut = rec(0, true, ex(1, 0, 0, 'truncated'));
   const base = { problem: [0, 0, 0, 0, 1, 1], at1: [cut, cut, cut, cut, cut, cut], at2: [run(1), run(1), run(0), run(0), run(0), run(0)] };
-  const policy = { problem: [0, 0, 0, 0, 1, 1], at1: [solved, solved, cut, cut, cut, cut], at2: [solved, solved, run(1), run(0), run(0), run(0)] };
+  const policy = {
+    problem: [0, 0, 0, 0, 1, 1],
+    at1: [solved, solved, cut, cut, cut, cut],
+    at2: [solved, solved, run(1), run(0), run(0), run(0)],
+  };
   assert.equal(windowStats(base).rescue, 2 / 6);
   assert.equal(windowStats(policy).rescue, 1 / 4);
   const m = matchedRescue(base, policy, 1);
@@ -78,5 +110,8 @@ test('matched rescue removes selection: equal rescue per problem gives a zero di
 test('mismatched rows are refused', () => {
   assert.throws(() => windowStats({ problem: [0], at1: [], at2: [] }), /1 problem ids, 0 and 0 records/);
   const r = rec(0, true, ex(0, 0, 0, 'truncated'));
-  assert.throws(() => matchedRescue({ problem: [0], at1: [r], at2: [r] }, { problem: [1], at1: [rec(1, false, ex(1, 1, 0, 'correct'))], at2: [r] }, 1), /no problem has a running row under both/);
+  assert.throws(
+    () => matchedRescue({ problem: [0], at1: [r], at2: [r] }, { problem: [1], at1: [rec(1, false, ex(1, 1, 0, 'correct'))], at2: [r] }, 1),
+    /no problem has a running row under both/,
+  );
 });
