@@ -222,6 +222,14 @@ async function printStatus(client: Client): Promise<void> {
   if (runs === 0) console.log('no run running');
   // Who holds each trainer, and each open waiting for one, in the order it will be served.
   for (const line of formatTrainerQueue(trainerQueue(await trainingNodes(client)), Date.now())) console.log(line);
+  // With versioned workers: which build takes new runs, and which still finish runs pinned to them.
+  if (process.env.E3_DEPLOYMENT) {
+    try {
+      for (const line of formatDeployment(await deploymentState(client, process.env.E3_DEPLOYMENT), Date.now())) console.log(line);
+    } catch (e) {
+      console.log(`deployment ${process.env.E3_DEPLOYMENT}: ${(e as Error).message}`);
+    }
+  }
 }
 
 program.command('status').description('server status, the workers polling each queue, and running runs with each node\'s progress').action(async () => {

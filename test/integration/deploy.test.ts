@@ -148,6 +148,11 @@ test('a run pinned to version A finishes on A after `e3 deploy set-current B`, w
   assert.match(drained.stdout, /B {2}current: no open workflow pinned to it/);
   assert.match(drained.stdout, /A {2}drained: no open workflow pinned to it.*its workers can be stopped/);
 
+  // `e3 status` ends with the same lines where E3_DEPLOYMENT is set.
+  const status = await e3(['status'], env);
+  assert.equal(status.code, 0, status.stderr);
+  assert.match(status.stdout, new RegExp(`deployment ${DEPLOYMENT}: current version B\n  B  current`));
+
   const off = await e3(['deploy', 'off'], env);
   assert.equal(off.code, 0, off.stderr);
   assert.match(off.stdout, new RegExp(`${DEPLOYMENT} has no current version \\(was B\\): new runs go to unversioned workers`));
