@@ -24,6 +24,7 @@ import { loadCheckpoint } from '../storage/checkpoints';
 import { ObjectStore, sha256Hex } from '../storage/store';
 import { StoreTlsError } from '../storage/errors';
 import { ServersDownError, temporalTarget } from '../workers/connection';
+import { checkBuildId, checkDeploymentName } from '../workers/deployment';
 import type { PipelineResult } from '../workflows/pipeline';
 import { DEFAULT_PRIORITY_KEY, formatTrainerQueue, trainerQueue, trainingNodes } from './trainers';
 import { clearCurrent, deploymentState, formatDeployment, setCurrent } from './deploy';
@@ -398,18 +399,14 @@ schedule.command('delete <id>').action(async (id: string) => {
 });
 
 const deploy = program.command('deploy').description('Worker Deployment versions: which build takes new runs, and which old ones still finish runs pinned to them (docs/OPERATIONS.md "Deploying a new version")');
-const deploymentName = (o: { name?: string }): string => {
-  const name = o.name ?? (process.env.E3_DEPLOYMENT || 'e3');
-  if (!/^[A-Za-z0-9][A-Za-z0-9_+-]*$/.test(name)) throw new Error(`--name must be a deployment name (letters, digits, "_", "+", "-"), got "${name}"`);
-  return name;
-};
+const deploymentName = (o: { name?: string }): string => (o.name !== undefined ? checkDeploymentName('--name', o.name) : checkDeploymentName('E3_DEPLOYMENT', process.env.E3_DEPLOYMENT || 'e3'));
 const nameOption = '--name <deployment>';
 const nameHelp = 'deployment name (default: E3_DEPLOYMENT, else e3)';
 deploy.command('status', { isDefault: true }).description('each version: current, or draining (runs still pinned to it) / drained').option(nameOption, nameHelp).action(async (o) => {
   for (const line of formatDeployment(await deploymentState(await connect(), deploymentName(o)), Date.now())) console.log(line);
 });
 deploy.command('set-current <build>').description('send new runs to version <build> (its workers must be polling); runs pinned to the old version finish on it').option(nameOption, nameHelp).action(async (build: string, o) => {
-  if (!/^[A-Za-z0-9][A-Za-z0-9._+-]*$/.test(build)) throw new Error(`<build> must be a build id (letters, digits, ".", "_", "+", "-"), got "${build}"`);
+  checkBuildId('<build>', build);
   const name = deploymentName(o);
   const { previous, state } = await setCurrent(await connect(), name, build);
   if (previous === build) console.log(`${name}/${build} is already the current version`);

@@ -39,10 +39,20 @@ export function deploymentVersion(env: NodeJS.ProcessEnv = process.env, root = R
     if (env.E3_BUILD_ID) throw new Error(`E3_BUILD_ID is set ("${env.E3_BUILD_ID}") but E3_DEPLOYMENT is not: set E3_DEPLOYMENT (e.g. e3) to run this worker as a version of a Worker Deployment, or unset E3_BUILD_ID`);
     return undefined;
   }
-  if (!NAME.test(deploymentName) || deploymentName.length > MAX) throw new Error(`E3_DEPLOYMENT must be letters, digits, "_", "+" or "-" (at most ${MAX}), got "${deploymentName}"`);
-  const buildId = env.E3_BUILD_ID || defaultBuildId(root);
-  if (!BUILD.test(buildId) || buildId.length > MAX) throw new Error(`E3_BUILD_ID must be letters, digits, ".", "_", "+" or "-" (at most ${MAX}), got "${buildId}"`);
-  return { deploymentName, buildId };
+  checkDeploymentName('E3_DEPLOYMENT', deploymentName);
+  return { deploymentName, buildId: checkBuildId('E3_BUILD_ID', env.E3_BUILD_ID || defaultBuildId(root)) };
+}
+
+/** `value` as a deployment name, or an error naming `field`. */
+export function checkDeploymentName(field: string, value: string): string {
+  if (!NAME.test(value) || value.length > MAX) throw new Error(`${field} must be a deployment name: letters, digits, "_", "+" or "-" (at most ${MAX}), got "${value}"`);
+  return value;
+}
+
+/** `value` as a build id, or an error naming `field`. */
+export function checkBuildId(field: string, value: string): string {
+  if (!BUILD.test(value) || value.length > MAX) throw new Error(`${field} must be a build id: letters, digits, ".", "_", "+" or "-" (at most ${MAX}), got "${value}"`);
+  return value;
 }
 
 /** Worker.create's options for `version` (PINNED by default), or none where versioning is off. */

@@ -162,6 +162,8 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
       } catch (e) {
         shutdown();
         await run.catch(() => undefined);
+        // A server without Worker Deployments answers UNIMPLEMENTED (12): say what to change.
+        if ((e as { code?: number }).code === 12) throw new Error(`E3_DEPLOYMENT=${version.deploymentName}: Temporal at ${target.address} does not serve Worker Deployments (${(e as Error).message}); unset E3_DEPLOYMENT to run unversioned workers`);
         throw e;
       } finally {
         await deployConnection.close();

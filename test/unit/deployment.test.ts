@@ -32,8 +32,8 @@ test('the default build id is the package version and the checkout commit', () =
 
 test('bad settings get one error naming the variable', () => {
   assert.throws(() => deploymentVersion({ E3_BUILD_ID: 'x' }), /E3_BUILD_ID is set \("x"\) but E3_DEPLOYMENT is not/);
-  assert.throws(() => deploymentVersion({ E3_DEPLOYMENT: 'e3.prod', E3_BUILD_ID: 'x' }), /E3_DEPLOYMENT must be letters, digits.*got "e3.prod"/);
-  assert.throws(() => deploymentVersion({ E3_DEPLOYMENT: 'e3', E3_BUILD_ID: 'a b' }), /E3_BUILD_ID must be letters, digits.*got "a b"/);
+  assert.throws(() => deploymentVersion({ E3_DEPLOYMENT: 'e3.prod', E3_BUILD_ID: 'x' }), /E3_DEPLOYMENT must be a deployment name: letters, digits.*got "e3.prod"/);
+  assert.throws(() => deploymentVersion({ E3_DEPLOYMENT: 'e3', E3_BUILD_ID: 'a b' }), /E3_BUILD_ID must be a build id: letters, digits.*got "a b"/);
   assert.throws(() => deploymentVersion({ E3_DEPLOYMENT: 'e3', E3_BUILD_ID: 'x'.repeat(256) }), /E3_BUILD_ID must be/);
   const dir = mkdtempSync(path.join(tmpdir(), 'e3-nogit-'));
   try {
