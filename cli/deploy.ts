@@ -19,7 +19,9 @@ export const REQUIRED_QUEUES = [
 
 /** The required queues a version's workers have not registered (none: it can take new runs). */
 export function missingQueues(registered: { name?: string | null; type?: number | null }[]): string[] {
-  return REQUIRED_QUEUES.filter((q) => !registered.some((r) => r.name === q.name && r.type === q.type)).map((q) => `${q.name} (${q.what} tasks)`);
+  return REQUIRED_QUEUES.filter((q) => !registered.some((r) => r.name === q.name && r.type === q.type)).map(
+    (q) => `${q.name} (${q.what} tasks)`,
+  );
 }
 
 export interface VersionState {
@@ -60,7 +62,9 @@ const quote = (s: string) => `"${s.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"
 
 export class DeploymentNotFound extends Error {
   constructor(name: string) {
-    super(`deployment ${name} does not exist yet: start a worker with E3_DEPLOYMENT=${name} (it registers its version and, being the first, makes it current)`);
+    super(
+      `deployment ${name} does not exist yet: start a worker with E3_DEPLOYMENT=${name} (it registers its version and, being the first, makes it current)`,
+    );
     this.name = 'DeploymentNotFound';
   }
 }
@@ -92,7 +96,12 @@ export async function deploymentState(client: Client, name: string): Promise<Dep
       status: STATUS[s.status ?? 0] ?? 'unknown',
       createdMs: ms(s.createTime),
       ...(drain === D.VERSION_DRAINAGE_STATUS_DRAINING || drain === D.VERSION_DRAINAGE_STATUS_DRAINED
-        ? { drainage: { status: drain === D.VERSION_DRAINAGE_STATUS_DRAINED ? ('drained' as const) : ('draining' as const), checkedMs: ms(s.drainageInfo?.lastCheckedTime) } }
+        ? {
+            drainage: {
+              status: drain === D.VERSION_DRAINAGE_STATUS_DRAINED ? ('drained' as const) : ('draining' as const),
+              checkedMs: ms(s.drainageInfo?.lastCheckedTime),
+            },
+          }
         : {}),
       running,
       runs: runs.sort(),
@@ -102,7 +111,9 @@ export async function deploymentState(client: Client, name: string): Promise<Dep
   return {
     name,
     current: routing.currentDeploymentVersion?.buildId || undefined,
-    ...(routing.rampingDeploymentVersion?.buildId ? { ramping: { buildId: routing.rampingDeploymentVersion.buildId, percent: routing.rampingVersionPercentage ?? 0 } } : {}),
+    ...(routing.rampingDeploymentVersion?.buildId
+      ? { ramping: { buildId: routing.rampingDeploymentVersion.buildId, percent: routing.rampingVersionPercentage ?? 0 } }
+      : {}),
     versions,
     conflictToken: d.conflictToken,
   };
@@ -121,8 +132,13 @@ const ago = (nowMs: number, t: number): string => {
 export function formatVersionLine(v: VersionState, nowMs: number): string {
   const active = v.status === 'current' || v.status === 'ramping';
   const live = active ? v.status : v.running > 0 ? 'draining' : v.status === 'inactive' || v.status === 'created' ? 'inactive' : 'drained';
-  const pinned = v.running === 0 ? 'no open workflow pinned to it' : `${v.running} open workflow${v.running === 1 ? '' : 's'} pinned to it${v.runs.length ? ` (run${v.runs.length === 1 ? '' : 's'} ${v.runs.join(', ')})` : ''}`;
-  const server = v.drainage ? `; server: ${v.drainage.status}${v.drainage.checkedMs ? `, checked ${ago(nowMs, v.drainage.checkedMs)}` : ''}` : '';
+  const pinned =
+    v.running === 0
+      ? 'no open workflow pinned to it'
+      : `${v.running} open workflow${v.running === 1 ? '' : 's'} pinned to it${v.runs.length ? ` (run${v.runs.length === 1 ? '' : 's'} ${v.runs.join(', ')})` : ''}`;
+  const server = v.drainage
+    ? `; server: ${v.drainage.status}${v.drainage.checkedMs ? `, checked ${ago(nowMs, v.drainage.checkedMs)}` : ''}`
+    : '';
   const stop = !active && v.running === 0 && live === 'drained' ? '; its workers can be stopped' : '';
   return `  ${v.buildId}  ${live}: ${pinned}${server}${stop}${v.createdMs ? `; registered ${ago(nowMs, v.createdMs)}` : ''}`;
 }
@@ -140,13 +156,21 @@ export function formatDeployment(s: DeploymentState, nowMs: number): string[] {
 export async function setCurrent(client: Client, name: string, buildId: string): Promise<{ previous?: string; state: DeploymentState }> {
   const before = await deploymentState(client, name);
   if (!before.versions.some((v) => v.buildId === buildId)) {
-    throw new Error(`build ${buildId}: no such version of deployment ${name} (registered: ${before.versions.map((v) => v.buildId).join(', ') || 'none'}); start its workers with E3_DEPLOYMENT=${name} E3_BUILD_ID=${buildId} first`);
+    throw new Error(
+      `build ${buildId}: no such version of deployment ${name} (registered: ${before.versions.map((v) => v.buildId).join(', ') || 'none'}); start its workers with E3_DEPLOYMENT=${name} E3_BUILD_ID=${buildId} first`,
+    );
   }
   if (before.current === buildId) return { previous: buildId, state: before };
   const namespace = client.options.namespace;
-  const v = await client.workflowService.describeWorkerDeploymentVersion({ namespace, deploymentVersion: { deploymentName: name, buildId } });
+  const v = await client.workflowService.describeWorkerDeploymentVersion({
+    namespace,
+    deploymentVersion: { deploymentName: name, buildId },
+  });
   const missing = missingQueues(v.workerDeploymentVersionInfo?.taskQueueInfos ?? []);
-  if (missing.length) throw new Error(`build ${buildId} cannot take new runs: no worker of it has polled ${missing.join(', ')}; start a worker with --queues all (or general and trainer ones) of that build`);
+  if (missing.length)
+    throw new Error(
+      `build ${buildId} cannot take new runs: no worker of it has polled ${missing.join(', ')}; start a worker with --queues all (or general and trainer ones) of that build`,
+    );
   await client.workflowService.setWorkerDeploymentCurrentVersion({
     namespace,
     deploymentName: name,

@@ -25,9 +25,15 @@ export function defaultBuildId(root = ROOT): string {
   const version = (JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version;
   let commit: string;
   try {
-    commit = execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    commit = execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], {
+      cwd: root,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    }).trim();
   } catch {
-    throw new Error(`E3_BUILD_ID is not set and ${root} is not a git checkout: set E3_BUILD_ID to name this build (e.g. ${version}-<commit>)`);
+    throw new Error(
+      `E3_BUILD_ID is not set and ${root} is not a git checkout: set E3_BUILD_ID to name this build (e.g. ${version}-<commit>)`,
+    );
   }
   return `${version}-${commit}`;
 }
@@ -36,7 +42,10 @@ export function defaultBuildId(root = ROOT): string {
 export function deploymentVersion(env: NodeJS.ProcessEnv = process.env, root = ROOT): WorkerDeploymentVersion | undefined {
   const deploymentName = env.E3_DEPLOYMENT ?? '';
   if (deploymentName === '') {
-    if (env.E3_BUILD_ID) throw new Error(`E3_BUILD_ID is set ("${env.E3_BUILD_ID}") but E3_DEPLOYMENT is not: set E3_DEPLOYMENT (e.g. e3) to run this worker as a version of a Worker Deployment, or unset E3_BUILD_ID`);
+    if (env.E3_BUILD_ID)
+      throw new Error(
+        `E3_BUILD_ID is set ("${env.E3_BUILD_ID}") but E3_DEPLOYMENT is not: set E3_DEPLOYMENT (e.g. e3) to run this worker as a version of a Worker Deployment, or unset E3_BUILD_ID`,
+      );
     return undefined;
   }
   checkDeploymentName('E3_DEPLOYMENT', deploymentName);
@@ -45,19 +54,23 @@ export function deploymentVersion(env: NodeJS.ProcessEnv = process.env, root = R
 
 /** `value` as a deployment name, or an error naming `field`. */
 export function checkDeploymentName(field: string, value: string): string {
-  if (!NAME.test(value) || value.length > MAX) throw new Error(`${field} must be a deployment name: letters, digits, "_", "+" or "-" (at most ${MAX}), got "${value}"`);
+  if (!NAME.test(value) || value.length > MAX)
+    throw new Error(`${field} must be a deployment name: letters, digits, "_", "+" or "-" (at most ${MAX}), got "${value}"`);
   return value;
 }
 
 /** `value` as a build id, or an error naming `field`. */
 export function checkBuildId(field: string, value: string): string {
-  if (!BUILD.test(value) || value.length > MAX) throw new Error(`${field} must be a build id: letters, digits, ".", "_", "+" or "-" (at most ${MAX}), got "${value}"`);
+  if (!BUILD.test(value) || value.length > MAX)
+    throw new Error(`${field} must be a build id: letters, digits, ".", "_", "+" or "-" (at most ${MAX}), got "${value}"`);
   return value;
 }
 
 /** Worker.create's options for `version` (PINNED by default), or none where versioning is off. */
 export function workerDeploymentOptions(version: WorkerDeploymentVersion | undefined) {
-  return version ? { workerDeploymentOptions: { version, useWorkerVersioning: true as const, defaultVersioningBehavior: 'PINNED' as const } } : {};
+  return version
+    ? { workerDeploymentOptions: { version, useWorkerVersioning: true as const, defaultVersioningBehavior: 'PINNED' as const } }
+    : {};
 }
 
 export const formatVersion = (v: { deploymentName?: string | null; buildId?: string | null }): string => `${v.deploymentName}/${v.buildId}`;
@@ -80,10 +93,19 @@ export async function adoptIfNoCurrent(client: Client, version: WorkerDeployment
       const d = await svc.describeWorkerDeployment({ namespace, deploymentName: version.deploymentName });
       const info = d.workerDeploymentInfo;
       const current = info?.routingConfig?.currentDeploymentVersion;
-      if (current?.buildId) return current.buildId === version.buildId ? `this version is the current one` : `current version ${formatVersion(current)} (this one takes new runs after \`e3 deploy set-current ${version.buildId}\`)`;
+      if (current?.buildId)
+        return current.buildId === version.buildId
+          ? `this version is the current one`
+          : `current version ${formatVersion(current)} (this one takes new runs after \`e3 deploy set-current ${version.buildId}\`)`;
       if (info?.versionSummaries?.some((s) => s.deploymentVersion?.buildId === version.buildId)) {
         try {
-          await svc.setWorkerDeploymentCurrentVersion({ namespace, deploymentName: version.deploymentName, buildId: version.buildId, conflictToken: d.conflictToken, identity: `e3 worker ${process.pid}` });
+          await svc.setWorkerDeploymentCurrentVersion({
+            namespace,
+            deploymentName: version.deploymentName,
+            buildId: version.buildId,
+            conflictToken: d.conflictToken,
+            identity: `e3 worker ${process.pid}`,
+          });
           return `no current version: made this one current`;
         } catch (e) {
           // Another worker set one meanwhile (the conflict token moved): look again.
@@ -93,7 +115,10 @@ export async function adoptIfNoCurrent(client: Client, version: WorkerDeployment
     } catch (e) {
       if (!notFound(e)) throw e;
     }
-    if (Date.now() - t0 > timeoutMs) throw new Error(`deployment ${version.deploymentName}: version ${version.buildId} was not registered within ${timeoutMs / 1000} s of polling`);
+    if (Date.now() - t0 > timeoutMs)
+      throw new Error(
+        `deployment ${version.deploymentName}: version ${version.buildId} was not registered within ${timeoutMs / 1000} s of polling`,
+      );
     await new Promise((r) => setTimeout(r, 250));
   }
 }

@@ -41,7 +41,12 @@ after(async () => {
 
 /** A worker process of build `buildId`; resolves once it polls (and its version is registered). */
 async function versionWorker(buildId: string): Promise<Proc> {
-  const p = start(process.execPath, ['--import', 'tsx', path.join(ROOT, 'cli', 'e3.ts'), 'worker'], { ...process.env, ...env, E3_BUILD_ID: buildId, E3_THREADS: '1' });
+  const p = start(process.execPath, ['--import', 'tsx', path.join(ROOT, 'cli', 'e3.ts'), 'worker'], {
+    ...process.env,
+    ...env,
+    E3_BUILD_ID: buildId,
+    E3_THREADS: '1',
+  });
   workers.push(p);
   await Promise.race([
     waitFor(`worker ${buildId} polling`, 120_000, async () => (p.output().includes('polling') ? true : undefined)),
@@ -52,7 +57,8 @@ async function versionWorker(buildId: string): Promise<Proc> {
   return p;
 }
 
-const history = async (workflowId: string, runId?: string): Promise<Event[]> => (await c.client.workflow.getHandle(workflowId, runId).fetchHistory()).events ?? [];
+const history = async (workflowId: string, runId?: string): Promise<Event[]> =>
+  (await c.client.workflow.getHandle(workflowId, runId).fetchHistory()).events ?? [];
 
 /** Every run of a workflow id (a stage may have continued-as-new), oldest first. */
 async function runsOf(workflowId: string): Promise<string[]> {
@@ -74,16 +80,27 @@ async function assertOn(runId: string, buildId: string, pid: number): Promise<nu
     for (const r of runs) {
       const events = await history(workflowId, r);
       const failed = events.filter((e) => e.workflowTaskFailedEventAttributes);
-      assert.equal(failed.length, 0, `${workflowId}: workflow task failed: ${failed.map((e) => e.workflowTaskFailedEventAttributes!.failure?.message).join('; ')}`);
+      assert.equal(
+        failed.length,
+        0,
+        `${workflowId}: workflow task failed: ${failed.map((e) => e.workflowTaskFailedEventAttributes!.failure?.message).join('; ')}`,
+      );
       const done = events.filter((e) => e.workflowTaskCompletedEventAttributes).map((e) => e.workflowTaskCompletedEventAttributes!);
       assert.ok(done.length > 0, `${workflowId}: no completed workflow task`);
       for (const t of done) {
-        assert.equal(t.deploymentVersion?.buildId, buildId, `${workflowId} (${r}): a workflow task completed by version ${t.deploymentVersion?.buildId} (${t.identity})`);
+        assert.equal(
+          t.deploymentVersion?.buildId,
+          buildId,
+          `${workflowId} (${r}): a workflow task completed by version ${t.deploymentVersion?.buildId} (${t.identity})`,
+        );
         assert.equal(t.deploymentVersion?.deploymentName, DEPLOYMENT);
         assert.ok(t.identity?.startsWith(`${pid}@`), `${workflowId}: a workflow task completed by ${t.identity}, not worker ${pid}`);
       }
       // Every task after the first records the behaviour; the first of a run says PINNED too.
-      assert.ok(done.every((t) => t.versioningBehavior === 1), `${workflowId}: not every workflow task is PINNED (${done.map((t) => t.versioningBehavior).join(',')})`);
+      assert.ok(
+        done.every((t) => t.versioningBehavior === 1),
+        `${workflowId}: not every workflow task is PINNED (${done.map((t) => t.versioningBehavior).join(',')})`,
+      );
       for (const e of events.filter((x) => x.activityTaskStartedEventAttributes)) {
         const who = e.activityTaskStartedEventAttributes!.identity ?? '';
         assert.ok(who.startsWith(`${pid}@`), `${workflowId}: an activity started by ${who}, not worker ${pid}`);
@@ -91,7 +108,10 @@ async function assertOn(runId: string, buildId: string, pid: number): Promise<nu
       checked++;
     }
     // The execution's own record: pinned to the version (a child inherits its parent's).
-    const d = await c.client.workflowService.describeWorkflowExecution({ namespace: c.client.options.namespace, execution: { workflowId } });
+    const d = await c.client.workflowService.describeWorkflowExecution({
+      namespace: c.client.options.namespace,
+      execution: { workflowId },
+    });
     const v = d.workflowExecutionInfo?.versioningInfo;
     assert.equal(v?.behavior, 1, `${workflowId}: versioning behaviour ${v?.behavior}, not PINNED`);
     assert.equal(v?.deploymentVersion?.buildId, buildId, `${workflowId}: pinned to ${v?.deploymentVersion?.buildId}`);
@@ -105,10 +125,16 @@ test('a run pinned to version A finishes on A after `e3 deploy set-current B`, w
   const first = uid('deploy-a');
   // A longer stage 1, continuing-as-new every few iterations, so it is paused mid-stage.
   const overrides = { maxHistoryEvents: 40, nodes: { stage1: { iterations: 12, ckptEvery: 4 } } };
-  const h1 = await c.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: first, args: [{ config: 'tiny', runId: first, overrides }] as never });
+  const h1 = await c.client.workflow.start('pipeline', {
+    taskQueue: TASK_QUEUE,
+    workflowId: first,
+    args: [{ config: 'tiny', runId: first, overrides }] as never,
+  });
   const stage = c.client.workflow.getHandle(`${first}/stage1`);
   type P = { iteration: number; paused: boolean; total: number };
-  await waitFor('stage1 running on A', 180_000, async () => (((await stage.query<P>('progress').catch(() => null))?.iteration ?? -1) >= 1 ? true : undefined));
+  await waitFor('stage1 running on A', 180_000, async () =>
+    ((await stage.query<P>('progress').catch(() => null))?.iteration ?? -1) >= 1 ? true : undefined,
+  );
   await stage.signal('pause');
   await waitFor('stage1 paused', 30_000, async () => ((await stage.query<P>('progress')).paused ? true : undefined));
 
@@ -123,7 +149,12 @@ test('a run pinned to version A finishes on A after `e3 deploy set-current B`, w
   // A version that never registered cannot be made current (and the message says how to fix it).
   const missing = await e3(['deploy', 'set-current', 'C'], env);
   assert.equal(missing.code, 1);
-  assert.match(missing.stderr, new RegExp(`build C: no such version of deployment ${DEPLOYMENT} \\(registered: .*A.*\\); start its workers with E3_DEPLOYMENT=${DEPLOYMENT} E3_BUILD_ID=C first`));
+  assert.match(
+    missing.stderr,
+    new RegExp(
+      `build C: no such version of deployment ${DEPLOYMENT} \\(registered: .*A.*\\); start its workers with E3_DEPLOYMENT=${DEPLOYMENT} E3_BUILD_ID=C first`,
+    ),
+  );
 
   const set = await e3(['deploy', 'set-current', 'B'], env);
   assert.equal(set.code, 0, set.stderr);
@@ -133,7 +164,11 @@ test('a run pinned to version A finishes on A after `e3 deploy set-current B`, w
 
   const second = uid('deploy-b');
   const h2 = c.client.workflow.getHandle(second) as WorkflowHandle;
-  await c.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: second, args: [{ config: 'tiny', runId: second }] as never });
+  await c.client.workflow.start('pipeline', {
+    taskQueue: TASK_QUEUE,
+    workflowId: second,
+    args: [{ config: 'tiny', runId: second }] as never,
+  });
   await stage.signal('resume');
   const [r1, r2] = (await Promise.all([h1.result(), h2.result()])) as PipelineResult[];
   assert.equal(r1.results.stage1.checkpoint?.step, 12);
