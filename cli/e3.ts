@@ -6,6 +6,7 @@
  *   e3 run <config> [--id ID] [--set key=json ...] [--watch]
  *   e3 watch <run> | resume <run> | cancel <run> | ls | report <run>
  *   e3 schedule create|list|describe|trigger|pause|unpause|delete
+ *   e3 deploy status | set-current <build> | off   Worker Deployment versions (workers/deployment.ts)
  *   e3 start                       up + worker + demo run + watch (what `npm start` does)
  */
 import {
@@ -31,8 +32,10 @@ import { loadCheckpoint } from '../storage/checkpoints';
 import { ObjectStore, sha256Hex } from '../storage/store';
 import { StoreTlsError } from '../storage/errors';
 import { ServersDownError, temporalTarget } from '../workers/connection';
+import { checkBuildId, checkDeploymentName } from '../workers/deployment';
 import type { PipelineResult } from '../workflows/pipeline';
 import { DEFAULT_PRIORITY_KEY, formatTrainerQueue, trainerQueue, trainingNodes } from './trainers';
+import { clearCurrent, deploymentState, formatDeployment, setCurrent } from './deploy';
 
 const ROOT = path.resolve(__dirname, '..');
 
@@ -265,6 +268,14 @@ async function printStatus(client: Client): Promise<void> {
   if (runs === 0) console.log('no run running');
   // Who holds each trainer, and each open waiting for one, in the order it will be served.
   for (const line of formatTrainerQueue(trainerQueue(await trainingNodes(client)), Date.now())) console.log(line);
+  // With versioned workers: which build takes new runs, and which still finish runs pinned to them.
+  if (process.env.E3_DEPLOYMENT) {
+    try {
+      for (const line of formatDeployment(await deploymentState(client, process.env.E3_DEPLOYMENT), Date.now())) console.log(line);
+    } catch (e) {
+      console.log(`deployment ${process.env.E3_DEPLOYMENT}: ${(e as Error).message}`);
+    }
+  }
 }
 
 program
@@ -499,6 +510,62 @@ schedule.command('delete <id>').action(async (id: string) => {
   await (await scheduleHandle(id)).delete();
   console.log(`schedule ${id} deleted`);
 });
+
+const deploy = program
+  .command('deploy')
+  .description(
+    'Worker Deployment versions: which build takes new runs, and which old ones still finish runs pinned to them (docs/OPERATIONS.md "Deploying a new version")',
+  );
+const deploymentName = (o: { name?: string }): string =>
+  o.name !== undefined ? checkDeploymentName('--name', o.name) : checkDeploymentName('E3_DEPLOYMENT', process.env.E3_DEPLOYMENT || 'e3');
+const nameOption = '--name <deployment>';
+const nameHelp = 'deployment name (default: E3_DEPLOYMENT, else e3)';
+deploy
+  .command('status', { isDefault: true })
+  .description('each version: current, or draining (runs still pinned to it) / drained')
+  .option(nameOption, nameHelp)
+  .action(async (o) => {
+    for (const line of formatDeployment(await deploymentState(await connect(), deploymentName(o)), Date.now())) console.log(line);
+  });
+deploy
+  .command('set-current <build>')
+  .description('send new runs to version <build> (its workers must be polling); runs pinned to the old version finish on it')
+  .option(nameOption, nameHelp)
+  .action(async (build: string, o) => {
+    checkBuildId('<build>', build);
+    const name = deploymentName(o);
+    const { previous, state } = await setCurrent(await connect(), name, build);
+    if (previous === build) console.log(`${name}/${build} is already the current version`);
+    else console.log(`current version of ${name}: ${build} (was ${previous ?? 'none: unversioned workers'})`);
+    for (const line of formatDeployment(state, Date.now())) console.log(line);
+    drainHint(name, previous === build ? undefined : previous, state);
+  });
+deploy
+  .command('off')
+  .description(
+    'no current version: new runs go to unversioned workers (started without E3_DEPLOYMENT); pinned runs finish on their versions',
+  )
+  .option(nameOption, nameHelp)
+  .action(async (o) => {
+    const name = deploymentName(o);
+    const { previous, state } = await clearCurrent(await connect(), name);
+    console.log(
+      previous
+        ? `${name} has no current version (was ${previous}): new runs go to unversioned workers`
+        : `${name} has no current version already`,
+    );
+    for (const line of formatDeployment(state, Date.now())) console.log(line);
+    drainHint(name, previous, state);
+  });
+function drainHint(name: string, previous: string | undefined, state: Awaited<ReturnType<typeof deploymentState>>) {
+  const old = state.versions.find((v) => v.buildId === previous);
+  if (old)
+    console.log(
+      old.running > 0
+        ? `keep ${name}/${previous}'s workers running until \`e3 deploy status\` shows it drained`
+        : `${name}/${previous} is drained: its workers can be stopped`,
+    );
+}
 
 program
   .command('start')

@@ -23,6 +23,7 @@ import { StoreTlsError } from '../storage/errors';
 import { TrainerAdmission } from './admission';
 import { ServersDownError, temporalTarget } from './connection';
 import { metricsAddress, sdkTelemetry, serveMetrics, watchSchedules } from './metrics';
+import { adoptIfNoCurrent, deploymentVersion, formatVersion, workerDeploymentOptions } from './deployment';
 
 export interface WorkerOptions {
   queues: 'all' | 'general' | 'trainer';
@@ -68,6 +69,8 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
     runtimeInstalled = true;
   }
   const log = opts.log ?? ((m: string) => console.log(`[worker ${process.pid}] ${m}`));
+  // A bad E3_DEPLOYMENT / E3_BUILD_ID fails here, before any connection (workers/deployment.ts).
+  const version = deploymentVersion();
   const target = temporalTarget();
   let connection: NativeConnection;
   try {
@@ -123,12 +126,15 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
   // Heartbeats go out every second (the SDK would otherwise throttle them to 0.8 x the
   // heartbeat timeout, leaving a 5-6 s timeout with ~1 s of slack: a loaded machine then
   // loses sessions that are alive, as measured under CI + experiments).
+  // With E3_DEPLOYMENT, every queue of the process registers as this build's version and
+  // workflows are PINNED to the version they start on (workers/deployment.ts).
   const common = {
     connection,
     namespace: target.namespace,
     activities,
     maxHeartbeatThrottleInterval: '1 second' as const,
     defaultHeartbeatThrottleInterval: '1 second' as const,
+    ...workerDeploymentOptions(version),
   };
   const workers: Worker[] = [];
   if (opts.queues !== 'trainer') {
@@ -158,9 +164,6 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
       }),
     );
   }
-  log(
-    `polling ${opts.queues === 'trainer' ? '' : TASK_QUEUE + ' '}${opts.queues === 'general' ? '' : `${TRAINER_QUEUE} ${queue}`} on ${target.address} (backend ${pool.backend}: ${pool.backendReason}; ${pool.size} compute thread${pool.size === 1 ? '' : 's'})`,
-  );
   // E3_MEMORY_LOG_MS: log this process's RSS and each compute thread's wasm heap and live
   // tensors that often (npm run soak reads it).
   const every = Number(process.env.E3_MEMORY_LOG_MS ?? 0);
@@ -183,7 +186,34 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
     await pool.close();
     await connection.close();
   });
-  return { run, queue, shutdown: () => workers.forEach((w) => w.shutdown()) };
+  const shutdown = () => workers.forEach((w) => w.shutdown());
+  // The first version of a deployment makes itself current once its pollers are registered
+  // (a trainer-only process has no workflow queue to take runs: it never does).
+  let versionNote = '';
+  if (version) {
+    versionNote = ` as version ${formatVersion(version)}`;
+    if (opts.queues !== 'trainer') {
+      const deployConnection = await Connection.connect({ address: target.address, tls: target.tls, apiKey: target.apiKey });
+      try {
+        versionNote += `; ${await adoptIfNoCurrent(new Client({ connection: deployConnection, namespace: target.namespace }), version)}`;
+      } catch (e) {
+        shutdown();
+        await run.catch(() => undefined);
+        // A server without Worker Deployments answers UNIMPLEMENTED (12): say what to change.
+        if ((e as { code?: number }).code === 12)
+          throw new Error(
+            `E3_DEPLOYMENT=${version.deploymentName}: Temporal at ${target.address} does not serve Worker Deployments (${(e as Error).message}); unset E3_DEPLOYMENT to run unversioned workers`,
+          );
+        throw e;
+      } finally {
+        await deployConnection.close();
+      }
+    }
+  }
+  log(
+    `polling ${opts.queues === 'trainer' ? '' : TASK_QUEUE + ' '}${opts.queues === 'general' ? '' : `${TRAINER_QUEUE} ${queue}`} on ${target.address}${versionNote} (backend ${pool.backend}: ${pool.backendReason}; ${pool.size} compute thread${pool.size === 1 ? '' : 's'})`,
+  );
+  return { run, queue, shutdown };
 }
 
 async function main() {

@@ -27,6 +27,9 @@ delete env.E3_S3_ENDPOINT;
 // Tests that scrape a worker choose its metrics ports themselves (test/integration/metrics.test.ts).
 delete env.E3_METRICS_PORT;
 delete env.E3_SDK_METRICS_PORT;
+// Workers are unversioned unless a test makes them versions itself (test/integration/deploy.test.ts).
+delete env.E3_DEPLOYMENT;
+delete env.E3_BUILD_ID;
 
 const filters = process.argv.slice(2);
 const files = readdirSync(__dirname)
