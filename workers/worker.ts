@@ -21,6 +21,7 @@ import { processMetrics } from '../activities/metrics';
 import { ObjectStore, dataDir } from '../storage/store';
 import { StoreTlsError } from '../storage/errors';
 import { TrainerAdmission } from './admission';
+import { announceTrainerLine, parseLinePollMs } from './line';
 import { ServersDownError, temporalTarget } from './connection';
 import { metricsAddress, sdkTelemetry, serveMetrics, watchSchedules } from './metrics';
 
@@ -93,15 +94,20 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
     await metricsServer;
     log(`metrics on http://${metricsAt.host}:${metricsAt.port}/metrics (e3's and the Temporal SDK's; the SDK's own exporter: http://127.0.0.1:${metricsAt.sdkPort}/metrics)`);
   }
-  // Workers of the general queue report each schedule's last outcome (e3_schedule_last_run_failed).
+  // Workers of the general queue report each schedule's last outcome (e3_schedule_last_run_failed)
+  // and tell each node waiting for a trainer its place in the line (workers/line.ts).
   let stopSchedules = () => {};
-  let scheduleConnection: Connection | undefined;
-  if (metricsAt && opts.queues !== 'trainer') {
+  let stopLine = () => {};
+  let clientConnection: Connection | undefined;
+  const lineMs = opts.queues !== 'trainer' ? parseLinePollMs(process.env.E3_LINE_POLL_MS) : 0;
+  const watchSchedulesToo = metricsAt && opts.queues !== 'trainer';
+  if (watchSchedulesToo || lineMs > 0) clientConnection = await Connection.connect({ address: target.address, tls: target.tls, apiKey: target.apiKey });
+  if (watchSchedulesToo) {
     const pollMs = Number(process.env.E3_SCHEDULE_POLL_MS || 60_000);
     if (!Number.isInteger(pollMs) || pollMs < 1000) throw new Error(`E3_SCHEDULE_POLL_MS must be an integer of at least 1000 (ms), got "${process.env.E3_SCHEDULE_POLL_MS}"`);
-    scheduleConnection = await Connection.connect({ address: target.address, tls: target.tls, apiKey: target.apiKey });
-    stopSchedules = watchSchedules(metrics, new Client({ connection: scheduleConnection, namespace: target.namespace }), pollMs);
+    stopSchedules = watchSchedules(metrics, new Client({ connection: clientConnection!, namespace: target.namespace }), pollMs);
   }
+  if (lineMs > 0) stopLine = announceTrainerLine(new Client({ connection: clientConnection!, namespace: target.namespace }), lineMs, log);
   const activities = createActivities({ store, queue, backend: pool.backend, backendReason: pool.backendReason, pool, reportDir: path.join(dataDir(), 'reports'), log, maxSessions, metrics, admission });
   // Heartbeats go out every second (the SDK would otherwise throttle them to 0.8 x the
   // heartbeat timeout, leaving a 5-6 s timeout with ~1 s of slack: a loaded machine then
@@ -141,7 +147,8 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
   const run = Promise.all(workers.map((w) => w.run())).then(async () => {
     if (memTimer) clearInterval(memTimer);
     stopSchedules();
-    await scheduleConnection?.close();
+    stopLine();
+    await clientConnection?.close();
     await pool.close();
     await connection.close();
   });
