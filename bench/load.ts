@@ -4,8 +4,11 @@
  *   - makespan (first start to last close, server times) against N x the single run's time
  *     (the N = 1 row of the same W, measured in the same invocation);
  *   - the trainer's busy fraction: per worker, the union of the intervals in which an activity
- *     of a trainer session (open, steps, commit, close) ran on it, over the makespan; the
- *     mean over workers;
+ *     of a trainer session (open, steps, commit, close) ran on it, over the makespan;
+ *   - the trainer's idle fraction while runs wait: per worker, the part of the time in which
+ *     at least one `openTrainer` waits (scheduled, not yet started) during which no session
+ *     activity ran on it (the gaps a waiting run pays for: hand-offs, the workflow task
+ *     between two of a holder's activities, opens and closes are busy);
  *   - each worker's peak RSS (its E3_MEMORY_LOG_MS lines, every 500 ms);
  *   - failed activity attempts (the workers' "Activity failed" entries), openTrainer's apart:
  *     an open that waits for a trainer must wait in the task queue, not fail and retry;
@@ -28,6 +31,8 @@ interface Row {
   makespanS: number;
   singleS: number;
   busy: number[];
+  idleWhileWaiting: number[];
+  waitS: number;
   peakRssMb: number[];
   failed: number;
   failedOpen: number;
@@ -48,20 +53,25 @@ type Ev = {
   activityTaskCanceledEventAttributes?: { scheduledEventId?: { toString(): string } | null } | null;
 };
 
-/** Intervals [start, end] (ms) of trainer-session activities in one node's history, keyed by worker pid. */
-function sessionIntervals(events: Ev[], into: Map<number, Array<[number, number]>>): void {
-  const sched = new Map<string, { name: string; queue: string }>();
+/**
+ * Intervals [start, end] (ms) of trainer-session activities in one node's history, keyed by
+ * worker pid; and, into `waits`, the intervals in which an open waited (scheduled to started;
+ * for a retried open, Temporal records the last attempt's start against the first schedule).
+ */
+function sessionIntervals(events: Ev[], into: Map<number, Array<[number, number]>>, waits: Array<[number, number]> = []): void {
+  const sched = new Map<string, { name: string; queue: string; at: number }>();
   const started = new Map<string, { at: number; pid: number }>();
   for (const e of events) {
     const id = String(e.eventId);
     const s = e.activityTaskScheduledEventAttributes;
-    if (s) sched.set(id, { name: s.activityType?.name ?? '', queue: s.taskQueue?.name ?? '' });
+    if (s) sched.set(id, { name: s.activityType?.name ?? '', queue: s.taskQueue?.name ?? '', at: ms(e.eventTime) });
     const st = e.activityTaskStartedEventAttributes;
     if (st) {
       const k = String(st.scheduledEventId);
       const a = sched.get(k);
       // A session's activities run on its worker's own queue; the open on e3-trainer, by the worker that will hold it.
       const pid = Number(/^(\d+)@/.exec(st.identity ?? '')?.[1] ?? NaN);
+      if (a?.name === 'openTrainer') waits.push([a.at, ms(e.eventTime)]);
       if (a && (a.name === 'openTrainer' || /^e3-trainer-/.test(a.queue)) && Number.isFinite(pid)) started.set(k, { at: ms(e.eventTime), pid });
     }
     const end = e.activityTaskCompletedEventAttributes ?? e.activityTaskFailedEventAttributes ?? e.activityTaskTimedOutEventAttributes ?? e.activityTaskCanceledEventAttributes;
@@ -94,6 +104,14 @@ function unionLength(iv: Array<[number, number]>, lo: number, hi: number): numbe
   return total;
 }
 
+/** Part of the union of `waits` (clipped to [lo, hi]) covered by no interval of `busy`. */
+export function idleWhileWaiting(waits: Array<[number, number]>, busy: Array<[number, number]>, lo: number, hi: number): number {
+  const w = unionLength(waits, lo, hi);
+  if (w === 0) return 0;
+  // |W \ B| = |W u B| - |B| for unions W and B.
+  return (unionLength([...waits, ...busy], lo, hi) - unionLength(busy, lo, hi)) / w;
+}
+
 async function measure(c: Client, pool: WorkerPool, store: ObjectStore, o: { workers: number; n: number; config: string; seed: number; node: string; tag: string }) {
   const ids = Array.from({ length: o.n }, (_, k) => `load-${o.tag}-${o.workers}w-n${o.n}-${k}`);
   const before = pool.logs().length;
@@ -102,13 +120,14 @@ async function measure(c: Client, pool: WorkerPool, store: ObjectStore, o: { wor
   let first = Infinity;
   let last = 0;
   const busy = new Map<number, Array<[number, number]>>();
+  const waits: Array<[number, number]> = [];
   for (const id of ids) {
     const d = await c.workflow.getHandle(id).describe();
     first = Math.min(first, d.startTime.getTime());
     last = Math.max(last, d.closeTime!.getTime());
     for (const node of ['warmstart', 'stage1', 'stage2']) {
       const h = await c.workflow.getHandle(`${id}/${node}`).fetchHistory().catch(() => undefined);
-      if (h) sessionIntervals((h.events ?? []) as Ev[], busy);
+      if (h) sessionIntervals((h.events ?? []) as Ev[], busy, waits);
     }
   }
   const logs = pool.logs().slice(before);
@@ -119,6 +138,8 @@ async function measure(c: Client, pool: WorkerPool, store: ObjectStore, o: { wor
   return {
     makespanS: (last - first) / 1000,
     busy: [...busy.values()].map((iv) => unionLength(iv, first, last) / (last - first)),
+    idleWhileWaiting: [...busy.values()].map((iv) => idleWhileWaiting(waits, iv, first, last)),
+    waitS: unionLength(waits, first, last) / 1000,
     peakRssMb: [...rss.values()].map((b) => b / 2 ** 20),
     failed: failures.length,
     failedOpen: failures.filter((f) => f.activityType === 'openTrainer').length,
@@ -145,7 +166,7 @@ const pad = (s: string | number, n: number) => String(s).padStart(n);
 
 function format(r: Row): string {
   const seq = r.n * r.singleS;
-  return `${pad(r.workers, 7)} ${pad(r.n, 4)} ${pad(r.makespanS.toFixed(1), 10)} ${pad(seq.toFixed(1), 12)} ${pad((r.makespanS / seq).toFixed(2), 6)} ${pad(r.busy.map((b) => b.toFixed(2)).join('/'), 10)} ${pad(r.peakRssMb.map((m) => m.toFixed(0)).join('/'), 12)} ${pad(`${r.failed} (${r.failedOpen})`, 14)}  ${r.identical ? 'yes' : 'NO'}`;
+  return `${pad(r.workers, 7)} ${pad(r.n, 4)} ${pad(r.makespanS.toFixed(1), 10)} ${pad(seq.toFixed(1), 12)} ${pad((r.makespanS / seq).toFixed(2), 6)} ${pad(r.busy.map((b) => b.toFixed(2)).join('/'), 10)} ${pad(r.waitS.toFixed(1), 7)} ${pad(r.idleWhileWaiting.map((b) => b.toFixed(3)).join('/'), 12)} ${pad(r.peakRssMb.map((m) => m.toFixed(0)).join('/'), 12)} ${pad(`${r.failed} (${r.failedOpen})`, 14)}  ${r.identical ? 'yes' : 'NO'}`;
 }
 
 if (require.main === module) {
@@ -158,7 +179,7 @@ if (require.main === module) {
     const tag = Date.now().toString(36);
     let reference: string | undefined;
     console.log(`config ${o.config} seed ${o.seed}; E3_TRAINER_SESSIONS=${process.env.E3_TRAINER_SESSIONS ?? 1}, E3_THREADS=${process.env.E3_THREADS ?? 'one per core'}`);
-    console.log('workers    N  makespan_s  N x single_s  ratio  busy(per w)  peakRSS_MB  failed (open)  same bytes');
+    console.log('workers    N  makespan_s  N x single_s  ratio  busy(per w)  wait_s  idle|waiting  peakRSS_MB  failed (open)  same bytes');
     try {
       for (const w of o.workers) {
         const pool = new WorkerPool(path.join(dataDir(), 'load-logs', `${tag}-${w}w`), w);
@@ -169,7 +190,7 @@ if (require.main === module) {
             const m = await measure(c.client, pool, store, { workers: w, n, config: o.config, seed: o.seed, node: o.node, tag });
             if (n === 1) single = m.makespanS;
             reference ??= m.shas[0];
-            const row: Row = { workers: w, n, makespanS: m.makespanS, singleS: single, busy: m.busy, peakRssMb: m.peakRssMb, failed: m.failed, failedOpen: m.failedOpen, identical: m.shas.every((s) => s === reference), stage2: m.shas[0] };
+            const row: Row = { workers: w, n, makespanS: m.makespanS, singleS: single, busy: m.busy, idleWhileWaiting: m.idleWhileWaiting, waitS: m.waitS, peakRssMb: m.peakRssMb, failed: m.failed, failedOpen: m.failedOpen, identical: m.shas.every((s) => s === reference), stage2: m.shas[0] };
             rows.push(row);
             console.log(format(row));
           }
