@@ -58,7 +58,7 @@ type Ev = {
  * worker pid; and, into `waits`, the intervals in which an open waited (scheduled to started;
  * for a retried open, Temporal records the last attempt's start against the first schedule).
  */
-function sessionIntervals(events: Ev[], into: Map<number, Array<[number, number]>>, waits: Array<[number, number]> = []): void {
+function sessionIntervals(events: Ev[], into: Map<number, Array<[number, number]>>, waits: Array<[number, number]> = [], labelled?: Map<number, Labelled[]>, node = ''): void {
   const sched = new Map<string, { name: string; queue: string; at: number }>();
   const started = new Map<string, { at: number; pid: number }>();
   for (const e of events) {
@@ -82,6 +82,9 @@ function sessionIntervals(events: Ev[], into: Map<number, Array<[number, number]
         const list = into.get(s0.pid) ?? [];
         list.push([s0.at, ms(e.eventTime)]);
         into.set(s0.pid, list);
+        const l = labelled?.get(s0.pid) ?? [];
+        l.push({ from: s0.at, to: ms(e.eventTime), node, activity: sched.get(k)?.name ?? '?' });
+        labelled?.set(s0.pid, l);
         started.delete(k);
       }
     }
@@ -104,6 +107,38 @@ function unionLength(iv: Array<[number, number]>, lo: number, hi: number): numbe
   return total;
 }
 
+interface Labelled {
+  from: number;
+  to: number;
+  node: string;
+  activity: string;
+}
+
+/**
+ * Where a worker was idle while some open waited: each gap between its session activities,
+ * clipped to the waits, by what ended before it and what started after (within one node: the
+ * workflow task between two of its activities; across nodes: a hand-off), in seconds and count.
+ */
+export function idleGaps(waits: Array<[number, number]>, iv: Labelled[], lo: number, hi: number): Map<string, { s: number; n: number }> {
+  const out = new Map<string, { s: number; n: number }>();
+  const xs = [...iv].sort((a, b) => a.from - b.from);
+  let prev: Labelled | undefined;
+  for (const x of xs) {
+    if (prev && x.from > prev.to) {
+      const idle = unionLength(waits, Math.max(lo, prev.to), Math.min(hi, x.from));
+      if (idle > 0) {
+        const key = `${prev.node === x.node ? 'same node' : 'hand-off'}: ${prev.activity} → ${x.activity}`;
+        const e = out.get(key) ?? { s: 0, n: 0 };
+        e.s += idle / 1000;
+        e.n++;
+        out.set(key, e);
+      }
+    }
+    if (!prev || x.to > prev.to) prev = x;
+  }
+  return out;
+}
+
 /** Part of the union of `waits` (clipped to [lo, hi]) covered by no interval of `busy`. */
 export function idleWhileWaiting(waits: Array<[number, number]>, busy: Array<[number, number]>, lo: number, hi: number): number {
   const w = unionLength(waits, lo, hi);
@@ -121,13 +156,14 @@ async function measure(c: Client, pool: WorkerPool, store: ObjectStore, o: { wor
   let last = 0;
   const busy = new Map<number, Array<[number, number]>>();
   const waits: Array<[number, number]> = [];
+  const labelled = new Map<number, Labelled[]>();
   for (const id of ids) {
     const d = await c.workflow.getHandle(id).describe();
     first = Math.min(first, d.startTime.getTime());
     last = Math.max(last, d.closeTime!.getTime());
     for (const node of ['warmstart', 'stage1', 'stage2']) {
       const h = await c.workflow.getHandle(`${id}/${node}`).fetchHistory().catch(() => undefined);
-      if (h) sessionIntervals((h.events ?? []) as Ev[], busy, waits);
+      if (h) sessionIntervals((h.events ?? []) as Ev[], busy, waits, labelled, `${id}/${node}`);
     }
   }
   const logs = pool.logs().slice(before);
@@ -140,6 +176,7 @@ async function measure(c: Client, pool: WorkerPool, store: ObjectStore, o: { wor
     busy: [...busy.values()].map((iv) => unionLength(iv, first, last) / (last - first)),
     idleWhileWaiting: [...busy.values()].map((iv) => idleWhileWaiting(waits, iv, first, last)),
     waitS: unionLength(waits, first, last) / 1000,
+    gaps: [...labelled.values()].map((iv) => idleGaps(waits, iv, first, last)),
     peakRssMb: [...rss.values()].map((b) => b / 2 ** 20),
     failed: failures.length,
     failedOpen: failures.filter((f) => f.activityType === 'openTrainer').length,
@@ -193,6 +230,10 @@ if (require.main === module) {
             const row: Row = { workers: w, n, makespanS: m.makespanS, singleS: single, busy: m.busy, idleWhileWaiting: m.idleWhileWaiting, waitS: m.waitS, peakRssMb: m.peakRssMb, failed: m.failed, failedOpen: m.failedOpen, identical: m.shas.every((s) => s === reference), stage2: m.shas[0] };
             rows.push(row);
             console.log(format(row));
+            // Where the idle-while-waiting time went (per worker), largest first.
+            m.gaps.forEach((g, k) => {
+              for (const [what, e] of [...g.entries()].sort((a, b) => b[1].s - a[1].s).slice(0, 6)) console.log(`        idle while waiting, worker ${k + 1}: ${e.s.toFixed(1)} s in ${e.n} gaps, ${what}`);
+            });
           }
         } finally {
           await pool.stop();
