@@ -8,6 +8,7 @@
  * no event), so several announcers (several general workers) seldom send the same change twice.
  */
 import type { Client } from '@temporalio/client';
+import { setMaxListeners } from 'node:events';
 import { trainerQueue, trainingNodes } from '../cli/trainers';
 import type { TrainerLine } from '../workflows/story';
 
@@ -28,14 +29,18 @@ export function parseLinePollMs(v: string | undefined): number {
   return ms;
 }
 
-/** Start announcing; returns the function that stops it. */
-export function announceTrainerLine(client: Client, everyMs: number, log: (m: string) => void): () => void {
+/**
+ * Start announcing; returns the function that stops it (it aborts a look in progress and
+ * resolves once it has ended, so the connection can close). Each look's calls have a deadline
+ * of 20 s: a query to a workflow no worker serves must not hold the next look, or the process.
+ */
+export function announceTrainerLine(client: Client, everyMs: number, log: (m: string) => void): () => Promise<void> {
   const sent = new Map<string, string>();
-  let busy = false;
+  let stopped = false;
+  let abort: AbortController | undefined;
+  let current: Promise<void> | undefined;
   let failing = false;
   const tick = async () => {
-    if (busy) return;
-    busy = true;
     try {
       const lines = linesOf(trainerQueue(await trainingNodes(client, false)));
       for (const [id, line] of lines) {
@@ -54,11 +59,23 @@ export function announceTrainerLine(client: Client, everyMs: number, log: (m: st
       // The server is away for a moment: look again at the next tick (said once per outage).
       if (!failing) log(`trainer line: ${e instanceof Error ? e.message : String(e)}`);
       failing = true;
-    } finally {
-      busy = false;
     }
   };
-  const timer = setInterval(() => void tick(), everyMs);
+  const look = () => {
+    abort = new AbortController();
+    // One listener per call of the look (the SDK's), more than Node's default warning count.
+    setMaxListeners(0, abort.signal);
+    return client.withAbortSignal(abort.signal, () => client.withDeadline(Date.now() + 20_000, tick));
+  };
+  const timer = setInterval(() => {
+    if (current || stopped) return;
+    current = look().finally(() => (current = undefined));
+  }, everyMs);
   timer.unref();
-  return () => clearInterval(timer);
+  return async () => {
+    stopped = true;
+    clearInterval(timer);
+    abort?.abort();
+    await current?.catch(() => undefined);
+  };
 }

@@ -97,7 +97,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
   // Workers of the general queue report each schedule's last outcome (e3_schedule_last_run_failed)
   // and tell each node waiting for a trainer its place in the line (workers/line.ts).
   let stopSchedules = () => {};
-  let stopLine = () => {};
+  let stopLine = async () => {};
   let clientConnection: Connection | undefined;
   const lineMs = opts.queues !== 'trainer' ? parseLinePollMs(process.env.E3_LINE_POLL_MS) : 0;
   const watchSchedulesToo = metricsAt && opts.queues !== 'trainer';
@@ -147,7 +147,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
   const run = Promise.all(workers.map((w) => w.run())).then(async () => {
     if (memTimer) clearInterval(memTimer);
     stopSchedules();
-    stopLine();
+    await stopLine();
     await clientConnection?.close();
     await pool.close();
     await connection.close();
