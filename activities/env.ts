@@ -116,7 +116,7 @@ export const modelConfig = (cfg: RunConfig): PolicyConfig => ({ vocab: VOCAB_SIZ
 
 export function rlSettings(cfg: RunConfig, nodeId: string): RlSettings {
   const n = cfg.nodes[nodeId] as RlNode;
-  return { seed: cfg.seed, nodeId, stream: n.stream ?? nodeId, difficulty: n.difficulty, prompts: n.prompts, samples: n.samples, temperature: n.temperature, topP: n.topP, miniBatches: n.miniBatches, microBatch: n.microBatch, skipZeroStd: n.skipZeroStd, grpo: n.grpo };
+  return { seed: cfg.seed, nodeId, stream: n.stream ?? nodeId, difficulty: n.difficulty, prompts: n.prompts, samples: n.samples, temperature: n.temperature, topP: n.topP, miniBatches: n.miniBatches, microBatch: n.microBatch, skipZeroStd: n.skipZeroStd, grpo: n.grpo, ...(cfg.task ? { task: cfg.task } : {}) };
 }
 
 /** What one SFT step of node `nodeId` needs besides its step number: the batch seed, trace options and mark weight. */
@@ -126,6 +126,7 @@ export function sftSettings(cfg: RunConfig, nodeId: string) {
     seed: sftSeed(cfg.seed, n.stream),
     traces: { meanWrong: n.meanWrong, maxAttempts: n.maxAttempts, nearMiss: n.nearMiss, perturbed: n.perturbed, search: n.search },
     markWeight: n.markWeight,
+    ...(cfg.task ? { task: cfg.task } : {}),
   };
 }
 

@@ -36,7 +36,7 @@ export function evaluateActivities(env: Env) {
       // not fit is not measured, and its candidate cannot qualify, as under that rule.
       const budgets = measuredBudgets(node.grid).filter((b) => node.grid.includes(b) || b + promptTokens(node.difficulty) <= m.config.model.context);
       const counts = await evaluateResumable(m, input.nodeId, { ...node, split: 'select', budgets, k: [1], offset: 0 });
-      const metrics: Record<string, number> = { ...evalMetrics(counts, budgets, [1]), ...dataMetrics('data', heldOutSet(m.config.seed, 'select', node.difficulty, 0, node.prompts)) };
+      const metrics: Record<string, number> = { ...evalMetrics(counts, budgets, [1]), ...dataMetrics('data', heldOutSet(m.config.seed, 'select', node.difficulty, 0, node.prompts, m.config.task), m.config.task) };
       const J = budgets.map((b) => ({ budget: b, passAt1: metrics[`eval/b${b}/pass@1`] }));
       const maxB = Math.max(...node.grid);
       const lens = counts.flatMap((c) => c[budgets[budgets.length - 1]].records.filter((r) => !r.truncated).map((r) => r.length));
@@ -72,7 +72,7 @@ export function evaluateActivities(env: Env) {
       const m = await readManifest(input.runId);
       const node = m.config.nodes[input.nodeId] as EvalNode;
       const counts = await evaluateResumable(m, input.nodeId, { ...node, split: 'eval' });
-      const metrics = { ...evalMetrics(counts, node.budgets, node.k), ...dataMetrics('data', heldOutSet(m.config.seed, 'eval', node.difficulty, node.offset, node.prompts)) };
+      const metrics = { ...evalMetrics(counts, node.budgets, node.k), ...dataMetrics('data', heldOutSet(m.config.seed, 'eval', node.difficulty, node.offset, node.prompts, m.config.task), m.config.task) };
       env.metrics.evaluation(runLabels(input.runId, input.nodeId, m.config), metrics);
       return { kind: 'eval', metrics };
     },
@@ -134,7 +134,7 @@ export async function evaluateChunks(env: Env, m: Manifest, nodeId: string, node
   try {
     for (let at = next; at < node.prompts; at += EVAL_CHUNK) {
       const range: [number, number] = [at, Math.min(node.prompts, at + EVAL_CHUNK)];
-      const c = await withHeartbeat(() => ({ next: at }), () => policy.evaluate({ seed: m.config.seed, ...node, ks: node.k, range }));
+      const c = await withHeartbeat(() => ({ next: at }), () => policy.evaluate({ seed: m.config.seed, ...node, ks: node.k, range, ...(m.config.task ? { task: m.config.task } : {}) }));
       await store.putJson(keys.evalChunk(m.runId, nodeId, at), { from: range[0], to: range[1], counts: c } satisfies StoredChunk);
       counts.push(c);
       beat({ next: range[1] });

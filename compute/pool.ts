@@ -295,7 +295,7 @@ export class PooledTrainer {
   /** Sample RL rows (`shardRows`) at `budget` with the node's temperature and top-p, spread over the threads. */
   async sample(s: RlSettings, rows: SampleRow[], budget: number): Promise<Rollout[]> {
     this.check();
-    return this.track(sampleOn(this.pool, this.key, { rows, budget, temperature: s.temperature, topP: s.topP, tool: this.toolArithmetic, engine: this.engine, rescore: true }));
+    return this.track(sampleOn(this.pool, this.key, { rows, budget, temperature: s.temperature, topP: s.topP, tool: this.toolArithmetic, task: s.task, engine: this.engine, rescore: true }));
   }
 
   /** The in-process Trainer's sampleShard: shard `shard` of `shards` of iteration t's rows. */
@@ -347,8 +347,8 @@ export class PooledPolicy {
   /** Trainer.evaluate's pieces: rows here, sampling on the threads, counting here. */
   async evaluate(spec: EvalSpec): Promise<EvalCounts> {
     const rows: SampleRow[] = evalRows(spec);
-    const rollouts = await sampleOn(this.pool, this.key, { rows, budget: Math.max(...spec.budgets), temperature: spec.temperature, topP: 1, tool: this.toolArithmetic, engine: this.engine });
-    return countEval(rows, rollouts, spec.budgets, this.toolArithmetic);
+    const rollouts = await sampleOn(this.pool, this.key, { rows, budget: Math.max(...spec.budgets), temperature: spec.temperature, topP: 1, tool: this.toolArithmetic, task: spec.task, engine: this.engine });
+    return countEval(rows, rollouts, spec.budgets, this.toolArithmetic, spec.task);
   }
 
   async dispose(): Promise<void> {

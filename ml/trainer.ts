@@ -162,7 +162,7 @@ export class Trainer {
 
   /** Sample shard `shard` of iteration t's rollouts (prompts are split across shards). */
   async sampleShard(s: RlSettings, t: number, shard: number, shards: number, budget: number): Promise<Rollout[]> {
-    return sampleRows(this.policy, { rows: shardRows(s, t, shard, shards), budget, temperature: s.temperature, topP: s.topP, tool: this.toolArithmetic, engine: this.engine, rescore: true });
+    return sampleRows(this.policy, { rows: shardRows(s, t, shard, shards), budget, temperature: s.temperature, topP: s.topP, tool: this.toolArithmetic, task: s.task, engine: this.engine, rescore: true });
   }
 
   /** GRPO update on graded rollouts: mini-batches, each one AdamW step (docs/RECIPE.md). */
@@ -187,7 +187,7 @@ export class Trainer {
   /** J(pi; D, B) at several budgets (evalRows → sampleRows → countEval). */
   async evaluate(o: EvalSpec): Promise<EvalCounts> {
     const rows = evalRows(o);
-    const rollouts = await sampleRows(this.policy, { rows, budget: Math.max(...o.budgets), temperature: o.temperature, topP: 1, tool: this.toolArithmetic, engine: this.engine });
-    return countEval(rows, rollouts, o.budgets, this.toolArithmetic);
+    const rollouts = await sampleRows(this.policy, { rows, budget: Math.max(...o.budgets), temperature: o.temperature, topP: 1, tool: this.toolArithmetic, task: o.task, engine: this.engine });
+    return countEval(rows, rollouts, o.budgets, this.toolArithmetic, o.task);
   }
 }

@@ -20,6 +20,7 @@ import { TASK_QUEUE, TRAINER_QUEUE } from '../activities/types';
 import { processMetrics } from '../activities/metrics';
 import { ObjectStore, dataDir } from '../storage/store';
 import { StoreTlsError } from '../storage/errors';
+import { loadTaskModules, registeredTasks } from '../ml/tasks';
 import { TrainerAdmission } from './admission';
 import { announceTrainerLine, parseLinePollMs } from './line';
 import { ServersDownError, temporalTarget } from './connection';
@@ -66,6 +67,9 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
     runtimeInstalled = true;
   }
   const log = opts.log ?? ((m: string) => console.log(`[worker ${process.pid}] ${m}`));
+  // Tasks from outside ml/ (docs/TASKS.md): the compute threads load the same list.
+  const taskModules = loadTaskModules(process.env.E3_TASK_MODULES);
+  if (taskModules.length) log(`task modules: ${taskModules.join(', ')} (tasks: ${registeredTasks().join(', ')})`);
   const target = temporalTarget();
   let connection: NativeConnection;
   try {
