@@ -16,7 +16,8 @@ import { atStep, rlSettings, runLabels, sftSettings, withHeartbeat } from './env
 import { sampledTokens, since } from './metrics';
 
 /** The session already applied RL iteration t's update in memory (a retry after it must not train twice). */
-export const rlApplied = (l: LiveSession, t: number): l is LiveSession & Required<Pick<LiveSession, 'applied'>> => l.applied?.kind === 'rl' && l.applied.from === t && l.step === t + 1;
+export const rlApplied = (l: LiveSession, t: number): l is LiveSession & Required<Pick<LiveSession, 'applied'>> =>
+  l.applied?.kind === 'rl' && l.applied.from === t && l.step === t + 1;
 
 /** The parts of an RL iteration, shared by rlIteration and the activities in ./legacy.ts. */
 export function rlSteps(env: Env) {
@@ -31,17 +32,20 @@ export function rlSteps(env: Env) {
       atStep(s, l, t, 'sample');
       const problems = iterationProblems(rl.seed, rl.stream, t, rl.prompts, rl.difficulty, rl.task);
       const labels = runLabels(s.runId, s.nodeId, l.config);
-      const graded = await withHeartbeat(() => ({ t, at: (l.lastUsed = Date.now()) }), async () => {
-        let t0 = performance.now();
-        const rollouts = await l.trainer.sample(rl, shardRows(rl, t, 0, 1, problems), budget);
-        env.metrics.phase(labels, 'sample', since(t0));
-        env.metrics.sampled(labels, sampledTokens(rollouts), since(t0));
-        t0 = performance.now();
-        const g = gradeAgainst(problems, t, l.config.toolArithmetic, rollouts, rl.task);
-        await store.putJson(keys.graded(s.runId, s.nodeId, t), g);
-        env.metrics.phase(labels, 'grade', since(t0));
-        return g;
-      });
+      const graded = await withHeartbeat(
+        () => ({ t, at: (l.lastUsed = Date.now()) }),
+        async () => {
+          let t0 = performance.now();
+          const rollouts = await l.trainer.sample(rl, shardRows(rl, t, 0, 1, problems), budget);
+          env.metrics.phase(labels, 'sample', since(t0));
+          env.metrics.sampled(labels, sampledTokens(rollouts), since(t0));
+          t0 = performance.now();
+          const g = gradeAgainst(problems, t, l.config.toolArithmetic, rollouts, rl.task);
+          await store.putJson(keys.graded(s.runId, s.nodeId, t), g);
+          env.metrics.phase(labels, 'grade', since(t0));
+          return g;
+        },
+      );
       return (l.rollouts = { t, problems, graded, metrics: rolloutMetrics(graded, rl.samples) });
     },
     /**
@@ -53,7 +57,10 @@ export function rlSteps(env: Env) {
       let metrics: Record<string, number>;
       const t0 = performance.now();
       try {
-        metrics = await withHeartbeat(() => ({ t: r.t, at: (l.lastUsed = Date.now()) }), (signal) => l.trainer.update(rl, r.t, r.graded, signal));
+        metrics = await withHeartbeat(
+          () => ({ t: r.t, at: (l.lastUsed = Date.now()) }),
+          (signal) => l.trainer.update(rl, r.t, r.graded, signal),
+        );
       } catch (e) {
         // Mini-batches before the failing one may have stepped: the in-memory state is no
         // longer the state at t, so drop the session (a re-open loads the last commit).
@@ -95,13 +102,19 @@ export function trainActivities(env: Env) {
         const node = l.config.nodes[s.nodeId] as SftNode;
         const sft = sftSettings(l.config, s.nodeId);
         try {
-          await withHeartbeat(() => ({ step: l.step, at: (l.lastUsed = Date.now()) }), async (signal) => {
-            while (l.step < to && !signal?.aborted) {
-              metrics = await l.trainer.sftStep(sft.seed, l.step, node.batchSize, node.difficulty, sft.traces, { markWeight: sft.markWeight, ...(sft.task ? { task: sft.task } : {}) });
-              l.step++;
-              env.metrics.sftSteps(runLabels(s.runId, s.nodeId, l.config), 1);
-            }
-          });
+          await withHeartbeat(
+            () => ({ step: l.step, at: (l.lastUsed = Date.now()) }),
+            async (signal) => {
+              while (l.step < to && !signal?.aborted) {
+                metrics = await l.trainer.sftStep(sft.seed, l.step, node.batchSize, node.difficulty, sft.traces, {
+                  markWeight: sft.markWeight,
+                  ...(sft.task ? { task: sft.task } : {}),
+                });
+                l.step++;
+                env.metrics.sftSteps(runLabels(s.runId, s.nodeId, l.config), 1);
+              }
+            },
+          );
         } catch (e) {
           // Cancelled (or failed) between commits: the session is ahead of its last commit.
           await drop(s, l);

@@ -22,7 +22,15 @@
  */
 import type { Client } from '@temporalio/client';
 import * as path from 'node:path';
-import { WorkerPool, awaitPipeline, failedAttempts, finalCheckpoints, runWithOwnServers, startPipeline, temporalClient } from '../test/chaos';
+import {
+  WorkerPool,
+  awaitPipeline,
+  failedAttempts,
+  finalCheckpoints,
+  runWithOwnServers,
+  startPipeline,
+  temporalClient,
+} from '../test/chaos';
 import { ObjectStore, dataDir } from '../storage/store';
 
 interface Row {
@@ -40,12 +48,16 @@ interface Row {
   stage2: string;
 }
 
-const ms = (t: { seconds?: { toString(): string } | null; nanos?: number | null } | null | undefined): number => Number(t?.seconds ?? 0) * 1000 + (t?.nanos ?? 0) / 1e6;
+const ms = (t: { seconds?: { toString(): string } | null; nanos?: number | null } | null | undefined): number =>
+  Number(t?.seconds ?? 0) * 1000 + (t?.nanos ?? 0) / 1e6;
 
 type Ev = {
   eventId?: { toString(): string } | null;
   eventTime?: { seconds?: { toString(): string } | null; nanos?: number | null } | null;
-  activityTaskScheduledEventAttributes?: { activityType?: { name?: string | null } | null; taskQueue?: { name?: string | null } | null } | null;
+  activityTaskScheduledEventAttributes?: {
+    activityType?: { name?: string | null } | null;
+    taskQueue?: { name?: string | null } | null;
+  } | null;
   activityTaskStartedEventAttributes?: { scheduledEventId?: { toString(): string } | null; identity?: string | null } | null;
   activityTaskCompletedEventAttributes?: { scheduledEventId?: { toString(): string } | null } | null;
   activityTaskFailedEventAttributes?: { scheduledEventId?: { toString(): string } | null } | null;
@@ -58,7 +70,13 @@ type Ev = {
  * worker pid; and, into `waits`, the intervals in which an open waited (scheduled to started;
  * for a retried open, Temporal records the last attempt's start against the first schedule).
  */
-function sessionIntervals(events: Ev[], into: Map<number, Array<[number, number]>>, waits: Array<[number, number]> = [], labelled?: Map<number, Labelled[]>, node = ''): void {
+function sessionIntervals(
+  events: Ev[],
+  into: Map<number, Array<[number, number]>>,
+  waits: Array<[number, number]> = [],
+  labelled?: Map<number, Labelled[]>,
+  node = '',
+): void {
   const sched = new Map<string, { name: string; queue: string; at: number }>();
   const started = new Map<string, { at: number; pid: number }>();
   for (const e of events) {
@@ -72,9 +90,14 @@ function sessionIntervals(events: Ev[], into: Map<number, Array<[number, number]
       // A session's activities run on its worker's own queue; the open on e3-trainer, by the worker that will hold it.
       const pid = Number(/^(\d+)@/.exec(st.identity ?? '')?.[1] ?? NaN);
       if (a?.name === 'openTrainer') waits.push([a.at, ms(e.eventTime)]);
-      if (a && (a.name === 'openTrainer' || /^e3-trainer-/.test(a.queue)) && Number.isFinite(pid)) started.set(k, { at: ms(e.eventTime), pid });
+      if (a && (a.name === 'openTrainer' || /^e3-trainer-/.test(a.queue)) && Number.isFinite(pid))
+        started.set(k, { at: ms(e.eventTime), pid });
     }
-    const end = e.activityTaskCompletedEventAttributes ?? e.activityTaskFailedEventAttributes ?? e.activityTaskTimedOutEventAttributes ?? e.activityTaskCanceledEventAttributes;
+    const end =
+      e.activityTaskCompletedEventAttributes ??
+      e.activityTaskFailedEventAttributes ??
+      e.activityTaskTimedOutEventAttributes ??
+      e.activityTaskCanceledEventAttributes;
     if (end) {
       const k = String(end.scheduledEventId);
       const s0 = started.get(k);
@@ -93,7 +116,10 @@ function sessionIntervals(events: Ev[], into: Map<number, Array<[number, number]
 
 /** Length of the union of intervals clipped to [lo, hi]. */
 function unionLength(iv: Array<[number, number]>, lo: number, hi: number): number {
-  const xs = iv.map(([a, b]) => [Math.max(a, lo), Math.min(b, hi)] as [number, number]).filter(([a, b]) => b > a).sort((p, q) => p[0] - q[0]);
+  const xs = iv
+    .map(([a, b]) => [Math.max(a, lo), Math.min(b, hi)] as [number, number])
+    .filter(([a, b]) => b > a)
+    .sort((p, q) => p[0] - q[0]);
   let total = 0;
   let cur: [number, number] | undefined;
   for (const x of xs) {
@@ -147,7 +173,12 @@ export function idleWhileWaiting(waits: Array<[number, number]>, busy: Array<[nu
   return (unionLength([...waits, ...busy], lo, hi) - unionLength(busy, lo, hi)) / w;
 }
 
-async function measure(c: Client, pool: WorkerPool, store: ObjectStore, o: { workers: number; n: number; config: string; seed: number; node: string; tag: string }) {
+async function measure(
+  c: Client,
+  pool: WorkerPool,
+  store: ObjectStore,
+  o: { workers: number; n: number; config: string; seed: number; node: string; tag: string },
+) {
   const ids = Array.from({ length: o.n }, (_, k) => `load-${o.tag}-${o.workers}w-n${o.n}-${k}`);
   const before = pool.logs().length;
   await Promise.all(ids.map((id) => startPipeline(c, id, { config: o.config, overrides: { seed: o.seed } })));
@@ -162,7 +193,10 @@ async function measure(c: Client, pool: WorkerPool, store: ObjectStore, o: { wor
     first = Math.min(first, d.startTime.getTime());
     last = Math.max(last, d.closeTime!.getTime());
     for (const node of ['warmstart', 'stage1', 'stage2']) {
-      const h = await c.workflow.getHandle(`${id}/${node}`).fetchHistory().catch(() => undefined);
+      const h = await c.workflow
+        .getHandle(`${id}/${node}`)
+        .fetchHistory()
+        .catch(() => undefined);
       if (h) sessionIntervals((h.events ?? []) as Ev[], busy, waits, labelled, `${id}/${node}`);
     }
   }
@@ -196,7 +230,13 @@ function parseArgs(argv: string[]) {
   };
   const ns = list('--ns', '1,4,12,32');
   if (!ns.includes(1)) ns.unshift(1); // the single run every ratio divides by
-  return { ns: [...new Set(ns)].sort((a, b) => a - b), workers: list('--workers', '1,2'), config: get('--config', 'tiny'), seed: Number(get('--seed', '7')), node: get('--node', 'stage2') };
+  return {
+    ns: [...new Set(ns)].sort((a, b) => a - b),
+    workers: list('--workers', '1,2'),
+    config: get('--config', 'tiny'),
+    seed: Number(get('--seed', '7')),
+    node: get('--node', 'stage2'),
+  };
 }
 
 const pad = (s: string | number, n: number) => String(s).padStart(n);
@@ -215,7 +255,9 @@ if (require.main === module) {
     const rows: Row[] = [];
     const tag = Date.now().toString(36);
     let reference: string | undefined;
-    console.log(`config ${o.config} seed ${o.seed}; E3_TRAINER_SESSIONS=${process.env.E3_TRAINER_SESSIONS ?? 1}, E3_THREADS=${process.env.E3_THREADS ?? 'one per core'}`);
+    console.log(
+      `config ${o.config} seed ${o.seed}; E3_TRAINER_SESSIONS=${process.env.E3_TRAINER_SESSIONS ?? 1}, E3_THREADS=${process.env.E3_THREADS ?? 'one per core'}`,
+    );
     console.log('workers    N  makespan_s  N x single_s  ratio  busy(per w)  wait_s  idle|waiting  peakRSS_MB  failed (open)  same bytes');
     try {
       for (const w of o.workers) {
@@ -227,12 +269,26 @@ if (require.main === module) {
             const m = await measure(c.client, pool, store, { workers: w, n, config: o.config, seed: o.seed, node: o.node, tag });
             if (n === 1) single = m.makespanS;
             reference ??= m.shas[0];
-            const row: Row = { workers: w, n, makespanS: m.makespanS, singleS: single, busy: m.busy, idleWhileWaiting: m.idleWhileWaiting, waitS: m.waitS, peakRssMb: m.peakRssMb, failed: m.failed, failedOpen: m.failedOpen, identical: m.shas.every((s) => s === reference), stage2: m.shas[0] };
+            const row: Row = {
+              workers: w,
+              n,
+              makespanS: m.makespanS,
+              singleS: single,
+              busy: m.busy,
+              idleWhileWaiting: m.idleWhileWaiting,
+              waitS: m.waitS,
+              peakRssMb: m.peakRssMb,
+              failed: m.failed,
+              failedOpen: m.failedOpen,
+              identical: m.shas.every((s) => s === reference),
+              stage2: m.shas[0],
+            };
             rows.push(row);
             console.log(format(row));
             // Where the idle-while-waiting time went (per worker), largest first.
             m.gaps.forEach((g, k) => {
-              for (const [what, e] of [...g.entries()].sort((a, b) => b[1].s - a[1].s).slice(0, 6)) console.log(`        idle while waiting, worker ${k + 1}: ${e.s.toFixed(1)} s in ${e.n} gaps, ${what}`);
+              for (const [what, e] of [...g.entries()].sort((a, b) => b[1].s - a[1].s).slice(0, 6))
+                console.log(`        idle while waiting, worker ${k + 1}: ${e.s.toFixed(1)} s in ${e.n} gaps, ${what}`);
             });
           }
         } finally {

@@ -62,7 +62,14 @@ export function countEval(rows: SampleRow[], rollouts: Rollout[], budgets: numbe
       e.n++;
       e.c += g.reward;
       per.set(r.i, e);
-      recs.push({ reward: g.reward, length: cut.length, truncated: g.truncated, attempts: g.attempts, checks: g.checks, explore: g.explore });
+      recs.push({
+        reward: g.reward,
+        length: cut.length,
+        truncated: g.truncated,
+        attempts: g.attempts,
+        checks: g.checks,
+        explore: g.explore,
+      });
     });
     counts[b] = { problems: [...per.values()], records: recs };
   }
@@ -72,8 +79,14 @@ export function countEval(rows: SampleRow[], rollouts: Rollout[], budgets: numbe
 export type EvalCounts = Record<number, { problems: Array<{ n: number; c: number }>; records: ResponseRecord[] }>;
 
 /** The held-out problems an evaluation of `prompts` problems from `offset` meets. */
-export const heldOutSet = (seed: number, split: Exclude<Split, 'train'>, d: Difficulty, offset: number, prompts: number, task?: string): CountdownProblem[] =>
-  Array.from({ length: prompts }, (_, i) => heldOutProblem(seed, split, d, offset + i, task));
+export const heldOutSet = (
+  seed: number,
+  split: Exclude<Split, 'train'>,
+  d: Difficulty,
+  offset: number,
+  prompts: number,
+  task?: string,
+): CountdownProblem[] => Array.from({ length: prompts }, (_, i) => heldOutProblem(seed, split, d, offset + i, task));
 
 /** Merge partial evaluations (resumed chunks) into metric keys like eval/b64/pass@1. */
 export function evalMetrics(counts: EvalCounts[], budgets: number[], ks: number[]): Record<string, number> {

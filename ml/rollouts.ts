@@ -63,7 +63,14 @@ export interface RlSettings {
 export const taskFor = (tool: boolean, task?: string) => taskNamed(task).task(tool);
 
 /** Problems of RL iteration t (train split): a pure function of (run seed, stream, t); the cursor is t. */
-export function iterationProblems(seed: number, stream: string, t: number, prompts: number, d: Difficulty, task?: string): CountdownProblem[] {
+export function iterationProblems(
+  seed: number,
+  stream: string,
+  t: number,
+  prompts: number,
+  d: Difficulty,
+  task?: string,
+): CountdownProblem[] {
   const s = deriveSeed(seed, 'rl-data', stream);
   const gen = taskFor(false, task);
   // Countdown's problem type; another task's problems carry the same fields (ml/task.ts Problem).
@@ -76,8 +83,13 @@ export function iterationProblems(seed: number, stream: string, t: number, promp
  * evaluates that difficulty, so the base, each stage and each arm are measured on the same
  * problems. Disjoint by content from all training data (ml/countdown.ts `splitOf`).
  */
-export const heldOutProblem = (seed: number, split: Exclude<Split, 'train'>, d: Difficulty, index: number, task?: string): CountdownProblem =>
-  taskFor(false, task).generate(deriveSeed(seed, 'eval-data'), index, d, split) as CountdownProblem;
+export const heldOutProblem = (
+  seed: number,
+  split: Exclude<Split, 'train'>,
+  d: Difficulty,
+  index: number,
+  task?: string,
+): CountdownProblem => taskFor(false, task).generate(deriveSeed(seed, 'eval-data'), index, d, split) as CountdownProblem;
 
 /** One row to sample: problem i of the set, sample j, and its own sampling seed (a pure function of its coordinates). */
 export interface SampleRow {
@@ -106,7 +118,13 @@ export interface SampleJob {
 }
 
 /** Rows of iteration t's shard `shard`: prompts i with i mod shards = shard, `samples` rows each. */
-export function shardRows(s: RlSettings, t: number, shard: number, shards: number, problems: readonly CountdownProblem[] = iterationProblems(s.seed, s.stream, t, s.prompts, s.difficulty, s.task)): SampleRow[] {
+export function shardRows(
+  s: RlSettings,
+  t: number,
+  shard: number,
+  shards: number,
+  problems: readonly CountdownProblem[] = iterationProblems(s.seed, s.stream, t, s.prompts, s.difficulty, s.task),
+): SampleRow[] {
   const rows: SampleRow[] = [];
   problems.forEach((p, i) => {
     if (i % shards !== shard) return;
@@ -130,8 +148,17 @@ export async function sampleRows(policy: Policy, job: SampleJob): Promise<Rollou
         return text ? encode(text) : [];
       }
     : undefined;
-  const out = await sample(policy, prompts, { budget: job.budget, temperature: job.temperature, topP: job.topP, seeds: rows.map((r) => r.seed), eos: EOS, forced, engine: job.engine });
-  if (job.rescore && (job.engine ?? 'tfjs') !== 'tfjs' && job.temperature > 0) out.logp = scoreResponses(policy, prompts, out.responses, out.forcedMask, job.temperature);
+  const out = await sample(policy, prompts, {
+    budget: job.budget,
+    temperature: job.temperature,
+    topP: job.topP,
+    seeds: rows.map((r) => r.seed),
+    eos: EOS,
+    forced,
+    engine: job.engine,
+  });
+  if (job.rescore && (job.engine ?? 'tfjs') !== 'tfjs' && job.temperature > 0)
+    out.logp = scoreResponses(policy, prompts, out.responses, out.forcedMask, job.temperature);
   return rows.map((r, k) => ({
     i: r.i,
     j: r.j,
@@ -155,15 +182,30 @@ export function dataMetrics(prefix: string, ps: readonly Problem[], task?: strin
 }
 
 /** Grade a shard of rollouts of iteration t (the grader recomputes every step itself). */
-export const gradeRollouts = (seed: number, stream: string, t: number, prompts: number, d: Difficulty, tool: boolean, rollouts: Rollout[], task?: string): GradedRollout[] =>
-  gradeAgainst(iterationProblems(seed, stream, t, prompts, d, task), t, tool, rollouts, task);
+export const gradeRollouts = (
+  seed: number,
+  stream: string,
+  t: number,
+  prompts: number,
+  d: Difficulty,
+  tool: boolean,
+  rollouts: Rollout[],
+  task?: string,
+): GradedRollout[] => gradeAgainst(iterationProblems(seed, stream, t, prompts, d, task), t, tool, rollouts, task);
 
 /** Grade rollouts of iteration t against its problems (`iterationProblems`). */
-export function gradeAgainst(problems: readonly CountdownProblem[], t: number, tool: boolean, rollouts: Rollout[], taskName?: string): GradedRollout[] {
+export function gradeAgainst(
+  problems: readonly CountdownProblem[],
+  t: number,
+  tool: boolean,
+  rollouts: Rollout[],
+  taskName?: string,
+): GradedRollout[] {
   const task = taskFor(tool, taskName);
   return rollouts.map((r) => {
     const p = problems[r.i];
-    if (p.id !== r.problemId) throw new ShapeMismatchError(`rollout for problem ${r.problemId} does not match iteration ${t}'s problem ${p.id}`);
+    if (p.id !== r.problemId)
+      throw new ShapeMismatchError(`rollout for problem ${r.problemId} does not match iteration ${t}'s problem ${p.id}`);
     const grade = task.verify(p, decode(r.response), r.truncated);
     return { ...r, reward: grade.reward, grade };
   });
@@ -172,7 +214,14 @@ export function gradeAgainst(problems: readonly CountdownProblem[], t: number, t
 /** train/* metrics of one iteration's graded rollouts. */
 export function rolloutMetrics(graded: GradedRollout[], samples: number): Record<string, number> {
   const order = [...graded].sort((a, b) => a.i - b.i || a.j - b.j);
-  const recs: ResponseRecord[] = order.map((g) => ({ reward: g.reward, length: g.response.length, truncated: g.truncated, attempts: g.grade.attempts, checks: g.grade.checks, explore: g.grade.explore }));
+  const recs: ResponseRecord[] = order.map((g) => ({
+    reward: g.reward,
+    length: g.response.length,
+    truncated: g.truncated,
+    attempts: g.grade.attempts,
+    checks: g.grade.checks,
+    explore: g.grade.explore,
+  }));
   return summarizeResponses('train', recs, samples);
 }
 

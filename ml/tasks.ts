@@ -34,8 +34,13 @@ const registry = new Map<string, TrainableTask>();
 
 /** An unknown task name, named by the config field that gave it. */
 export class UnknownTaskError extends Error {
-  constructor(readonly field: string, readonly task: string) {
-    super(`${field}: unknown task "${task}" (registered: ${[...registry.keys()].sort().join(', ')}; a task from outside ml/ is registered by a module named in E3_TASK_MODULES, docs/TASKS.md)`);
+  constructor(
+    readonly field: string,
+    readonly task: string,
+  ) {
+    super(
+      `${field}: unknown task "${task}" (registered: ${[...registry.keys()].sort().join(', ')}; a task from outside ml/ is registered by a module named in E3_TASK_MODULES, docs/TASKS.md)`,
+    );
     this.name = 'UnknownTaskError';
   }
 }
@@ -75,7 +80,14 @@ registerTask<CountdownProblem>(DEFAULT_TASK, {
  * (its own generator, train split, a difficulty picked per example) and its trace from the
  * same per-example rng.
  */
-export function sftExamples(name: string | undefined, seed: number, step: number, batchSize: number, difficulty: Difficulty | readonly Difficulty[], opts: Partial<TraceOptions> = {}): Array<Omit<SftExample, 'problem'> & { problem: Problem }> {
+export function sftExamples(
+  name: string | undefined,
+  seed: number,
+  step: number,
+  batchSize: number,
+  difficulty: Difficulty | readonly Difficulty[],
+  opts: Partial<TraceOptions> = {},
+): Array<Omit<SftExample, 'problem'> & { problem: Problem }> {
   if ((name ?? DEFAULT_TASK) === DEFAULT_TASK) return sftBatch(seed, step, batchSize, difficulty, opts);
   const t = taskNamed(name);
   const task = t.task(false);
@@ -96,7 +108,10 @@ export function sftExamples(name: string | undefined, seed: number, step: number
  * loaded is one error naming the variable and the module.
  */
 export function loadTaskModules(list: string | undefined, from = process.cwd(), variable = 'E3_TASK_MODULES'): string[] {
-  const mods = (list ?? '').split(',').map((m) => m.trim()).filter(Boolean);
+  const mods = (list ?? '')
+    .split(',')
+    .map((m) => m.trim())
+    .filter(Boolean);
   for (const m of mods) {
     const file = path.resolve(from, m);
     try {

@@ -7,7 +7,9 @@ const ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/;
 /** Run ids, node ids and lineage names become key segments: no separators, no dot-dot. */
 export function checkId(field: string, value: string): string {
   if (typeof value !== 'string' || !ID.test(value) || value.includes('..')) {
-    throw new Error(`${field}: ${JSON.stringify(value)} is not a valid id (letters, digits, '.', '_', '-'; at most 100; no path separators or '..')`);
+    throw new Error(
+      `${field}: ${JSON.stringify(value)} is not a valid id (letters, digits, '.', '_', '-'; at most 100; no path separators or '..')`,
+    );
   }
   return value;
 }

@@ -25,7 +25,8 @@ export function linesOf(q: ReturnType<typeof trainerQueue>): Map<string, Trainer
 
 export function parseLinePollMs(v: string | undefined): number {
   const ms = Number(v || 2000);
-  if (!Number.isInteger(ms) || (ms !== 0 && ms < 250)) throw new Error(`E3_LINE_POLL_MS must be 0 (off) or an integer of at least 250 (ms), got "${v}"`);
+  if (!Number.isInteger(ms) || (ms !== 0 && ms < 250))
+    throw new Error(`E3_LINE_POLL_MS must be 0 (off) or an integer of at least 250 (ms), got "${v}"`);
   return ms;
 }
 

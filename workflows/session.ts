@@ -5,11 +5,27 @@
  * lost the session) the node re-opens on any trainer, which loads the last committed
  * checkpoint, and the caller rewinds to that step.
  */
-import { ActivityFailure, ApplicationFailure, TimeoutFailure, defineQuery, defineSignal, patched, proxyActivities, setCurrentDetails, setHandler } from '@temporalio/workflow';
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  TimeoutFailure,
+  defineQuery,
+  defineSignal,
+  patched,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+} from '@temporalio/workflow';
 import type { Duration } from '@temporalio/common';
 import type { Activities } from '../activities';
 import type { NodeInput, Session } from '../activities/types';
-import { ErrorTypes, HEARTBEAT_TIMEOUT_TYPE, NON_RETRYABLE_ERROR_TYPES, SESSION_NON_RETRYABLE_ERROR_TYPES, TRAINER_QUEUE } from '../activities/types';
+import {
+  ErrorTypes,
+  HEARTBEAT_TIMEOUT_TYPE,
+  NON_RETRYABLE_ERROR_TYPES,
+  SESSION_NON_RETRYABLE_ERROR_TYPES,
+  TRAINER_QUEUE,
+} from '../activities/types';
 import type { TrainerLine } from './story';
 import { waitingDetails } from './story';
 
@@ -118,7 +134,10 @@ export async function withRewind<T>(
   } catch (err) {
     if (!isSessionLost(err)) {
       // Behind a patch: recorded histories without this close fail the node without scheduling it.
-      if (err instanceof ActivityFailure && patched('close-session-on-failure')) await sessionActivities(get()).closeTrainer(get()).catch(() => undefined);
+      if (err instanceof ActivityFailure && patched('close-session-on-failure'))
+        await sessionActivities(get())
+          .closeTrainer(get())
+          .catch(() => undefined);
       throw err;
     }
     const s = await openSession(input);

@@ -35,7 +35,15 @@ async function frameText(page: Page, re: RegExp, ms = 60_000): Promise<string> {
   const end = Date.now() + ms;
   let seen: string[] = [];
   while (Date.now() < end) {
-    seen = await Promise.all(page.frames().map((f) => f.evaluate(() => (globalThis as unknown as { document: { body?: { innerText: string } } }).document.body?.innerText ?? '').catch(() => '')));
+    seen = await Promise.all(
+      page
+        .frames()
+        .map((f) =>
+          f
+            .evaluate(() => (globalThis as unknown as { document: { body?: { innerText: string } } }).document.body?.innerText ?? '')
+            .catch(() => ''),
+        ),
+    );
     const hit = seen.find((t) => re.test(t));
     if (hit !== undefined) return hit;
     await sleep(500);
@@ -47,21 +55,32 @@ const launch = () =>
   chromium.launch({
     executablePath: '/usr/bin/chromium',
     headless: true,
-    args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-gpu', '--disable-sync'],
+    args: [
+      '--no-sandbox',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--no-first-run',
+      '--disable-gpu',
+      '--disable-sync',
+    ],
   });
 
-const waiting = async (c: Client, id: string) => (trainerQueue(await trainingNodes(c)).waiting.some((x) => x.workflowId === `${id}/warmstart`) ? true : undefined);
+const waiting = async (c: Client, id: string) =>
+  trainerQueue(await trainingNodes(c)).waiting.some((x) => x.workflowId === `${id}/warmstart`) ? true : undefined;
 
 test('a waiting node shows its place in line and the holder in the Web UI, kept up to date', { timeout: 10 * 60_000 }, async () => {
   const ui = `http://127.0.0.1:${process.env.E3_TEMPORAL_UI_PORT}`;
   const w = await inProcessWorker();
   const { client: c, close } = await client();
   const ids = { holder: uid('line-a'), b: uid('line-b'), c: uid('line-c') };
-  const start = (id: string) => c.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: id, args: [{ config: 'tiny', runId: id }] });
+  const start = (id: string) =>
+    c.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: id, args: [{ config: 'tiny', runId: id }] });
   let browser: Browser | undefined;
   try {
     await start(ids.holder);
-    await until('the holder to open its session', async () => (trainerQueue(await trainingNodes(c)).holders.some((h) => h.workflowId === `${ids.holder}/warmstart`) ? true : undefined));
+    await until('the holder to open its session', async () =>
+      trainerQueue(await trainingNodes(c)).holders.some((h) => h.workflowId === `${ids.holder}/warmstart`) ? true : undefined,
+    );
     await c.workflow.getHandle(`${ids.holder}/warmstart`).signal('pause');
     for (const id of [ids.b, ids.c]) {
       await start(id);
@@ -78,7 +97,10 @@ test('a waiting node shows its place in line and the holder in the Web UI, kept 
     };
     const holder = `Trainer held by: ${ids.holder}/warmstart`;
     await open(`${ids.c}/warmstart`);
-    const shown = await frameText(page, new RegExp(`waiting for a trainer: 1 ahead of it \\(run ${ids.c}, node warmstart, since \\d\\d:\\d\\d:\\d\\d UTC\\)`));
+    const shown = await frameText(
+      page,
+      new RegExp(`waiting for a trainer: 1 ahead of it \\(run ${ids.c}, node warmstart, since \\d\\d:\\d\\d:\\d\\d UTC\\)`),
+    );
     assert.ok(shown.includes(holder), `the page names the holder: ${shown}`);
     const shot = path.join(dataDir(), 'screenshots', 'waiting-node.png');
     await page.screenshot({ path: shot, fullPage: true });
@@ -92,7 +114,9 @@ test('a waiting node shows its place in line and the holder in the Web UI, kept 
     await open(`${ids.c}/warmstart`);
     await frameText(page, new RegExp(`waiting for a trainer: 0 ahead of it \\(run ${ids.c}, node warmstart`));
     // The place went from 1 to 0 by signals sent on changes only.
-    const signals = ((await c.workflow.getHandle(`${ids.c}/warmstart`).fetchHistory()).events ?? []).filter((e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'trainerLine');
+    const signals = ((await c.workflow.getHandle(`${ids.c}/warmstart`).fetchHistory()).events ?? []).filter(
+      (e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'trainerLine',
+    );
     assert.ok(signals.length >= 2 && signals.length <= 4, `trainerLine signals to the waiter: ${signals.length}`);
     await page.screenshot({ path: path.join(dataDir(), 'screenshots', 'waiting-node-next.png'), fullPage: true });
 
@@ -103,7 +127,11 @@ test('a waiting node shows its place in line and the holder in the Web UI, kept 
     await frameText(page, /warmstart \(sft\) — step \d+ of \d+/, 300_000);
   } finally {
     await browser?.close().catch(() => {});
-    for (const id of Object.values(ids)) await c.workflow.getHandle(id).cancel().catch(() => undefined);
+    for (const id of Object.values(ids))
+      await c.workflow
+        .getHandle(id)
+        .cancel()
+        .catch(() => undefined);
     await close();
     await w.stop();
   }

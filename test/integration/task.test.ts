@@ -26,12 +26,19 @@ test('a task registered from a module outside ml/ trains and evaluates through t
   const p = rev.generate(1, 0, { count: 3, min: 1, max: 9, ops: '+' }, 'train');
   assert.equal(rev.verify(p, reverseTrace(p, new Rng(3)), false).reward, 1);
 
-  const worker = start(process.execPath, ['--import', 'tsx', path.join(ROOT, 'workers', 'worker.ts')], { ...process.env, E3_TASK_MODULES: MODULE });
+  const worker = start(process.execPath, ['--import', 'tsx', path.join(ROOT, 'workers', 'worker.ts')], {
+    ...process.env,
+    E3_TASK_MODULES: MODULE,
+  });
   const { client: c, close } = await client();
   const id = uid('task-reverse');
   const bad = uid('task-unknown');
   try {
-    const h = await c.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: id, args: [{ config: 'tiny', runId: id, overrides: { task: 'reverse' } }] });
+    const h = await c.workflow.start('pipeline', {
+      taskQueue: TASK_QUEUE,
+      workflowId: id,
+      args: [{ config: 'tiny', runId: id, overrides: { task: 'reverse' } }],
+    });
     const r = (await h.result()) as PipelineResult;
     assert.deepEqual(Object.keys(r.results).sort(), ['eval', 'report', 'select', 'stage1', 'stage2', 'warmstart']);
     assert.match(worker.output(), /task modules: test\/tasks\/reverse\.ts \(tasks: countdown, reverse\)/);
@@ -42,16 +49,35 @@ test('a task registered from a module outside ml/ trains and evaluates through t
     }
     // The warm start learned the task's shape: its traces are short, so the RL stages' responses are well formed more often than not.
     assert.ok(Number.isFinite(r.results.stage2.metrics?.['train/reward_mean']), 'stage2 reports its reward');
-    assert.equal(Object.keys(ev).some((k) => k.startsWith('data/min_steps')), false, 'no countdown solver metrics for another task');
+    assert.equal(
+      Object.keys(ev).some((k) => k.startsWith('data/min_steps')),
+      false,
+      'no countdown solver metrics for another task',
+    );
 
     // A task nobody registered: one clear error naming the field.
-    const h2 = await c.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: bad, args: [{ config: 'tiny', runId: bad, overrides: { task: 'no-such-task' } }] });
-    const err = await h2.result().then(() => undefined, (e: unknown) => e);
+    const h2 = await c.workflow.start('pipeline', {
+      taskQueue: TASK_QUEUE,
+      workflowId: bad,
+      args: [{ config: 'tiny', runId: bad, overrides: { task: 'no-such-task' } }],
+    });
+    const err = await h2.result().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof WorkflowFailedError, `the run failed: ${String(err)}`);
-    const text = JSON.stringify(err, Object.getOwnPropertyNames(err)) + String((err as { cause?: { message?: string; cause?: { message?: string } } }).cause?.cause?.message ?? (err as { cause?: { message?: string } }).cause?.message);
+    const text =
+      JSON.stringify(err, Object.getOwnPropertyNames(err)) +
+      String(
+        (err as { cause?: { message?: string; cause?: { message?: string } } }).cause?.cause?.message ??
+          (err as { cause?: { message?: string } }).cause?.message,
+      );
     assert.match(text, /task: unknown task "no-such-task" \(registered: countdown/);
   } finally {
-    await c.workflow.getHandle(id).cancel().catch(() => undefined);
+    await c.workflow
+      .getHandle(id)
+      .cancel()
+      .catch(() => undefined);
     await close();
     await worker.stop();
   }

@@ -37,7 +37,13 @@ export function verifyReverse(p: Problem, response: string, truncated: boolean):
   }
   const partial = pos < response.length;
   const last = attempts.at(-1);
-  const base = { wellFormed: !partial && response.length > 0, truncated, attempts: attempts.length + (partial ? 1 : 0), checks: attempts.length, answer: last?.answer ?? null };
+  const base = {
+    wellFormed: !partial && response.length > 0,
+    truncated,
+    attempts: attempts.length + (partial ? 1 : 0),
+    checks: attempts.length,
+    answer: last?.answer ?? null,
+  };
   const fail = (reason: string): Grade => ({ ...base, reward: 0, reason });
   if (truncated) return fail('truncated');
   if (response.length === 0) return fail('empty');

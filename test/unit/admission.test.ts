@@ -13,7 +13,13 @@ import { formatTrainerQueue, trainerQueue } from '../../cli/trainers';
 import { lineKey, linesOf, parseLinePollMs } from '../../workers/line';
 import { waitingDetails } from '../../workflows/story';
 
-const ctx = { slotType: 'activity', taskQueue: 'e3-trainer', workerIdentity: 'w', workerBuildId: '', isSticky: false } as SlotReserveContext;
+const ctx = {
+  slotType: 'activity',
+  taskQueue: 'e3-trainer',
+  workerIdentity: 'w',
+  workerBuildId: '',
+  isSticky: false,
+} as SlotReserveContext;
 const tick = () => new Promise((r) => setImmediate(r));
 
 function fakeSlots(max: number) {
@@ -79,7 +85,10 @@ test('an abandoned session frees its slot for the next open', async () => {
   const l = { lastUsed: 0 } as LiveSession;
   held.set('r1/n', l);
   let granted = false;
-  const p = a.supplier().reserveSlot(ctx, new AbortController().signal).then(() => (granted = true));
+  const p = a
+    .supplier()
+    .reserveSlot(ctx, new AbortController().signal)
+    .then(() => (granted = true));
   await tick();
   assert.equal(granted, false);
   slots.abandon('r1/n', { lastUsed: 0 } as LiveSession); // another session object: a re-open replaced it
@@ -97,19 +106,41 @@ test('e3 status: waiting opens ordered by priority key, then arrival; holders wi
     { workflowId: 'a/stage1', activity: { type: 'openTrainer', started: false, scheduledMs: 3000, attempt: 1 } },
     { workflowId: 'b/warmstart', activity: { type: 'openTrainer', started: false, scheduledMs: 1000, attempt: 1 } },
     { workflowId: 'c/stage2', activity: { type: 'openTrainer', started: false, scheduledMs: 5000, attempt: 1, priorityKey: 1 } },
-    { workflowId: 'd/stage1', activity: { type: 'rlIteration', started: true, scheduledMs: 500, startedMs: 600, worker: '42@host', attempt: 1 } },
+    {
+      workflowId: 'd/stage1',
+      activity: { type: 'rlIteration', started: true, scheduledMs: 500, startedMs: 600, worker: '42@host', attempt: 1 },
+    },
     { workflowId: 'e/stage1' },
   ];
   const q = trainerQueue(nodes);
-  assert.deepEqual(q.waiting.map((w) => [w.workflowId, w.ahead]), [['c/stage2', 0], ['b/warmstart', 1], ['a/stage1', 2]]);
-  assert.deepEqual(q.holders.map((h) => [h.workflowId, h.worker, h.doing]), [['d/stage1', '42@host', 'rlIteration'], ['e/stage1', undefined, 'between activities']]);
+  assert.deepEqual(
+    q.waiting.map((w) => [w.workflowId, w.ahead]),
+    [
+      ['c/stage2', 0],
+      ['b/warmstart', 1],
+      ['a/stage1', 2],
+    ],
+  );
+  assert.deepEqual(
+    q.holders.map((h) => [h.workflowId, h.worker, h.doing]),
+    [
+      ['d/stage1', '42@host', 'rlIteration'],
+      ['e/stage1', undefined, 'between activities'],
+    ],
+  );
   const lines = formatTrainerQueue(q, 10_000);
   assert.equal(lines[0], 'trainer sessions: 2 held, 3 waiting');
-  assert.match(lines.find((x) => x.includes('run a,'))!, /waiting for a trainer: 2 ahead of it \(run a, node stage1, since 00:00:03, 7 s ago\)/);
-  assert.match(lines.find((x) => x.includes('run c,'))!, /0 ahead of it .* priority 1/);
+  assert.match(
+    lines.find((x) => x.includes('run a,'))!,
+    /waiting for a trainer: 2 ahead of it \(run a, node stage1, since 00:00:03, 7 s ago\)/,
+  );
+  assert.match(
+    lines.find((x) => x.includes('run c,'))!,
+    /0 ahead of it .* priority 1/,
+  );
 });
 
-test('line announcer: each waiter\'s place and the holders; a change of a holder\'s activity is no change of line', () => {
+test("line announcer: each waiter's place and the holders; a change of a holder's activity is no change of line", () => {
   const nodes = [
     { workflowId: 'b/warmstart', activity: { type: 'openTrainer', started: false, scheduledMs: 2000, attempt: 1 } },
     { workflowId: 'c/warmstart', activity: { type: 'openTrainer', started: false, scheduledMs: 3000, attempt: 1 } },
@@ -117,21 +148,32 @@ test('line announcer: each waiter\'s place and the holders; a change of a holder
     { workflowId: 'a/warmstart' },
   ];
   const lines = linesOf(trainerQueue(nodes));
-  assert.deepEqual([...lines.entries()], [
-    ['b/warmstart', { ahead: 0, sinceMs: 2000, holders: ['a/warmstart', 'z/stage1'] }],
-    ['c/warmstart', { ahead: 1, sinceMs: 3000, holders: ['a/warmstart', 'z/stage1'] }],
-  ]);
+  assert.deepEqual(
+    [...lines.entries()],
+    [
+      ['b/warmstart', { ahead: 0, sinceMs: 2000, holders: ['a/warmstart', 'z/stage1'] }],
+      ['c/warmstart', { ahead: 1, sinceMs: 3000, holders: ['a/warmstart', 'z/stage1'] }],
+    ],
+  );
   // The holder between activities, then in its next one on another worker: the same line.
-  const later = linesOf(trainerQueue([...nodes.slice(0, 2), { workflowId: 'z/stage1' }, { workflowId: 'a/warmstart', activity: { type: 'sftChunk', started: true, worker: '7@other', attempt: 1 } }]));
+  const later = linesOf(
+    trainerQueue([
+      ...nodes.slice(0, 2),
+      { workflowId: 'z/stage1' },
+      { workflowId: 'a/warmstart', activity: { type: 'sftChunk', started: true, worker: '7@other', attempt: 1 } },
+    ]),
+  );
   assert.equal(lineKey(later.get('c/warmstart')!), lineKey(lines.get('c/warmstart')!));
   // b gets the trainer: c moves up, a change.
-  const moved = linesOf(trainerQueue([nodes[1], nodes[2], { workflowId: 'b/warmstart', activity: { type: 'openTrainer', started: true, attempt: 1 } }]));
+  const moved = linesOf(
+    trainerQueue([nodes[1], nodes[2], { workflowId: 'b/warmstart', activity: { type: 'openTrainer', started: true, attempt: 1 } }]),
+  );
   assert.equal(moved.get('c/warmstart')!.ahead, 0);
   assert.notEqual(lineKey(moved.get('c/warmstart')!), lineKey(lines.get('c/warmstart')!));
   assert.equal(lineKey({ ahead: 1, sinceMs: 5, holders: ['x', 'a'] }), lineKey({ ahead: 1, sinceMs: 5, holders: ['a', 'x'] }));
 });
 
-test('a waiting node\'s details: its place, the run, node and since, and the holders', () => {
+test("a waiting node's details: its place, the run, node and since, and the holders", () => {
   const t = Date.UTC(2026, 0, 2, 13, 4, 5);
   assert.equal(
     waitingDetails('run-1', 'stage1', { ahead: 2, sinceMs: t, holders: ['run-0/warmstart', 'run-9/stage2'] }),

@@ -23,9 +23,31 @@ function byGrid(waits: Array<[number, number]>, busy: Array<[number, number]>, l
 
 test('idle while waiting: hand-worked cases', () => {
   // One wait 0..10; the trainer busy 0..4 and 6..10: idle 2 of 10.
-  assert.equal(idleWhileWaiting([[0, 10]], [[0, 4], [6, 10]], 0, 100), 0.2);
+  assert.equal(
+    idleWhileWaiting(
+      [[0, 10]],
+      [
+        [0, 4],
+        [6, 10],
+      ],
+      0,
+      100,
+    ),
+    0.2,
+  );
   // Overlapping waits count once; busy outside the waits does not matter.
-  assert.equal(idleWhileWaiting([[0, 5], [3, 10]], [[20, 30]], 0, 100), 1);
+  assert.equal(
+    idleWhileWaiting(
+      [
+        [0, 5],
+        [3, 10],
+      ],
+      [[20, 30]],
+      0,
+      100,
+    ),
+    1,
+  );
   // Nothing waits: no idle.
   assert.equal(idleWhileWaiting([], [[0, 5]], 0, 100), 0);
   // Clipped to the makespan.
@@ -44,6 +66,9 @@ test('idle while waiting equals a count on a 1 ms grid for random intervals (tol
     const busy = iv(Math.floor(rng.next() * 8));
     const lo = Math.floor(rng.next() * 50);
     const hi = 400 + Math.floor(rng.next() * 100);
-    assert.ok(Math.abs(idleWhileWaiting(waits, busy, lo, hi) - byGrid(waits, busy, lo, hi)) < 1e-12, JSON.stringify({ waits, busy, lo, hi }));
+    assert.ok(
+      Math.abs(idleWhileWaiting(waits, busy, lo, hi) - byGrid(waits, busy, lo, hi)) < 1e-12,
+      JSON.stringify({ waits, busy, lo, hi }),
+    );
   }
 });

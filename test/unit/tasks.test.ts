@@ -23,7 +23,10 @@ test('countdown is the default task: the same problems, prompts, traces and data
   assert.ok(registeredTasks().includes('countdown'));
   const ps = iterationProblems(7, 'stage1', 2, 4, D);
   const s = deriveSeed(7, 'rl-data', 'stage1');
-  assert.deepEqual(ps, [0, 1, 2, 3].map((i) => generateCountdown(s, 2 * 4 + i, D, 'train')));
+  assert.deepEqual(
+    ps,
+    [0, 1, 2, 3].map((i) => generateCountdown(s, 2 * 4 + i, D, 'train')),
+  );
   assert.deepEqual(heldOutProblem(7, 'eval', D, 3), generateCountdown(deriveSeed(7, 'eval-data'), 3, D, 'eval'));
   assert.equal(taskFor(true).prompt(ps[0]), countdownPrompt(ps[0]));
   assert.deepEqual(sftExamples(undefined, 7, 1, 8, [D]), sftBatch(7, 1, 8, [D]));
@@ -45,14 +48,28 @@ test('a task from a module outside ml/ (E3_TASK_MODULES) is found by name and dr
     assert.equal(rev.task(false).verify(e.problem, e.response, false).reward, 1, e.response);
   }
   assert.deepEqual(sftExamples('reverse', 7, 0, 6, [D]), ex, 'a pure function of (seed, step)');
-  assert.deepEqual(dataMetrics('data', ex.map((e) => e.problem), 'reverse'), {}, 'no profile: no data metrics');
+  assert.deepEqual(
+    dataMetrics(
+      'data',
+      ex.map((e) => e.problem),
+      'reverse',
+    ),
+    {},
+    'no profile: no data metrics',
+  );
   assert.throws(() => loadTaskModules('no/such/module.ts'), /E3_TASK_MODULES: cannot load task module .*no\/such\/module\.ts/);
 });
 
 test('an unknown task is one error naming the field; a name is registered once', () => {
-  assert.throws(() => taskNamed('nope'), (e: unknown) => e instanceof UnknownTaskError && /^task: unknown task "nope" \(registered: countdown/.test(e.message));
+  assert.throws(
+    () => taskNamed('nope'),
+    (e: unknown) => e instanceof UnknownTaskError && /^task: unknown task "nope" \(registered: countdown/.test(e.message),
+  );
   const cfg = { ...loadConfig('tiny'), task: 'nope' };
-  assert.throws(() => resolveConfig(cfg, 'tiny'), (e: unknown) => e instanceof ConfigError && /^tiny: task: unknown task "nope"/.test(e.message));
+  assert.throws(
+    () => resolveConfig(cfg, 'tiny'),
+    (e: unknown) => e instanceof ConfigError && /^tiny: task: unknown task "nope"/.test(e.message),
+  );
   assert.equal(resolveConfig({ ...loadConfig('tiny'), task: 'countdown' }, 'tiny').task, 'countdown');
   assert.equal('task' in resolveConfig(loadConfig('tiny'), 'tiny'), false, 'absent from a resolved config when not given');
   const t = taskNamed('countdown');
