@@ -129,6 +129,7 @@ export function rlSettings(cfg: RunConfig, nodeId: string): RlSettings {
     microBatch: n.microBatch,
     skipZeroStd: n.skipZeroStd,
     grpo: n.grpo,
+    ...(cfg.task ? { task: cfg.task } : {}),
   };
 }
 
@@ -139,6 +140,7 @@ export function sftSettings(cfg: RunConfig, nodeId: string) {
     seed: sftSeed(cfg.seed, n.stream),
     traces: { meanWrong: n.meanWrong, maxAttempts: n.maxAttempts, nearMiss: n.nearMiss, perturbed: n.perturbed, search: n.search },
     markWeight: n.markWeight,
+    ...(cfg.task ? { task: cfg.task } : {}),
   };
 }
 

@@ -41,7 +41,7 @@ export function evaluateActivities(env: Env) {
       const counts = await evaluateResumable(m, input.nodeId, { ...node, split: 'select', budgets, k: [1], offset: 0 });
       const metrics: Record<string, number> = {
         ...evalMetrics(counts, budgets, [1]),
-        ...dataMetrics('data', heldOutSet(m.config.seed, 'select', node.difficulty, 0, node.prompts)),
+        ...dataMetrics('data', heldOutSet(m.config.seed, 'select', node.difficulty, 0, node.prompts, m.config.task), m.config.task),
       };
       const J = budgets.map((b) => ({ budget: b, passAt1: metrics[`eval/b${b}/pass@1`] }));
       const maxB = Math.max(...node.grid);
@@ -99,7 +99,7 @@ export function evaluateActivities(env: Env) {
       const counts = await evaluateResumable(m, input.nodeId, { ...node, split: 'eval' });
       const metrics = {
         ...evalMetrics(counts, node.budgets, node.k),
-        ...dataMetrics('data', heldOutSet(m.config.seed, 'eval', node.difficulty, node.offset, node.prompts)),
+        ...dataMetrics('data', heldOutSet(m.config.seed, 'eval', node.difficulty, node.offset, node.prompts, m.config.task), m.config.task),
       };
       env.metrics.evaluation(runLabels(input.runId, input.nodeId, m.config), metrics);
       return { kind: 'eval', metrics };
@@ -187,7 +187,7 @@ export async function evaluateChunks(
       const range: [number, number] = [at, Math.min(node.prompts, at + EVAL_CHUNK)];
       const c = await withHeartbeat(
         () => ({ next: at }),
-        () => policy.evaluate({ seed: m.config.seed, ...node, ks: node.k, range }),
+        () => policy.evaluate({ seed: m.config.seed, ...node, ks: node.k, range, ...(m.config.task ? { task: m.config.task } : {}) }),
       );
       await store.putJson(keys.evalChunk(m.runId, nodeId, at), { from: range[0], to: range[1], counts: c } satisfies StoredChunk);
       counts.push(c);

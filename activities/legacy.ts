@@ -44,7 +44,7 @@ export function legacyActivities(env: Env) {
       const m = await readManifest(s.runId);
       const rl = rlSettings(m.config, s.nodeId);
       const rollouts = (await Promise.all(shardKeys.map((k) => store.getJson<Rollout[]>(k)))).flat();
-      const graded = gradeRollouts(rl.seed, rl.stream, t, rl.prompts, rl.difficulty, m.config.toolArithmetic, rollouts);
+      const graded = gradeRollouts(rl.seed, rl.stream, t, rl.prompts, rl.difficulty, m.config.toolArithmetic, rollouts, rl.task);
       const key = keys.graded(s.runId, s.nodeId, t);
       await store.putJson(key, graded);
       return { key, metrics: rolloutMetrics(graded, rl.samples) };

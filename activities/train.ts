@@ -30,7 +30,7 @@ export function rlSteps(env: Env) {
      */
     async rollouts(s: Session, l: LiveSession, rl: RlSettings, t: number, budget: number): Promise<IterationRollouts> {
       atStep(s, l, t, 'sample');
-      const problems = iterationProblems(rl.seed, rl.stream, t, rl.prompts, rl.difficulty);
+      const problems = iterationProblems(rl.seed, rl.stream, t, rl.prompts, rl.difficulty, rl.task);
       const labels = runLabels(s.runId, s.nodeId, l.config);
       const graded = await withHeartbeat(
         () => ({ t, at: (l.lastUsed = Date.now()) }),
@@ -40,7 +40,7 @@ export function rlSteps(env: Env) {
           env.metrics.phase(labels, 'sample', since(t0));
           env.metrics.sampled(labels, sampledTokens(rollouts), since(t0));
           t0 = performance.now();
-          const g = gradeAgainst(problems, t, l.config.toolArithmetic, rollouts);
+          const g = gradeAgainst(problems, t, l.config.toolArithmetic, rollouts, rl.task);
           await store.putJson(keys.graded(s.runId, s.nodeId, t), g);
           env.metrics.phase(labels, 'grade', since(t0));
           return g;
@@ -67,7 +67,7 @@ export function rlSteps(env: Env) {
         await drop(s, l);
         throw e;
       }
-      const all = { ...r.metrics, ...dataMetrics('data', r.problems), ...metrics };
+      const all = { ...r.metrics, ...dataMetrics('data', r.problems, rl.task), ...metrics };
       l.step = r.t + 1;
       l.rollouts = undefined;
       l.applied = { kind: 'rl', from: r.t, to: r.t + 1, metrics: all };
@@ -81,7 +81,7 @@ export function rlSteps(env: Env) {
     /** Iteration t's rollouts as another attempt stored them (the session did not keep them). */
     async storedRollouts(s: Session, rl: RlSettings, t: number): Promise<IterationRollouts> {
       const graded = await store.getJson<GradedRollout[]>(keys.graded(s.runId, s.nodeId, t));
-      const problems: CountdownProblem[] = iterationProblems(rl.seed, rl.stream, t, rl.prompts, rl.difficulty);
+      const problems: CountdownProblem[] = iterationProblems(rl.seed, rl.stream, t, rl.prompts, rl.difficulty, rl.task);
       return { t, problems, graded, metrics: rolloutMetrics(graded, rl.samples) };
     },
   };
@@ -108,6 +108,7 @@ export function trainActivities(env: Env) {
               while (l.step < to && !signal?.aborted) {
                 metrics = await l.trainer.sftStep(sft.seed, l.step, node.batchSize, node.difficulty, sft.traces, {
                   markWeight: sft.markWeight,
+                  ...(sft.task ? { task: sft.task } : {}),
                 });
                 l.step++;
                 env.metrics.sftSteps(runLabels(s.runId, s.nodeId, l.config), 1);

@@ -4,8 +4,11 @@
  *   - makespan (first start to last close, server times) against N x the single run's time
  *     (the N = 1 row of the same W, measured in the same invocation);
  *   - the trainer's busy fraction: per worker, the union of the intervals in which an activity
- *     of a trainer session (open, steps, commit, close) ran on it, over the makespan; the
- *     mean over workers;
+ *     of a trainer session (open, steps, commit, close) ran on it, over the makespan;
+ *   - the trainer's idle fraction while runs wait: per worker, the part of the time in which
+ *     at least one `openTrainer` waits (scheduled, not yet started) during which no session
+ *     activity ran on it (the gaps a waiting run pays for: hand-offs, the workflow task
+ *     between two of a holder's activities, opens and closes are busy);
  *   - each worker's peak RSS (its E3_MEMORY_LOG_MS lines, every 500 ms);
  *   - failed activity attempts (the workers' "Activity failed" entries), openTrainer's apart:
  *     an open that waits for a trainer must wait in the task queue, not fail and retry;
@@ -36,6 +39,8 @@ interface Row {
   makespanS: number;
   singleS: number;
   busy: number[];
+  idleWhileWaiting: number[];
+  waitS: number;
   peakRssMb: number[];
   failed: number;
   failedOpen: number;
@@ -60,20 +65,31 @@ type Ev = {
   activityTaskCanceledEventAttributes?: { scheduledEventId?: { toString(): string } | null } | null;
 };
 
-/** Intervals [start, end] (ms) of trainer-session activities in one node's history, keyed by worker pid. */
-function sessionIntervals(events: Ev[], into: Map<number, Array<[number, number]>>): void {
-  const sched = new Map<string, { name: string; queue: string }>();
+/**
+ * Intervals [start, end] (ms) of trainer-session activities in one node's history, keyed by
+ * worker pid; and, into `waits`, the intervals in which an open waited (scheduled to started;
+ * for a retried open, Temporal records the last attempt's start against the first schedule).
+ */
+function sessionIntervals(
+  events: Ev[],
+  into: Map<number, Array<[number, number]>>,
+  waits: Array<[number, number]> = [],
+  labelled?: Map<number, Labelled[]>,
+  node = '',
+): void {
+  const sched = new Map<string, { name: string; queue: string; at: number }>();
   const started = new Map<string, { at: number; pid: number }>();
   for (const e of events) {
     const id = String(e.eventId);
     const s = e.activityTaskScheduledEventAttributes;
-    if (s) sched.set(id, { name: s.activityType?.name ?? '', queue: s.taskQueue?.name ?? '' });
+    if (s) sched.set(id, { name: s.activityType?.name ?? '', queue: s.taskQueue?.name ?? '', at: ms(e.eventTime) });
     const st = e.activityTaskStartedEventAttributes;
     if (st) {
       const k = String(st.scheduledEventId);
       const a = sched.get(k);
       // A session's activities run on its worker's own queue; the open on e3-trainer, by the worker that will hold it.
       const pid = Number(/^(\d+)@/.exec(st.identity ?? '')?.[1] ?? NaN);
+      if (a?.name === 'openTrainer') waits.push([a.at, ms(e.eventTime)]);
       if (a && (a.name === 'openTrainer' || /^e3-trainer-/.test(a.queue)) && Number.isFinite(pid))
         started.set(k, { at: ms(e.eventTime), pid });
     }
@@ -89,6 +105,9 @@ function sessionIntervals(events: Ev[], into: Map<number, Array<[number, number]
         const list = into.get(s0.pid) ?? [];
         list.push([s0.at, ms(e.eventTime)]);
         into.set(s0.pid, list);
+        const l = labelled?.get(s0.pid) ?? [];
+        l.push({ from: s0.at, to: ms(e.eventTime), node, activity: sched.get(k)?.name ?? '?' });
+        labelled?.set(s0.pid, l);
         started.delete(k);
       }
     }
@@ -114,6 +133,46 @@ function unionLength(iv: Array<[number, number]>, lo: number, hi: number): numbe
   return total;
 }
 
+interface Labelled {
+  from: number;
+  to: number;
+  node: string;
+  activity: string;
+}
+
+/**
+ * Where a worker was idle while some open waited: each gap between its session activities,
+ * clipped to the waits, by what ended before it and what started after (within one node: the
+ * workflow task between two of its activities; across nodes: a hand-off), in seconds and count.
+ */
+export function idleGaps(waits: Array<[number, number]>, iv: Labelled[], lo: number, hi: number): Map<string, { s: number; n: number }> {
+  const out = new Map<string, { s: number; n: number }>();
+  const xs = [...iv].sort((a, b) => a.from - b.from);
+  let prev: Labelled | undefined;
+  for (const x of xs) {
+    if (prev && x.from > prev.to) {
+      const idle = unionLength(waits, Math.max(lo, prev.to), Math.min(hi, x.from));
+      if (idle > 0) {
+        const key = `${prev.node === x.node ? 'same node' : 'hand-off'}: ${prev.activity} → ${x.activity}`;
+        const e = out.get(key) ?? { s: 0, n: 0 };
+        e.s += idle / 1000;
+        e.n++;
+        out.set(key, e);
+      }
+    }
+    if (!prev || x.to > prev.to) prev = x;
+  }
+  return out;
+}
+
+/** Part of the union of `waits` (clipped to [lo, hi]) covered by no interval of `busy`. */
+export function idleWhileWaiting(waits: Array<[number, number]>, busy: Array<[number, number]>, lo: number, hi: number): number {
+  const w = unionLength(waits, lo, hi);
+  if (w === 0) return 0;
+  // |W \ B| = |W u B| - |B| for unions W and B.
+  return (unionLength([...waits, ...busy], lo, hi) - unionLength(busy, lo, hi)) / w;
+}
+
 async function measure(
   c: Client,
   pool: WorkerPool,
@@ -127,6 +186,8 @@ async function measure(
   let first = Infinity;
   let last = 0;
   const busy = new Map<number, Array<[number, number]>>();
+  const waits: Array<[number, number]> = [];
+  const labelled = new Map<number, Labelled[]>();
   for (const id of ids) {
     const d = await c.workflow.getHandle(id).describe();
     first = Math.min(first, d.startTime.getTime());
@@ -136,7 +197,7 @@ async function measure(
         .getHandle(`${id}/${node}`)
         .fetchHistory()
         .catch(() => undefined);
-      if (h) sessionIntervals((h.events ?? []) as Ev[], busy);
+      if (h) sessionIntervals((h.events ?? []) as Ev[], busy, waits, labelled, `${id}/${node}`);
     }
   }
   const logs = pool.logs().slice(before);
@@ -147,6 +208,9 @@ async function measure(
   return {
     makespanS: (last - first) / 1000,
     busy: [...busy.values()].map((iv) => unionLength(iv, first, last) / (last - first)),
+    idleWhileWaiting: [...busy.values()].map((iv) => idleWhileWaiting(waits, iv, first, last)),
+    waitS: unionLength(waits, first, last) / 1000,
+    gaps: [...labelled.values()].map((iv) => idleGaps(waits, iv, first, last)),
     peakRssMb: [...rss.values()].map((b) => b / 2 ** 20),
     failed: failures.length,
     failedOpen: failures.filter((f) => f.activityType === 'openTrainer').length,
@@ -179,7 +243,7 @@ const pad = (s: string | number, n: number) => String(s).padStart(n);
 
 function format(r: Row): string {
   const seq = r.n * r.singleS;
-  return `${pad(r.workers, 7)} ${pad(r.n, 4)} ${pad(r.makespanS.toFixed(1), 10)} ${pad(seq.toFixed(1), 12)} ${pad((r.makespanS / seq).toFixed(2), 6)} ${pad(r.busy.map((b) => b.toFixed(2)).join('/'), 10)} ${pad(r.peakRssMb.map((m) => m.toFixed(0)).join('/'), 12)} ${pad(`${r.failed} (${r.failedOpen})`, 14)}  ${r.identical ? 'yes' : 'NO'}`;
+  return `${pad(r.workers, 7)} ${pad(r.n, 4)} ${pad(r.makespanS.toFixed(1), 10)} ${pad(seq.toFixed(1), 12)} ${pad((r.makespanS / seq).toFixed(2), 6)} ${pad(r.busy.map((b) => b.toFixed(2)).join('/'), 10)} ${pad(r.waitS.toFixed(1), 7)} ${pad(r.idleWhileWaiting.map((b) => b.toFixed(3)).join('/'), 12)} ${pad(r.peakRssMb.map((m) => m.toFixed(0)).join('/'), 12)} ${pad(`${r.failed} (${r.failedOpen})`, 14)}  ${r.identical ? 'yes' : 'NO'}`;
 }
 
 if (require.main === module) {
@@ -194,7 +258,7 @@ if (require.main === module) {
     console.log(
       `config ${o.config} seed ${o.seed}; E3_TRAINER_SESSIONS=${process.env.E3_TRAINER_SESSIONS ?? 1}, E3_THREADS=${process.env.E3_THREADS ?? 'one per core'}`,
     );
-    console.log('workers    N  makespan_s  N x single_s  ratio  busy(per w)  peakRSS_MB  failed (open)  same bytes');
+    console.log('workers    N  makespan_s  N x single_s  ratio  busy(per w)  wait_s  idle|waiting  peakRSS_MB  failed (open)  same bytes');
     try {
       for (const w of o.workers) {
         const pool = new WorkerPool(path.join(dataDir(), 'load-logs', `${tag}-${w}w`), w);
@@ -211,6 +275,8 @@ if (require.main === module) {
               makespanS: m.makespanS,
               singleS: single,
               busy: m.busy,
+              idleWhileWaiting: m.idleWhileWaiting,
+              waitS: m.waitS,
               peakRssMb: m.peakRssMb,
               failed: m.failed,
               failedOpen: m.failedOpen,
@@ -219,6 +285,11 @@ if (require.main === module) {
             };
             rows.push(row);
             console.log(format(row));
+            // Where the idle-while-waiting time went (per worker), largest first.
+            m.gaps.forEach((g, k) => {
+              for (const [what, e] of [...g.entries()].sort((a, b) => b[1].s - a[1].s).slice(0, 6))
+                console.log(`        idle while waiting, worker ${k + 1}: ${e.s.toFixed(1)} s in ${e.n} gaps, ${what}`);
+            });
           }
         } finally {
           await pool.stop();

@@ -36,6 +36,7 @@ import { checkBuildId, checkDeploymentName } from '../workers/deployment';
 import type { PipelineResult } from '../workflows/pipeline';
 import { DEFAULT_PRIORITY_KEY, formatTrainerQueue, trainerQueue, trainingNodes } from './trainers';
 import { clearCurrent, deploymentState, formatDeployment, setCurrent } from './deploy';
+import { loadTaskModules } from '../ml/tasks';
 
 const ROOT = path.resolve(__dirname, '..');
 
@@ -190,6 +191,14 @@ async function startRun(client: Client, input: PipelineInput & { runId: string }
   console.log(
     `started run ${input.runId} (workflow pipeline on task queue ${TASK_QUEUE}; Web UI: ${process.env.E3_TEMPORAL_UI ?? `http://127.0.0.1:${process.env.E3_TEMPORAL_UI_PORT ?? 8233}`}/namespaces/default/workflows/${encodeURIComponent(input.runId)})`,
   );
+}
+
+// Tasks from outside ml/ (docs/TASKS.md), so a config naming one validates here as on the workers.
+try {
+  loadTaskModules(process.env.E3_TASK_MODULES);
+} catch (e) {
+  console.error(e instanceof Error ? e.message : String(e));
+  process.exit(2);
 }
 
 const program = new Command('e3').description('durable e3 training on Temporal').showHelpAfterError();

@@ -97,8 +97,11 @@ export function formatTrainerQueue(q: { waiting: Waiter[]; holders: Holder[] }, 
 const tsMs = (t: { seconds?: { toString(): string } | null; nanos?: number | null } | null | undefined): number | undefined =>
   t?.seconds == null ? undefined : Number(t.seconds.toString()) * 1000 + (t.nanos ?? 0) / 1e6;
 
-/** The pending activity of every running training node (sft, rl) in Temporal. */
-export async function trainingNodes(client: Client): Promise<NodeActivity[]> {
+/**
+ * The pending activity of every running training node (sft, rl) in Temporal. With `lastWorkers`
+ * false, a node between activities is not looked up in its history (its worker stays unknown).
+ */
+export async function trainingNodes(client: Client, lastWorkers = true): Promise<NodeActivity[]> {
   const out: NodeActivity[] = [];
   for await (const wf of client.workflow.list({
     query: `ExecutionStatus = "Running" AND (WorkflowType = "sftNode" OR WorkflowType = "rlStage")`,
@@ -109,7 +112,7 @@ export async function trainingNodes(client: Client): Promise<NodeActivity[]> {
       // One at a time per node; an open is the one that matters when present.
       const a = pending.find((p) => p.activityType?.name === 'openTrainer') ?? pending[0];
       // Between activities (or paused) the holder is the worker that ran its last activity.
-      const last = a ? undefined : await lastWorker(client, wf.workflowId);
+      const last = a || !lastWorkers ? undefined : await lastWorker(client, wf.workflowId);
       out.push({
         workflowId: wf.workflowId,
         activity: a
@@ -123,7 +126,7 @@ export async function trainingNodes(client: Client): Promise<NodeActivity[]> {
               // An activity without a priority of its own inherits its workflow's (a node workflow inherits its run's).
               priorityKey: a.priority?.priorityKey || d.raw.workflowExecutionInfo?.priority?.priorityKey || undefined,
             }
-          : last
+          : last || !lastWorkers
             ? { type: 'between activities', started: true, worker: last, attempt: 1 }
             : undefined,
       });

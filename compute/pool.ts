@@ -343,6 +343,7 @@ export class PooledTrainer {
         temperature: s.temperature,
         topP: s.topP,
         tool: this.toolArithmetic,
+        task: s.task,
         engine: this.engine,
         rescore: true,
       }),
@@ -424,9 +425,10 @@ export class PooledPolicy {
       temperature: spec.temperature,
       topP: 1,
       tool: this.toolArithmetic,
+      task: spec.task,
       engine: this.engine,
     });
-    return countEval(rows, rollouts, spec.budgets, this.toolArithmetic);
+    return countEval(rows, rollouts, spec.budgets, this.toolArithmetic, spec.task);
   }
 
   async dispose(): Promise<void> {

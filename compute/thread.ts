@@ -17,8 +17,11 @@ import { ReplicaLostError } from './errors';
 import { ownBuffers } from './protocol';
 import type { Reply, Request } from './protocol';
 import type { PoolFaults } from './pool';
+import { loadTaskModules } from '../ml/tasks';
 
 const faults = (workerData ?? {}) as PoolFaults;
+// The tasks a run may name besides countdown, as in the worker's main thread (docs/TASKS.md).
+loadTaskModules(process.env.E3_TASK_MODULES);
 const trainers = new Map<string, Trainer>();
 const policies = new Map<string, Policy>();
 /** Each session's current plan (the step being computed): micro-batches by [mini-batch][chunk]. */

@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { GrpoConfigSchema } from '../ml/grpo';
 import { ConfigError } from './errors';
+import { UnknownTaskError, taskNamed } from '../ml/tasks';
 
 const Id = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/, 'letters, digits, ".", "_", "-" (no path separators)');
 
@@ -223,6 +224,12 @@ export const RunConfigSchema = z
       .min(0)
       .max(2 ** 31 - 1)
       .default(1),
+    /**
+     * The task (ml/tasks.ts; docs/TASKS.md): a name in the task registry, where countdown is
+     * registered by default and a worker registers more from E3_TASK_MODULES. Absent from a
+     * resolved config when not given. @default "countdown"
+     */
+    task: Id.optional(),
     /** Environment writes each arithmetic result (the policy chooses operations, checks, when to stop). @default true */
     toolArithmetic: z.boolean().default(true),
     /**
@@ -326,6 +333,14 @@ export function resolveConfig(raw: unknown, source = 'config'): RunConfig {
     throw new ConfigError(`${source}: ${where}: ${i.message}`);
   }
   const cfg = r.data;
+  if (cfg.task !== undefined) {
+    try {
+      taskNamed(cfg.task);
+    } catch (e) {
+      if (e instanceof UnknownTaskError) throw new ConfigError(`${source}: ${e.message}`);
+      throw e;
+    }
+  }
   const ids = Object.keys(cfg.nodes);
   if (ids.length === 0) throw new ConfigError(`${source}: nodes: at least one node is required`);
   for (const id of ids) {

@@ -13,7 +13,7 @@ import type { PolicyConfig } from './policy';
 import { Rng, deriveSeed } from './rng';
 import type { Difficulty } from './task';
 import { BOS, EOS, NO, PAD, encode, isMark } from './tokenizer';
-import { sftBatch } from './traces';
+import { sftExamples } from './tasks';
 import type { TraceOptions } from './traces';
 import type { GradedRollout, RlSettings } from './rollouts';
 import { zeroStdPrompts } from './rollouts';
@@ -42,6 +42,8 @@ export function addGrads(acc: Grads | undefined, g: Grads): Grads {
 
 export interface SftOptions {
   microBatch?: number;
+  /** The run's task (ml/tasks.ts); absent: countdown. */
+  task?: string;
   /** Loss weight of the check-mark tokens (ok / no): a mark is one token in ~20 of an attempt, so at weight 1 the comparison it needs is learned last. */
   markWeight?: number;
 }
@@ -66,7 +68,7 @@ export function sftPlan(
   opts: SftOptions = {},
 ): { chunks: SftRow[][]; total: number } {
   const { microBatch = 16, markWeight = 1 } = opts;
-  const batch = sftBatch(seed, step, batchSize, difficulty, { ...traces, budget: cfg.context });
+  const batch = sftExamples(opts.task, seed, step, batchSize, difficulty, { ...traces, budget: cfg.context });
   const rows: SftRow[] = batch.map((ex) => {
     const response = [...encode(ex.response), EOS];
     const weights = markWeight === 1 ? undefined : response.map((id) => (isMark(id) ? markWeight : 1));

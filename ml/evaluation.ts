@@ -24,6 +24,8 @@ export interface EvalSpec {
   offset: number;
   /** Evaluate problems [from, to) only (resumable chunks); default all. */
   range?: [number, number];
+  /** The run's task (ml/tasks.ts); absent: countdown. */
+  task?: string;
 }
 
 /**
@@ -35,7 +37,7 @@ export function evalRows(o: EvalSpec): SampleRow[] {
   const [from, to] = o.range ?? [0, o.prompts];
   const rows: SampleRow[] = [];
   for (let i = from; i < to; i++) {
-    const p = heldOutProblem(o.seed, o.split, o.difficulty, o.offset + i);
+    const p = heldOutProblem(o.seed, o.split, o.difficulty, o.offset + i, o.task);
     for (let j = 0; j < o.samples; j++) rows.push({ i, j, p, seed: deriveSeed(o.seed, 'eval', o.split, o.offset + i, j) });
   }
   return rows;
@@ -46,8 +48,8 @@ export function evalRows(o: EvalSpec): SampleRow[] {
  * the first B tokens of a response do not depend on the budget, so a response cut at B is
  * exactly what sampling at budget B would have produced.
  */
-export function countEval(rows: SampleRow[], rollouts: Rollout[], budgets: number[], tool: boolean): EvalCounts {
-  const task = taskFor(tool);
+export function countEval(rows: SampleRow[], rollouts: Rollout[], budgets: number[], tool: boolean, taskName?: string): EvalCounts {
+  const task = taskFor(tool, taskName);
   const counts: EvalCounts = {};
   for (const b of budgets) {
     const per = new Map<number, { n: number; c: number }>();
@@ -83,7 +85,8 @@ export const heldOutSet = (
   d: Difficulty,
   offset: number,
   prompts: number,
-): CountdownProblem[] => Array.from({ length: prompts }, (_, i) => heldOutProblem(seed, split, d, offset + i));
+  task?: string,
+): CountdownProblem[] => Array.from({ length: prompts }, (_, i) => heldOutProblem(seed, split, d, offset + i, task));
 
 /** Merge partial evaluations (resumed chunks) into metric keys like eval/b64/pass@1. */
 export function evalMetrics(counts: EvalCounts[], budgets: number[], ks: number[]): Record<string, number> {

@@ -4,7 +4,6 @@
  * and grading against the problems; plus the data/* and train/* metrics of a set of
  * rollouts. Every function is pure in its inputs, so a rerun reproduces the same rollouts.
  */
-import { difficultyProfile, generateCountdown, makeCountdown, countdownPrompt } from './countdown';
 import type { CountdownProblem } from './countdown';
 import { ShapeMismatchError } from './errors';
 import type { GrpoConfig } from './grpo';
@@ -14,7 +13,8 @@ import type { Policy } from './policy';
 import { deriveSeed } from './rng';
 import { sample, scoreResponses } from './sampler';
 import type { SampleEngine } from './sampler';
-import type { Difficulty, Grade, Split } from './task';
+import type { Difficulty, Grade, Problem, Split } from './task';
+import { taskNamed } from './tasks';
 import { BOS, EOS, decode, encode } from './tokenizer';
 
 /** One sampled response with what the update needs; JSON-able (stored as a rollout shard). */
@@ -55,14 +55,26 @@ export interface RlSettings {
   microBatch: number;
   skipZeroStd: boolean;
   grpo: GrpoConfig;
+  /** The run's task (ml/tasks.ts); absent: countdown. */
+  task?: string;
 }
 
-export const taskFor = (tool: boolean) => makeCountdown({ toolArithmetic: tool });
+/** The run's task (absent: countdown), tool-computed or not (config `toolArithmetic`). */
+export const taskFor = (tool: boolean, task?: string) => taskNamed(task).task(tool);
 
 /** Problems of RL iteration t (train split): a pure function of (run seed, stream, t); the cursor is t. */
-export function iterationProblems(seed: number, stream: string, t: number, prompts: number, d: Difficulty): CountdownProblem[] {
+export function iterationProblems(
+  seed: number,
+  stream: string,
+  t: number,
+  prompts: number,
+  d: Difficulty,
+  task?: string,
+): CountdownProblem[] {
   const s = deriveSeed(seed, 'rl-data', stream);
-  return Array.from({ length: prompts }, (_, i) => generateCountdown(s, t * prompts + i, d, 'train'));
+  const gen = taskFor(false, task);
+  // Countdown's problem type; another task's problems carry the same fields (ml/task.ts Problem).
+  return Array.from({ length: prompts }, (_, i) => gen.generate(s, t * prompts + i, d, 'train') as CountdownProblem);
 }
 
 /**
@@ -71,8 +83,13 @@ export function iterationProblems(seed: number, stream: string, t: number, promp
  * evaluates that difficulty, so the base, each stage and each arm are measured on the same
  * problems. Disjoint by content from all training data (ml/countdown.ts `splitOf`).
  */
-export const heldOutProblem = (seed: number, split: Exclude<Split, 'train'>, d: Difficulty, index: number): CountdownProblem =>
-  generateCountdown(deriveSeed(seed, 'eval-data'), index, d, split);
+export const heldOutProblem = (
+  seed: number,
+  split: Exclude<Split, 'train'>,
+  d: Difficulty,
+  index: number,
+  task?: string,
+): CountdownProblem => taskFor(false, task).generate(deriveSeed(seed, 'eval-data'), index, d, split) as CountdownProblem;
 
 /** One row to sample: problem i of the set, sample j, and its own sampling seed (a pure function of its coordinates). */
 export interface SampleRow {
@@ -89,6 +106,8 @@ export interface SampleJob {
   temperature: number;
   topP: number;
   tool: boolean;
+  /** The run's task (ml/tasks.ts); absent: countdown. */
+  task?: string;
   /** What computes the logits (SampleOptions.engine). @default "tfjs" */
   engine?: SampleEngine;
   /**
@@ -104,7 +123,7 @@ export function shardRows(
   t: number,
   shard: number,
   shards: number,
-  problems: readonly CountdownProblem[] = iterationProblems(s.seed, s.stream, t, s.prompts, s.difficulty),
+  problems: readonly CountdownProblem[] = iterationProblems(s.seed, s.stream, t, s.prompts, s.difficulty, s.task),
 ): SampleRow[] {
   const rows: SampleRow[] = [];
   problems.forEach((p, i) => {
@@ -121,8 +140,8 @@ export function shardRows(
  */
 export async function sampleRows(policy: Policy, job: SampleJob): Promise<Rollout[]> {
   const { rows } = job;
-  const task = taskFor(job.tool);
-  const prompts = rows.map((r) => [BOS, ...encode(countdownPrompt(r.p))]);
+  const task = taskFor(job.tool, job.task);
+  const prompts = rows.map((r) => [BOS, ...encode(task.prompt(r.p))]);
   const forced = task.forced
     ? (row: number, soFar: number[]) => {
         const text = task.forced!(rows[row].p, decode(soFar));
@@ -157,11 +176,9 @@ export async function sampleRows(policy: Policy, job: SampleJob): Promise<Rollou
  * (share needing at least k steps, solver-measured) and `<prefix>/needs_all` (share whose
  * every solution uses every number): difficulty reported per set, not assumed from the count.
  */
-export function dataMetrics(prefix: string, ps: readonly CountdownProblem[]): Record<string, number> {
-  const prof = difficultyProfile(ps);
-  const out: Record<string, number> = { [`${prefix}/min_steps_mean`]: prof.meanMinSteps, [`${prefix}/needs_all`]: prof.needsAll };
-  for (const [k, share] of Object.entries(prof.minSteps)) out[`${prefix}/min_steps_${k}`] = share;
-  return out;
+export function dataMetrics(prefix: string, ps: readonly Problem[], task?: string): Record<string, number> {
+  const prof = taskNamed(task).profile?.(ps) ?? {};
+  return Object.fromEntries(Object.entries(prof).map(([k, v]) => [`${prefix}/${k}`, v]));
 }
 
 /** Grade a shard of rollouts of iteration t (the grader recomputes every step itself). */
@@ -173,11 +190,18 @@ export const gradeRollouts = (
   d: Difficulty,
   tool: boolean,
   rollouts: Rollout[],
-): GradedRollout[] => gradeAgainst(iterationProblems(seed, stream, t, prompts, d), t, tool, rollouts);
+  task?: string,
+): GradedRollout[] => gradeAgainst(iterationProblems(seed, stream, t, prompts, d, task), t, tool, rollouts, task);
 
 /** Grade rollouts of iteration t against its problems (`iterationProblems`). */
-export function gradeAgainst(problems: readonly CountdownProblem[], t: number, tool: boolean, rollouts: Rollout[]): GradedRollout[] {
-  const task = taskFor(tool);
+export function gradeAgainst(
+  problems: readonly CountdownProblem[],
+  t: number,
+  tool: boolean,
+  rollouts: Rollout[],
+  taskName?: string,
+): GradedRollout[] {
+  const task = taskFor(tool, taskName);
   return rollouts.map((r) => {
     const p = problems[r.i];
     if (p.id !== r.problemId)

@@ -196,6 +196,7 @@ export class Trainer {
       temperature: s.temperature,
       topP: s.topP,
       tool: this.toolArithmetic,
+      task: s.task,
       engine: this.engine,
       rescore: true,
     });
@@ -229,8 +230,9 @@ export class Trainer {
       temperature: o.temperature,
       topP: 1,
       tool: this.toolArithmetic,
+      task: o.task,
       engine: this.engine,
     });
-    return countEval(rows, rollouts, o.budgets, this.toolArithmetic);
+    return countEval(rows, rollouts, o.budgets, this.toolArithmetic, o.task);
   }
 }

@@ -20,7 +20,9 @@ import { TASK_QUEUE, TRAINER_QUEUE } from '../activities/types';
 import { processMetrics } from '../activities/metrics';
 import { ObjectStore, dataDir } from '../storage/store';
 import { StoreTlsError } from '../storage/errors';
+import { loadTaskModules, registeredTasks } from '../ml/tasks';
 import { TrainerAdmission } from './admission';
+import { announceTrainerLine, parseLinePollMs } from './line';
 import { ServersDownError, temporalTarget } from './connection';
 import { metricsAddress, sdkTelemetry, serveMetrics, watchSchedules } from './metrics';
 import { adoptIfNoCurrent, deploymentVersion, formatVersion, workerDeploymentOptions } from './deployment';
@@ -71,6 +73,9 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
   const log = opts.log ?? ((m: string) => console.log(`[worker ${process.pid}] ${m}`));
   // A bad E3_DEPLOYMENT / E3_BUILD_ID fails here, before any connection (workers/deployment.ts).
   const version = deploymentVersion();
+  // Tasks from outside ml/ (docs/TASKS.md): the compute threads load the same list.
+  const taskModules = loadTaskModules(process.env.E3_TASK_MODULES);
+  if (taskModules.length) log(`task modules: ${taskModules.join(', ')} (tasks: ${registeredTasks().join(', ')})`);
   const target = temporalTarget();
   let connection: NativeConnection;
   try {
@@ -101,16 +106,22 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
       `metrics on http://${metricsAt.host}:${metricsAt.port}/metrics (e3's and the Temporal SDK's; the SDK's own exporter: http://127.0.0.1:${metricsAt.sdkPort}/metrics)`,
     );
   }
-  // Workers of the general queue report each schedule's last outcome (e3_schedule_last_run_failed).
+  // Workers of the general queue report each schedule's last outcome (e3_schedule_last_run_failed)
+  // and tell each node waiting for a trainer its place in the line (workers/line.ts).
   let stopSchedules = () => {};
-  let scheduleConnection: Connection | undefined;
-  if (metricsAt && opts.queues !== 'trainer') {
+  let stopLine = async () => {};
+  let clientConnection: Connection | undefined;
+  const lineMs = opts.queues !== 'trainer' ? parseLinePollMs(process.env.E3_LINE_POLL_MS) : 0;
+  const watchSchedulesToo = metricsAt && opts.queues !== 'trainer';
+  if (watchSchedulesToo || lineMs > 0)
+    clientConnection = await Connection.connect({ address: target.address, tls: target.tls, apiKey: target.apiKey });
+  if (watchSchedulesToo) {
     const pollMs = Number(process.env.E3_SCHEDULE_POLL_MS || 60_000);
     if (!Number.isInteger(pollMs) || pollMs < 1000)
       throw new Error(`E3_SCHEDULE_POLL_MS must be an integer of at least 1000 (ms), got "${process.env.E3_SCHEDULE_POLL_MS}"`);
-    scheduleConnection = await Connection.connect({ address: target.address, tls: target.tls, apiKey: target.apiKey });
-    stopSchedules = watchSchedules(metrics, new Client({ connection: scheduleConnection, namespace: target.namespace }), pollMs);
+    stopSchedules = watchSchedules(metrics, new Client({ connection: clientConnection!, namespace: target.namespace }), pollMs);
   }
+  if (lineMs > 0) stopLine = announceTrainerLine(new Client({ connection: clientConnection!, namespace: target.namespace }), lineMs, log);
   const activities = createActivities({
     store,
     queue,
@@ -182,7 +193,8 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
   const run = Promise.all(workers.map((w) => w.run())).then(async () => {
     if (memTimer) clearInterval(memTimer);
     stopSchedules();
-    await scheduleConnection?.close();
+    await stopLine();
+    await clientConnection?.close();
     await pool.close();
     await connection.close();
   });

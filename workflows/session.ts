@@ -5,7 +5,17 @@
  * lost the session) the node re-opens on any trainer, which loads the last committed
  * checkpoint, and the caller rewinds to that step.
  */
-import { ActivityFailure, ApplicationFailure, TimeoutFailure, patched, proxyActivities, setCurrentDetails } from '@temporalio/workflow';
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  TimeoutFailure,
+  defineQuery,
+  defineSignal,
+  patched,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+} from '@temporalio/workflow';
 import type { Duration } from '@temporalio/common';
 import type { Activities } from '../activities';
 import type { NodeInput, Session } from '../activities/types';
@@ -16,6 +26,8 @@ import {
   SESSION_NON_RETRYABLE_ERROR_TYPES,
   TRAINER_QUEUE,
 } from '../activities/types';
+import type { TrainerLine } from './story';
+import { waitingDetails } from './story';
 
 const opener = proxyActivities<Activities>({
   taskQueue: TRAINER_QUEUE,
@@ -69,16 +81,32 @@ export function sessionActivities(s: Session, summary?: string) {
   });
 }
 
+/** The node's place in the trainer queue while its open waits, sent by a worker's line announcer (workers/line.ts) when it changes. */
+export const trainerLineSignal = defineSignal<[TrainerLine]>('trainerLine');
+/** Whether the node's open waits, and the place it shows (the announcer signals only a change). */
+export const trainerLineQuery = defineQuery<{ waiting: boolean; line?: TrainerLine }>('trainerLine');
+
 /**
  * Open the node's trainer session. Until a trainer takes it, the node's current details in the
- * Web UI say it waits (the caller's next update replaces them); `e3 status` says how many
- * opens are ahead of it and who holds the trainers.
+ * Web UI say it waits, and, once a worker's line announcer has signalled it, how many opens are
+ * ahead of it and who holds the trainers (the caller's next update replaces them). Handlers and
+ * details are not commands: histories recorded before them replay unchanged.
  */
-export const openSession = (input: NodeInput): Promise<Session> => {
-  setCurrentDetails(
-    `**${input.nodeId}** — waiting for a trainer: queued in \`e3-trainer\` behind earlier opens of the same or a higher priority (\`e3 status\` lists them and the holders)`,
-  );
-  return opener.openTrainer(input);
+export const openSession = async (input: NodeInput): Promise<Session> => {
+  const st: { waiting: boolean; line?: TrainerLine } = { waiting: true };
+  setHandler(trainerLineSignal, (line) => {
+    // A signal sent just before the open was taken must not overwrite the node's progress.
+    if (!st.waiting) return;
+    st.line = line;
+    setCurrentDetails(waitingDetails(input.runId, input.nodeId, line));
+  });
+  setHandler(trainerLineQuery, () => ({ waiting: st.waiting, ...(st.waiting && st.line ? { line: st.line } : {}) }));
+  setCurrentDetails(waitingDetails(input.runId, input.nodeId));
+  try {
+    return await opener.openTrainer(input);
+  } finally {
+    st.waiting = false;
+  }
 };
 
 /** True when the failure means the session's worker (or its memory) is gone. */

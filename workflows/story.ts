@@ -90,3 +90,27 @@ export function evalDetails(nodeId: string, r: NodeResult): string {
     ...p1.map(([b, v]) => `| ${b} | ${f3(v)} |`),
   ].join('\n');
 }
+
+/** A waiting open's place in the trainer queue, as the worker's line announcer (workers/line.ts) sees it. */
+export interface TrainerLine {
+  /** Opens the trainer queue serves before this one. */
+  ahead: number;
+  /** Server time (ms) the open was scheduled. */
+  sinceMs: number;
+  /** The node workflows holding (or opening) a trainer session. */
+  holders: string[];
+}
+
+const clock = (t: number) => new Date(t).toISOString().slice(11, 19);
+
+/** A node's live details while its open waits for a trainer; `line` is its place once announced. */
+export function waitingDetails(runId: string, nodeId: string, line?: TrainerLine): string {
+  if (!line)
+    return `**${nodeId}** — waiting for a trainer: queued in \`e3-trainer\` behind earlier opens of the same or a higher priority (\`e3 status\` lists them and the holders)`;
+  const held = line.holders.length ? line.holders.map((h) => `\`${h}\``).join(', ') : 'none (a trainer is about to take an open)';
+  return [
+    `**${nodeId}** — waiting for a trainer: ${line.ahead} ahead of it (run ${runId}, node ${nodeId}, since ${clock(line.sinceMs)} UTC)`,
+    '',
+    `Trainer held by: ${held}`,
+  ].join('\n');
+}

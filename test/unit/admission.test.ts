@@ -1,7 +1,8 @@
 /**
  * Trainer admission (workers/admission.ts): a reservation for the trainer queue's poller
  * resolves only while a session slot is free, in the order reservations were asked for; an
- * aborted one leaves the line. And `e3 status`'s view of the queue (cli/trainers.ts).
+ * aborted one leaves the line. And `e3 status`'s view of the queue (cli/trainers.ts), and the
+ * place each waiting node is told (workers/line.ts) and shows (workflows/story.ts).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,6 +10,8 @@ import type { SlotReserveContext } from '@temporalio/worker';
 import type { LiveSession, SessionSlots } from '../../activities/env';
 import { TrainerAdmission } from '../../workers/admission';
 import { formatTrainerQueue, trainerQueue } from '../../cli/trainers';
+import { lineKey, linesOf, parseLinePollMs } from '../../workers/line';
+import { waitingDetails } from '../../workflows/story';
 
 const ctx = {
   slotType: 'activity',
@@ -135,4 +138,55 @@ test('e3 status: waiting opens ordered by priority key, then arrival; holders wi
     lines.find((x) => x.includes('run c,'))!,
     /0 ahead of it .* priority 1/,
   );
+});
+
+test("line announcer: each waiter's place and the holders; a change of a holder's activity is no change of line", () => {
+  const nodes = [
+    { workflowId: 'b/warmstart', activity: { type: 'openTrainer', started: false, scheduledMs: 2000, attempt: 1 } },
+    { workflowId: 'c/warmstart', activity: { type: 'openTrainer', started: false, scheduledMs: 3000, attempt: 1 } },
+    { workflowId: 'z/stage1', activity: { type: 'rlIteration', started: true, scheduledMs: 500, worker: '42@host', attempt: 1 } },
+    { workflowId: 'a/warmstart' },
+  ];
+  const lines = linesOf(trainerQueue(nodes));
+  assert.deepEqual(
+    [...lines.entries()],
+    [
+      ['b/warmstart', { ahead: 0, sinceMs: 2000, holders: ['a/warmstart', 'z/stage1'] }],
+      ['c/warmstart', { ahead: 1, sinceMs: 3000, holders: ['a/warmstart', 'z/stage1'] }],
+    ],
+  );
+  // The holder between activities, then in its next one on another worker: the same line.
+  const later = linesOf(
+    trainerQueue([
+      ...nodes.slice(0, 2),
+      { workflowId: 'z/stage1' },
+      { workflowId: 'a/warmstart', activity: { type: 'sftChunk', started: true, worker: '7@other', attempt: 1 } },
+    ]),
+  );
+  assert.equal(lineKey(later.get('c/warmstart')!), lineKey(lines.get('c/warmstart')!));
+  // b gets the trainer: c moves up, a change.
+  const moved = linesOf(
+    trainerQueue([nodes[1], nodes[2], { workflowId: 'b/warmstart', activity: { type: 'openTrainer', started: true, attempt: 1 } }]),
+  );
+  assert.equal(moved.get('c/warmstart')!.ahead, 0);
+  assert.notEqual(lineKey(moved.get('c/warmstart')!), lineKey(lines.get('c/warmstart')!));
+  assert.equal(lineKey({ ahead: 1, sinceMs: 5, holders: ['x', 'a'] }), lineKey({ ahead: 1, sinceMs: 5, holders: ['a', 'x'] }));
+});
+
+test("a waiting node's details: its place, the run, node and since, and the holders", () => {
+  const t = Date.UTC(2026, 0, 2, 13, 4, 5);
+  assert.equal(
+    waitingDetails('run-1', 'stage1', { ahead: 2, sinceMs: t, holders: ['run-0/warmstart', 'run-9/stage2'] }),
+    '**stage1** — waiting for a trainer: 2 ahead of it (run run-1, node stage1, since 13:04:05 UTC)\n\nTrainer held by: `run-0/warmstart`, `run-9/stage2`',
+  );
+  assert.match(waitingDetails('run-1', 'stage1', { ahead: 0, sinceMs: t, holders: [] }), /0 ahead of it[\s\S]*Trainer held by: none/);
+  // Before the first announcement: that it waits, and where to look.
+  assert.match(waitingDetails('run-1', 'stage1'), /^\*\*stage1\*\* — waiting for a trainer: queued in `e3-trainer`/);
+});
+
+test('E3_LINE_POLL_MS: 0 turns the announcer off; anything else below 250 ms or not an integer is refused by name', () => {
+  assert.equal(parseLinePollMs(undefined), 2000);
+  assert.equal(parseLinePollMs('0'), 0);
+  assert.equal(parseLinePollMs('500'), 500);
+  for (const bad of ['100', '1.5', 'x', '-1']) assert.throws(() => parseLinePollMs(bad), /E3_LINE_POLL_MS/);
 });
