@@ -12,6 +12,7 @@ import type { WorkerContext } from './env';
 import { evaluateActivities } from './evaluate';
 import { legacyActivities } from './legacy';
 import { reportActivities } from './report';
+import { rolloutActivities } from './rollout';
 import { runActivities } from './run';
 import { trainerSessionActivities } from './session';
 import { trainActivities } from './train';
@@ -22,7 +23,7 @@ export type { WorkerContext } from './env';
 export function createActivities(ctx: WorkerContext) {
   const env = workerEnv(ctx);
   const { metrics } = env;
-  return classified({ ...runActivities(env), ...trainerSessionActivities(env), ...trainActivities(env), ...legacyActivities(env), ...evaluateActivities(env), ...reportActivities(env) }, (activity, arg, err, type) => {
+  return classified({ ...runActivities(env), ...trainerSessionActivities(env), ...trainActivities(env), ...rolloutActivities(env), ...legacyActivities(env), ...evaluateActivities(env), ...reportActivities(env) }, (activity, arg, err, type) => {
     const a = arg as { runId?: unknown; nodeId?: unknown } | undefined;
     const l = { run: typeof a?.runId === 'string' ? a.runId : '', node: typeof a?.nodeId === 'string' ? a.nodeId : '', config: '' };
     metrics.activityFailed(l, activity, type);

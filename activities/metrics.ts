@@ -20,7 +20,7 @@ export interface RunLabels {
   config: string;
 }
 
-export type Phase = 'sample' | 'grade' | 'update' | 'commit';
+export type Phase = 'sample' | 'grade' | 'update' | 'commit' | 'publish';
 
 /** Runs whose series a worker keeps (the oldest run's series go when one more starts). */
 export const MAX_RUNS = 32;
@@ -73,7 +73,7 @@ export class E3Metrics {
     if (opts.processMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'e3_worker_' });
     this.rlIterations = new Counter({ name: 'e3_rl_iterations_total', help: 'RL iterations applied (sample, grade, GRPO update) on this worker', labelNames: RUN, registers });
     this.sftStepCount = new Counter({ name: 'e3_sft_steps_total', help: 'SFT optimiser steps applied on this worker', labelNames: RUN, registers });
-    this.phaseSeconds = new Histogram({ name: 'e3_iteration_phase_seconds', help: 'Wall seconds of each phase of an RL iteration (sample, grade, update, commit)', labelNames: [...RUN, 'phase'], buckets: SECONDS_BUCKETS, registers });
+    this.phaseSeconds = new Histogram({ name: 'e3_iteration_phase_seconds', help: 'Wall seconds of each phase of an RL iteration (sample, grade, update, commit; publish: the policy for rollout workers)', labelNames: [...RUN, 'phase'], buckets: SECONDS_BUCKETS, registers });
     this.tokensSampled = new Counter({ name: 'e3_sampled_tokens_total', help: 'Response tokens sampled by the policy for RL iterations (tokens the environment wrote excluded)', labelNames: RUN, registers });
     this.tokensPerSecond = new Gauge({ name: 'e3_sampled_tokens_per_second', help: "Sampling throughput of the node's last RL iteration (tokens / wall second of its sample phase)", labelNames: RUN, registers });
     this.trainReward = new Gauge({ name: 'e3_train_reward', help: "Mean train reward of the node's last RL iteration (train/reward_mean)", labelNames: RUN, registers });

@@ -228,7 +228,7 @@ program.command('status').description('server status, the workers polling each q
   process.exit(rc);
 });
 
-program.command('worker').description('run a worker process').option('--queues <which>', 'all | general | trainer', 'all').option('--concurrency <n>', 'general-queue activity concurrency', '2').action(async (o) => {
+program.command('worker').description('run a worker process').option('--queues <which>', 'all | general | trainer | rollout', 'all').option('--concurrency <n>', 'general-queue activity concurrency', '2').action(async (o) => {
   const { startWorkers } = await import('../workers/worker');
   const w = await startWorkers({ queues: o.queues, concurrency: Number(o.concurrency) });
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => w.shutdown());
