@@ -603,7 +603,7 @@ function parseArgs(argv: string[]): ChaosOptions {
  * bucket `e3-<name>`; started, `body` run, stopped (also when it throws), then exit with
  * its code (1 on an error).
  */
-export function runWithOwnServers(name: 'chaos' | 'soak' | 'load', ports: { temporal: number; ui: number; s3: number }, body: () => Promise<number>): void {
+export function runWithOwnServers(name: 'chaos' | 'soak' | 'load' | 'fanout', ports: { temporal: number; ui: number; s3: number }, body: () => Promise<number>): void {
   const env = process.env;
   const own = (k: string) => env[`E3_${name.toUpperCase()}_${k}`];
   env.E3_DATA_DIR = own('DATA_DIR') ?? path.join(ROOT, '.e3', name);
