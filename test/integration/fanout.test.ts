@@ -7,6 +7,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Client } from '@temporalio/client';
 import { WorkerPool, awaitPipeline, finalCheckpoints, startPipeline, temporalClient, trainingNodes } from '../chaos';
@@ -57,6 +59,31 @@ async function partsOf(c: Client, runId: string): Promise<{ parts: PartRun[]; up
   return { parts, updates };
 }
 
+/**
+ * Save a run's histories (the pipeline and each node) as `<type>.json` under
+ * E3_DATA_DIR/histories-fanout (test/fixtures/histories takes them for replay), and return the
+ * largest payload in them: parts travel by object key, not through Temporal.
+ */
+function saveHistories(runId: string): number {
+  const dir = path.join(process.env.E3_DATA_DIR!, 'histories-fanout');
+  mkdirSync(dir, { recursive: true });
+  let largest = 0;
+  const payloads = (x: unknown): number => {
+    if (x === null || typeof x !== 'object') return 0;
+    const o = x as Record<string, unknown>;
+    let best = typeof o.data === 'string' && 'metadata' in o ? Buffer.from(o.data, 'base64').length : 0;
+    for (const v of Object.values(o)) best = Math.max(best, payloads(v));
+    return best;
+  };
+  for (const type of ['pipeline', 'warmstart', 'stage1', 'select', 'stage2', 'eval', 'report']) {
+    const id = type === 'pipeline' ? runId : `${runId}/${type}`;
+    const h = execFileSync(path.join(ROOT, 'infra', 'bin', 'temporal'), ['workflow', 'show', '-w', id, '--output', 'json', '--address', `127.0.0.1:${process.env.E3_TEMPORAL_PORT}`], { encoding: 'utf8', maxBuffer: 64 << 20 });
+    largest = Math.max(largest, payloads(JSON.parse(h)));
+    writeFileSync(path.join(dir, `${type}.json`), h);
+  }
+  return largest;
+}
+
 async function runOn(workers: number, runIds: Array<{ id: string; overrides: Record<string, unknown> }>, c: Client): Promise<void> {
   const pool = new WorkerPool(path.join(process.env.E3_DATA_DIR!, `fanout-${workers}-logs`), workers);
   try {
@@ -96,6 +123,8 @@ test('fanned-out rollouts on 1, 2 and 3 worker processes: final weights and opti
       if (k === 'w1') assert.equal(workersSeen, 1);
       else assert.ok(workersSeen >= 2, `${k}: every part ran on one worker (${[...new Set(parts.map((p) => p.identity))]})`);
     }
+    const largest = saveHistories(ids.w2);
+    assert.ok(largest > 0 && largest < 64 * 1024, `largest payload ${largest} bytes`);
     // The policies were published content-addressed, once each.
     const published = await s.list(`runs/${ids.w1}/policies/`);
     assert.ok(published.length >= 6 && published.every((key) => /\/[0-9a-f]{64}\.e3w$/.test(key)), published.join(', '));
