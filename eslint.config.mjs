@@ -12,7 +12,10 @@ export default tseslint.config(
   {
     languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
     rules: {
-      '@typescript-eslint/no-floating-promises': ['error', { allowForKnownSafeCalls: [{ from: 'package', name: ['test', 'it', 'describe', 'suite'], package: 'node:test' }] }],
+      '@typescript-eslint/no-floating-promises': [
+        'error',
+        { allowForKnownSafeCalls: [{ from: 'package', name: ['test', 'it', 'describe', 'suite'], package: 'node:test' }] },
+      ],
       '@typescript-eslint/consistent-type-imports': ['error', { disallowTypeAnnotations: false }],
       '@typescript-eslint/no-require-imports': 'off',
       '@typescript-eslint/no-non-null-assertion': 'off',
@@ -25,7 +28,14 @@ export default tseslint.config(
     rules: {
       '@typescript-eslint/no-restricted-imports': [
         'error',
-        { patterns: [{ regex: '(^|/)(activities|workflows|workers)(/|$)', message: 'compute/, ml/ and storage/ do not import the layers above them.' }] },
+        {
+          patterns: [
+            {
+              regex: '(^|/)(activities|workflows|workers)(/|$)',
+              message: 'compute/, ml/ and storage/ do not import the layers above them.',
+            },
+          ],
+        },
       ],
     },
   },
@@ -39,9 +49,20 @@ export default tseslint.config(
           patterns: [
             { group: ['@tensorflow/*'], message: 'Workflows may not import tfjs.' },
             { group: ['minio', 'minio/*'], message: 'Workflows may not import minio.' },
-            { regex: '(^|/)activities(/(?!types$)[^/]+)?$', allowTypeImports: true, message: 'Workflows import activities by type only (activities/types holds pure shared constants).' },
-            { regex: '(^|/)(ml|storage)/(?!layout$)[^/]+$', allowTypeImports: true, message: 'Workflows import ml/ and storage/ by type only (storage/layout is pure).' },
-            { group: ['@temporalio/client', '@temporalio/worker', '@temporalio/activity'], message: 'Workflows use @temporalio/workflow only.' },
+            {
+              regex: '(^|/)activities(/(?!types$)[^/]+)?$',
+              allowTypeImports: true,
+              message: 'Workflows import activities by type only (activities/types holds pure shared constants).',
+            },
+            {
+              regex: '(^|/)(ml|storage)/(?!layout$)[^/]+$',
+              allowTypeImports: true,
+              message: 'Workflows import ml/ and storage/ by type only (storage/layout is pure).',
+            },
+            {
+              group: ['@temporalio/client', '@temporalio/worker', '@temporalio/activity'],
+              message: 'Workflows use @temporalio/workflow only.',
+            },
           ],
         },
       ],

@@ -118,7 +118,20 @@ export const modelConfig = (cfg: RunConfig): PolicyConfig => ({ vocab: VOCAB_SIZ
 
 export function rlSettings(cfg: RunConfig, nodeId: string): RlSettings {
   const n = cfg.nodes[nodeId] as RlNode;
-  return { seed: cfg.seed, nodeId, stream: n.stream ?? nodeId, difficulty: n.difficulty, prompts: n.prompts, samples: n.samples, temperature: n.temperature, topP: n.topP, miniBatches: n.miniBatches, microBatch: n.microBatch, skipZeroStd: n.skipZeroStd, grpo: n.grpo };
+  return {
+    seed: cfg.seed,
+    nodeId,
+    stream: n.stream ?? nodeId,
+    difficulty: n.difficulty,
+    prompts: n.prompts,
+    samples: n.samples,
+    temperature: n.temperature,
+    topP: n.topP,
+    miniBatches: n.miniBatches,
+    microBatch: n.microBatch,
+    skipZeroStd: n.skipZeroStd,
+    grpo: n.grpo,
+  };
 }
 
 /** What one SFT step of node `nodeId` needs besides its step number: the batch seed, trace options and mark weight. */
@@ -167,7 +180,9 @@ export async function withHeartbeat<T>(details: () => unknown, fn: (signal?: Abo
  */
 export function checkBackend(m: { runId: string; backend?: string }, backend: string, what: string): void {
   if (m.backend !== undefined && m.backend !== backend) {
-    throw new BackendMismatchError(`run ${m.runId} runs on the ${m.backend} tfjs backend (recorded when it was prepared); this worker's is ${backend}, so ${what} was refused: start the worker with E3_BACKEND=${m.backend}`);
+    throw new BackendMismatchError(
+      `run ${m.runId} runs on the ${m.backend} tfjs backend (recorded when it was prepared); this worker's is ${backend}, so ${what} was refused: start the worker with E3_BACKEND=${m.backend}`,
+    );
   }
 }
 
@@ -241,8 +256,12 @@ export function workerEnv(ctx: WorkerContext) {
    */
   function live(s: Session): LiveSession {
     const l = sessions.get(sessionKey(s.runId, s.nodeId));
-    if (!l) throw new SessionLostError(`trainer session ${s.runId}/${s.nodeId} is not held by worker ${ctx.queue} (it restarted or the session was closed)`);
-    if (l.trainer.busy) throw new SessionLostError(`session ${s.runId}/${s.nodeId} is still computing an earlier attempt; re-open it from its last commit`);
+    if (!l)
+      throw new SessionLostError(
+        `trainer session ${s.runId}/${s.nodeId} is not held by worker ${ctx.queue} (it restarted or the session was closed)`,
+      );
+    if (l.trainer.busy)
+      throw new SessionLostError(`session ${s.runId}/${s.nodeId} is still computing an earlier attempt; re-open it from its last commit`);
     l.lastUsed = Date.now();
     return l;
   }
@@ -262,13 +281,35 @@ export function workerEnv(ctx: WorkerContext) {
     await store.putJson(keys.metricsPart(runId, nodeId, step), { node: nodeId, step, ...metrics });
   }
 
-  return { ctx, store, metrics, sessions, evictable, sessionsChanged, sessionKey, computePool, nextEvalSeq, nextOpenSeq, readManifest, nodeResults, nodeWeights, startWeights, live, drop, writeMetrics };
+  return {
+    ctx,
+    store,
+    metrics,
+    sessions,
+    evictable,
+    sessionsChanged,
+    sessionKey,
+    computePool,
+    nextEvalSeq,
+    nextOpenSeq,
+    readManifest,
+    nodeResults,
+    nodeWeights,
+    startWeights,
+    live,
+    drop,
+    writeMetrics,
+  };
 }
 
 export type Env = ReturnType<typeof workerEnv>;
 
 /** The metric labels of a node of a run (activities/metrics.ts). */
-export const runLabels = (runId: string, nodeId: string, cfg?: RunConfig): RunLabels => ({ run: runId, node: nodeId, config: cfg?.name ?? '' });
+export const runLabels = (runId: string, nodeId: string, cfg?: RunConfig): RunLabels => ({
+  run: runId,
+  node: nodeId,
+  config: cfg?.name ?? '',
+});
 
 /**
  * Temporal Schedules name each run's workflow `<action workflowId>-<RFC 3339 time>` (e.g.
@@ -293,4 +334,3 @@ export function readInitFile(file: string, expectedSha?: string): Buffer & { sha
   if (want && want !== sha) throw new ConfigError(`init: ${file} has sha256 ${sha}, expected ${want}`);
   return Object.assign(buf, { sha256: sha });
 }
-

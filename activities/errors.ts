@@ -84,7 +84,10 @@ const isCancellation = (err: unknown): boolean => ['CancelledFailure', 'Cancelle
  * failed attempt: the activity, its first argument (the run and node it names, if any), the
  * original error and the failure type (the non-retryable type, else "Retryable").
  */
-export function classified<T extends Record<string, (...a: never[]) => Promise<unknown>>>(acts: T, failed?: (activity: string, arg: unknown, err: unknown, type: string) => void): T {
+export function classified<T extends Record<string, (...a: never[]) => Promise<unknown>>>(
+  acts: T,
+  failed?: (activity: string, arg: unknown, err: unknown, type: string) => void,
+): T {
   const out: Record<string, unknown> = {};
   for (const [name, fn] of Object.entries(acts)) {
     out[name] = async (...args: never[]) => {

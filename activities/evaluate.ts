@@ -34,9 +34,14 @@ export function evaluateActivities(env: Env) {
       // Configs validated since Eq. 6.1 tests every candidate fit J(2 x max) in the context; a run
       // prepared under the older rule (J measured on the grid alone) may not: a double that does
       // not fit is not measured, and its candidate cannot qualify, as under that rule.
-      const budgets = measuredBudgets(node.grid).filter((b) => node.grid.includes(b) || b + promptTokens(node.difficulty) <= m.config.model.context);
+      const budgets = measuredBudgets(node.grid).filter(
+        (b) => node.grid.includes(b) || b + promptTokens(node.difficulty) <= m.config.model.context,
+      );
       const counts = await evaluateResumable(m, input.nodeId, { ...node, split: 'select', budgets, k: [1], offset: 0 });
-      const metrics: Record<string, number> = { ...evalMetrics(counts, budgets, [1]), ...dataMetrics('data', heldOutSet(m.config.seed, 'select', node.difficulty, 0, node.prompts)) };
+      const metrics: Record<string, number> = {
+        ...evalMetrics(counts, budgets, [1]),
+        ...dataMetrics('data', heldOutSet(m.config.seed, 'select', node.difficulty, 0, node.prompts)),
+      };
       const J = budgets.map((b) => ({ budget: b, passAt1: metrics[`eval/b${b}/pass@1`] }));
       const maxB = Math.max(...node.grid);
       const lens = counts.flatMap((c) => c[budgets[budgets.length - 1]].records.filter((r) => !r.truncated).map((r) => r.length));
@@ -61,18 +66,30 @@ export function evaluateActivities(env: Env) {
         if (node.onUncalibrated === 'fail') throw new UncalibratedError(msg);
         ctx.log(`warning: ${msg}; taking the largest candidate ${maxB} (onUncalibrated "warn")`);
         const uncalibrated = bestJ < node.minPassAt1 ? 1 : 0;
-        return { kind: 'select-budget', budget: maxB, warning: `${msg}; took the largest candidate ${maxB} (onUncalibrated "warn")`, metrics: { ...metrics, 'select/budget': maxB, 'select/qualified': 0, 'select/uncalibrated': uncalibrated } };
+        return {
+          kind: 'select-budget',
+          budget: maxB,
+          warning: `${msg}; took the largest candidate ${maxB} (onUncalibrated "warn")`,
+          metrics: { ...metrics, 'select/budget': maxB, 'select/qualified': 0, 'select/uncalibrated': uncalibrated },
+        };
       }
       const budget = choice.budget!;
       ctx.log(`select-budget ${input.runId}/${input.nodeId}: ${curve} b0=${b0.toFixed(1)} -> ${budget} (${choice.reason})`);
-      return { kind: 'select-budget', budget, metrics: { ...metrics, 'select/budget': budget, 'select/qualified': 1, 'select/uncalibrated': 0 } };
+      return {
+        kind: 'select-budget',
+        budget,
+        metrics: { ...metrics, 'select/budget': budget, 'select/qualified': 1, 'select/uncalibrated': 0 },
+      };
     },
     /** pass@k and length / attempt / truncation stats at several budgets. */
     async evaluate(input: NodeInput): Promise<NodeResult> {
       const m = await readManifest(input.runId);
       const node = m.config.nodes[input.nodeId] as EvalNode;
       const counts = await evaluateResumable(m, input.nodeId, { ...node, split: 'eval' });
-      const metrics = { ...evalMetrics(counts, node.budgets, node.k), ...dataMetrics('data', heldOutSet(m.config.seed, 'eval', node.difficulty, node.offset, node.prompts)) };
+      const metrics = {
+        ...evalMetrics(counts, node.budgets, node.k),
+        ...dataMetrics('data', heldOutSet(m.config.seed, 'eval', node.difficulty, node.offset, node.prompts)),
+      };
       env.metrics.evaluation(runLabels(input.runId, input.nodeId, m.config), metrics);
       return { kind: 'eval', metrics };
     },
@@ -96,7 +113,14 @@ export function evaluateActivities(env: Env) {
  * `{ next }` (a few bytes, whatever the size of the evaluation) and a retry reads the chunks
  * below it back instead of sampling them again. `beat` is the activity heartbeat.
  */
-export async function evaluateChunks(env: Env, m: Manifest, nodeId: string, node: EvalJob, resume: EvalCursor, beat: (details: EvalCursor) => void): Promise<EvalCounts[]> {
+export async function evaluateChunks(
+  env: Env,
+  m: Manifest,
+  nodeId: string,
+  node: EvalJob,
+  resume: EvalCursor,
+  beat: (details: EvalCursor) => void,
+): Promise<EvalCounts[]> {
   const { ctx, store, computePool, nextEvalSeq, nodeWeights, startWeights } = env;
   let next = resume.next;
   const counts: EvalCounts[] = [];
@@ -109,7 +133,9 @@ export async function evaluateChunks(env: Env, m: Manifest, nodeId: string, node
     });
     if (!c || c.from !== at || c.to !== Math.min(node.prompts, at + EVAL_CHUNK)) {
       // Not what the cursor promised (removed by hand, or another layout): evaluate it all again.
-      ctx.log(`evaluate ${m.runId}/${nodeId}: ${key} ${c ? `holds problems [${c.from}, ${c.to})` : 'is missing'}; evaluating from problem 0`);
+      ctx.log(
+        `evaluate ${m.runId}/${nodeId}: ${key} ${c ? `holds problems [${c.from}, ${c.to})` : 'is missing'}; evaluating from problem 0`,
+      );
       counts.length = 0;
       next = 0;
       break;
@@ -122,19 +148,36 @@ export async function evaluateChunks(env: Env, m: Manifest, nodeId: string, node
   const src = policySource(m.config, nodeId);
   const weights = src ? await nodeWeights(m.runId, src) : await startWeights(m, nodeId);
   // Weights (or the run's seeded init) only, no optimiser state; a key of its own (a retry may overlap the attempt it replaces).
-  const opening = computePool().then((pool) => PooledPolicy.open(pool, `${m.runId}/${nodeId}#eval${nextEvalSeq()}`, weights ?? modelConfig(m.config), m.config.toolArithmetic, m.config.evalEngine ?? m.config.engine));
+  const opening = computePool().then((pool) =>
+    PooledPolicy.open(
+      pool,
+      `${m.runId}/${nodeId}#eval${nextEvalSeq()}`,
+      weights ?? modelConfig(m.config),
+      m.config.toolArithmetic,
+      m.config.evalEngine ?? m.config.engine,
+    ),
+  );
   let policy: PooledPolicy;
   try {
-    policy = await withHeartbeat(() => ({ next }), () => opening);
+    policy = await withHeartbeat(
+      () => ({ next }),
+      () => opening,
+    );
   } catch (e) {
     // Cancelled while loading: the load still finishes on the threads; free it then.
-    void opening.then((p) => p.dispose(), () => undefined);
+    void opening.then(
+      (p) => p.dispose(),
+      () => undefined,
+    );
     throw e;
   }
   try {
     for (let at = next; at < node.prompts; at += EVAL_CHUNK) {
       const range: [number, number] = [at, Math.min(node.prompts, at + EVAL_CHUNK)];
-      const c = await withHeartbeat(() => ({ next: at }), () => policy.evaluate({ seed: m.config.seed, ...node, ks: node.k, range }));
+      const c = await withHeartbeat(
+        () => ({ next: at }),
+        () => policy.evaluate({ seed: m.config.seed, ...node, ks: node.k, range }),
+      );
       await store.putJson(keys.evalChunk(m.runId, nodeId, at), { from: range[0], to: range[1], counts: c } satisfies StoredChunk);
       counts.push(c);
       beat({ next: range[1] });
@@ -145,7 +188,16 @@ export async function evaluateChunks(env: Env, m: Manifest, nodeId: string, node
   return counts;
 }
 
-type EvalJob = { difficulty: RlNode['difficulty']; split: 'eval' | 'select'; budgets: number[]; prompts: number; samples: number; temperature: number; k: number[]; offset: number };
+type EvalJob = {
+  difficulty: RlNode['difficulty'];
+  split: 'eval' | 'select';
+  budgets: number[];
+  prompts: number;
+  samples: number;
+  temperature: number;
+  k: number[];
+  offset: number;
+};
 
 /** Problems per evaluation chunk (one stored object, one step of the cursor). */
 export const EVAL_CHUNK = 8;

@@ -23,12 +23,23 @@ export type { WorkerContext } from './env';
 export function createActivities(ctx: WorkerContext) {
   const env = workerEnv(ctx);
   const { metrics } = env;
-  return classified({ ...runActivities(env), ...trainerSessionActivities(env), ...trainActivities(env), ...rolloutActivities(env), ...legacyActivities(env), ...evaluateActivities(env), ...reportActivities(env) }, (activity, arg, err, type) => {
-    const a = arg as { runId?: unknown; nodeId?: unknown } | undefined;
-    const l = { run: typeof a?.runId === 'string' ? a.runId : '', node: typeof a?.nodeId === 'string' ? a.nodeId : '', config: '' };
-    metrics.activityFailed(l, activity, type);
-    if (err instanceof SessionLostError) metrics.rewind(l);
-  });
+  return classified(
+    {
+      ...runActivities(env),
+      ...trainerSessionActivities(env),
+      ...trainActivities(env),
+      ...rolloutActivities(env),
+      ...legacyActivities(env),
+      ...evaluateActivities(env),
+      ...reportActivities(env),
+    },
+    (activity, arg, err, type) => {
+      const a = arg as { runId?: unknown; nodeId?: unknown } | undefined;
+      const l = { run: typeof a?.runId === 'string' ? a.runId : '', node: typeof a?.nodeId === 'string' ? a.nodeId : '', config: '' };
+      metrics.activityFailed(l, activity, type);
+      if (err instanceof SessionLostError) metrics.rewind(l);
+    },
+  );
 }
 
 export type Activities = ReturnType<typeof createActivities>;

@@ -31,7 +31,10 @@ export function legacyActivities(env: Env) {
       atStep(s, l, t, 'sample');
       const shards = (l.config.nodes[s.nodeId] as { shards?: number }).shards ?? 1;
       const rl = rlSettings(l.config, s.nodeId);
-      const rollouts = await withHeartbeat(() => ({ t, shard, at: (l.lastUsed = Date.now()) }), () => l.trainer.sample(rl, shardRows(rl, t, shard, shards), budget));
+      const rollouts = await withHeartbeat(
+        () => ({ t, shard, at: (l.lastUsed = Date.now()) }),
+        () => l.trainer.sample(rl, shardRows(rl, t, shard, shards), budget),
+      );
       const key = keys.rollouts(s.runId, s.nodeId, t, shard);
       await store.putJson(key, rollouts);
       return { key, rows: rollouts.length };

@@ -71,23 +71,102 @@ export class E3Metrics {
   constructor(opts: { processMetrics?: boolean } = {}) {
     const registers = [this.registry];
     if (opts.processMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'e3_worker_' });
-    this.rlIterations = new Counter({ name: 'e3_rl_iterations_total', help: 'RL iterations applied (sample, grade, GRPO update) on this worker', labelNames: RUN, registers });
-    this.sftStepCount = new Counter({ name: 'e3_sft_steps_total', help: 'SFT optimiser steps applied on this worker', labelNames: RUN, registers });
-    this.phaseSeconds = new Histogram({ name: 'e3_iteration_phase_seconds', help: 'Wall seconds of each phase of an RL iteration (sample, grade, update, commit; publish: the policy for rollout workers)', labelNames: [...RUN, 'phase'], buckets: SECONDS_BUCKETS, registers });
-    this.tokensSampled = new Counter({ name: 'e3_sampled_tokens_total', help: 'Response tokens sampled by the policy for RL iterations (tokens the environment wrote excluded)', labelNames: RUN, registers });
-    this.tokensPerSecond = new Gauge({ name: 'e3_sampled_tokens_per_second', help: "Sampling throughput of the node's last RL iteration (tokens / wall second of its sample phase)", labelNames: RUN, registers });
-    this.trainReward = new Gauge({ name: 'e3_train_reward', help: "Mean train reward of the node's last RL iteration (train/reward_mean)", labelNames: RUN, registers });
-    this.evalPassAt1 = new Gauge({ name: 'e3_eval_pass_at_1', help: 'pass@1 at each budget of the last evaluation of an eval node', labelNames: [...RUN, 'budget'], registers });
-    this.reopens = new Counter({ name: 'e3_session_reopens_total', help: "Trainer-session opens that resumed a node from its own last commit (a lost session, a restarted worker or a resumed run)", labelNames: RUN, registers });
-    this.rewinds = new Counter({ name: 'e3_session_rewinds_total', help: 'Session activities refused with SessionLost here: each makes the workflow re-open the session and rewind to its last commit', labelNames: RUN, registers });
-    this.activityFailures = new Counter({ name: 'e3_activity_failures_total', help: 'Activity attempts that failed on this worker, by activity and failure type (Retryable for a retryable error; cancellations not counted)', labelNames: [...RUN, 'activity', 'type'], registers });
-    this.checkpointBytes = new Counter({ name: 'e3_checkpoint_bytes_total', help: 'Bytes of checkpoint blobs committed (weights, optimiser state, state)', labelNames: RUN, registers });
-    this.checkpointSeconds = new Histogram({ name: 'e3_checkpoint_seconds', help: 'Wall seconds of a checkpoint commit (snapshot, blobs, manifest, LATEST, pruning)', labelNames: RUN, buckets: SECONDS_BUCKETS, registers });
-    this.lastProgress = new Gauge({ name: 'e3_node_last_progress_timestamp_seconds', help: 'Unix time of the last RL iteration or SFT step applied to the node here (or of its session opening)', labelNames: RUN, registers });
-    this.scheduleFailed = new Gauge({ name: 'e3_schedule_last_run_failed', help: "1 when the schedule's most recent run failed, timed out or was terminated, else 0 (workers polling the general queue read the schedules)", labelNames: ['schedule'], registers });
-    this.storeErrors = new Counter({ name: 'e3_object_store_errors_total', help: 'Object-store requests that failed (a missing object is an answer, not an error), by operation and error code', labelNames: ['op', 'code'], registers });
+    this.rlIterations = new Counter({
+      name: 'e3_rl_iterations_total',
+      help: 'RL iterations applied (sample, grade, GRPO update) on this worker',
+      labelNames: RUN,
+      registers,
+    });
+    this.sftStepCount = new Counter({
+      name: 'e3_sft_steps_total',
+      help: 'SFT optimiser steps applied on this worker',
+      labelNames: RUN,
+      registers,
+    });
+    this.phaseSeconds = new Histogram({
+      name: 'e3_iteration_phase_seconds',
+      help: 'Wall seconds of each phase of an RL iteration (sample, grade, update, commit; publish: the policy for rollout workers)',
+      labelNames: [...RUN, 'phase'],
+      buckets: SECONDS_BUCKETS,
+      registers,
+    });
+    this.tokensSampled = new Counter({
+      name: 'e3_sampled_tokens_total',
+      help: 'Response tokens sampled by the policy for RL iterations (tokens the environment wrote excluded)',
+      labelNames: RUN,
+      registers,
+    });
+    this.tokensPerSecond = new Gauge({
+      name: 'e3_sampled_tokens_per_second',
+      help: "Sampling throughput of the node's last RL iteration (tokens / wall second of its sample phase)",
+      labelNames: RUN,
+      registers,
+    });
+    this.trainReward = new Gauge({
+      name: 'e3_train_reward',
+      help: "Mean train reward of the node's last RL iteration (train/reward_mean)",
+      labelNames: RUN,
+      registers,
+    });
+    this.evalPassAt1 = new Gauge({
+      name: 'e3_eval_pass_at_1',
+      help: 'pass@1 at each budget of the last evaluation of an eval node',
+      labelNames: [...RUN, 'budget'],
+      registers,
+    });
+    this.reopens = new Counter({
+      name: 'e3_session_reopens_total',
+      help: 'Trainer-session opens that resumed a node from its own last commit (a lost session, a restarted worker or a resumed run)',
+      labelNames: RUN,
+      registers,
+    });
+    this.rewinds = new Counter({
+      name: 'e3_session_rewinds_total',
+      help: 'Session activities refused with SessionLost here: each makes the workflow re-open the session and rewind to its last commit',
+      labelNames: RUN,
+      registers,
+    });
+    this.activityFailures = new Counter({
+      name: 'e3_activity_failures_total',
+      help: 'Activity attempts that failed on this worker, by activity and failure type (Retryable for a retryable error; cancellations not counted)',
+      labelNames: [...RUN, 'activity', 'type'],
+      registers,
+    });
+    this.checkpointBytes = new Counter({
+      name: 'e3_checkpoint_bytes_total',
+      help: 'Bytes of checkpoint blobs committed (weights, optimiser state, state)',
+      labelNames: RUN,
+      registers,
+    });
+    this.checkpointSeconds = new Histogram({
+      name: 'e3_checkpoint_seconds',
+      help: 'Wall seconds of a checkpoint commit (snapshot, blobs, manifest, LATEST, pruning)',
+      labelNames: RUN,
+      buckets: SECONDS_BUCKETS,
+      registers,
+    });
+    this.lastProgress = new Gauge({
+      name: 'e3_node_last_progress_timestamp_seconds',
+      help: 'Unix time of the last RL iteration or SFT step applied to the node here (or of its session opening)',
+      labelNames: RUN,
+      registers,
+    });
+    this.scheduleFailed = new Gauge({
+      name: 'e3_schedule_last_run_failed',
+      help: "1 when the schedule's most recent run failed, timed out or was terminated, else 0 (workers polling the general queue read the schedules)",
+      labelNames: ['schedule'],
+      registers,
+    });
+    this.storeErrors = new Counter({
+      name: 'e3_object_store_errors_total',
+      help: 'Object-store requests that failed (a missing object is an answer, not an error), by operation and error code',
+      labelNames: ['op', 'code'],
+      registers,
+    });
     new Gauge({
-      name: 'e3_sessions_open', help: 'Trainer sessions this worker holds', registers,
+      name: 'e3_sessions_open',
+      help: 'Trainer sessions this worker holds',
+      registers,
       collect: this.guarded(function (this: Gauge, m: E3Metrics) {
         let n = 0;
         for (const f of m.sessionSources) n += f().length;
@@ -95,20 +174,28 @@ export class E3Metrics {
       }),
     });
     new Gauge({
-      name: 'e3_session_open', help: "1 for each node whose trainer session this worker holds (the node is running here)", labelNames: RUN, registers,
+      name: 'e3_session_open',
+      help: '1 for each node whose trainer session this worker holds (the node is running here)',
+      labelNames: RUN,
+      registers,
       collect: this.guarded(function (this: Gauge<RunLabel>, m: E3Metrics) {
         this.reset();
         for (const f of m.sessionSources) for (const l of f()) this.set({ run: l.run, node: l.node, config: l.config }, 1);
       }),
     });
     new Gauge({
-      name: 'e3_compute_queue_depth', help: 'Compute-pool jobs waiting for a free thread', registers,
+      name: 'e3_compute_queue_depth',
+      help: 'Compute-pool jobs waiting for a free thread',
+      registers,
       collect: this.guarded(function (this: Gauge, m: E3Metrics) {
         this.set(m.pool?.queueDepth ?? 0);
       }),
     });
     new Counter({
-      name: 'e3_compute_thread_busy_seconds_total', help: 'Seconds each compute thread spent on jobs (rate() of it is the busy fraction)', labelNames: ['thread'], registers,
+      name: 'e3_compute_thread_busy_seconds_total',
+      help: 'Seconds each compute thread spent on jobs (rate() of it is the busy fraction)',
+      labelNames: ['thread'],
+      registers,
       collect: this.guarded(function (this: Counter<'thread'>, m: E3Metrics) {
         const busy = m.pool?.threadBusyMs ?? [];
         busy.forEach((ms, k) => {

@@ -73,7 +73,8 @@ export async function renderSvg(spec: TopLevelSpec): Promise<string> {
   }
 }
 
-const WIDTH = 360, HEIGHT = 200;
+const WIDTH = 360,
+  HEIGHT = 200;
 const base = { width: WIDTH, height: HEIGHT, config: { font: 'system-ui, sans-serif', title: { anchor: 'start' as const } } };
 
 /** `eval/b<B>/<name>` of a result's metrics as `{ budget, name, value }`. */
@@ -88,7 +89,8 @@ function evalEntries(r: NodeResult): Array<{ budget: number; name: string; value
 
 const isEval = (r: NodeResult) => r.kind === 'eval' || r.kind === 'select-budget';
 
-const rlBudgets = (results: Record<string, NodeResult>) => Object.entries(results).flatMap(([node, r]) => (r.kind === 'rl' && typeof r.budget === 'number' ? [{ node, budget: r.budget }] : []));
+const rlBudgets = (results: Record<string, NodeResult>) =>
+  Object.entries(results).flatMap(([node, r]) => (r.kind === 'rl' && typeof r.budget === 'number' ? [{ node, budget: r.budget }] : []));
 
 /**
  * Training budgets of the RL nodes as vertical rules with a label (`stage1: B=48`), each
@@ -106,9 +108,14 @@ function budgetRules(results: Record<string, NodeResult>, xs: readonly number[])
     mark: { type: 'text' as const, align, baseline: 'top' as const, dx: align === 'left' ? 3 : -3, fontSize: 10, color: '#444' },
     encoding: { x, y: { field: 'ypx', type: 'quantitative' as const, scale: null }, text: { field: 'label' } },
   });
-  const right = rules.filter((r) => Math.log2(r.budget) > mid), left = rules.filter((r) => !right.includes(r));
+  const right = rules.filter((r) => Math.log2(r.budget) > mid),
+    left = rules.filter((r) => !right.includes(r));
   return [
-    { data: { values: rules }, mark: { type: 'rule' as const, color: '#666', strokeDash: [4, 3] }, encoding: { x, description: { field: 'label' } } },
+    {
+      data: { values: rules },
+      mark: { type: 'rule' as const, color: '#666', strokeDash: [4, 3] },
+      encoding: { x, description: { field: 'label' } },
+    },
     ...(left.length ? [label(left, 'left')] : []),
     ...(right.length ? [label(right, 'right')] : []),
   ];
@@ -117,7 +124,8 @@ function budgetRules(results: Record<string, NodeResult>, xs: readonly number[])
 /** A y scale from zero; all-equal values (a run where nothing was solved) get a unit range rather than a point. */
 function yScale(values: ReadonlyArray<{ value: number }>) {
   const v = values.map((p) => p.value);
-  const lo = Math.min(0, ...v), hi = Math.max(0, ...v);
+  const lo = Math.min(0, ...v),
+    hi = Math.max(0, ...v);
   return hi > lo ? { zero: true } : { domain: [lo, lo + 1] };
 }
 
@@ -133,12 +141,26 @@ function extrapolationCharts(results: Record<string, NodeResult>): ChartSpec[] {
     const measure = r.kind === 'select-budget' ? SELECT_MEASURE : EVAL_MEASURE;
     for (const e of evalEntries(r)) {
       const m = /^pass@(\d+)$/.exec(e.name);
-      if (m) pass.push({ node, measure, budget: e.budget, k: Number(m[1]), value: e.value, desc: `${node} B=${e.budget} pass@${m[1]}=${fmt(e.value)}` });
+      if (m)
+        pass.push({
+          node,
+          measure,
+          budget: e.budget,
+          k: Number(m[1]),
+          value: e.value,
+          desc: `${node} B=${e.budget} pass@${m[1]}=${fmt(e.value)}`,
+        });
     }
   }
   const budgets = [...new Set([...pass.map((p) => p.budget), ...rlBudgets(results).map((r) => r.budget)])].sort((a, b) => a - b);
   const rules = budgetRules(results, budgets);
-  const x = { field: 'budget', type: 'quantitative' as const, title: 'test budget (tokens, log2)', scale: { type: 'log' as const, base: 2 }, axis: { values: budgets, format: 'd' } };
+  const x = {
+    field: 'budget',
+    type: 'quantitative' as const,
+    title: 'test budget (tokens, log2)',
+    scale: { type: 'log' as const, base: 2 },
+    axis: { values: budgets, format: 'd' },
+  };
   const out: ChartSpec[] = [];
   const p1 = pass.filter((p) => p.k === 1);
   if (p1.length) {
@@ -147,7 +169,8 @@ function extrapolationCharts(results: Record<string, NodeResult>): ChartSpec[] {
       name: 'extrapolation',
       section: 'extrapolation',
       title,
-      caption: 'pass@1 with responses cut at each test budget, one line per eval / select-budget node: solid lines are held-out evaluations, dashed ones the J(B) a select-budget node measured on its own stage\'s problems for Eq. 6.1 (other data, not comparable to the evaluations). Dashed rules mark each RL node\'s training budget. Extrapolation (paper §6) is pass@1 still rising to the right of the training budget.',
+      caption:
+        "pass@1 with responses cut at each test budget, one line per eval / select-budget node: solid lines are held-out evaluations, dashed ones the J(B) a select-budget node measured on its own stage's problems for Eq. 6.1 (other data, not comparable to the evaluations). Dashed rules mark each RL node's training budget. Extrapolation (paper §6) is pass@1 still rising to the right of the training budget.",
       spec: {
         ...base,
         title,
@@ -156,9 +179,21 @@ function extrapolationCharts(results: Record<string, NodeResult>): ChartSpec[] {
             data: { values: p1 },
             mark: { type: 'line', point: { size: 40 } },
             encoding: {
-              x, y: { field: 'value', type: 'quantitative', title: 'pass@1', scale: yScale(p1) },
+              x,
+              y: { field: 'value', type: 'quantitative', title: 'pass@1', scale: yScale(p1) },
               color: { field: 'node', type: 'nominal', title: 'node' },
-              strokeDash: { field: 'measure', type: 'nominal', title: 'measured', scale: { domain: [EVAL_MEASURE, SELECT_MEASURE], range: [[1, 0], [5, 3]] } },
+              strokeDash: {
+                field: 'measure',
+                type: 'nominal',
+                title: 'measured',
+                scale: {
+                  domain: [EVAL_MEASURE, SELECT_MEASURE],
+                  range: [
+                    [1, 0],
+                    [5, 3],
+                  ],
+                },
+              },
               description: { field: 'desc' },
             },
           },
@@ -173,7 +208,8 @@ function extrapolationCharts(results: Record<string, NodeResult>): ChartSpec[] {
       name: 'extrapolation-passk',
       section: 'extrapolation',
       title,
-      caption: 'pass@k at each test budget (dash and marker per k, colour per node): exploration that only sharpened pass@1 would leave pass@k flat; the paper reports e3 lifting both.',
+      caption:
+        'pass@k at each test budget (dash and marker per k, colour per node): exploration that only sharpened pass@1 would leave pass@k flat; the paper reports e3 lifting both.',
       spec: {
         ...base,
         title,
@@ -181,7 +217,15 @@ function extrapolationCharts(results: Record<string, NodeResult>): ChartSpec[] {
           {
             data: { values: pass.map((p) => ({ ...p, series: `${p.node} pass@${p.k}`, kLabel: `pass@${p.k}` })) },
             mark: { type: 'line', point: { size: 30 } },
-            encoding: { x, y: { field: 'value', type: 'quantitative', title: 'pass@k', scale: yScale(pass) }, color: { field: 'node', type: 'nominal', title: 'node' }, strokeDash: { field: 'kLabel', type: 'nominal', title: 'k' }, shape: { field: 'kLabel', type: 'nominal', title: 'k' }, detail: { field: 'series' }, description: { field: 'desc' } },
+            encoding: {
+              x,
+              y: { field: 'value', type: 'quantitative', title: 'pass@k', scale: yScale(pass) },
+              color: { field: 'node', type: 'nominal', title: 'node' },
+              strokeDash: { field: 'kLabel', type: 'nominal', title: 'k' },
+              shape: { field: 'kLabel', type: 'nominal', title: 'k' },
+              detail: { field: 'series' },
+              description: { field: 'desc' },
+            },
           },
           ...rules,
         ],
@@ -203,10 +247,16 @@ const EXPLORE: ReadonlyArray<[key: string, title: string, y: string]> = [
 ];
 
 function explorationCharts(results: Record<string, NodeResult>): ChartSpec[] {
-  const evals = Object.entries(results).filter(([, r]) => isEval(r)).map(([node, r]) => ({ node, entries: evalEntries(r) }));
+  const evals = Object.entries(results)
+    .filter(([, r]) => isEval(r))
+    .map(([node, r]) => ({ node, entries: evalEntries(r) }));
   const out: ChartSpec[] = [];
   for (const [key, title, y] of EXPLORE) {
-    const values = evals.flatMap(({ node, entries }) => entries.filter((e) => e.name === key).map((e) => ({ node, budget: e.budget, value: e.value, desc: `${node} B=${e.budget} ${key}=${fmt(e.value)}` })));
+    const values = evals.flatMap(({ node, entries }) =>
+      entries
+        .filter((e) => e.name === key)
+        .map((e) => ({ node, budget: e.budget, value: e.value, desc: `${node} B=${e.budget} ${key}=${fmt(e.value)}` })),
+    );
     if (values.length === 0) continue;
     const budgets = [...new Set([...values.map((v) => v.budget), ...rlBudgets(results).map((r) => r.budget)])].sort((a, b) => a - b);
     const rules = budgetRules(results, budgets);
@@ -223,7 +273,13 @@ function explorationCharts(results: Record<string, NodeResult>): ChartSpec[] {
             data: { values },
             mark: { type: 'line', point: { size: 30 } },
             encoding: {
-              x: { field: 'budget', type: 'quantitative', title: 'test budget (tokens, log2)', scale: { type: 'log', base: 2 }, axis: { values: budgets, format: 'd' } },
+              x: {
+                field: 'budget',
+                type: 'quantitative',
+                title: 'test budget (tokens, log2)',
+                scale: { type: 'log', base: 2 },
+                axis: { values: budgets, format: 'd' },
+              },
               y: { field: 'value', type: 'quantitative', title: y, scale: yScale(values) },
               color: { field: 'node', type: 'nominal', title: 'node' },
               description: { field: 'desc' },
@@ -242,7 +298,18 @@ function explorationCharts(results: Record<string, NodeResult>): ChartSpec[] {
   const stops = evals.flatMap(({ node, entries }) =>
     entries.flatMap((e) => {
       const m = /^stop_(.+)$/.exec(e.name);
-      return m ? [{ node, budget: e.budget, reason: m[1], order: order(m[1]), share: e.value, desc: `${node} B=${e.budget} stop_${m[1]}=${fmt(e.value)}` }] : [];
+      return m
+        ? [
+            {
+              node,
+              budget: e.budget,
+              reason: m[1],
+              order: order(m[1]),
+              share: e.value,
+              desc: `${node} B=${e.budget} stop_${m[1]}=${fmt(e.value)}`,
+            },
+          ]
+        : [];
     }),
   );
   if (stops.length) {
@@ -252,7 +319,8 @@ function explorationCharts(results: Record<string, NodeResult>): ChartSpec[] {
       name: 'stop-reasons',
       section: 'exploration',
       title,
-      caption: 'Share of responses ending on a true ok (correct), a false ok, a give-up (no), cut at the budget (truncated) or malformed (other), from eval/b<B>/stop_<reason>.',
+      caption:
+        'Share of responses ending on a true ok (correct), a false ok, a give-up (no), cut at the budget (truncated) or malformed (other), from eval/b<B>/stop_<reason>.',
       spec: {
         title,
         config: base.config,
@@ -266,7 +334,12 @@ function explorationCharts(results: Record<string, NodeResult>): ChartSpec[] {
           encoding: {
             x: { field: 'budget', type: 'ordinal', title: 'test budget (tokens)', sort: 'ascending' },
             y: { field: 'share', type: 'quantitative', stack: 'zero', title: 'share of responses' },
-            color: { field: 'reason', type: 'nominal', title: 'stop', scale: { domain: reasons, range: ['#59a14f', '#e15759', '#f28e2b', '#79706e', '#bab0ac', '#4e79a7', '#b07aa1'] } },
+            color: {
+              field: 'reason',
+              type: 'nominal',
+              title: 'stop',
+              scale: { domain: reasons, range: ['#59a14f', '#e15759', '#f28e2b', '#79706e', '#bab0ac', '#4e79a7', '#b07aa1'] },
+            },
             order: { field: 'order', type: 'quantitative' },
             description: { field: 'desc' },
           },
@@ -278,23 +351,91 @@ function explorationCharts(results: Record<string, NodeResult>): ChartSpec[] {
 }
 
 /** Training curves, one line per node (x: the step the metrics row was written at). */
-const TRAIN: ReadonlyArray<{ name: string; keys: Array<[key: string, label: string]>; title: string; y: string; x: string; caption: string }> = [
-  { name: 'train-reward_mean', keys: [['train/reward_mean', 'all']], title: 'train reward (pass@1 of the samples)', y: 'reward', x: 'iteration', caption: 'train/reward_mean.' },
+const TRAIN: ReadonlyArray<{
+  name: string;
+  keys: Array<[key: string, label: string]>;
+  title: string;
+  y: string;
+  x: string;
+  caption: string;
+}> = [
+  {
+    name: 'train-reward_mean',
+    keys: [['train/reward_mean', 'all']],
+    title: 'train reward (pass@1 of the samples)',
+    y: 'reward',
+    x: 'iteration',
+    caption: 'train/reward_mean.',
+  },
   {
     name: 'train-response_len',
-    keys: [['train/response_len', 'all'], ['train/response_len_correct', 'correct'], ['train/response_len_incorrect', 'incorrect']],
+    keys: [
+      ['train/response_len', 'all'],
+      ['train/response_len_correct', 'correct'],
+      ['train/response_len_incorrect', 'incorrect'],
+    ],
     title: 'response length',
     y: 'tokens',
     x: 'iteration',
-    caption: 'train/response_len (solid), _correct and _incorrect (dashed): negative gradients lengthen responses as exploration grows (paper §5).',
+    caption:
+      'train/response_len (solid), _correct and _incorrect (dashed): negative gradients lengthen responses as exploration grows (paper §5).',
   },
-  { name: 'train-truncated_frac', keys: [['train/truncated_frac', 'all']], title: 'truncated at the training budget', y: 'fraction', x: 'iteration', caption: 'train/truncated_frac.' },
-  { name: 'train-attempts', keys: [['train/attempts', 'all']], title: 'attempts per response', y: 'attempts', x: 'iteration', caption: 'train/attempts: generate → verify episodes chained in a response (paper §4).' },
-  { name: 'train-unique_attempts', keys: [['train/unique_attempts', 'all']], title: 'distinct attempts per response', y: 'attempts', x: 'iteration', caption: 'train/unique_attempts.' },
-  { name: 'train-marks_true', keys: [['train/marks_true', 'all']], title: 'verification marks that match the truth', y: 'share of marks', x: 'iteration', caption: 'train/marks_true: the verification side of the asymmetry (paper §4).' },
-  { name: 'train-false_ok', keys: [['train/false_ok', 'all']], title: 'wrong attempts marked ok', y: 'share of wrong attempts', x: 'iteration', caption: 'train/false_ok.' },
-  { name: 'train-entropy', keys: [['train/entropy', 'all']], title: 'policy entropy', y: 'nats per token', x: 'iteration', caption: 'train/entropy (paper §5: negative gradients keep it from collapsing).' },
-  { name: 'train-zero_std_frac', keys: [['train/zero_std_frac', 'all']], title: 'groups with no reward signal', y: 'fraction of groups', x: 'iteration', caption: 'train/zero_std_frac: groups whose samples all got the same reward (no GRPO advantage).' },
+  {
+    name: 'train-truncated_frac',
+    keys: [['train/truncated_frac', 'all']],
+    title: 'truncated at the training budget',
+    y: 'fraction',
+    x: 'iteration',
+    caption: 'train/truncated_frac.',
+  },
+  {
+    name: 'train-attempts',
+    keys: [['train/attempts', 'all']],
+    title: 'attempts per response',
+    y: 'attempts',
+    x: 'iteration',
+    caption: 'train/attempts: generate → verify episodes chained in a response (paper §4).',
+  },
+  {
+    name: 'train-unique_attempts',
+    keys: [['train/unique_attempts', 'all']],
+    title: 'distinct attempts per response',
+    y: 'attempts',
+    x: 'iteration',
+    caption: 'train/unique_attempts.',
+  },
+  {
+    name: 'train-marks_true',
+    keys: [['train/marks_true', 'all']],
+    title: 'verification marks that match the truth',
+    y: 'share of marks',
+    x: 'iteration',
+    caption: 'train/marks_true: the verification side of the asymmetry (paper §4).',
+  },
+  {
+    name: 'train-false_ok',
+    keys: [['train/false_ok', 'all']],
+    title: 'wrong attempts marked ok',
+    y: 'share of wrong attempts',
+    x: 'iteration',
+    caption: 'train/false_ok.',
+  },
+  {
+    name: 'train-entropy',
+    keys: [['train/entropy', 'all']],
+    title: 'policy entropy',
+    y: 'nats per token',
+    x: 'iteration',
+    caption: 'train/entropy (paper §5: negative gradients keep it from collapsing).',
+  },
+  {
+    name: 'train-zero_std_frac',
+    keys: [['train/zero_std_frac', 'all']],
+    title: 'groups with no reward signal',
+    y: 'fraction of groups',
+    x: 'iteration',
+    caption: 'train/zero_std_frac: groups whose samples all got the same reward (no GRPO advantage).',
+  },
   { name: 'sft-loss', keys: [['sft/loss', 'all']], title: 'SFT loss', y: 'nats per token', x: 'step', caption: 'sft/loss.' },
 ];
 
@@ -302,7 +443,19 @@ function trainingCharts(metrics: readonly Row[]): ChartSpec[] {
   const out: ChartSpec[] = [];
   for (const c of TRAIN) {
     const values = metrics.flatMap((r) =>
-      c.keys.flatMap(([key, label]) => (typeof r[key] === 'number' && Number.isFinite(r[key]) ? [{ node: String(r.node), step: Number(r.step), value: r[key], series: label, desc: `${String(r.node)} ${c.x} ${r.step} ${key}=${fmt(r[key])}` }] : [])),
+      c.keys.flatMap(([key, label]) =>
+        typeof r[key] === 'number' && Number.isFinite(r[key])
+          ? [
+              {
+                node: String(r.node),
+                step: Number(r.step),
+                value: r[key],
+                series: label,
+                desc: `${String(r.node)} ${c.x} ${r.step} ${key}=${fmt(r[key])}`,
+              },
+            ]
+          : [],
+      ),
     );
     if (values.length === 0) continue;
     const steps = new Set(values.map((v) => `${v.node}/${v.step}`)).size;
@@ -378,9 +531,15 @@ export interface GainRow {
  * eval node on the same problems and seeds (same difficulty, offset, prompts, samples and
  * temperature): per budget, and at 2× and 4× the policy's training budget against 1×.
  */
-export function extrapolationGains(config: RunConfig, results: Record<string, NodeResult>, rates: Record<string, Map<number, number[]>>): GainRow[] {
+export function extrapolationGains(
+  config: RunConfig,
+  results: Record<string, NodeResult>,
+  rates: Record<string, Map<number, number[]>>,
+): GainRow[] {
   const evals = Object.entries(config.nodes).filter((e): e is [string, EvalNode] => e[1].kind === 'eval' && rates[e[0]] !== undefined);
-  const same = (a: EvalNode, b: EvalNode) => JSON.stringify([a.difficulty, a.offset, a.prompts, a.samples, a.temperature]) === JSON.stringify([b.difficulty, b.offset, b.prompts, b.samples, b.temperature]);
+  const same = (a: EvalNode, b: EvalNode) =>
+    JSON.stringify([a.difficulty, a.offset, a.prompts, a.samples, a.temperature]) ===
+    JSON.stringify([b.difficulty, b.offset, b.prompts, b.samples, b.temperature]);
   const out: GainRow[] = [];
   for (const [id, n] of evals) {
     const src = policySource(config, id);
@@ -388,7 +547,12 @@ export function extrapolationGains(config: RunConfig, results: Record<string, No
     const base = evals.find(([b, bn]) => policySource(config, b) === null && same(n, bn));
     if (!base) continue;
     const trainBudget = results[src]?.kind === 'rl' ? (results[src].budget ?? null) : null;
-    out.push({ node: id, base: base[0], trainBudget, report: gainOverBase(rates[id], rates[base[0]], trainBudget, { seed: deriveSeed(config.seed, 'bootstrap', id) }) });
+    out.push({
+      node: id,
+      base: base[0],
+      trainBudget,
+      report: gainOverBase(rates[id], rates[base[0]], trainBudget, { seed: deriveSeed(config.seed, 'bootstrap', id) }),
+    });
   }
   return out;
 }
@@ -418,7 +582,8 @@ function gainTables(rows: readonly GainRow[]): string {
     .join('\n');
 }
 
-const figure = (c: ChartSpec, svg: string) => `<figure class="chart" id="chart-${c.name}" aria-label="${esc(c.title)}">${svg}<figcaption>${esc(c.caption)}</figcaption></figure>`;
+const figure = (c: ChartSpec, svg: string) =>
+  `<figure class="chart" id="chart-${c.name}" aria-label="${esc(c.title)}">${svg}<figcaption>${esc(c.caption)}</figcaption></figure>`;
 
 /** The report page and its charts (`name` → SVG, written next to the page as report/<name>.svg). */
 export async function renderReportHtml(o: ReportInput): Promise<{ html: string; svgs: Record<string, string>; gains: GainRow[] }> {
@@ -428,9 +593,13 @@ export async function renderReportHtml(o: ReportInput): Promise<{ html: string; 
   for (const c of charts) svgs[c.name] = await renderSvg(c.spec);
   const section = (s: ChartSpec['section'], none: string) => {
     const cs = charts.filter((c) => c.section === s);
-    return cs.length ? `<div class="charts">${cs.map((c) => figure(c, svgs[c.name])).join('\n')}</div>` : `<p class="none">${esc(none)}</p>`;
+    return cs.length
+      ? `<div class="charts">${cs.map((c) => figure(c, svgs[c.name])).join('\n')}</div>`
+      : `<p class="none">${esc(none)}</p>`;
   };
-  const trainBudgets = Object.entries(o.results).filter(([, r]) => r.kind === 'rl' && r.budget).map(([n, r]) => `${n}: B=${r.budget}`);
+  const trainBudgets = Object.entries(o.results)
+    .filter(([, r]) => r.kind === 'rl' && r.budget)
+    .map(([n, r]) => `${n}: B=${r.budget}`);
   const warnings = Object.entries(o.results).filter(([, r]) => r.warning);
   const warningBlock = warnings.length
     ? `<section class="warnings" role="alert"><h2>Warnings</h2>${warnings.map(([node, r]) => `<p class="warning"><b>${esc(node)}</b>: ${esc(r.warning!)}</p>`).join('')}</section>`
@@ -475,7 +644,15 @@ export function reportActivities(env: Env) {
       const rows = await Promise.all(parts.map((k) => store.getJson<Record<string, number | string>>(k)));
       await store.put(keys.metrics(input.runId), rows.map((r) => JSON.stringify(r)).join('\n') + '\n', 'application/x-ndjson');
       const rates = await evalRates(input.runId, m.config, input.upstream);
-      const { html, svgs, gains } = await renderReportHtml({ runId: input.runId, config: m.config, results: input.upstream, metrics: rows, backend: ctx.backend, backendReason: ctx.backendReason, rates });
+      const { html, svgs, gains } = await renderReportHtml({
+        runId: input.runId,
+        config: m.config,
+        results: input.upstream,
+        metrics: rows,
+        backend: ctx.backend,
+        backendReason: ctx.backendReason,
+        rates,
+      });
       for (const [name, svg] of Object.entries(svgs)) await store.put(keys.report(input.runId, `${name}.svg`), svg, 'image/svg+xml');
       const key = keys.report(input.runId);
       await store.put(key, html, 'text/html');
@@ -488,7 +665,11 @@ export function reportActivities(env: Env) {
   };
 
   /** Each finished eval node's per-problem pass rates by budget, read back from its stored chunks (activities/evaluate.ts). */
-  async function evalRates(runId: string, config: RunConfig, results: Record<string, NodeResult>): Promise<Record<string, Map<number, number[]>>> {
+  async function evalRates(
+    runId: string,
+    config: RunConfig,
+    results: Record<string, NodeResult>,
+  ): Promise<Record<string, Map<number, number[]>>> {
     const out: Record<string, Map<number, number[]>> = {};
     for (const [id, n] of Object.entries(config.nodes)) {
       if (n.kind !== 'eval' || results[id]?.kind !== 'eval') continue;

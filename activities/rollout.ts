@@ -31,7 +31,8 @@ export class PolicyCache<T> {
     readonly capacity: number,
     private readonly dispose: (value: T, key: string) => Promise<void> | void,
   ) {
-    if (!Number.isInteger(capacity) || capacity < 1) throw new InvalidArgumentError(`PolicyCache capacity must be a positive integer (got ${capacity})`);
+    if (!Number.isInteger(capacity) || capacity < 1)
+      throw new InvalidArgumentError(`PolicyCache capacity must be a positive integer (got ${capacity})`);
   }
 
   /** Keys held, least recently used first. */
@@ -83,7 +84,12 @@ export class PolicyCache<T> {
  * another policy is refused (PolicyMismatch, non-retryable: its rows are off-policy); a
  * missing part is an InvalidArgument.
  */
-export function acceptParts(t: number, policy: string, parts: readonly RolloutPartResult[], log: (msg: string) => void): RolloutPartResult[] {
+export function acceptParts(
+  t: number,
+  policy: string,
+  parts: readonly RolloutPartResult[],
+  log: (msg: string) => void,
+): RolloutPartResult[] {
   const n = parts.find((p) => p.t === t)?.parts;
   const out: RolloutPartResult[] = [];
   for (const p of parts) {
@@ -92,9 +98,12 @@ export function acceptParts(t: number, policy: string, parts: readonly RolloutPa
       continue;
     }
     if (p.policy !== policy) {
-      throw new PolicyMismatchError(`rollout part ${p.part}/${p.parts} of iteration ${t} was sampled with policy ${p.policy.slice(0, 16)}, the trainer published ${policy.slice(0, 16)} for it`);
+      throw new PolicyMismatchError(
+        `rollout part ${p.part}/${p.parts} of iteration ${t} was sampled with policy ${p.policy.slice(0, 16)}, the trainer published ${policy.slice(0, 16)} for it`,
+      );
     }
-    if (p.parts !== n) throw new InvalidArgumentError(`rollout parts of iteration ${t}: part ${p.part} is one of ${p.parts}, another one of ${n}`);
+    if (p.parts !== n)
+      throw new InvalidArgumentError(`rollout parts of iteration ${t}: part ${p.part} is one of ${p.parts}, another one of ${n}`);
     if (out[p.part]) continue; // a duplicate of the same part, policy and iteration: the same rows
     out[p.part] = p;
   }
@@ -140,22 +149,32 @@ export function rolloutActivities(env: Env) {
       const problems = iterationProblems(rl.seed, rl.stream, p.t, rl.prompts, rl.difficulty);
       const rows = shardRows(rl, p.t, p.part, p.parts, problems);
       const key = keys.rolloutPart(p.runId, p.nodeId, p.t, p.part, p.parts, p.policy);
-      return withHeartbeat(() => ({ t: p.t, part: p.part }), async () => {
-        const graded = await cache.with(
-          `${p.policy}/${engine}/${cfg.toolArithmetic}`,
-          async () => PooledPolicy.open(await computePool(), `policy:${p.policy.slice(0, 16)}#${++seq}`, await store.get(keys.policy(p.runId, p.policy), p.policy), cfg.toolArithmetic, engine),
-          async (policy) => {
-            const t0 = performance.now();
-            const rollouts = await policy.sample(rl, rows, p.budget);
-            env.metrics.phase(labels, 'sample', since(t0));
-            env.metrics.sampled(labels, sampledTokens(rollouts), since(t0));
-            return gradeAgainst(problems, p.t, cfg.toolArithmetic, rollouts);
-          },
-        );
-        const stored: StoredPart = { t: p.t, part: p.part, parts: p.parts, policy: p.policy, graded };
-        await store.putJson(key, stored);
-        return { t: p.t, part: p.part, parts: p.parts, policy: p.policy, key, rows: graded.length };
-      });
+      return withHeartbeat(
+        () => ({ t: p.t, part: p.part }),
+        async () => {
+          const graded = await cache.with(
+            `${p.policy}/${engine}/${cfg.toolArithmetic}`,
+            async () =>
+              PooledPolicy.open(
+                await computePool(),
+                `policy:${p.policy.slice(0, 16)}#${++seq}`,
+                await store.get(keys.policy(p.runId, p.policy), p.policy),
+                cfg.toolArithmetic,
+                engine,
+              ),
+            async (policy) => {
+              const t0 = performance.now();
+              const rollouts = await policy.sample(rl, rows, p.budget);
+              env.metrics.phase(labels, 'sample', since(t0));
+              env.metrics.sampled(labels, sampledTokens(rollouts), since(t0));
+              return gradeAgainst(problems, p.t, cfg.toolArithmetic, rollouts);
+            },
+          );
+          const stored: StoredPart = { t: p.t, part: p.part, parts: p.parts, policy: p.policy, graded };
+          await store.putJson(key, stored);
+          return { t: p.t, part: p.part, parts: p.parts, policy: p.policy, key, rows: graded.length };
+        },
+      );
     },
   };
 }

@@ -40,11 +40,14 @@ export function runActivities(env: Env) {
         return { runId, config: existing.config, done: await nodeResults(runId, existing.config), order: topoOrder(existing.config.nodes) };
       }
       const overrides = { ...(input.overrides ?? {}), ...(input.lineage ? { lineage: input.lineage } : {}) };
-      for (const k of ['accessKey', 'secretKey', 'E3_S3_SECRET_KEY']) if (k in overrides) throw new ConfigError(`overrides.${k}: credentials are never accepted in workflow input`);
+      for (const k of ['accessKey', 'secretKey', 'E3_S3_SECRET_KEY'])
+        if (k in overrides) throw new ConfigError(`overrides.${k}: credentials are never accepted in workflow input`);
       const config = loadConfig(input.config ?? 'demo', overrides);
       let initFrom: Manifest['initFrom'];
       if (config.lineage) {
-        const ptr = (await store.exists(keys.lineage(config.lineage))) ? await store.getJson<{ runId: string; nodeId: string; step: number }>(keys.lineage(config.lineage)) : null;
+        const ptr = (await store.exists(keys.lineage(config.lineage)))
+          ? await store.getJson<{ runId: string; nodeId: string; step: number }>(keys.lineage(config.lineage))
+          : null;
         if (ptr) initFrom = ptr;
       }
       if (!initFrom && config.init.startsWith('file:')) {
@@ -52,10 +55,13 @@ export function runActivities(env: Env) {
         const sha = readInitFile(file).sha256;
         initFrom = { file, sha256: sha };
       }
-      if (!initFrom && config.init === 'lineage') throw new ConfigError(`init: lineage "${config.lineage}" has no committed checkpoint yet`);
+      if (!initFrom && config.init === 'lineage')
+        throw new ConfigError(`init: lineage "${config.lineage}" has no committed checkpoint yet`);
       const m: Manifest = { runId, config, ...(initFrom ? { initFrom } : {}), backend: ctx.backend };
       await store.putJson(keys.manifest(runId), m);
-      ctx.log(`run ${runId}: config ${config.name}, seed ${config.seed}, init ${initFrom ? JSON.stringify(initFrom) : config.init}, backend ${ctx.backend}`);
+      ctx.log(
+        `run ${runId}: config ${config.name}, seed ${config.seed}, init ${initFrom ? JSON.stringify(initFrom) : config.init}, backend ${ctx.backend}`,
+      );
       return { runId, config, done: {}, order: topoOrder(config.nodes) };
     },
     /** One object per node (parallel nodes finishing together must not race on a shared manifest). */

@@ -20,7 +20,8 @@ import { sampledTokens, since } from './metrics';
 import { SessionLostError } from './errors';
 
 /** The session already applied RL iteration t's update in memory (a retry after it must not train twice). */
-export const rlApplied = (l: LiveSession, t: number): l is LiveSession & Required<Pick<LiveSession, 'applied'>> => l.applied?.kind === 'rl' && l.applied.from === t && l.step === t + 1;
+export const rlApplied = (l: LiveSession, t: number): l is LiveSession & Required<Pick<LiveSession, 'applied'>> =>
+  l.applied?.kind === 'rl' && l.applied.from === t && l.step === t + 1;
 
 /** The parts of an RL iteration, shared by rlIteration and the activities in ./legacy.ts. */
 export function rlSteps(env: Env) {
@@ -35,17 +36,20 @@ export function rlSteps(env: Env) {
       atStep(s, l, t, 'sample');
       const problems = iterationProblems(rl.seed, rl.stream, t, rl.prompts, rl.difficulty);
       const labels = runLabels(s.runId, s.nodeId, l.config);
-      const graded = await withHeartbeat(() => ({ t, at: (l.lastUsed = Date.now()) }), async () => {
-        let t0 = performance.now();
-        const rollouts = await l.trainer.sample(rl, shardRows(rl, t, 0, 1, problems), budget);
-        env.metrics.phase(labels, 'sample', since(t0));
-        env.metrics.sampled(labels, sampledTokens(rollouts), since(t0));
-        t0 = performance.now();
-        const g = gradeAgainst(problems, t, l.config.toolArithmetic, rollouts);
-        await store.putJson(keys.graded(s.runId, s.nodeId, t), g);
-        env.metrics.phase(labels, 'grade', since(t0));
-        return g;
-      });
+      const graded = await withHeartbeat(
+        () => ({ t, at: (l.lastUsed = Date.now()) }),
+        async () => {
+          let t0 = performance.now();
+          const rollouts = await l.trainer.sample(rl, shardRows(rl, t, 0, 1, problems), budget);
+          env.metrics.phase(labels, 'sample', since(t0));
+          env.metrics.sampled(labels, sampledTokens(rollouts), since(t0));
+          t0 = performance.now();
+          const g = gradeAgainst(problems, t, l.config.toolArithmetic, rollouts);
+          await store.putJson(keys.graded(s.runId, s.nodeId, t), g);
+          env.metrics.phase(labels, 'grade', since(t0));
+          return g;
+        },
+      );
       return (l.rollouts = { t, problems, graded, metrics: rolloutMetrics(graded, rl.samples) });
     },
     /**
@@ -57,7 +61,10 @@ export function rlSteps(env: Env) {
       let metrics: Record<string, number>;
       const t0 = performance.now();
       try {
-        metrics = await withHeartbeat(() => ({ t: r.t, at: (l.lastUsed = Date.now()) }), (signal) => l.trainer.update(rl, r.t, r.graded, signal));
+        metrics = await withHeartbeat(
+          () => ({ t: r.t, at: (l.lastUsed = Date.now()) }),
+          (signal) => l.trainer.update(rl, r.t, r.graded, signal),
+        );
       } catch (e) {
         // Mini-batches before the failing one may have stepped: the in-memory state is no
         // longer the state at t, so drop the session (a re-open loads the last commit).
@@ -99,13 +106,18 @@ export function trainActivities(env: Env) {
         const node = l.config.nodes[s.nodeId] as SftNode;
         const sft = sftSettings(l.config, s.nodeId);
         try {
-          await withHeartbeat(() => ({ step: l.step, at: (l.lastUsed = Date.now()) }), async (signal) => {
-            while (l.step < to && !signal?.aborted) {
-              metrics = await l.trainer.sftStep(sft.seed, l.step, node.batchSize, node.difficulty, sft.traces, { markWeight: sft.markWeight });
-              l.step++;
-              env.metrics.sftSteps(runLabels(s.runId, s.nodeId, l.config), 1);
-            }
-          });
+          await withHeartbeat(
+            () => ({ step: l.step, at: (l.lastUsed = Date.now()) }),
+            async (signal) => {
+              while (l.step < to && !signal?.aborted) {
+                metrics = await l.trainer.sftStep(sft.seed, l.step, node.batchSize, node.difficulty, sft.traces, {
+                  markWeight: sft.markWeight,
+                });
+                l.step++;
+                env.metrics.sftSteps(runLabels(s.runId, s.nodeId, l.config), 1);
+              }
+            },
+          );
         } catch (e) {
           // Cancelled (or failed) between commits: the session is ahead of its last commit.
           await drop(s, l);
@@ -152,16 +164,19 @@ export function trainActivities(env: Env) {
     async publishPolicy(s: Session, t: number): Promise<{ sha256: string }> {
       const l = live(s);
       atStep(s, l, t, 'publish its policy');
-      return withHeartbeat(() => ({ publishing: t, at: (l.lastUsed = Date.now()) }), async () => {
-        const t0 = performance.now();
-        const { weights } = await l.trainer.snapshot();
-        const sha256 = sha256Hex(weights);
-        const key = keys.policy(s.runId, sha256);
-        if (!(await store.exists(key))) await store.put(key, weights);
-        l.published = { t, sha256 };
-        env.metrics.phase(runLabels(s.runId, s.nodeId, l.config), 'publish', since(t0));
-        return { sha256 };
-      });
+      return withHeartbeat(
+        () => ({ publishing: t, at: (l.lastUsed = Date.now()) }),
+        async () => {
+          const t0 = performance.now();
+          const { weights } = await l.trainer.snapshot();
+          const sha256 = sha256Hex(weights);
+          const key = keys.policy(s.runId, sha256);
+          if (!(await store.exists(key))) await store.put(key, weights);
+          l.published = { t, sha256 };
+          env.metrics.phase(runLabels(s.runId, s.nodeId, l.config), 'publish', since(t0));
+          return { sha256 };
+        },
+      );
     },
     /**
      * RL iteration t from rollout parts sampled elsewhere: the parts are checked against the
@@ -169,7 +184,12 @@ export function trainActivities(env: Env) {
      * iteration's graded rollouts, then the update and the commit as in rlIteration (a retry
      * after the update only writes its metrics and commits).
      */
-    async rlIterationFromParts(s: Session, t: number, commit: boolean, parts: RolloutPartResult[]): Promise<{ metrics: Record<string, number> }> {
+    async rlIterationFromParts(
+      s: Session,
+      t: number,
+      commit: boolean,
+      parts: RolloutPartResult[],
+    ): Promise<{ metrics: Record<string, number> }> {
       const l = live(s);
       let metrics: Record<string, number>;
       if (rlApplied(l, t)) {
@@ -178,14 +198,26 @@ export function trainActivities(env: Env) {
       } else {
         atStep(s, l, t, 'update');
         // Re-opened since it published (the same weights, unless it changed backend): publish again.
-        if (l.published?.t !== t) throw new SessionLostError(`session ${s.runId}/${s.nodeId} did not publish its policy for iteration ${t} (re-opened since)`);
+        if (l.published?.t !== t)
+          throw new SessionLostError(`session ${s.runId}/${s.nodeId} did not publish its policy for iteration ${t} (re-opened since)`);
         const sha = l.published.sha256;
         const rl = rlSettings(l.config, s.nodeId);
         const accepted = acceptParts(t, sha, parts, (m) => ctx.log(`${s.runId}/${s.nodeId}: ${m}`));
-        const stored = await withHeartbeat(() => ({ t, at: (l.lastUsed = Date.now()) }), () => Promise.all(accepted.map((p) => store.getJson<StoredPart>(p.key))));
+        const stored = await withHeartbeat(
+          () => ({ t, at: (l.lastUsed = Date.now()) }),
+          () => Promise.all(accepted.map((p) => store.getJson<StoredPart>(p.key))),
+        );
         // What the store holds must be what the part reported (a write from another policy under the same key is refused too).
-        acceptParts(t, sha, stored.map((x, k) => ({ ...accepted[k], t: x.t, part: x.part, parts: x.parts, policy: x.policy })), () => undefined);
-        const graded = joinGraded(stored.map((x) => x.graded), rl.prompts * rl.samples);
+        acceptParts(
+          t,
+          sha,
+          stored.map((x, k) => ({ ...accepted[k], t: x.t, part: x.part, parts: x.parts, policy: x.policy })),
+          () => undefined,
+        );
+        const graded = joinGraded(
+          stored.map((x) => x.graded),
+          rl.prompts * rl.samples,
+        );
         await store.putJson(keys.graded(s.runId, s.nodeId, t), graded);
         const problems = iterationProblems(rl.seed, rl.stream, t, rl.prompts, rl.difficulty);
         metrics = await steps.update(s, l, rl, { t, problems, graded, metrics: rolloutMetrics(graded, rl.samples) });

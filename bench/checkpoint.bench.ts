@@ -69,13 +69,19 @@ function paramsOf(model: { layers: number; dModel: number; heads: number; contex
 async function main() {
   const store = ObjectStore.fromEnv();
   await store.ensureBucket().catch((e: Error) => {
-    throw new Error(`checkpoint bench: the object store at ${store.cfg.endpoint} is not reachable (start the servers: npx e3 up): ${e.message}`);
+    throw new Error(
+      `checkpoint bench: the object store at ${store.cfg.endpoint} is not reachable (start the servers: npx e3 up): ${e.message}`,
+    );
   });
   const base = readFileSync(path.join(__dirname, '..', 'configs', 'base', 'base.e3w'));
   const gpuParams = paramsOf({ layers: 8, dModel: 384, heads: 6, context: 2112 });
   const sizes = [
     { name: 'base (3x96)', weights: new Uint8Array(base), optim: randomBytes(2 * base.length) },
-    { name: `gpu (8x384, ${(gpuParams / 1e6).toFixed(1)} M params)`, weights: randomBytes(4 * gpuParams), optim: randomBytes(8 * gpuParams) },
+    {
+      name: `gpu (8x384, ${(gpuParams / 1e6).toFixed(1)} M params)`,
+      weights: randomBytes(4 * gpuParams),
+      optim: randomBytes(8 * gpuParams),
+    },
   ];
   const run = `bench-ckpt-${process.pid}`;
   const rows: string[] = [];
@@ -109,8 +115,12 @@ async function main() {
       `| ${sz.name} | ${mb.toFixed(1)} | ${ms(t.s3c).toFixed(0)} | ${ms(t.dc).toFixed(0)} | ${(t.s3c / t.dc).toFixed(2)} | ${ms(t.s3l).toFixed(0)} | ${ms(t.dl).toFixed(0)} | ${(t.s3l / t.dl).toFixed(2)} | ${(mb / (ms(t.s3c) / 1000)).toFixed(0)} / ${(mb / (ms(t.s3l) / 1000)).toFixed(0)} |`,
     );
   }
-  console.log(`checkpoint bench: ${REPEATS} commits + loads per size, S3 (versitygw on loopback, ${store.cfg.endpoint}) vs local disk (fsync + atomic rename), sha256 checked both ways`);
-  console.log('| checkpoint | MB | S3 commit ms | disk commit ms | S3/disk | S3 load ms | disk load ms | S3/disk | S3 MB/s commit / load |');
+  console.log(
+    `checkpoint bench: ${REPEATS} commits + loads per size, S3 (versitygw on loopback, ${store.cfg.endpoint}) vs local disk (fsync + atomic rename), sha256 checked both ways`,
+  );
+  console.log(
+    '| checkpoint | MB | S3 commit ms | disk commit ms | S3/disk | S3 load ms | disk load ms | S3/disk | S3 MB/s commit / load |',
+  );
   console.log('|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) console.log(r);
 }

@@ -47,10 +47,30 @@ const ROUNDS = 5;
 const BLOCK = Number(process.env.E3_BENCH_STEPS ?? 5);
 const CFG: PolicyConfig = { vocab: VOCAB_SIZE, layers: 3, dModel: 96, heads: 4, context: 2112, seed: SEED };
 const { layers: L, dModel: D, vocab: V } = CFG;
-const EVAL = { seed: 1, split: 'eval' as const, difficulty: { count: 4, min: 1, max: 9, ops: '+-*' }, budgets: [512], prompts: 64, samples: 8, temperature: 0.6, ks: [1], offset: 0 };
+const EVAL = {
+  seed: 1,
+  split: 'eval' as const,
+  difficulty: { count: 4, min: 1, max: 9, ops: '+-*' },
+  budgets: [512],
+  prompts: 64,
+  samples: 8,
+  temperature: 0.6,
+  ks: [1],
+  offset: 0,
+};
 const ITER: RlSettings = {
-  seed: 1, nodeId: 'stage1', stream: 'stage1', difficulty: { count: 3, min: 1, max: 9, ops: '+-*' }, prompts: 16, samples: 8,
-  temperature: 0.6, topP: 1, miniBatches: 2, microBatch: 32, skipZeroStd: false, grpo: grpoConfig({ klCoef: 0.05 }),
+  seed: 1,
+  nodeId: 'stage1',
+  stream: 'stage1',
+  difficulty: { count: 3, min: 1, max: 9, ops: '+-*' },
+  prompts: 16,
+  samples: 8,
+  temperature: 0.6,
+  topP: 1,
+  miniBatches: 2,
+  microBatch: 32,
+  skipZeroStd: false,
+  grpo: grpoConfig({ klCoef: 0.05 }),
 };
 const ITER_BUDGET = 128;
 
@@ -66,7 +86,11 @@ async function ortMatmul(n = 512): Promise<number> {
   const g = new GraphBuilder();
   g.op('MatMul', [g.input('a', 'float32', [n, n]), g.input('b', 'float32', [n, n])], {}, 'c');
   g.output('c', 'float32', [n, n]);
-  const s = await ort.InferenceSession.create(g.build('matmul'), { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: 'sequential' });
+  const s = await ort.InferenceSession.create(g.build('matmul'), {
+    intraOpNumThreads: 1,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+  });
   const feeds = { a: new ort.Tensor('float32', randomMatrix(n, 'a'), [n, n]), b: new ort.Tensor('float32', randomMatrix(n, 'b'), [n, n]) };
   let best = Infinity;
   for (let i = 0; i < 8; i++) {
@@ -126,7 +150,11 @@ async function evaluation(policy: Policy, engine: SampleEngine) {
 void (async () => {
   const backend = await initBackend();
   const mm = { tfjs: tfjsMatmulPeak(), ort: await ortMatmul() };
-  console.log(`${cpus()[0].model}, ${cpus().length} cores, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}; node ${process.version}, onnxruntime-node ${ort.env.versions.node}`);
+  console.log(
+    `${cpus()[0].model}, ${cpus().length} cores, load average ${loadavg()
+      .map((x) => x.toFixed(1))
+      .join(' ')}; node ${process.version}, onnxruntime-node ${ort.env.versions.node}`,
+  );
   console.log(`backend ${backend}; plain 512^3 matmul GFLOP/s: tfjs ${mm.tfjs.toFixed(1)}, ort ${mm.ort.toFixed(1)}`);
   const policy = createPolicy(CFG);
   const decode: Array<{ pos: number; tfjs: number; ort: number }> = [];
@@ -134,20 +162,31 @@ void (async () => {
   for (const pos of POSITIONS) {
     const { tfjs: t, ort: o } = await decodeMs(policy, pos);
     decode.push({ pos, tfjs: t, ort: o });
-    const pct = (ms: number, peak: number) => ((100 * (ROWS * stepFlops(pos)) / (ms / 1000) / 1e9) / peak).toFixed(1);
-    console.log(`${String(pos).padStart(11)} | ${t.toFixed(2).padStart(12)} | ${o.toFixed(2).padStart(11)} | ${(t / o).toFixed(1).padStart(7)}x | ${pct(t, mm.tfjs).padStart(12)}% | ${pct(o, mm.ort).padStart(11)}%`);
+    const pct = (ms: number, peak: number) => ((100 * (ROWS * stepFlops(pos))) / (ms / 1000) / 1e9 / peak).toFixed(1);
+    console.log(
+      `${String(pos).padStart(11)} | ${t.toFixed(2).padStart(12)} | ${o.toFixed(2).padStart(11)} | ${(t / o).toFixed(1).padStart(7)}x | ${pct(t, mm.tfjs).padStart(12)}% | ${pct(o, mm.ort).padStart(11)}%`,
+    );
   }
   const result: Record<string, unknown> = { backend, matmulGflops: mm, decode };
   const baseBytes = readFileSync('configs/base/base-search.e3w');
   if (process.env.E3_BENCH_EVAL !== '0') {
     const base = loadPolicy(baseBytes);
     const o = await evaluation(base, 'ort');
-    console.log(`\nevaluation (64 x 8, budget 512): ort ${o.tokens} tokens in ${o.s.toFixed(1)} s = ${o.tokS.toFixed(0)} tokens/s, ${o.gflops.toFixed(2)} GFLOP/s = ${((100 * o.gflops) / mm.ort).toFixed(1)}% of matmul`);
+    console.log(
+      `\nevaluation (64 x 8, budget 512): ort ${o.tokens} tokens in ${o.s.toFixed(1)} s = ${o.tokS.toFixed(0)} tokens/s, ${o.gflops.toFixed(2)} GFLOP/s = ${((100 * o.gflops) / mm.ort).toFixed(1)}% of matmul`,
+    );
     const t = await evaluation(base, 'tfjs');
-    console.log(`evaluation (64 x 8, budget 512): tfjs ${t.tokens} tokens in ${t.s.toFixed(1)} s = ${t.tokS.toFixed(0)} tokens/s, ${t.gflops.toFixed(2)} GFLOP/s = ${((100 * t.gflops) / mm.tfjs).toFixed(1)}% of matmul`);
+    console.log(
+      `evaluation (64 x 8, budget 512): tfjs ${t.tokens} tokens in ${t.s.toFixed(1)} s = ${t.tokS.toFixed(0)} tokens/s, ${t.gflops.toFixed(2)} GFLOP/s = ${((100 * t.gflops) / mm.tfjs).toFixed(1)}% of matmul`,
+    );
     const same = o.out.filter((r, k) => JSON.stringify(r.response) === JSON.stringify(t.out[k].response)).length;
     console.log(`speed-up ${(t.s / o.s).toFixed(1)}x end to end; identical responses ${same}/${o.out.length}`);
-    result.evaluation = { ort: { s: o.s, tokens: o.tokens, gflops: o.gflops }, tfjs: { s: t.s, tokens: t.tokens, gflops: t.gflops }, identical: same, rows: o.out.length };
+    result.evaluation = {
+      ort: { s: o.s, tokens: o.tokens, gflops: o.gflops },
+      tfjs: { s: t.s, tokens: t.tokens, gflops: t.gflops },
+      identical: same,
+      rows: o.out.length,
+    };
     disposePolicy(base);
   }
   {
@@ -160,10 +199,23 @@ void (async () => {
     await sampleRows(tr.policy, { rows, budget: ITER_BUDGET, temperature: ITER.temperature, topP: 1, tool: true, engine: 'tfjs' });
     const tfjsSampleMs = now() - t0;
     t0 = now();
-    const roll = await sampleRows(tr.policy, { rows, budget: ITER_BUDGET, temperature: ITER.temperature, topP: 1, tool: true, engine: 'ort' });
+    const roll = await sampleRows(tr.policy, {
+      rows,
+      budget: ITER_BUDGET,
+      temperature: ITER.temperature,
+      topP: 1,
+      tool: true,
+      engine: 'ort',
+    });
     const sampleMs = now() - t0;
     t0 = now();
-    scoreResponses(tr.policy, roll.map((r) => r.prompt), roll.map((r) => r.response), roll.map((r) => Uint8Array.from(r.response, (_, k) => (r.forced.includes(k) ? 1 : 0))), ITER.temperature);
+    scoreResponses(
+      tr.policy,
+      roll.map((r) => r.prompt),
+      roll.map((r) => r.response),
+      roll.map((r) => Uint8Array.from(r.response, (_, k) => (r.forced.includes(k) ? 1 : 0))),
+      ITER.temperature,
+    );
     const rescoreMs = now() - t0;
     t0 = now();
     await tr.update(ITER, 0, gradeRollouts(ITER.seed, ITER.stream, 0, ITER.prompts, ITER.difficulty, true, roll));
@@ -171,8 +223,12 @@ void (async () => {
     tr.dispose();
     const iter = { tfjsSampleMs, sampleMs, rescoreMs, updateMs, tokens: roll.reduce((a, r) => a + r.response.length, 0) };
     const sec = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
-    console.log(`\nRL iteration (16 x 8, budget ${ITER_BUDGET}, ${iter.tokens} response tokens), one thread: tfjs sampling ${sec(tfjsSampleMs)}; ort sampling ${sec(sampleMs)} + tfjs rescoring ${sec(rescoreMs)}; tfjs update ${sec(updateMs)}`);
-    console.log(`  rescoring = ${((100 * rescoreMs) / updateMs).toFixed(0)}% of the update; iteration ${sec(tfjsSampleMs + updateMs)} (tfjs) vs ${sec(sampleMs + rescoreMs + updateMs)} (ort)`);
+    console.log(
+      `\nRL iteration (16 x 8, budget ${ITER_BUDGET}, ${iter.tokens} response tokens), one thread: tfjs sampling ${sec(tfjsSampleMs)}; ort sampling ${sec(sampleMs)} + tfjs rescoring ${sec(rescoreMs)}; tfjs update ${sec(updateMs)}`,
+    );
+    console.log(
+      `  rescoring = ${((100 * rescoreMs) / updateMs).toFixed(0)}% of the update; iteration ${sec(tfjsSampleMs + updateMs)} (tfjs) vs ${sec(sampleMs + rescoreMs + updateMs)} (ort)`,
+    );
     result.iteration = iter;
   }
   console.log(JSON.stringify(result));

@@ -28,7 +28,8 @@ const reps = Number(arg('--reps', '2'));
 const modes = arg('--parts', '0,1,2').split(',').map(Number);
 const budget = Number(arg('--budget', '128'));
 
-const ms = (t: { seconds?: { toString(): string } | null; nanos?: number | null } | null | undefined): number => Number(t?.seconds ?? 0) * 1000 + (t?.nanos ?? 0) / 1e6;
+const ms = (t: { seconds?: { toString(): string } | null; nanos?: number | null } | null | undefined): number =>
+  Number(t?.seconds ?? 0) * 1000 + (t?.nanos ?? 0) / 1e6;
 const ITERATION_ACTIVITIES = new Set(['rlIteration', 'publishPolicy', 'rolloutPart', 'rlIterationFromParts']);
 
 /** The stage's node workflow: its wall seconds, and its iterations' (first iteration activity scheduled to the last completed). */
@@ -99,7 +100,9 @@ runWithOwnServers('fanout', { temporal: 47633, ui: 48633, s3: 47270 }, async () 
     const eq = rs.every((r) => r.weights === ref.weights);
     same &&= eq;
     const name = parts === 0 ? 'single activity' : `rolloutParts ${parts}`;
-    console.log(`${name.padEnd(20)} ${st.toFixed(1).padStart(7)}   ${(st / ref.stage).toFixed(3)}  ${it.toFixed(1).padStart(12)}   ${(it / ref.iter).toFixed(3)}  ${eq ? 'yes' : 'NO'} (${rs[0].weights.slice(0, 12)})`);
+    console.log(
+      `${name.padEnd(20)} ${st.toFixed(1).padStart(7)}   ${(st / ref.stage).toFixed(3)}  ${it.toFixed(1).padStart(12)}   ${(it / ref.iter).toFixed(3)}  ${eq ? 'yes' : 'NO'} (${rs[0].weights.slice(0, 12)})`,
+    );
   }
   return same ? 0 : 1;
 });

@@ -21,7 +21,13 @@ import { decode } from '../ml/tokenizer';
 
 const BUCKET = 4;
 /** |result − target| ranges of wrong attempts (0: the target reached by an illegal attempt). */
-const MISS_BINS: Array<[number, number]> = [[0, 0], [1, 2], [3, 5], [6, 20], [21, Infinity]];
+const MISS_BINS: Array<[number, number]> = [
+  [0, 0],
+  [1, 2],
+  [3, 5],
+  [6, 20],
+  [21, Infinity],
+];
 
 async function main() {
   const { file, weights, difficulty, budgets, prompts, samples, seed } = await readPolicyArgs('hazard', '512', 'budget');
@@ -58,10 +64,28 @@ async function main() {
   });
   console.log(JSON.stringify({ file, difficulty, budget, prompts, samples, seed }));
   console.log(['attempts', 'reached', 'hit_rate', 'all_numbers', 'within_5'].join('\t'));
-  buckets.forEach((b, i) => console.log([`${i * BUCKET}-${i * BUCKET + BUCKET - 1}`, b.n, (b.hit / b.n).toFixed(3), (b.full / b.n).toFixed(2), (b.near / b.n).toFixed(2)].join('\t')));
+  buckets.forEach((b, i) =>
+    console.log(
+      [
+        `${i * BUCKET}-${i * BUCKET + BUCKET - 1}`,
+        b.n,
+        (b.hit / b.n).toFixed(3),
+        (b.full / b.n).toFixed(2),
+        (b.near / b.n).toFixed(2),
+      ].join('\t'),
+    ),
+  );
   const wrong = misses.reduce((a, m) => a + m.n, 0);
   console.log(['miss', 'share_of_wrong', 'marked_ok'].join('\t'));
-  MISS_BINS.forEach(([lo, hi], i) => console.log([`${lo}-${hi === Infinity ? 'inf' : hi}`, (misses[i].n / wrong).toFixed(3), (misses[i].ok / Math.max(1, misses[i].n)).toFixed(3)].join('\t')));
+  MISS_BINS.forEach(([lo, hi], i) =>
+    console.log(
+      [
+        `${lo}-${hi === Infinity ? 'inf' : hi}`,
+        (misses[i].n / wrong).toFixed(3),
+        (misses[i].ok / Math.max(1, misses[i].n)).toFixed(3),
+      ].join('\t'),
+    ),
+  );
 }
 
 main().catch((err) => {

@@ -19,7 +19,15 @@
  */
 import type { Client } from '@temporalio/client';
 import * as path from 'node:path';
-import { WorkerPool, awaitPipeline, failedAttempts, finalCheckpoints, runWithOwnServers, startPipeline, temporalClient } from '../test/chaos';
+import {
+  WorkerPool,
+  awaitPipeline,
+  failedAttempts,
+  finalCheckpoints,
+  runWithOwnServers,
+  startPipeline,
+  temporalClient,
+} from '../test/chaos';
 import { ObjectStore, dataDir } from '../storage/store';
 
 interface Row {
@@ -35,12 +43,16 @@ interface Row {
   stage2: string;
 }
 
-const ms = (t: { seconds?: { toString(): string } | null; nanos?: number | null } | null | undefined): number => Number(t?.seconds ?? 0) * 1000 + (t?.nanos ?? 0) / 1e6;
+const ms = (t: { seconds?: { toString(): string } | null; nanos?: number | null } | null | undefined): number =>
+  Number(t?.seconds ?? 0) * 1000 + (t?.nanos ?? 0) / 1e6;
 
 type Ev = {
   eventId?: { toString(): string } | null;
   eventTime?: { seconds?: { toString(): string } | null; nanos?: number | null } | null;
-  activityTaskScheduledEventAttributes?: { activityType?: { name?: string | null } | null; taskQueue?: { name?: string | null } | null } | null;
+  activityTaskScheduledEventAttributes?: {
+    activityType?: { name?: string | null } | null;
+    taskQueue?: { name?: string | null } | null;
+  } | null;
   activityTaskStartedEventAttributes?: { scheduledEventId?: { toString(): string } | null; identity?: string | null } | null;
   activityTaskCompletedEventAttributes?: { scheduledEventId?: { toString(): string } | null } | null;
   activityTaskFailedEventAttributes?: { scheduledEventId?: { toString(): string } | null } | null;
@@ -62,9 +74,14 @@ function sessionIntervals(events: Ev[], into: Map<number, Array<[number, number]
       const a = sched.get(k);
       // A session's activities run on its worker's own queue; the open on e3-trainer, by the worker that will hold it.
       const pid = Number(/^(\d+)@/.exec(st.identity ?? '')?.[1] ?? NaN);
-      if (a && (a.name === 'openTrainer' || /^e3-trainer-/.test(a.queue)) && Number.isFinite(pid)) started.set(k, { at: ms(e.eventTime), pid });
+      if (a && (a.name === 'openTrainer' || /^e3-trainer-/.test(a.queue)) && Number.isFinite(pid))
+        started.set(k, { at: ms(e.eventTime), pid });
     }
-    const end = e.activityTaskCompletedEventAttributes ?? e.activityTaskFailedEventAttributes ?? e.activityTaskTimedOutEventAttributes ?? e.activityTaskCanceledEventAttributes;
+    const end =
+      e.activityTaskCompletedEventAttributes ??
+      e.activityTaskFailedEventAttributes ??
+      e.activityTaskTimedOutEventAttributes ??
+      e.activityTaskCanceledEventAttributes;
     if (end) {
       const k = String(end.scheduledEventId);
       const s0 = started.get(k);
@@ -80,7 +97,10 @@ function sessionIntervals(events: Ev[], into: Map<number, Array<[number, number]
 
 /** Length of the union of intervals clipped to [lo, hi]. */
 function unionLength(iv: Array<[number, number]>, lo: number, hi: number): number {
-  const xs = iv.map(([a, b]) => [Math.max(a, lo), Math.min(b, hi)] as [number, number]).filter(([a, b]) => b > a).sort((p, q) => p[0] - q[0]);
+  const xs = iv
+    .map(([a, b]) => [Math.max(a, lo), Math.min(b, hi)] as [number, number])
+    .filter(([a, b]) => b > a)
+    .sort((p, q) => p[0] - q[0]);
   let total = 0;
   let cur: [number, number] | undefined;
   for (const x of xs) {
@@ -94,7 +114,12 @@ function unionLength(iv: Array<[number, number]>, lo: number, hi: number): numbe
   return total;
 }
 
-async function measure(c: Client, pool: WorkerPool, store: ObjectStore, o: { workers: number; n: number; config: string; seed: number; node: string; tag: string }) {
+async function measure(
+  c: Client,
+  pool: WorkerPool,
+  store: ObjectStore,
+  o: { workers: number; n: number; config: string; seed: number; node: string; tag: string },
+) {
   const ids = Array.from({ length: o.n }, (_, k) => `load-${o.tag}-${o.workers}w-n${o.n}-${k}`);
   const before = pool.logs().length;
   await Promise.all(ids.map((id) => startPipeline(c, id, { config: o.config, overrides: { seed: o.seed } })));
@@ -107,7 +132,10 @@ async function measure(c: Client, pool: WorkerPool, store: ObjectStore, o: { wor
     first = Math.min(first, d.startTime.getTime());
     last = Math.max(last, d.closeTime!.getTime());
     for (const node of ['warmstart', 'stage1', 'stage2']) {
-      const h = await c.workflow.getHandle(`${id}/${node}`).fetchHistory().catch(() => undefined);
+      const h = await c.workflow
+        .getHandle(`${id}/${node}`)
+        .fetchHistory()
+        .catch(() => undefined);
       if (h) sessionIntervals((h.events ?? []) as Ev[], busy);
     }
   }
@@ -138,7 +166,13 @@ function parseArgs(argv: string[]) {
   };
   const ns = list('--ns', '1,4,12,32');
   if (!ns.includes(1)) ns.unshift(1); // the single run every ratio divides by
-  return { ns: [...new Set(ns)].sort((a, b) => a - b), workers: list('--workers', '1,2'), config: get('--config', 'tiny'), seed: Number(get('--seed', '7')), node: get('--node', 'stage2') };
+  return {
+    ns: [...new Set(ns)].sort((a, b) => a - b),
+    workers: list('--workers', '1,2'),
+    config: get('--config', 'tiny'),
+    seed: Number(get('--seed', '7')),
+    node: get('--node', 'stage2'),
+  };
 }
 
 const pad = (s: string | number, n: number) => String(s).padStart(n);
@@ -157,7 +191,9 @@ if (require.main === module) {
     const rows: Row[] = [];
     const tag = Date.now().toString(36);
     let reference: string | undefined;
-    console.log(`config ${o.config} seed ${o.seed}; E3_TRAINER_SESSIONS=${process.env.E3_TRAINER_SESSIONS ?? 1}, E3_THREADS=${process.env.E3_THREADS ?? 'one per core'}`);
+    console.log(
+      `config ${o.config} seed ${o.seed}; E3_TRAINER_SESSIONS=${process.env.E3_TRAINER_SESSIONS ?? 1}, E3_THREADS=${process.env.E3_THREADS ?? 'one per core'}`,
+    );
     console.log('workers    N  makespan_s  N x single_s  ratio  busy(per w)  peakRSS_MB  failed (open)  same bytes');
     try {
       for (const w of o.workers) {
@@ -169,7 +205,18 @@ if (require.main === module) {
             const m = await measure(c.client, pool, store, { workers: w, n, config: o.config, seed: o.seed, node: o.node, tag });
             if (n === 1) single = m.makespanS;
             reference ??= m.shas[0];
-            const row: Row = { workers: w, n, makespanS: m.makespanS, singleS: single, busy: m.busy, peakRssMb: m.peakRssMb, failed: m.failed, failedOpen: m.failedOpen, identical: m.shas.every((s) => s === reference), stage2: m.shas[0] };
+            const row: Row = {
+              workers: w,
+              n,
+              makespanS: m.makespanS,
+              singleS: single,
+              busy: m.busy,
+              peakRssMb: m.peakRssMb,
+              failed: m.failed,
+              failedOpen: m.failedOpen,
+              identical: m.shas.every((s) => s === reference),
+              stage2: m.shas[0],
+            };
             rows.push(row);
             console.log(format(row));
           }

@@ -66,7 +66,9 @@ function withoutEos(policy: Policy): void {
 async function main(): Promise<void> {
   const backend = await initBackend();
   const policy = createPolicy(CFG);
-  console.log(`backend ${backend}; policy ${countParams(policy)} params (${CFG.layers} layers, d=${CFG.dModel}, ${CFG.heads} heads, context ${CFG.context}, vocab ${CFG.vocab})`);
+  console.log(
+    `backend ${backend}; policy ${countParams(policy)} params (${CFG.layers} layers, d=${CFG.dModel}, ${CFG.heads} heads, context ${CFG.context}, vocab ${CFG.vocab})`,
+  );
 
   const mm512 = tfjsMatmulPeak(512, 5);
   const mm256 = tfjsMatmulPeak(256, 10);
@@ -78,7 +80,13 @@ async function main(): Promise<void> {
   const batch: tf.Tensor2D[] = [];
   for (let r = 0; r < TRAIN_ROWS; r += MICRO) {
     const rows = Math.min(MICRO, TRAIN_ROWS - r);
-    batch.push(tf.tensor2d(Int32Array.from({ length: rows * (TRAIN_TOKENS + 1) }, () => rng.int(3, CFG.vocab - 1)), [rows, TRAIN_TOKENS + 1], 'int32'));
+    batch.push(
+      tf.tensor2d(
+        Int32Array.from({ length: rows * (TRAIN_TOKENS + 1) }, () => rng.int(3, CFG.vocab - 1)),
+        [rows, TRAIN_TOKENS + 1],
+        'int32',
+      ),
+    );
   }
   trainStep(policy, batch); // warm-up: kernel setup and heap growth
   const steps = 2;
@@ -96,7 +104,10 @@ async function main(): Promise<void> {
   // Sampling: prompts of 12..20 tokens, 64 new tokens per row.
   withoutEos(policy);
   const prng = new Rng(deriveSeed(SEED, 'bench', 'prompts'));
-  const prompts = Array.from({ length: SAMPLE_ROWS }, () => [BOS, ...Array.from({ length: prng.int(11, 19) }, () => prng.int(3, CFG.vocab - 1))]);
+  const prompts = Array.from({ length: SAMPLE_ROWS }, () => [
+    BOS,
+    ...Array.from({ length: prng.int(11, 19) }, () => prng.int(3, CFG.vocab - 1)),
+  ]);
   const seeds = prompts.map((_, i) => deriveSeed(SEED, 'bench', 'sample', i));
   const opts = { budget: NEW_TOKENS, temperature: 1, topP: 1, seeds, eos: EOS, yieldEvery: 1 << 30 };
   await sample(policy, prompts.slice(0, 2), { ...opts, seeds: seeds.slice(0, 2), budget: 4 }); // warm-up
@@ -110,13 +121,28 @@ async function main(): Promise<void> {
   const same = JSON.stringify(cached.responses) === JSON.stringify(recomputed.responses);
   const cacheTokS = generated / cacheS;
   const recomputeTokS = generated / recomputeS;
-  console.log(`sample with KV cache: ${SAMPLE_ROWS} rows x ${NEW_TOKENS} new tokens (${generated} tokens) in ${cacheS.toFixed(2)} s = ${cacheTokS.toFixed(0)} tokens/s`);
-  console.log(`sample, full recompute: ${recomputeS.toFixed(2)} s = ${recomputeTokS.toFixed(0)} tokens/s (same tokens as the cache: ${same})`);
-  console.log(`ratios: KV cache / recompute ${(cacheTokS / recomputeTokS).toFixed(1)}x; sampling / training tokens/s ${(cacheTokS / trainTokS).toFixed(2)}; train / matmul GFLOP/s ${(trainGflops / peak).toFixed(2)}`);
+  console.log(
+    `sample with KV cache: ${SAMPLE_ROWS} rows x ${NEW_TOKENS} new tokens (${generated} tokens) in ${cacheS.toFixed(2)} s = ${cacheTokS.toFixed(0)} tokens/s`,
+  );
+  console.log(
+    `sample, full recompute: ${recomputeS.toFixed(2)} s = ${recomputeTokS.toFixed(0)} tokens/s (same tokens as the cache: ${same})`,
+  );
+  console.log(
+    `ratios: KV cache / recompute ${(cacheTokS / recomputeTokS).toFixed(1)}x; sampling / training tokens/s ${(cacheTokS / trainTokS).toFixed(2)}; train / matmul GFLOP/s ${(trainGflops / peak).toFixed(2)}`,
+  );
   console.log(
     JSON.stringify({
-      backend, params: countParams(policy), matmul512Gflops: +mm512.toFixed(2), matmul256Gflops: +mm256.toFixed(2), micro: MICRO, trainTokensPerS: Math.round(trainTokS), trainGflops: +trainGflops.toFixed(2),
-      sampleCacheTokensPerS: Math.round(cacheTokS), sampleRecomputeTokensPerS: Math.round(recomputeTokS), cacheSpeedup: +(cacheTokS / recomputeTokS).toFixed(1), sameTokens: same,
+      backend,
+      params: countParams(policy),
+      matmul512Gflops: +mm512.toFixed(2),
+      matmul256Gflops: +mm256.toFixed(2),
+      micro: MICRO,
+      trainTokensPerS: Math.round(trainTokS),
+      trainGflops: +trainGflops.toFixed(2),
+      sampleCacheTokensPerS: Math.round(cacheTokS),
+      sampleRecomputeTokensPerS: Math.round(recomputeTokS),
+      cacheSpeedup: +(cacheTokS / recomputeTokS).toFixed(1),
+      sameTokens: same,
     }),
   );
   disposePolicy(policy);

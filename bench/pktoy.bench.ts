@@ -39,9 +39,17 @@ interface Setting {
 }
 
 const SETTINGS: Setting[] = [
-  { name: 'section5', note: 'known section-5 values (100 actions, budget 100, initLen 15) + project defaults (uniform start, random a*, lr 0.05, 8x8, 80 steps, T 1)', cfg: {} },
-  { name: 'long', note: 'as section5, 200 steps (the section\'s step count was not found)', cfg: { steps: 200 } },
-  { name: 'rare-a*', note: 'Zipf(1) start over the actions, a* = least likely action (rank 99), 200 steps', cfg: { initSkew: 1, aStar: { rank: 99 }, steps: 200 } },
+  {
+    name: 'section5',
+    note: 'known section-5 values (100 actions, budget 100, initLen 15) + project defaults (uniform start, random a*, lr 0.05, 8x8, 80 steps, T 1)',
+    cfg: {},
+  },
+  { name: 'long', note: "as section5, 200 steps (the section's step count was not found)", cfg: { steps: 200 } },
+  {
+    name: 'rare-a*',
+    note: 'Zipf(1) start over the actions, a* = least likely action (rank 99), 200 steps',
+    cfg: { initSkew: 1, aStar: { rank: 99 }, steps: 200 },
+  },
 ];
 
 const ARMS = [
@@ -78,17 +86,37 @@ interface RunRow {
 }
 
 function summarize(seed: number, h: Array<Record<string, number>>, wall: number): RunRow {
-  const len = trailing(h.map((r) => r['train/response_len']), window);
-  const succ = trailing(h.map((r) => r['train/reward_mean']), window);
-  const inc = trailing(h.map((r) => r['train/response_len_incorrect'] ?? NaN), window);
-  const dist = trailing(h.map((r) => r['pktoy/distinct']), window);
+  const len = trailing(
+    h.map((r) => r['train/response_len']),
+    window,
+  );
+  const succ = trailing(
+    h.map((r) => r['train/reward_mean']),
+    window,
+  );
+  const inc = trailing(
+    h.map((r) => r['train/response_len_incorrect'] ?? NaN),
+    window,
+  );
+  const dist = trailing(
+    h.map((r) => r['pktoy/distinct']),
+    window,
+  );
   let peakStep = window - 1;
   for (let t = window - 1; t < len.length; t++) if (len[t] > len[peakStep]) peakStep = t;
   const cross = succ.findIndex((s) => s > 0.5);
   const last = len.length - 1;
   return {
-    seed, init: len[window - 1], peak: len[peakStep], peakStep, final: len[last], finalIncorrect: inc[last],
-    cross: cross >= 0 ? cross : undefined, finalSucc: succ[last], finalDistinct: dist[last], wall,
+    seed,
+    init: len[window - 1],
+    peak: len[peakStep],
+    peakStep,
+    final: len[last],
+    finalIncorrect: inc[last],
+    cross: cross >= 0 ? cross : undefined,
+    finalSucc: succ[last],
+    finalDistinct: dist[last],
+    wall,
   };
 }
 
@@ -113,8 +141,12 @@ async function section5(): Promise<void> {
   } catch {
     /* not a git checkout */
   }
-  console.log(`p^k toy bench — commit ${commit}; backend ${backend}; node ${process.version}; ${os.cpus().length} x ${os.cpus()[0]?.model ?? '?'} (${os.arch()})`);
-  console.log(`seeds ${seeds.join(',')}; trailing window ${window} steps; lengths count the stop token; "succ>0.5" = last step of the first window whose mean success exceeds 0.5`);
+  console.log(
+    `p^k toy bench — commit ${commit}; backend ${backend}; node ${process.version}; ${os.cpus().length} x ${os.cpus()[0]?.model ?? '?'} (${os.arch()})`,
+  );
+  console.log(
+    `seeds ${seeds.join(',')}; trailing window ${window} steps; lengths count the stop token; "succ>0.5" = last step of the first window whose mean success exceeds 0.5`,
+  );
   const t0 = performance.now();
   for (const s of SETTINGS.filter((x) => !only || x.name === only)) {
     console.log(`\n## ${s.name}: ${s.note}`);
@@ -167,7 +199,11 @@ const PAPER_VARIANTS: PaperVariant[] = [
   { name: 'adam-ema', note: 'adam, A = r - EMA(r) (decay 0.99, b0 = 0)', cfg: { optimizer: 'adam', advantage: 'ema' } },
   { name: 'adam-group8', note: 'adam, 8 trajectories/update, group-normalised A', cfg: { optimizer: 'adam', advantage: 'group' } },
   { name: 'adam-U0-3', note: 'adam, init U[0,3]', cfg: { optimizer: 'adam', initLo: 0 } },
-  { name: 'adam-U1.5-2.5', note: 'adam, init U[1.5,2.5] (fitted to Fig. 7\'s start: length ~15, entropy ~4.5; not in the text)', cfg: { optimizer: 'adam', initLo: 1.5, initHi: 2.5 } },
+  {
+    name: 'adam-U1.5-2.5',
+    note: "adam, init U[1.5,2.5] (fitted to Fig. 7's start: length ~15, entropy ~4.5; not in the text)",
+    cfg: { optimizer: 'adam', initLo: 1.5, initHi: 2.5 },
+  },
   { name: 'sgd-U0-3', note: 'as-written, init U[0,3]', cfg: { initLo: 0 } },
 ];
 
@@ -253,7 +289,12 @@ function verdicts(g: Curves, m: Curves): Verdict[] {
     const peakLen = Math.max(...g.length[k].slice(0, upTo + 1));
     const maskReward = Math.max(...m.reward[k].slice(0, upTo + 1));
     return {
-      seed, initLen, peakLen, ratio: peakLen / initLen, t80: i80 >= 0 ? g.binStart[i80] : undefined, maskReward,
+      seed,
+      initLen,
+      peakLen,
+      ratio: peakLen / initLen,
+      t80: i80 >= 0 ? g.binStart[i80] : undefined,
+      maskReward,
       pass: i80 >= 0 && peakLen >= 2.5 * initLen && maskReward < 0.3,
     };
   });
@@ -270,8 +311,12 @@ function paper(): void {
   } catch {
     /* not a git checkout */
   }
-  console.log(`p^k toy, paper preset (appendix C.3) — commit ${commit}; node ${process.version}; ${os.cpus().length} x ${os.cpus()[0]?.model ?? '?'} (${os.arch()})`);
-  console.log(`seeds ${seeds.join(',')}; ${updates} updates; reward/length/token entropy = mean over the ${BIN}-update bin starting at the checkpoint;`);
+  console.log(
+    `p^k toy, paper preset (appendix C.3) — commit ${commit}; node ${process.version}; ${os.cpus().length} x ${os.cpus()[0]?.model ?? '?'} (${os.arch()})`,
+  );
+  console.log(
+    `seeds ${seeds.join(',')}; ${updates} updates; reward/length/token entropy = mean over the ${BIN}-update bin starting at the checkpoint;`,
+  );
   console.log('P(stop), P(a*), state entropy = policy at the checkpoint, mean over states s != a*; every cell mean [min, max] over seeds');
   const t0 = performance.now();
   const all: Record<string, Record<string, Curves>> = {};
@@ -287,7 +332,9 @@ function paper(): void {
       const c = collect(runs);
       all[v.name][arm.name] = c;
       console.log(`\n${arm.name} (wall ${c.wall.reduce((a, b) => a + b, 0).toFixed(1)} s; optimiser steps ${c.steps.join(',')})`);
-      console.log('update  reward               length               P(stop)                 P(a*)                      token entropy     state entropy');
+      console.log(
+        'update  reward               length               P(stop)                 P(a*)                      token entropy     state entropy',
+      );
       for (let i = 0; i < c.binStart.length; i += CHECK_EVERY / BIN) {
         const e = c.evalAt.indexOf(c.binStart[i]);
         console.log(
@@ -295,19 +342,28 @@ function paper(): void {
         );
       }
       const e = c.evalAt.length - 1;
-      console.log(`${String(c.evalAt[e]).padStart(6)}  ${''.padEnd(19)}  ${''.padEnd(19)}  ${mmm(c.pStop, e, 3).padEnd(22)}  ${mmm(c.pStar, e, -1).padEnd(25)}  ${''.padEnd(16)}  ${mmm(c.stateEntropy, e, 2)}`);
+      console.log(
+        `${String(c.evalAt[e]).padStart(6)}  ${''.padEnd(19)}  ${''.padEnd(19)}  ${mmm(c.pStop, e, 3).padEnd(22)}  ${mmm(c.pStar, e, -1).padEnd(25)}  ${''.padEnd(16)}  ${mmm(c.stateEntropy, e, 2)}`,
+      );
     }
     const vs = verdicts(all[v.name].GRPO, all[v.name].GRPOMask);
-    console.log('\ncriterion (GRPO peak length before its reward bin first > 0.8 >= 2.5x its first bin; GRPOMask reward < 0.3 up to then):');
+    console.log(
+      '\ncriterion (GRPO peak length before its reward bin first > 0.8 >= 2.5x its first bin; GRPOMask reward < 0.3 up to then):',
+    );
     console.log('seed  init_len  peak_len  ratio  GRPO>0.8@update  GRPOMask_max_reward  pass');
     for (const x of vs) {
-      console.log(`${String(x.seed).padStart(4)}  ${x.initLen.toFixed(1).padStart(8)}  ${x.peakLen.toFixed(1).padStart(8)}  ${x.ratio.toFixed(2).padStart(5)}  ${String(x.t80 ?? 'never').padStart(15)}  ${x.maskReward.toFixed(2).padStart(19)}  ${x.pass ? 'yes' : 'no'}`);
+      console.log(
+        `${String(x.seed).padStart(4)}  ${x.initLen.toFixed(1).padStart(8)}  ${x.peakLen.toFixed(1).padStart(8)}  ${x.ratio.toFixed(2).padStart(5)}  ${String(x.t80 ?? 'never').padStart(15)}  ${x.maskReward.toFixed(2).padStart(19)}  ${x.pass ? 'yes' : 'no'}`,
+      );
     }
     console.log(`passes on ${vs.filter((x) => x.pass).length}/${vs.length} seeds`);
   }
   console.log(`\ntotal wall ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   if (jsonOut) {
-    writeFileSync(jsonOut, JSON.stringify({ commit, seeds, updates, bin: BIN, variants: PAPER_VARIANTS.filter((v) => all[v.name]), curves: all }));
+    writeFileSync(
+      jsonOut,
+      JSON.stringify({ commit, seeds, updates, bin: BIN, variants: PAPER_VARIANTS.filter((v) => all[v.name]), curves: all }),
+    );
     console.log(`curves written to ${jsonOut}`);
   }
 }
@@ -315,10 +371,11 @@ function paper(): void {
 /** Long-format rows {update, metric, arm, mean, lo, hi} of one variant's curves. */
 function longRows(c: Record<string, Curves>): Array<Record<string, number | string>> {
   const out: Array<Record<string, number | string>> = [];
-  const push = (arm: string, metric: string, xs: number[], rows: number[][]) => xs.forEach((x, i) => {
-    const v = rows.map((r) => r[i]);
-    out.push({ arm, metric, update: x, mean: v.reduce((a, b) => a + b, 0) / v.length, lo: Math.min(...v), hi: Math.max(...v) });
-  });
+  const push = (arm: string, metric: string, xs: number[], rows: number[][]) =>
+    xs.forEach((x, i) => {
+      const v = rows.map((r) => r[i]);
+      out.push({ arm, metric, update: x, mean: v.reduce((a, b) => a + b, 0) / v.length, lo: Math.min(...v), hi: Math.max(...v) });
+    });
   for (const [arm, k] of Object.entries(c)) {
     const mid = k.binStart.map((b) => b + BIN / 2);
     push(arm, 'reward', mid, k.reward);
@@ -340,11 +397,27 @@ function variantSpec(name: string, c: Record<string, Curves>, nSeeds: number): T
     title: `p^k toy, ${name}: mean and [min, max] over ${nSeeds} seeds`,
     data: { values },
     hconcat: METRICS.map((metric) => ({
-      width: 190, height: 150,
+      width: 190,
+      height: 150,
       transform: [{ filter: { field: 'metric', equal: metric } }],
       layer: [
-        { mark: { type: 'area', opacity: 0.2 }, encoding: { x: { field: 'update', type: 'quantitative', title: 'update' }, y: { field: 'lo', type: 'quantitative', title: metric }, y2: { field: 'hi' }, color: { field: 'arm', type: 'nominal' } } },
-        { mark: { type: 'line', strokeWidth: 1.5 }, encoding: { x: { field: 'update', type: 'quantitative' }, y: { field: 'mean', type: 'quantitative' }, color: { field: 'arm', type: 'nominal' } } },
+        {
+          mark: { type: 'area', opacity: 0.2 },
+          encoding: {
+            x: { field: 'update', type: 'quantitative', title: 'update' },
+            y: { field: 'lo', type: 'quantitative', title: metric },
+            y2: { field: 'hi' },
+            color: { field: 'arm', type: 'nominal' },
+          },
+        },
+        {
+          mark: { type: 'line', strokeWidth: 1.5 },
+          encoding: {
+            x: { field: 'update', type: 'quantitative' },
+            y: { field: 'mean', type: 'quantitative' },
+            color: { field: 'arm', type: 'nominal' },
+          },
+        },
       ],
     })),
     config: { font: 'system-ui, sans-serif', title: { anchor: 'start' } },
@@ -362,10 +435,15 @@ function overviewSpec(curves: Record<string, Record<string, Curves>>, nSeeds: nu
     title: `p^k toy, GRPO arm of every reading: mean over ${nSeeds} seeds`,
     data: { values },
     hconcat: ['length', 'reward'].map((metric) => ({
-      width: 320, height: 220,
+      width: 320,
+      height: 220,
       transform: [{ filter: { field: 'metric', equal: metric } }],
       mark: { type: 'line', strokeWidth: 1.5 },
-      encoding: { x: { field: 'update', type: 'quantitative', title: 'update' }, y: { field: 'mean', type: 'quantitative', title: metric }, color: { field: 'variant', type: 'nominal' } },
+      encoding: {
+        x: { field: 'update', type: 'quantitative', title: 'update' },
+        y: { field: 'mean', type: 'quantitative', title: metric },
+        color: { field: 'variant', type: 'nominal' },
+      },
     })),
     config: { font: 'system-ui, sans-serif', title: { anchor: 'start' } },
   } as TopLevelSpec;

@@ -21,7 +21,8 @@ export interface PolicyArgs {
 }
 
 export async function readPolicyArgs(tool: string, budgetsDefault: string, budgetsHelp: string): Promise<PolicyArgs> {
-  const [file, diff = '{}', budgetsArg = budgetsDefault, promptsArg = '64', samplesArg = '8', seedArg = '1', splitArg = 'eval'] = process.argv.slice(2);
+  const [file, diff = '{}', budgetsArg = budgetsDefault, promptsArg = '64', samplesArg = '8', seedArg = '1', splitArg = 'eval'] =
+    process.argv.slice(2);
   if (!file) throw new Error(`usage: ${tool} <weights.e3w> <difficulty json> [${budgetsHelp}] [prompts] [samples] [seed] [split]`);
   if (splitArg !== 'eval' && splitArg !== 'select') throw new Error(`${tool}: split must be 'eval' or 'select', got '${splitArg}'`);
   const num = (name: string, v: string, least = 1) => {
@@ -32,5 +33,15 @@ export async function readPolicyArgs(tool: string, budgetsDefault: string, budge
   const budgets = budgetsArg.split(',').map((b) => num('budget', b));
   const difficulty = DifficultySchema.parse(JSON.parse(diff));
   const backend = await initBackend();
-  return { file, weights: readFileSync(file), difficulty, budgets, prompts: num('prompts', promptsArg), samples: num('samples', samplesArg), seed: num('seed', seedArg, 0), split: splitArg, backend };
+  return {
+    file,
+    weights: readFileSync(file),
+    difficulty,
+    budgets,
+    prompts: num('prompts', promptsArg),
+    samples: num('samples', samplesArg),
+    seed: num('seed', seedArg, 0),
+    split: splitArg,
+    backend,
+  };
 }

@@ -29,7 +29,20 @@ const N = Number(process.argv[2] ?? 2);
 const weights = readFileSync(path.join(__dirname, '..', 'configs', 'base', 'base.e3w'));
 const model = { vocab: VOCAB_SIZE, layers: 3, dModel: 96, heads: 4, context: 544, seed: 1 };
 const d = { count: 3, min: 1, max: 9, ops: '+-*' };
-const s: RlSettings = { seed: 7, nodeId: 'bench', stream: 'bench', difficulty: d, prompts: 16, samples: 4, temperature: 0.6, topP: 1, miniBatches: 2, microBatch: 8, skipZeroStd: false, grpo: grpoConfig({}) };
+const s: RlSettings = {
+  seed: 7,
+  nodeId: 'bench',
+  stream: 'bench',
+  difficulty: d,
+  prompts: 16,
+  samples: 4,
+  temperature: 0.6,
+  topP: 1,
+  miniBatches: 2,
+  microBatch: 8,
+  skipZeroStd: false,
+  grpo: grpoConfig({}),
+};
 const create = { model, weights, optim: { lr: 1e-4 }, toolArithmetic: true };
 const SFT_STEPS = 4;
 /** The SFT step every variant times: batch 32 of long warm-start traces (seed 3), mark weight 10. */
@@ -44,15 +57,41 @@ const sftStepOf = (tr: Trainer | PooledTrainer, k: number) => tr.sftStep(3, k, 3
 const WARMUP_STEPS = [97, 98, 99];
 const BUDGET = 128;
 
-interface Row { variant: string; threads: number; sft: number; sample: number; update: number; p99: number; max: number; bytes: string; flops: { sft: number; sample: number; update: number }; profile?: { sft: Profile; update: Profile } }
+interface Row {
+  variant: string;
+  threads: number;
+  sft: number;
+  sample: number;
+  update: number;
+  p99: number;
+  max: number;
+  bytes: string;
+  flops: { sft: number; sample: number; update: number };
+  profile?: { sft: Profile; update: Profile };
+}
 
 /** Where a pooled optimiser step's time goes, ms per step: main-thread wall of each part, and the threads' own time on grads and applies (summed over threads). */
-interface Profile { plan: number; grad: number; gradThreads: number; sum: number; apply: number; applyThreads: number }
+interface Profile {
+  plan: number;
+  grad: number;
+  gradThreads: number;
+  sum: number;
+  apply: number;
+  applyThreads: number;
+}
 
 function takeProfile(tr: Trainer | PooledTrainer, per: number): Profile | undefined {
   if (!(tr instanceof PooledTrainer)) return undefined;
-  const t = tr.pool.threadMs, w = tr.wallMs;
-  const p = { plan: w.plan / per, grad: w.grad / per, gradThreads: (t.get('grad')?.ms ?? 0) / per, sum: w.sum / per, apply: w.apply / per, applyThreads: (t.get('apply')?.ms ?? 0) / per };
+  const t = tr.pool.threadMs,
+    w = tr.wallMs;
+  const p = {
+    plan: w.plan / per,
+    grad: w.grad / per,
+    gradThreads: (t.get('grad')?.ms ?? 0) / per,
+    sum: w.sum / per,
+    apply: w.apply / per,
+    applyThreads: (t.get('apply')?.ms ?? 0) / per,
+  };
   Object.assign(w, { plan: 0, grad: 0, sum: 0, apply: 0 });
   t.clear();
   return p;
@@ -64,9 +103,9 @@ const trainFwd = (t: number) => 2 * V * D + L * (24 * D * D + 4 * t * D) + 2 * D
 /** Training (forward + backward = 3 forwards) FLOPs of rows of these lengths, unpadded. */
 const trainFlops = (lengths: number[]) => lengths.reduce((a, t) => a + 3 * t * trainFwd(t), 0);
 /** Sampling FLOPs of rows of these lengths: per position p, the projections, MLP and head, and attention over p positions. */
-const sampleFlops = (lengths: number[]) => lengths.reduce((a, t) => a + t * (L * 24 * D * D + 2 * D * V) + L * 4 * D * ((t * (t - 1)) / 2), 0);
+const sampleFlops = (lengths: number[]) =>
+  lengths.reduce((a, t) => a + t * (L * 24 * D * D + 2 * D * V) + L * 4 * D * ((t * (t - 1)) / 2), 0);
 const rowLen = (r: Rollout) => r.prompt.length + r.response.length;
-
 
 async function measure(variant: string, threads: number, tr: Trainer | PooledTrainer): Promise<Row> {
   for (const k of WARMUP_STEPS) await sftStepOf(tr, k);
@@ -97,7 +136,18 @@ async function measure(variant: string, threads: number, tr: Trainer | PooledTra
     update: trainFlops(roll.map(rowLen)),
   };
   const profile = sftProfile && updateProfile ? { sft: sftProfile, update: updateProfile } : undefined;
-  return { variant, threads, sft, sample, update, p99: h.percentile(99) / 1e6, max: h.max / 1e6, bytes: sha256Hex(snap.weights).slice(0, 12), flops, profile };
+  return {
+    variant,
+    threads,
+    sft,
+    sample,
+    update,
+    p99: h.percentile(99) / 1e6,
+    max: h.max / 1e6,
+    bytes: sha256Hex(snap.weights).slice(0, 12),
+    flops,
+    profile,
+  };
 }
 
 void (async () => {
@@ -115,26 +165,37 @@ void (async () => {
     await pool.close();
   }
   const base = rows[1];
-  console.log(`compute pool bench: base shape 3x96 ctx 544, SFT batch 32 (long traces), sampling ${s.prompts * s.samples} rows at budget ${BUDGET}, GRPO update of them`);
+  console.log(
+    `compute pool bench: base shape 3x96 ctx 544, SFT batch 32 (long traces), sampling ${s.prompts * s.samples} rows at budget ${BUDGET}, GRPO update of them`,
+  );
   console.log(`plain rank-2 matmul ceiling (512^3, main thread): ${ceiling.toFixed(2)} GFLOP/s`);
-  console.log('| variant | SFT step ms | sampling ms | update ms | event-loop p99 ms | max ms | speed-up vs 1 thread (sft / sample / update) | GFLOP/s per thread (sft / sample / update) | % of ceiling | weights |');
+  console.log(
+    '| variant | SFT step ms | sampling ms | update ms | event-loop p99 ms | max ms | speed-up vs 1 thread (sft / sample / update) | GFLOP/s per thread (sft / sample / update) | % of ceiling | weights |',
+  );
   console.log('|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
     const up = `${(base.sft / r.sft).toFixed(2)} / ${(base.sample / r.sample).toFixed(2)} / ${(base.update / r.update).toFixed(2)}`;
     const g = [r.flops.sft / r.sft, r.flops.sample / r.sample, r.flops.update / r.update].map((f) => f / 1e6 / r.threads);
     const gf = g.map((x) => x.toFixed(2)).join(' / ');
     const pct = g.map((x) => ((100 * x) / ceiling).toFixed(0)).join(' / ');
-    console.log(`| ${r.variant} | ${r.sft.toFixed(0)} | ${r.sample.toFixed(0)} | ${r.update.toFixed(0)} | ${r.p99.toFixed(1)} | ${r.max.toFixed(1)} | ${up} | ${gf} | ${pct} | ${r.bytes} |`);
+    console.log(
+      `| ${r.variant} | ${r.sft.toFixed(0)} | ${r.sample.toFixed(0)} | ${r.update.toFixed(0)} | ${r.p99.toFixed(1)} | ${r.max.toFixed(1)} | ${up} | ${gf} | ${pct} | ${r.bytes} |`,
+    );
   }
   console.log('\nWhere a pooled optimiser step goes (ms per step; "threads" = the threads\' own time, summed over threads):');
   console.log('| variant | step | plan | grads wall | grads threads | sum | apply wall | apply threads |');
   console.log('|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
-    for (const [k, p] of Object.entries(r.profile ?? {})) console.log(`| ${r.variant} | ${k === 'sft' ? 'SFT' : 'update (per mini-batch)'} | ${[p.plan, p.grad, p.gradThreads, p.sum, p.apply, p.applyThreads].map((x) => x.toFixed(1)).join(' | ')} |`);
+    for (const [k, p] of Object.entries(r.profile ?? {}))
+      console.log(
+        `| ${r.variant} | ${k === 'sft' ? 'SFT' : 'update (per mini-batch)'} | ${[p.plan, p.grad, p.gradThreads, p.sum, p.apply, p.applyThreads].map((x) => x.toFixed(1)).join(' | ')} |`,
+      );
   }
   const same = rows.every((r) => r.bytes === rows[0].bytes);
   console.log(`same final weights in every variant: ${same ? 'yes' : 'NO'}`);
-  console.log(`pool overhead (1 thread vs in-process): sft ${(base.sft / rows[0].sft).toFixed(3)}x, sample ${(base.sample / rows[0].sample).toFixed(3)}x, update ${(base.update / rows[0].update).toFixed(3)}x`);
+  console.log(
+    `pool overhead (1 thread vs in-process): sft ${(base.sft / rows[0].sft).toFixed(3)}x, sample ${(base.sample / rows[0].sample).toFixed(3)}x, update ${(base.update / rows[0].update).toFixed(3)}x`,
+  );
   if (!same) process.exitCode = 1;
   await contention(N);
 })();
@@ -169,5 +230,7 @@ async function contention(n: number): Promise<void> {
   await Promise.all(pools.map((p) => p.close()));
   const mean = together.reduce((a, b) => a + b, 0) / n;
   console.log(`\nContention, no dispatch: ${n} independent one-thread trainers, SFT grad ms per step (the thread's own time)`);
-  console.log(`alone ${alone.toFixed(0)} (wall ${aloneWall.toFixed(0)}); ${n} at once ${together.map((x) => x.toFixed(0)).join(' / ')} (wall ${togetherWall.toFixed(0)}); slowdown ${(mean / alone).toFixed(2)}x`);
+  console.log(
+    `alone ${alone.toFixed(0)} (wall ${aloneWall.toFixed(0)}); ${n} at once ${together.map((x) => x.toFixed(0)).join(' / ')} (wall ${togetherWall.toFixed(0)}); slowdown ${(mean / alone).toFixed(2)}x`,
+  );
 }

@@ -13,17 +13,51 @@ import { evalMetrics } from '../ml/evaluation';
 import { readPolicyArgs } from './policyArgs';
 
 async function main() {
-  const { file, weights, difficulty, budgets, prompts, samples, seed, split, backend } = await readPolicyArgs('probe', '32,64,128', 'budgets');
+  const { file, weights, difficulty, budgets, prompts, samples, seed, split, backend } = await readPolicyArgs(
+    'probe',
+    '32,64,128',
+    'budgets',
+  );
   const probe = loadPolicy(weights);
   const model = probe.cfg;
   disposePolicy(probe);
   const tr = Trainer.create({ model, weights, optim: {}, toolArithmetic: true });
   const t0 = Date.now();
-  const counts = await tr.evaluate({ seed, split, difficulty, budgets, prompts, samples, temperature: 0.6, ks: [1, 4, 8].filter((k) => k <= samples), offset: 0 });
+  const counts = await tr.evaluate({
+    seed,
+    split,
+    difficulty,
+    budgets,
+    prompts,
+    samples,
+    temperature: 0.6,
+    ks: [1, 4, 8].filter((k) => k <= samples),
+    offset: 0,
+  });
   tr.dispose();
-  const m = evalMetrics([counts], budgets, [1, 4, 8].filter((k) => k <= samples));
+  const m = evalMetrics(
+    [counts],
+    budgets,
+    [1, 4, 8].filter((k) => k <= samples),
+  );
   console.log(JSON.stringify({ file, difficulty, budgets, prompts, samples, seed, split, backend, seconds: (Date.now() - t0) / 1000 }));
-  const cols = ['pass@1', 'pass@8', 'marks_true', 'false_ok', 'false_no', 'target_copy_true', 'attempts', 'unique_attempts', 'repeats', 'response_len', 'stop_correct', 'stop_false_ok', 'stop_gave_up', 'stop_truncated', 'stop_other'];
+  const cols = [
+    'pass@1',
+    'pass@8',
+    'marks_true',
+    'false_ok',
+    'false_no',
+    'target_copy_true',
+    'attempts',
+    'unique_attempts',
+    'repeats',
+    'response_len',
+    'stop_correct',
+    'stop_false_ok',
+    'stop_gave_up',
+    'stop_truncated',
+    'stop_other',
+  ];
   console.log(['budget', ...cols].join('\t'));
   for (const b of budgets) console.log([b, ...cols.map((c) => (m[`eval/b${b}/${c}`] ?? NaN).toFixed(3))].join('\t'));
 }

@@ -16,7 +16,15 @@ export const DEFAULT_PRIORITY_KEY = 3;
 export interface NodeActivity {
   workflowId: string;
   /** Pending activity (none between two activities). */
-  activity?: { type: string; started: boolean; scheduledMs?: number; startedMs?: number; worker?: string; attempt: number; priorityKey?: number };
+  activity?: {
+    type: string;
+    started: boolean;
+    scheduledMs?: number;
+    startedMs?: number;
+    worker?: string;
+    attempt: number;
+    priorityKey?: number;
+  };
 }
 
 export interface Waiter {
@@ -40,7 +48,13 @@ export interface Holder {
 export function trainerQueue(nodes: NodeActivity[]): { waiting: Waiter[]; holders: Holder[] } {
   const waiting = nodes
     .filter((n) => n.activity?.type === 'openTrainer' && !n.activity.started)
-    .map((n) => ({ workflowId: n.workflowId, sinceMs: n.activity!.scheduledMs ?? 0, priorityKey: n.activity!.priorityKey || DEFAULT_PRIORITY_KEY, attempt: n.activity!.attempt, ahead: 0 }))
+    .map((n) => ({
+      workflowId: n.workflowId,
+      sinceMs: n.activity!.scheduledMs ?? 0,
+      priorityKey: n.activity!.priorityKey || DEFAULT_PRIORITY_KEY,
+      attempt: n.activity!.attempt,
+      ahead: 0,
+    }))
     .sort((a, b) => a.priorityKey - b.priorityKey || a.sinceMs - b.sinceMs || a.workflowId.localeCompare(b.workflowId))
     .map((w, i) => ({ ...w, ahead: i }));
   const holders = nodes
@@ -48,7 +62,14 @@ export function trainerQueue(nodes: NodeActivity[]): { waiting: Waiter[]; holder
     .map((n) => ({
       workflowId: n.workflowId,
       worker: n.activity?.worker,
-      doing: !n.activity || n.activity.type === 'between activities' ? 'between activities' : n.activity.type === 'openTrainer' ? 'opening its session' : n.activity.started ? n.activity.type : `${n.activity.type} (scheduled)`,
+      doing:
+        !n.activity || n.activity.type === 'between activities'
+          ? 'between activities'
+          : n.activity.type === 'openTrainer'
+            ? 'opening its session'
+            : n.activity.started
+              ? n.activity.type
+              : `${n.activity.type} (scheduled)`,
       sinceMs: n.activity?.startedMs ?? n.activity?.scheduledMs,
     }));
   return { waiting, holders };
@@ -61,7 +82,8 @@ const clock = (t: number) => new Date(t).toISOString().slice(11, 19);
 export function formatTrainerQueue(q: { waiting: Waiter[]; holders: Holder[] }, now: number): string[] {
   const out: string[] = [];
   out.push(`trainer sessions: ${q.holders.length} held, ${q.waiting.length} waiting`);
-  for (const h of q.holders) out.push(`  held: ${h.workflowId} on ${h.worker ?? 'its worker'} (${h.doing}${h.sinceMs ? `, since ${clock(h.sinceMs)}` : ''})`);
+  for (const h of q.holders)
+    out.push(`  held: ${h.workflowId} on ${h.worker ?? 'its worker'} (${h.doing}${h.sinceMs ? `, since ${clock(h.sinceMs)}` : ''})`);
   for (const w of q.waiting) {
     const [run, ...node] = w.workflowId.split('/');
     out.push(
@@ -78,7 +100,9 @@ const tsMs = (t: { seconds?: { toString(): string } | null; nanos?: number | nul
 /** The pending activity of every running training node (sft, rl) in Temporal. */
 export async function trainingNodes(client: Client): Promise<NodeActivity[]> {
   const out: NodeActivity[] = [];
-  for await (const wf of client.workflow.list({ query: `ExecutionStatus = "Running" AND (WorkflowType = "sftNode" OR WorkflowType = "rlStage")` })) {
+  for await (const wf of client.workflow.list({
+    query: `ExecutionStatus = "Running" AND (WorkflowType = "sftNode" OR WorkflowType = "rlStage")`,
+  })) {
     try {
       const d = await client.workflow.getHandle(wf.workflowId).describe();
       const pending = d.raw.pendingActivities ?? [];

@@ -85,7 +85,10 @@ export class ComputePool {
   /** Why the threads chose it (ml/backend.ts). */
   backendReason = '';
 
-  private constructor(readonly size: number, readonly faults: PoolFaults) {}
+  private constructor(
+    readonly size: number,
+    readonly faults: PoolFaults,
+  ) {}
 
   static async start(size = defaultThreads(), faults: PoolFaults = {}): Promise<ComputePool> {
     const pool = new ComputePool(size, faults);
@@ -125,7 +128,8 @@ export class ComputePool {
       if (this.threads[k] !== th || th.dead) return;
       th.dead = why;
       this.generation++;
-      for (const p of th.pending.values()) p.reject(new ReplicaLostError(`compute thread ${k} was lost (${why}); its sessions must be re-opened`));
+      for (const p of th.pending.values())
+        p.reject(new ReplicaLostError(`compute thread ${k} was lost (${why}); its sessions must be re-opened`));
       th.pending.clear();
       // A thread that dies before answering anything cannot start here (its file or backend):
       // replacing it would loop, so the pool stays short of it and says why on every call.
@@ -168,10 +172,12 @@ export class ComputePool {
       while (th.busy === 0 && this.queue.length > 0) {
         const job = this.queue.shift()!;
         th.busy++;
-        this.post(th, job.op).then(job.resolve, job.reject).finally(() => {
-          th.busy--;
-          this.pump();
-        });
+        this.post(th, job.op)
+          .then(job.resolve, job.reject)
+          .finally(() => {
+            th.busy--;
+            this.pump();
+          });
       }
     }
   }
@@ -217,7 +223,12 @@ export class PooledTrainer {
   private closed?: Promise<void>;
   /** Main-thread wall time of each part of the optimiser steps so far (a profile: bench/pool.bench.ts). */
   readonly wallMs = { plan: 0, grad: 0, sum: 0, apply: 0 };
-  private constructor(readonly pool: ComputePool, readonly key: string, readonly toolArithmetic: boolean, readonly engine: SampleEngine) {
+  private constructor(
+    readonly pool: ComputePool,
+    readonly key: string,
+    readonly toolArithmetic: boolean,
+    readonly engine: SampleEngine,
+  ) {
     this.generation = pool.generation;
   }
 
@@ -245,20 +256,31 @@ export class PooledTrainer {
 
   private check(): void {
     if (this.closing) throw new ReplicaLostError(`session ${this.key} was closed (re-opened or evicted) while an activity still used it`);
-    if (this.pool.generation !== this.generation) throw new ReplicaLostError(`session ${this.key}: a compute thread was lost since it was opened`);
+    if (this.pool.generation !== this.generation)
+      throw new ReplicaLostError(`session ${this.key}: a compute thread was lost since it was opened`);
   }
 
   /** Compute a planned step's micro-batch gradients on any thread, sum them in order, apply on every replica. */
-  private async steps(id: string, plan: PlanShape, where: string, signal?: AbortSignal): Promise<{ norms: number[]; parts: Array<{ loss?: number; stats?: GrpoStats }> }> {
+  private async steps(
+    id: string,
+    plan: PlanShape,
+    where: string,
+    signal?: AbortSignal,
+  ): Promise<{ norms: number[]; parts: Array<{ loss?: number; stats?: GrpoStats }> }> {
     const norms: number[] = [];
     const parts: Array<{ loss?: number; stats?: GrpoStats }> = [];
     for (let m = 0; m < plan.miniBatches.length; m++) {
       this.check();
       // Cancelled: stop before the next optimiser step (the caller drops the session).
-      if (signal?.aborted) throw Object.assign(new Error(`${where}: cancelled after ${m} of ${plan.miniBatches.length} optimiser steps`), { name: 'CancelledError' });
+      if (signal?.aborted)
+        throw Object.assign(new Error(`${where}: cancelled after ${m} of ${plan.miniBatches.length} optimiser steps`), {
+          name: 'CancelledError',
+        });
       let t0 = performance.now();
       const chunks = await Promise.all(
-        Array.from({ length: plan.miniBatches[m].chunks }, (_, c) => this.pool.any<{ grads: Grads; loss?: number; stats?: GrpoStats }>({ op: 'grad', key: this.key, id, m, c })),
+        Array.from({ length: plan.miniBatches[m].chunks }, (_, c) =>
+          this.pool.any<{ grads: Grads; loss?: number; stats?: GrpoStats }>({ op: 'grad', key: this.key, id, m, c }),
+        ),
       );
       let t1 = performance.now();
       this.wallMs.grad += t1 - t0;
@@ -272,30 +294,59 @@ export class PooledTrainer {
       const res = await this.pool.all<{ gradNorm: number }>({ op: 'apply', key: this.key, grads: acc!, where });
       t1 = performance.now();
       this.wallMs.apply += t1 - t0;
-      if (res.some((r) => r.gradNorm !== res[0].gradNorm)) throw new ReplicaLostError(`session ${this.key}: replicas disagree at ${where} (grad norms ${res.map((r) => r.gradNorm)})`);
+      if (res.some((r) => r.gradNorm !== res[0].gradNorm))
+        throw new ReplicaLostError(`session ${this.key}: replicas disagree at ${where} (grad norms ${res.map((r) => r.gradNorm)})`);
       norms.push(res[0].gradNorm);
     }
     return { norms, parts };
   }
 
-  sftStep(seed: number, step: number, batchSize: number, difficulty: Difficulty[], traces: Partial<TraceOptions>, opts: SftOptions = {}): Promise<Record<string, number>> {
+  sftStep(
+    seed: number,
+    step: number,
+    batchSize: number,
+    difficulty: Difficulty[],
+    traces: Partial<TraceOptions>,
+    opts: SftOptions = {},
+  ): Promise<Record<string, number>> {
     return this.track(this.sftStepNow(seed, step, batchSize, difficulty, traces, opts));
   }
 
-  private async sftStepNow(seed: number, step: number, batchSize: number, difficulty: Difficulty[], traces: Partial<TraceOptions>, opts: SftOptions): Promise<Record<string, number>> {
+  private async sftStepNow(
+    seed: number,
+    step: number,
+    batchSize: number,
+    difficulty: Difficulty[],
+    traces: Partial<TraceOptions>,
+    opts: SftOptions,
+  ): Promise<Record<string, number>> {
     this.check();
     const id = `sft:${step}`;
     const t0 = performance.now();
     const [plan] = await this.pool.all<PlanShape>({ op: 'sftPlan', key: this.key, id, seed, step, batchSize, difficulty, traces, opts });
     this.wallMs.plan += performance.now() - t0;
     const { norms, parts } = await this.steps(id, plan, `sft step ${step}`);
-    return sftMetrics(parts.reduce((a, p) => a + (p.loss ?? 0), 0), norms[0], plan.miniBatches[0].tokens);
+    return sftMetrics(
+      parts.reduce((a, p) => a + (p.loss ?? 0), 0),
+      norms[0],
+      plan.miniBatches[0].tokens,
+    );
   }
 
   /** Sample RL rows (`shardRows`) at `budget` with the node's temperature and top-p, spread over the threads. */
   async sample(s: RlSettings, rows: SampleRow[], budget: number): Promise<Rollout[]> {
     this.check();
-    return this.track(sampleOn(this.pool, this.key, { rows, budget, temperature: s.temperature, topP: s.topP, tool: this.toolArithmetic, engine: this.engine, rescore: true }));
+    return this.track(
+      sampleOn(this.pool, this.key, {
+        rows,
+        budget,
+        temperature: s.temperature,
+        topP: s.topP,
+        tool: this.toolArithmetic,
+        engine: this.engine,
+        rescore: true,
+      }),
+    );
   }
 
   /** The in-process Trainer's sampleShard: shard `shard` of `shards` of iteration t's rows. */
@@ -314,7 +365,11 @@ export class PooledTrainer {
     const [plan] = await this.pool.all<PlanShape>({ op: 'rlPlan', key: this.key, id, settings: s, t, graded });
     this.wallMs.plan += performance.now() - t0;
     const { norms, parts } = await this.steps(id, plan, `rl iteration ${t}`, signal);
-    return updateMetrics(parts.flatMap((p) => (p.stats ? [p.stats] : [])), norms, plan.zeroStdGroups);
+    return updateMetrics(
+      parts.flatMap((p) => (p.stats ? [p.stats] : [])),
+      norms,
+      plan.zeroStdGroups,
+    );
   }
 
   async snapshot(): Promise<{ weights: Uint8Array; optim: Uint8Array }> {
@@ -329,17 +384,33 @@ export class PooledTrainer {
    */
   dispose(): Promise<void> {
     this.closing = true;
-    this.closed ??= Promise.allSettled([...this.inflight]).then(() => this.pool.all({ op: 'close', key: this.key }).then(() => undefined, () => undefined));
+    this.closed ??= Promise.allSettled([...this.inflight]).then(() =>
+      this.pool.all({ op: 'close', key: this.key }).then(
+        () => undefined,
+        () => undefined,
+      ),
+    );
     return this.closed;
   }
 }
 
 /** A policy loaded on every thread for evaluation (no optimiser state): J(pi; D, B) with the rows spread over threads. */
 export class PooledPolicy {
-  private constructor(readonly pool: ComputePool, readonly key: string, readonly toolArithmetic: boolean, readonly engine: SampleEngine) {}
+  private constructor(
+    readonly pool: ComputePool,
+    readonly key: string,
+    readonly toolArithmetic: boolean,
+    readonly engine: SampleEngine,
+  ) {}
 
   /** From serialised weights, or a model config's seeded init; sampled by `engine` (SampleOptions.engine). */
-  static async open(pool: ComputePool, key: string, weights: Uint8Array | PolicyConfig, toolArithmetic: boolean, engine: SampleEngine = 'tfjs'): Promise<PooledPolicy> {
+  static async open(
+    pool: ComputePool,
+    key: string,
+    weights: Uint8Array | PolicyConfig,
+    toolArithmetic: boolean,
+    engine: SampleEngine = 'tfjs',
+  ): Promise<PooledPolicy> {
     await pool.all({ op: 'openPolicy', key, weights });
     return new PooledPolicy(pool, key, toolArithmetic, engine);
   }
@@ -350,13 +421,28 @@ export class PooledPolicy {
    * samples): each row depends only on its seed, prompt and the weights.
    */
   sample(s: Pick<RlSettings, 'temperature' | 'topP'>, rows: SampleRow[], budget: number): Promise<Rollout[]> {
-    return sampleOn(this.pool, this.key, { rows, budget, temperature: s.temperature, topP: s.topP, tool: this.toolArithmetic, engine: this.engine, rescore: true });
+    return sampleOn(this.pool, this.key, {
+      rows,
+      budget,
+      temperature: s.temperature,
+      topP: s.topP,
+      tool: this.toolArithmetic,
+      engine: this.engine,
+      rescore: true,
+    });
   }
 
   /** Trainer.evaluate's pieces: rows here, sampling on the threads, counting here. */
   async evaluate(spec: EvalSpec): Promise<EvalCounts> {
     const rows: SampleRow[] = evalRows(spec);
-    const rollouts = await sampleOn(this.pool, this.key, { rows, budget: Math.max(...spec.budgets), temperature: spec.temperature, topP: 1, tool: this.toolArithmetic, engine: this.engine });
+    const rollouts = await sampleOn(this.pool, this.key, {
+      rows,
+      budget: Math.max(...spec.budgets),
+      temperature: spec.temperature,
+      topP: 1,
+      tool: this.toolArithmetic,
+      engine: this.engine,
+    });
     return countEval(rows, rollouts, spec.budgets, this.toolArithmetic);
   }
 

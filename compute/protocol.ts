@@ -13,7 +13,17 @@ export type Request = { id_: number } & (
   | { op: 'open'; key: string; create: CreateArgs }
   | { op: 'openPolicy'; key: string; weights: Uint8Array | PolicyConfig }
   | { op: 'close'; key: string }
-  | { op: 'sftPlan'; key: string; id: string; seed: number; step: number; batchSize: number; difficulty: Difficulty[]; traces: Partial<TraceOptions>; opts: SftOptions }
+  | {
+      op: 'sftPlan';
+      key: string;
+      id: string;
+      seed: number;
+      step: number;
+      batchSize: number;
+      difficulty: Difficulty[];
+      traces: Partial<TraceOptions>;
+      opts: SftOptions;
+    }
   | { op: 'rlPlan'; key: string; id: string; settings: RlSettings; t: number; graded: GradedRollout[] }
   | { op: 'grad'; key: string; id: string; m: number; c: number }
   | { op: 'apply'; key: string; grads: Record<string, Float32Array>; where: string }
@@ -35,8 +45,9 @@ export interface PlanShape {
 export function ownBuffers<T extends ArrayBufferView>(arrays: T[]): { arrays: T[]; transfer: ArrayBuffer[] } {
   const seen = new Set<ArrayBufferLike>();
   const out = arrays.map((a) => {
-    const whole = a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && !(a.buffer instanceof SharedArrayBuffer) && !seen.has(a.buffer);
-    const own = whole ? a : ((a as unknown as { slice(): T }).slice());
+    const whole =
+      a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && !(a.buffer instanceof SharedArrayBuffer) && !seen.has(a.buffer);
+    const own = whole ? a : (a as unknown as { slice(): T }).slice();
     seen.add(own.buffer);
     return own;
   });

@@ -22,7 +22,10 @@ const faults = (workerData ?? {}) as PoolFaults;
 const trainers = new Map<string, Trainer>();
 const policies = new Map<string, Policy>();
 /** Each session's current plan (the step being computed): micro-batches by [mini-batch][chunk]. */
-const plans = new Map<string, { id: string; chunks: Array<SftRow[][] | PlanRow[][]>; tokens: number[]; kind: 'sft' | 'rl'; settings?: unknown }>();
+const plans = new Map<
+  string,
+  { id: string; chunks: Array<SftRow[][] | PlanRow[][]>; tokens: number[]; kind: 'sft' | 'rl'; settings?: unknown }
+>();
 
 function trainer(key: string): Trainer {
   const t = trainers.get(key);
@@ -47,7 +50,8 @@ function closeKey(key: string): void {
 
 async function handle(req: Request): Promise<{ value: unknown; transfer?: ArrayBuffer[] }> {
   const backend = await backendChoice();
-  if (faults.delayMs && faults.slowOps?.includes(req.op as never)) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, faults.delayMs);
+  if (faults.delayMs && faults.slowOps?.includes(req.op as never))
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, faults.delayMs);
   switch (req.op) {
     case 'init':
       return { value: backend };
@@ -73,14 +77,25 @@ async function handle(req: Request): Promise<{ value: unknown; transfer?: ArrayB
     case 'rlPlan': {
       const tr = trainer(req.key);
       const p = rlPlan(tr.policy.cfg, req.settings, req.t, req.graded);
-      plans.set(req.key, { id: req.id, kind: 'rl', chunks: p.miniBatches.map((m) => m.chunks), tokens: p.miniBatches.map((m) => m.tokens), settings: req.settings });
-      return { value: { miniBatches: p.miniBatches.map((m) => ({ chunks: m.chunks.length, tokens: m.tokens })), zeroStdGroups: p.zeroStdGroups } };
+      plans.set(req.key, {
+        id: req.id,
+        kind: 'rl',
+        chunks: p.miniBatches.map((m) => m.chunks),
+        tokens: p.miniBatches.map((m) => m.tokens),
+        settings: req.settings,
+      });
+      return {
+        value: { miniBatches: p.miniBatches.map((m) => ({ chunks: m.chunks.length, tokens: m.tokens })), zeroStdGroups: p.zeroStdGroups },
+      };
     }
     case 'grad': {
       const tr = trainer(req.key);
       const p = planOf(req.key, req.id);
       const chunk = p.chunks[req.m][req.c];
-      const r = p.kind === 'sft' ? tr.sftGrads(chunk as SftRow[], p.tokens[req.m]) : tr.rlGrads(p.settings as never, chunk as PlanRow[], p.tokens[req.m]);
+      const r =
+        p.kind === 'sft'
+          ? tr.sftGrads(chunk as SftRow[], p.tokens[req.m])
+          : tr.rlGrads(p.settings as never, chunk as PlanRow[], p.tokens[req.m]);
       const names = Object.keys(r.grads);
       const own = ownBuffers(names.map((n) => r.grads[n]));
       return { value: { ...r, grads: Object.fromEntries(names.map((n, k) => [n, own.arrays[k]])) }, transfer: own.transfer };

@@ -20,7 +20,13 @@ export const CONFIG_DIR = __dirname;
 export const EXPERIMENTS = 'experiments';
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
-const jsonNames = (dir: string): string[] => (existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -5)).sort() : []);
+const jsonNames = (dir: string): string[] =>
+  existsSync(dir)
+    ? readdirSync(dir)
+        .filter((f) => f.endsWith('.json'))
+        .map((f) => f.slice(0, -5))
+        .sort()
+    : [];
 
 /** User config names (configs/<name>.json), sorted. */
 export const userConfigNames = (root = CONFIG_DIR): string[] => jsonNames(root);
@@ -81,9 +87,16 @@ export function configFile(nameOrPath: string, field = 'config', root = CONFIG_D
     if (!existsSync(file)) throw new ConfigError(`${field}: file ${file} does not exist`);
     return file;
   }
-  const [dir, name] = nameOrPath.startsWith(`${EXPERIMENTS}/`) ? [path.join(root, EXPERIMENTS), nameOrPath.slice(EXPERIMENTS.length + 1)] : [root, nameOrPath];
-  if (!NAME.test(name)) throw new ConfigError(`${field}: ${JSON.stringify(nameOrPath)} is not a config name (letters, digits, '_', '-', optionally after "${EXPERIMENTS}/"; ${known(nameOrPath, root)})`);
-  for (const file of dir === root ? [path.join(dir, `${name}.json`), path.join(dir, EXPERIMENTS, `${name}.json`)] : [path.join(dir, `${name}.json`)]) {
+  const [dir, name] = nameOrPath.startsWith(`${EXPERIMENTS}/`)
+    ? [path.join(root, EXPERIMENTS), nameOrPath.slice(EXPERIMENTS.length + 1)]
+    : [root, nameOrPath];
+  if (!NAME.test(name))
+    throw new ConfigError(
+      `${field}: ${JSON.stringify(nameOrPath)} is not a config name (letters, digits, '_', '-', optionally after "${EXPERIMENTS}/"; ${known(nameOrPath, root)})`,
+    );
+  for (const file of dir === root
+    ? [path.join(dir, `${name}.json`), path.join(dir, EXPERIMENTS, `${name}.json`)]
+    : [path.join(dir, `${name}.json`)]) {
     if (existsSync(file)) return file;
   }
   throw new ConfigError(`${field}: no config named "${nameOrPath}" (${known(nameOrPath, root)})`);

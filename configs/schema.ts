@@ -18,7 +18,10 @@ export const DifficultySchema = z
     /** Largest input number. @default 9 */
     max: z.number().int().min(1).max(1000).default(9),
     /** Allowed operations. @default "+-*" */
-    ops: z.string().regex(/^[+\-*/]{1,4}$/, 'a subset of "+-*/"').default('+-*'),
+    ops: z
+      .string()
+      .regex(/^[+\-*/]{1,4}$/, 'a subset of "+-*/"')
+      .default('+-*'),
     /** Fewest steps every solution needs, measured by the exact solver (1: no constraint). @default 1 */
     minSteps: z.number().int().min(1).max(6).default(1),
     /** Only problems that need every number (minSteps = count − 1). @default false */
@@ -28,8 +31,14 @@ export const DifficultySchema = z
   })
   .strict()
   .refine((d) => d.min <= d.max, { message: 'min must be <= max', path: ['min'] })
-  .refine((d) => d.minSteps <= d.count - 1, { message: 'minSteps must be <= count - 1 (a solution over n numbers has at most n - 1 steps)', path: ['minSteps'] })
-  .refine((d) => d.maxSteps === undefined || d.maxSteps >= (d.useAll ? d.count - 1 : d.minSteps), { message: 'maxSteps must be >= minSteps (and >= count - 1 with useAll)', path: ['maxSteps'] });
+  .refine((d) => d.minSteps <= d.count - 1, {
+    message: 'minSteps must be <= count - 1 (a solution over n numbers has at most n - 1 steps)',
+    path: ['minSteps'],
+  })
+  .refine((d) => d.maxSteps === undefined || d.maxSteps >= (d.useAll ? d.count - 1 : d.minSteps), {
+    message: 'maxSteps must be >= minSteps (and >= count - 1 with useAll)',
+    path: ['maxSteps'],
+  });
 
 export const ModelSchema = z
   .object({
@@ -202,14 +211,25 @@ export const EvalNodeSchema = z
 
 export const ReportNodeSchema = z.object({ kind: z.literal('report'), deps, from }).strict();
 
-export const NodeSchema = z.discriminatedUnion('kind', [SftNodeSchema, RlNodeSchema, SelectBudgetNodeSchema, EvalNodeSchema, ReportNodeSchema]);
+export const NodeSchema = z.discriminatedUnion('kind', [
+  SftNodeSchema,
+  RlNodeSchema,
+  SelectBudgetNodeSchema,
+  EvalNodeSchema,
+  ReportNodeSchema,
+]);
 
 export const RunConfigSchema = z
   .object({
     /** Config name (the file in configs/ it came from). */
     name: Id,
     /** Run seed: every other seed derives from it and the step's coordinates. @default 1 */
-    seed: z.number().int().min(0).max(2 ** 31 - 1).default(1),
+    seed: z
+      .number()
+      .int()
+      .min(0)
+      .max(2 ** 31 - 1)
+      .default(1),
     /** Environment writes each arithmetic result (the policy chooses operations, checks, when to stop). @default true */
     toolArithmetic: z.boolean().default(true),
     /**
@@ -251,9 +271,17 @@ export const RunConfigSchema = z
 export const ConfigHeaderSchema = z
   .object({
     /** The config this file starts from (`demo`, `experiments/ablation-256`); the file then holds only its changes, merged as `--set` overrides are (`null` removes a key). */
-    extends: z.string().regex(/^(experiments\/)?[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, 'a config name (e.g. "demo" or "experiments/ablation-256")').optional(),
+    extends: z
+      .string()
+      .regex(/^(experiments\/)?[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, 'a config name (e.g. "demo" or "experiments/ablation-256")')
+      .optional(),
     /** One line saying what the config is for (`npx e3 configs`). */
-    description: z.string().min(1).max(200).regex(/^[^\n]*$/, 'one line').optional(),
+    description: z
+      .string()
+      .min(1)
+      .max(200)
+      .regex(/^[^\n]*$/, 'one line')
+      .optional(),
   })
   .strict();
 
@@ -310,7 +338,8 @@ export function resolveConfig(raw: unknown, source = 'config'): RunConfig {
   for (const id of ids) {
     const n = cfg.nodes[id];
     for (const d of n.deps) if (!cfg.nodes[d]) throw new ConfigError(`${source}: nodes.${id}.deps: unknown node "${d}"`);
-    if (n.from && n.from !== FROM_INIT && !cfg.nodes[n.from]) throw new ConfigError(`${source}: nodes.${id}.from: unknown node "${n.from}"`);
+    if (n.from && n.from !== FROM_INIT && !cfg.nodes[n.from])
+      throw new ConfigError(`${source}: nodes.${id}.from: unknown node "${n.from}"`);
   }
   topoOrder(cfg.nodes);
   const ancestors = (id: string, seen = new Set<string>()): Set<string> => {
@@ -319,25 +348,46 @@ export function resolveConfig(raw: unknown, source = 'config'): RunConfig {
   };
   for (const id of ids) {
     const n = cfg.nodes[id];
-    if (n.from && n.from !== FROM_INIT && !ancestors(id).has(n.from)) throw new ConfigError(`${source}: nodes.${id}.from: "${n.from}" must also be a dependency (directly or not)`);
+    if (n.from && n.from !== FROM_INIT && !ancestors(id).has(n.from))
+      throw new ConfigError(`${source}: nodes.${id}.from: "${n.from}" must also be a dependency (directly or not)`);
     const needsPolicy = n.kind !== 'report' && n.kind !== 'sft';
     if (needsPolicy && !policySource(cfg, id) && cfg.init === 'scratch') {
       throw new ConfigError(`${source}: nodes.${id}: no policy to start from (no sft/rl ancestor and init is "scratch")`);
     }
-    const maxBudget = n.kind === 'rl' ? (typeof n.budget === 'number' ? n.budget : 0) : n.kind === 'eval' ? Math.max(...n.budgets) : n.kind === 'select-budget' ? 2 * Math.max(...n.grid) : 0;
+    const maxBudget =
+      n.kind === 'rl'
+        ? typeof n.budget === 'number'
+          ? n.budget
+          : 0
+        : n.kind === 'eval'
+          ? Math.max(...n.budgets)
+          : n.kind === 'select-budget'
+            ? 2 * Math.max(...n.grid)
+            : 0;
     const prompt = n.kind === 'rl' || n.kind === 'eval' || n.kind === 'select-budget' ? promptTokens(n.difficulty) : 0;
     if (maxBudget > 0 && maxBudget + prompt > cfg.model.context) {
-      const what = n.kind === 'select-budget' ? `.grid: Eq. 6.1 measures J(2B) for the largest candidate, so budget ${maxBudget}` : `: budget ${maxBudget}`;
-      throw new ConfigError(`${source}: nodes.${id}${what} plus the prompt (up to ${prompt} tokens) exceeds model.context ${cfg.model.context}`);
+      const what =
+        n.kind === 'select-budget'
+          ? `.grid: Eq. 6.1 measures J(2B) for the largest candidate, so budget ${maxBudget}`
+          : `: budget ${maxBudget}`;
+      throw new ConfigError(
+        `${source}: nodes.${id}${what} plus the prompt (up to ${prompt} tokens) exceeds model.context ${cfg.model.context}`,
+      );
     }
     if (n.kind === 'rl' && typeof n.budget !== 'number') {
       const src = cfg.nodes[n.budget.fromNode];
-      if (!src || src.kind !== 'select-budget') throw new ConfigError(`${source}: nodes.${id}.budget.fromNode: "${n.budget.fromNode}" is not a select-budget node`);
-      if (!ancestors(id).has(n.budget.fromNode)) throw new ConfigError(`${source}: nodes.${id}.budget.fromNode: "${n.budget.fromNode}" must be a dependency`);
+      if (!src || src.kind !== 'select-budget')
+        throw new ConfigError(`${source}: nodes.${id}.budget.fromNode: "${n.budget.fromNode}" is not a select-budget node`);
+      if (!ancestors(id).has(n.budget.fromNode))
+        throw new ConfigError(`${source}: nodes.${id}.budget.fromNode: "${n.budget.fromNode}" must be a dependency`);
       const most = Math.max(...src.grid);
-      if (most + promptTokens(n.difficulty) > cfg.model.context) throw new ConfigError(`${source}: nodes.${id}.budget: the selected budget can be up to ${most}, which with the prompt exceeds model.context ${cfg.model.context}`);
+      if (most + promptTokens(n.difficulty) > cfg.model.context)
+        throw new ConfigError(
+          `${source}: nodes.${id}.budget: the selected budget can be up to ${most}, which with the prompt exceeds model.context ${cfg.model.context}`,
+        );
     }
-    if (n.kind === 'select-budget' && new Set(n.grid).size !== n.grid.length) throw new ConfigError(`${source}: nodes.${id}.grid: a budget appears twice`);
+    if (n.kind === 'select-budget' && new Set(n.grid).size !== n.grid.length)
+      throw new ConfigError(`${source}: nodes.${id}.grid: a budget appears twice`);
   }
   if (cfg.init === 'lineage' && !cfg.lineage) throw new ConfigError(`${source}: init: "lineage" needs a lineage name`);
   return cfg;

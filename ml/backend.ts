@@ -50,7 +50,8 @@ export function gpuVisible(env: NodeJS.ProcessEnv = process.env, root = '/'): { 
     return { visible: o === '1', why: `E3_GPU=${o}` };
   }
   const cvd = env.CUDA_VISIBLE_DEVICES;
-  if (cvd !== undefined && (cvd.trim() === '' || cvd.trim() === '-1')) return { visible: false, why: `CUDA_VISIBLE_DEVICES="${cvd}" hides every GPU` };
+  if (cvd !== undefined && (cvd.trim() === '' || cvd.trim() === '-1'))
+    return { visible: false, why: `CUDA_VISIBLE_DEVICES="${cvd}" hides every GPU` };
   const dev = path.join(root, 'dev');
   const nodes = existsSync(dev) ? readdirSync(dev).filter((f) => /^nvidia\d+$/.test(f)) : [];
   if (nodes.length) return { visible: true, why: `GPU device ${path.join(dev, nodes[0])}` };
@@ -94,28 +95,41 @@ async function use(name: BackendName): Promise<boolean> {
 
 async function select(env: NodeJS.ProcessEnv): Promise<BackendChoice> {
   const forced = env.E3_BACKEND === '' ? undefined : (env.E3_BACKEND as BackendName | undefined);
-  if (forced !== undefined && !NAMES.includes(forced)) throw new InvalidArgumentError(`E3_BACKEND must be one of ${NAMES.join(', ')} (got "${forced}")`);
+  if (forced !== undefined && !NAMES.includes(forced))
+    throw new InvalidArgumentError(`E3_BACKEND must be one of ${NAMES.join(', ')} (got "${forced}")`);
   const wasmOk = registerWasm();
   const gpu = gpuVisible(env);
   if (forced === 'tensorflow' || (forced === undefined && gpu.visible)) {
     // With a GPU, the -gpu package first; forced on a CPU host, tfjs-node first (the -gpu one would look for CUDA).
-    const pkg = loadTensorflow(gpu.visible ? ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'] : ['@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu']);
+    const pkg = loadTensorflow(
+      gpu.visible ? ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'] : ['@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu'],
+    );
     if (pkg && (await use('tensorflow'))) {
       onGpu = gpu.visible && pkg.endsWith('-gpu');
-      return { name: 'tensorflow', onGpu, reason: `${forced ? 'E3_BACKEND=tensorflow' : gpu.why} (${pkg}${onGpu ? ', tensors on the GPU' : ', tensors in host memory'})` };
+      return {
+        name: 'tensorflow',
+        onGpu,
+        reason: `${forced ? 'E3_BACKEND=tensorflow' : gpu.why} (${pkg}${onGpu ? ', tensors on the GPU' : ', tensors in host memory'})`,
+      };
     }
-    if (forced) throw new InvalidArgumentError('E3_BACKEND=tensorflow: neither @tensorflow/tfjs-node-gpu nor @tensorflow/tfjs-node loads here');
+    if (forced)
+      throw new InvalidArgumentError('E3_BACKEND=tensorflow: neither @tensorflow/tfjs-node-gpu nor @tensorflow/tfjs-node loads here');
   }
   if (forced === 'cpu') {
     if (await use('cpu')) return { name: 'cpu', onGpu: false, reason: 'E3_BACKEND=cpu' };
     throw new InvalidArgumentError('E3_BACKEND=cpu: the cpu backend could not be initialised');
   }
   if (wasmOk && (await use('wasm'))) {
-    const why = forced ? 'E3_BACKEND=wasm' : gpu.visible ? `${gpu.why}, but no tfjs-node-gpu loads` : `${gpu.why} (tfjs-node on a CPU host is opt-in: E3_BACKEND=tensorflow)`;
+    const why = forced
+      ? 'E3_BACKEND=wasm'
+      : gpu.visible
+        ? `${gpu.why}, but no tfjs-node-gpu loads`
+        : `${gpu.why} (tfjs-node on a CPU host is opt-in: E3_BACKEND=tensorflow)`;
     return { name: 'wasm', onGpu: false, reason: why };
   }
   if (forced === 'wasm') throw new InvalidArgumentError('E3_BACKEND=wasm: the wasm backend could not be initialised here');
-  if (await use('cpu')) return { name: 'cpu', onGpu: false, reason: 'wasm could not be initialised; the pure-JS cpu backend is ~25x slower' };
+  if (await use('cpu'))
+    return { name: 'cpu', onGpu: false, reason: 'wasm could not be initialised; the pure-JS cpu backend is ~25x slower' };
   throw new InvalidArgumentError('no tfjs backend could be initialised');
 }
 

@@ -56,7 +56,15 @@ export interface SftRow {
 export const sftWeight = (r: SftRow) => (r.weights ? r.weights.reduce((a, w) => a + w, 0) : r.response.length);
 
 /** SFT step `step`'s micro-batches and its total (weighted) token count: a pure function of (cfg, seed, step, options). */
-export function sftPlan(cfg: PolicyConfig, seed: number, step: number, batchSize: number, difficulty: Difficulty[], traces: Partial<TraceOptions>, opts: SftOptions = {}): { chunks: SftRow[][]; total: number } {
+export function sftPlan(
+  cfg: PolicyConfig,
+  seed: number,
+  step: number,
+  batchSize: number,
+  difficulty: Difficulty[],
+  traces: Partial<TraceOptions>,
+  opts: SftOptions = {},
+): { chunks: SftRow[][]; total: number } {
   const { microBatch = 16, markWeight = 1 } = opts;
   const batch = sftBatch(seed, step, batchSize, difficulty, { ...traces, budget: cfg.context });
   const rows: SftRow[] = batch.map((ex) => {
@@ -69,7 +77,11 @@ export function sftPlan(cfg: PolicyConfig, seed: number, step: number, batchSize
   return { chunks: microBatches(fits, microBatch, cfg), total: fits.reduce((a, r) => a + sftWeight(r), 0) };
 }
 
-export const sftMetrics = (lossSum: number, gradNorm: number, tokens: number) => ({ 'sft/loss': lossSum, 'sft/grad_norm': gradNorm, 'sft/tokens': tokens });
+export const sftMetrics = (lossSum: number, gradNorm: number, tokens: number) => ({
+  'sft/loss': lossSum,
+  'sft/grad_norm': gradNorm,
+  'sft/tokens': tokens,
+});
 
 export type PlanRow = GradedRollout & { adv: number };
 
@@ -78,9 +90,17 @@ export type PlanRow = GradedRollout & { adv: number };
  * (one optimiser step each) and each mini-batch's micro-batches and loss-token count.
  * Mini-batches with no loss token are dropped (no step).
  */
-export function rlPlan(cfg: PolicyConfig, s: RlSettings, t: number, graded: GradedRollout[]): { miniBatches: Array<{ chunks: PlanRow[][]; tokens: number }>; zeroStdGroups: number } {
+export function rlPlan(
+  cfg: PolicyConfig,
+  s: RlSettings,
+  t: number,
+  graded: GradedRollout[],
+): { miniBatches: Array<{ chunks: PlanRow[][]; tokens: number }>; zeroStdGroups: number } {
   const order = [...graded].sort((a, b) => a.i - b.i || a.j - b.j);
-  const { adv, zeroStdGroups } = groupAdvantages(order.map((g) => g.reward), s.samples);
+  const { adv, zeroStdGroups } = groupAdvantages(
+    order.map((g) => g.reward),
+    s.samples,
+  );
   let rows: PlanRow[] = order.map((g, k) => ({ ...g, adv: adv[k], forced: s.grpo.maskMarks ? withMarks(g) : g.forced }));
   if (s.skipZeroStd) {
     const flat = zeroStdPrompts(order);
@@ -128,7 +148,10 @@ export const lossTokens = (r: { response: number[]; forced: number[]; adv?: numb
  * changes only float rounding, never the objective.
  */
 export const byLength = <R extends { prompt: number[]; response: number[] }>(rows: R[]): R[] =>
-  rows.map((r, k) => ({ r, k, n: r.prompt.length + r.response.length })).sort((a, b) => a.n - b.n || a.k - b.k).map((x) => x.r);
+  rows
+    .map((r, k) => ({ r, k, n: r.prompt.length + r.response.length }))
+    .sort((a, b) => a.n - b.n || a.k - b.k)
+    .map((x) => x.r);
 
 /**
  * Micro-batches of rows already in length order: at most `micro` rows, no more rows than keep
@@ -139,7 +162,12 @@ export const byLength = <R extends { prompt: number[]; response: number[] }>(row
  * share a step evenly. A pure function of the rows and the model shape (never of the thread
  * count), so the split, and the gradient's rounding, is the same on every rerun.
  */
-export function microBatches<R extends { prompt: number[]; response: number[] }>(rows: R[], micro: number, cfg: PolicyConfig, passBytes = PASS_BYTES): R[][] {
+export function microBatches<R extends { prompt: number[]; response: number[] }>(
+  rows: R[],
+  micro: number,
+  cfg: PolicyConfig,
+  passBytes = PASS_BYTES,
+): R[][] {
   const out: R[][] = [];
   let cur: R[] = [];
   let longest = 0;
@@ -147,7 +175,10 @@ export function microBatches<R extends { prompt: number[]; response: number[] }>
   const budget = CHUNK_COST_ROWS * CHUNK_COST_LEN * (CHUNK_COST_LEN + 6 * cfg.dModel);
   for (const r of rows) {
     const t = Math.max(longest, r.prompt.length + r.response.length);
-    if (cur.length > 0 && (cur.length >= micro || activationBytes(cfg, cur.length + 1, t) > passBytes || cost(cur.length + 1, t) > budget)) {
+    if (
+      cur.length > 0 &&
+      (cur.length >= micro || activationBytes(cfg, cur.length + 1, t) > passBytes || cost(cur.length + 1, t) > budget)
+    ) {
       out.push(cur);
       cur = [];
     }
@@ -173,7 +204,11 @@ export const PASS_BYTES = 3 * 2 ** 28;
  * Right-pad rows of (prompt, response) to one length. logp index k predicts token k + 1,
  * so response token r of a row with prompt length P sits at logp index P + r − 1.
  */
-export function pack(rows: Array<{ prompt: number[]; response: number[]; forced: number[]; logp?: number[]; adv?: number; weights?: number[] }>, rl: boolean, want: { marks?: boolean; noMarks?: boolean } = {}) {
+export function pack(
+  rows: Array<{ prompt: number[]; response: number[]; forced: number[]; logp?: number[]; adv?: number; weights?: number[] }>,
+  rl: boolean,
+  want: { marks?: boolean; noMarks?: boolean } = {},
+) {
   const T = Math.max(...rows.map((r) => r.prompt.length + r.response.length));
   const B = rows.length;
   const tok = new Int32Array(B * T).fill(PAD);

@@ -39,7 +39,8 @@ export function bootstrapMean(d: readonly number[], o: BootstrapOptions): Interv
   const level = o.level ?? 0.95;
   if (d.length === 0) throw new InvalidArgumentError('bootstrapMean: no problems');
   if (!d.every(Number.isFinite)) throw new InvalidArgumentError('bootstrapMean: a per-problem value is not finite');
-  if (!Number.isInteger(resamples) || resamples < 2) throw new InvalidArgumentError(`bootstrapMean: resamples must be an integer >= 2 (got ${resamples})`);
+  if (!Number.isInteger(resamples) || resamples < 2)
+    throw new InvalidArgumentError(`bootstrapMean: resamples must be an integer >= 2 (got ${resamples})`);
   if (!(level > 0 && level < 1)) throw new InvalidArgumentError(`bootstrapMean: level must be in (0, 1) (got ${level})`);
   const n = d.length;
   const rng = new Rng(o.seed);
@@ -77,11 +78,18 @@ export interface GainReport {
  * interval is a paired bootstrap over problems; the same resampled problems serve every
  * budget of one comparison (one seed), so the intervals are of one joint resampling.
  */
-export function gainOverBase(policy: ReadonlyMap<number, Rates>, base: ReadonlyMap<number, Rates>, trainBudget: number | null, o: BootstrapOptions): GainReport {
+export function gainOverBase(
+  policy: ReadonlyMap<number, Rates>,
+  base: ReadonlyMap<number, Rates>,
+  trainBudget: number | null,
+  o: BootstrapOptions,
+): GainReport {
   const budgets = [...policy.keys()].filter((b) => base.has(b)).sort((a, b) => a - b);
   const delta = (b: number): number[] => {
-    const p = policy.get(b)!, q = base.get(b)!;
-    if (p.length !== q.length) throw new ShapeMismatchError(`gainOverBase: ${p.length} problems for the policy but ${q.length} for the base at budget ${b}`);
+    const p = policy.get(b)!,
+      q = base.get(b)!;
+    if (p.length !== q.length)
+      throw new ShapeMismatchError(`gainOverBase: ${p.length} problems for the policy but ${q.length} for the base at budget ${b}`);
     return p.map((x, i) => x - q[i]);
   };
   const gain = new Map(budgets.map((b) => [b, bootstrapMean(delta(b), o)] as const));
@@ -91,7 +99,13 @@ export function gainOverBase(policy: ReadonlyMap<number, Rates>, base: ReadonlyM
     for (const m of [2, 4]) {
       if (!gain.has(m * trainBudget)) continue;
       const atM = delta(m * trainBudget);
-      beyond.set(m, bootstrapMean(atM.map((x, i) => x - at1[i]), o));
+      beyond.set(
+        m,
+        bootstrapMean(
+          atM.map((x, i) => x - at1[i]),
+          o,
+        ),
+      );
     }
   }
   return { gain, beyond };

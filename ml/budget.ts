@@ -51,13 +51,17 @@ export function measuredBudgets(grid: readonly number[]): number[] {
 export function selectBudget(J: PassAt1Curve, opts: { kappa?: number; b0: number; candidates?: readonly number[] }): BudgetChoice {
   const kappa = opts.kappa ?? 1.2;
   const { b0 } = opts;
-  if (!Number.isFinite(kappa) || kappa < 1) throw new InvalidArgumentError(`selectBudget: kappa must be a finite number >= 1 (got ${kappa})`);
+  if (!Number.isFinite(kappa) || kappa < 1)
+    throw new InvalidArgumentError(`selectBudget: kappa must be a finite number >= 1 (got ${kappa})`);
   if (!Number.isFinite(b0) || b0 < 0) throw new InvalidArgumentError(`selectBudget: b0 must be a finite number >= 0 (got ${b0})`);
-  const pairs: Array<[number, number]> = J instanceof Map ? [...J.entries()] : (J as ReadonlyArray<{ budget: number; passAt1: number }>).map((p) => [p.budget, p.passAt1]);
+  const pairs: Array<[number, number]> =
+    J instanceof Map ? [...J.entries()] : (J as ReadonlyArray<{ budget: number; passAt1: number }>).map((p) => [p.budget, p.passAt1]);
   const curve = new Map<number, number>();
   for (const [b, j] of pairs) {
-    if (typeof b !== 'number' || !Number.isFinite(b) || b <= 0) throw new InvalidArgumentError(`selectBudget: budget must be a finite number > 0 (got ${b})`);
-    if (typeof j !== 'number' || !(j >= 0 && j <= 1)) throw new InvalidArgumentError(`selectBudget: passAt1 at budget ${b} must be in [0, 1] (got ${j})`);
+    if (typeof b !== 'number' || !Number.isFinite(b) || b <= 0)
+      throw new InvalidArgumentError(`selectBudget: budget must be a finite number > 0 (got ${b})`);
+    if (typeof j !== 'number' || !(j >= 0 && j <= 1))
+      throw new InvalidArgumentError(`selectBudget: passAt1 at budget ${b} must be in [0, 1] (got ${j})`);
     if (curve.has(b)) throw new InvalidArgumentError(`selectBudget: budget ${b} appears twice`);
     curve.set(b, j);
   }
@@ -78,7 +82,9 @@ export function selectBudget(J: PassAt1Curve, opts: { kappa?: number; b0: number
   const tried: string[] = [];
   for (const c of candidates) {
     if (c.budget < b0 || c.J2 === null) continue;
-    const b = c.budget, j = c.J, j2 = c.J2;
+    const b = c.budget,
+      j = c.J,
+      j2 = c.J2;
     if (c.qualifies) {
       const zero = j === 0 ? '; J is 0 at both, so the data may be too hard for this policy' : '';
       return { budget: b, fallback: b, candidates, reason: `J(${2 * b})=${f(j2)} <= ${kappa}*J(${b})=${f(kappa * j)}${zero}` };

@@ -80,16 +80,31 @@ const ALL_OPS: readonly Op[] = ['+', '-', '*', '/'];
 
 function checkDifficulty(d: Difficulty): void {
   const ok =
-    Number.isInteger(d.count) && d.count >= 2 && d.count <= 9 &&
-    Number.isInteger(d.min) && Number.isInteger(d.max) && d.min >= 1 && d.min <= d.max && d.max <= INTERMEDIATE_CAP &&
-    d.ops.length > 0 && [...d.ops].every((c) => (ALL_OPS as readonly string[]).includes(c)) && new Set(d.ops).size === d.ops.length;
+    Number.isInteger(d.count) &&
+    d.count >= 2 &&
+    d.count <= 9 &&
+    Number.isInteger(d.min) &&
+    Number.isInteger(d.max) &&
+    d.min >= 1 &&
+    d.min <= d.max &&
+    d.max <= INTERMEDIATE_CAP &&
+    d.ops.length > 0 &&
+    [...d.ops].every((c) => (ALL_OPS as readonly string[]).includes(c)) &&
+    new Set(d.ops).size === d.ops.length;
   const steps = d.minSteps ?? 1;
-  const stepsOk = Number.isInteger(steps) && steps >= 1 && steps <= d.count - 1 && (d.maxSteps === undefined || (Number.isInteger(d.maxSteps) && d.maxSteps >= requiredSteps(d)));
-  if (!ok || !stepsOk) throw new InvalidArgumentError(`countdown: bad difficulty ${JSON.stringify(d)} (count 2..9, 1 <= min <= max, ops a subset of '+-*/', 1 <= minSteps <= count - 1, maxSteps >= minSteps)`);
+  const stepsOk =
+    Number.isInteger(steps) &&
+    steps >= 1 &&
+    steps <= d.count - 1 &&
+    (d.maxSteps === undefined || (Number.isInteger(d.maxSteps) && d.maxSteps >= requiredSteps(d)));
+  if (!ok || !stepsOk)
+    throw new InvalidArgumentError(
+      `countdown: bad difficulty ${JSON.stringify(d)} (count 2..9, 1 <= min <= max, ops a subset of '+-*/', 1 <= minSteps <= count - 1, maxSteps >= minSteps)`,
+    );
 }
 
 /** Fewest steps a generated problem of difficulty d must need (useAll: every number, so count − 1). */
-export const requiredSteps = (d: Difficulty): number => (d.useAll ? d.count - 1 : d.minSteps ?? 1);
+export const requiredSteps = (d: Difficulty): number => (d.useAll ? d.count - 1 : (d.minSteps ?? 1));
 
 /** A problem's identity: the sorted multiset of its numbers and its target (content, not index). */
 export const problemIdentity = (p: { numbers: readonly number[]; target: number }): string =>
@@ -110,7 +125,8 @@ export function splitOf(p: { numbers: readonly number[]; target: number }): Spli
  * product or quotient ever rounds; results above 10^MAX_DIGITS are 'huge'.
  */
 export function apply(a: number, op: Op, b: number): { value: number } | { error: 'div-zero' | 'non-integer' | 'negative' | 'huge' } {
-  const x = BigInt(a), y = BigInt(b);
+  const x = BigInt(a),
+    y = BigInt(b);
   let r: bigint;
   if (op === '+') r = x + y;
   else if (op === '-') r = x - y;
@@ -176,7 +192,10 @@ export function solve(numbers: readonly number[], target: number, ops: string, o
     for (const [i, j] of pairs) {
       const rest = pool.filter((_, k) => k !== i && k !== j);
       for (const op of opOrder) {
-        let orders: Array<[number, number]> = [[pool[i], pool[j]], [pool[j], pool[i]]];
+        let orders: Array<[number, number]> = [
+          [pool[i], pool[j]],
+          [pool[j], pool[i]],
+        ];
         if (op === '+' || op === '*') orders = [rng && rng.next() < 0.5 ? orders[1] : orders[0]];
         for (const [a, b] of orders) {
           const c = usefulResult(a, op, b);
@@ -203,7 +222,12 @@ export function solve(numbers: readonly number[], target: number, ops: string, o
  * then null and `atLeast` the first depth that was not fully refuted (every shallower depth
  * was searched exhaustively, so any solution needs at least that many steps).
  */
-export function minSolutionSteps(numbers: readonly number[], target: number, ops: string, opts: { maxNodes?: number } = {}): { steps: number | null; capped: boolean; atLeast: number } {
+export function minSolutionSteps(
+  numbers: readonly number[],
+  target: number,
+  ops: string,
+  opts: { maxNodes?: number } = {},
+): { steps: number | null; capped: boolean; atLeast: number } {
   const allowed = ALL_OPS.filter((o) => ops.includes(o));
   const maxNodes = opts.maxNodes ?? Infinity;
   let capped = false;
@@ -246,7 +270,7 @@ export function minSolutionSteps(numbers: readonly number[], target: number, ops
 export function dropUnusedSteps(p: ProblemCore, steps: readonly Step[]): Step[] {
   let cur = [...steps];
   // Rescan after each removal: dropping a later step can free an earlier one.
-  for (let i = 0; i < cur.length - 1; ) {
+  for (let i = 0; i < cur.length - 1;) {
     const trial = cur.filter((_, k) => k !== i);
     if (gradeAttempt(p, trial).correct) {
       cur = trial;
@@ -273,7 +297,11 @@ export function generateCountdown(seed: number, index: number, d: Difficulty, sp
   checkDifficulty(d);
   const need = requiredSteps(d);
   // maxSteps joins the seed only when set, so adding the field left the draws of every difficulty without it unchanged.
-  const rng = new Rng(d.maxSteps === undefined ? deriveSeed(seed, 'countdown', split, index, d.count, d.min, d.max, d.ops, need) : deriveSeed(seed, 'countdown', split, index, d.count, d.min, d.max, d.ops, need, 'max', d.maxSteps));
+  const rng = new Rng(
+    d.maxSteps === undefined
+      ? deriveSeed(seed, 'countdown', split, index, d.count, d.min, d.max, d.ops, need)
+      : deriveSeed(seed, 'countdown', split, index, d.count, d.min, d.max, d.ops, need, 'max', d.maxSteps),
+  );
   const allowed = ALL_OPS.filter((o) => d.ops.includes(o));
   for (let tries = 0; tries < 100_000; tries++) {
     const numbers = Array.from({ length: d.count }, () => rng.int(d.min, d.max));
@@ -301,7 +329,8 @@ export function generateCountdown(seed: number, index: number, d: Difficulty, sp
     if (target > TARGET_CAP || numbers.includes(target)) continue;
     if (splitOf({ numbers, target }) !== split) continue;
     const fewest = minSolutionSteps(numbers, target, d.ops, { maxNodes: confirmCap(d.count) });
-    if (fewest.steps === null && !fewest.capped) throw new Error(`countdown: construction ${steps.map(formatStep).join(',')} not confirmed by the solver`);
+    if (fewest.steps === null && !fewest.capped)
+      throw new Error(`countdown: construction ${steps.map(formatStep).join(',')} not confirmed by the solver`);
     // Capped (6+ numbers): every depth below `atLeast` was refuted exhaustively and the
     // construction proves a solution exists, so `atLeast` is a sound lower bound to filter on.
     const minSteps = fewest.steps ?? fewest.atLeast;
@@ -311,11 +340,18 @@ export function generateCountdown(seed: number, index: number, d: Difficulty, sp
     const id = `cd${d.count}-${d.min}..${d.max}-${d.ops}${need > 1 ? `-s${need}` : ''}${d.maxSteps !== undefined ? `-m${d.maxSteps}` : ''}-${split}-${String(index).padStart(6, '0')}`;
     return { id, numbers, target, ops: d.ops, solution: steps, minSteps, split };
   }
-  throw new InvalidArgumentError(`countdown: no ${split} problem found for ${JSON.stringify(d)} (seed ${seed}, index ${index}): is minSteps reachable with these numbers?`);
+  throw new InvalidArgumentError(
+    `countdown: no ${split} problem found for ${JSON.stringify(d)} (seed ${seed}, index ${index}): is minSteps reachable with these numbers?`,
+  );
 }
 
 /** What a set of problems is made of: share needing 1, 2, 3… steps at least, and needing every number. */
-export function difficultyProfile(ps: readonly CountdownProblem[]): { problems: number; minSteps: Record<number, number>; needsAll: number; meanMinSteps: number } {
+export function difficultyProfile(ps: readonly CountdownProblem[]): {
+  problems: number;
+  minSteps: Record<number, number>;
+  needsAll: number;
+  meanMinSteps: number;
+} {
   const minSteps: Record<number, number> = {};
   for (const p of ps) minSteps[p.minSteps] = (minSteps[p.minSteps] ?? 0) + 1 / ps.length;
   const needsAll = ps.filter((p) => p.minSteps === p.numbers.length - 1).length / (ps.length || 1);
@@ -446,14 +482,29 @@ export function gradeAttempt(p: ProblemCore, steps: readonly Step[]): { correct:
 
 /** An attempt as a normalised expression: operands of + and * in order, so `3+5` and `5+3` are one attempt. */
 export const normalizeAttempt = (steps: readonly Step[]): string =>
-  steps.map((s) => ((s.op === '+' || s.op === '*') && s.a > s.b ? { ...s, a: s.b, b: s.a } : s)).map(formatStep).join(',');
+  steps
+    .map((s) => ((s.op === '+' || s.op === '*') && s.a > s.b ? { ...s, a: s.b, b: s.a } : s))
+    .map(formatStep)
+    .join(',');
 
 /**
  * Exact exploration diagnostics of one response (see Explore): each mark against the truth,
  * distinct and repeated attempts, target copies, and why the response stopped.
  */
 export function exploreResponse(p: ProblemCore, parsed: ParseResult, responseLength: number, truncated: boolean): Explore {
-  const e: Explore = { marks: 0, marksTrue: 0, wrong: 0, falseOk: 0, right: 0, falseNo: 0, unique: 0, repeats: 0, copies: 0, copiesTrue: 0, stop: 'other' };
+  const e: Explore = {
+    marks: 0,
+    marksTrue: 0,
+    wrong: 0,
+    falseOk: 0,
+    right: 0,
+    falseNo: 0,
+    unique: 0,
+    repeats: 0,
+    copies: 0,
+    copiesTrue: 0,
+    stop: 'other',
+  };
   const seen = new Set<string>();
   let lastCorrect = false;
   for (const a of parsed.attempts) {
@@ -495,7 +546,14 @@ export function verifyCountdown(p: CountdownProblem, response: string, truncated
     const checks = parsed.attempts.length;
     const last = parsed.attempts.length > 0 ? parsed.attempts[parsed.attempts.length - 1] : null;
     const explore = exploreResponse(p, parsed, response.length, truncated);
-    const base = { wellFormed: parsed.error === null && response.length > 0, truncated, attempts, checks, answer: last ? last.text : null, explore };
+    const base = {
+      wellFormed: parsed.error === null && response.length > 0,
+      truncated,
+      attempts,
+      checks,
+      answer: last ? last.text : null,
+      explore,
+    };
     const fail = (reason: string): Grade => ({ ...base, reward: 0, reason });
     if (truncated) return fail('truncated');
     if (response.length === 0) return fail('empty');

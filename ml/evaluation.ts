@@ -60,7 +60,14 @@ export function countEval(rows: SampleRow[], rollouts: Rollout[], budgets: numbe
       e.n++;
       e.c += g.reward;
       per.set(r.i, e);
-      recs.push({ reward: g.reward, length: cut.length, truncated: g.truncated, attempts: g.attempts, checks: g.checks, explore: g.explore });
+      recs.push({
+        reward: g.reward,
+        length: cut.length,
+        truncated: g.truncated,
+        attempts: g.attempts,
+        checks: g.checks,
+        explore: g.explore,
+      });
     });
     counts[b] = { problems: [...per.values()], records: recs };
   }
@@ -70,8 +77,13 @@ export function countEval(rows: SampleRow[], rollouts: Rollout[], budgets: numbe
 export type EvalCounts = Record<number, { problems: Array<{ n: number; c: number }>; records: ResponseRecord[] }>;
 
 /** The held-out problems an evaluation of `prompts` problems from `offset` meets. */
-export const heldOutSet = (seed: number, split: Exclude<Split, 'train'>, d: Difficulty, offset: number, prompts: number): CountdownProblem[] =>
-  Array.from({ length: prompts }, (_, i) => heldOutProblem(seed, split, d, offset + i));
+export const heldOutSet = (
+  seed: number,
+  split: Exclude<Split, 'train'>,
+  d: Difficulty,
+  offset: number,
+  prompts: number,
+): CountdownProblem[] => Array.from({ length: prompts }, (_, i) => heldOutProblem(seed, split, d, offset + i));
 
 /** Merge partial evaluations (resumed chunks) into metric keys like eval/b64/pass@1. */
 export function evalMetrics(counts: EvalCounts[], budgets: number[], ks: number[]): Record<string, number> {

@@ -29,13 +29,11 @@ import { InvalidArgumentError, ShapeMismatchError } from './errors';
  * advantage (the common open implementation; the recipe does not say which). A group whose rewards are all equal gets A = 0 exactly (no signal)
  * and is counted in `zeroStdGroups` (metric `train/zero_std_frac`).
  */
-export function groupAdvantages(
-  rewards: readonly number[],
-  groupSize: number,
-  eps = 1e-6,
-): { adv: Float32Array; zeroStdGroups: number } {
-  if (!Number.isInteger(groupSize) || groupSize < 2) throw new InvalidArgumentError(`groupAdvantages: groupSize must be an integer >= 2 (got ${groupSize})`);
-  if (rewards.length % groupSize !== 0) throw new ShapeMismatchError(`groupAdvantages: rewards.length ${rewards.length} is not a multiple of groupSize ${groupSize}`);
+export function groupAdvantages(rewards: readonly number[], groupSize: number, eps = 1e-6): { adv: Float32Array; zeroStdGroups: number } {
+  if (!Number.isInteger(groupSize) || groupSize < 2)
+    throw new InvalidArgumentError(`groupAdvantages: groupSize must be an integer >= 2 (got ${groupSize})`);
+  if (rewards.length % groupSize !== 0)
+    throw new ShapeMismatchError(`groupAdvantages: rewards.length ${rewards.length} is not a multiple of groupSize ${groupSize}`);
   const adv = new Float32Array(rewards.length);
   let zeroStdGroups = 0;
   for (let g = 0; g < rewards.length; g += groupSize) {
@@ -171,13 +169,21 @@ const KL_LOGRATIO_CLAMP = 20;
 function checkShapes(x: GrpoInputs): void {
   const want = x.logp.shape;
   if (want.length !== 2) throw new ShapeMismatchError(`grpoLoss: logp must be [B, T] (got [${want}])`);
-  const named: Array<[string, tf.Tensor | undefined]> = [['oldLogp', x.oldLogp], ['refLogp', x.refLogp], ['entropy', x.entropy], ['mask', x.mask], ['marks', x.marks], ['noMarks', x.noMarks]];
+  const named: Array<[string, tf.Tensor | undefined]> = [
+    ['oldLogp', x.oldLogp],
+    ['refLogp', x.refLogp],
+    ['entropy', x.entropy],
+    ['mask', x.mask],
+    ['marks', x.marks],
+    ['noMarks', x.noMarks],
+  ];
   for (const [name, t] of named) {
     if (t && (t.shape.length !== 2 || t.shape[0] !== want[0] || t.shape[1] !== want[1])) {
       throw new ShapeMismatchError(`grpoLoss: ${name} has shape [${t.shape}], logp has [${want}]`);
     }
   }
-  if (x.adv.shape.length !== 1 || x.adv.shape[0] !== want[0]) throw new ShapeMismatchError(`grpoLoss: adv must be [${want[0]}] (got [${x.adv.shape}])`);
+  if (x.adv.shape.length !== 1 || x.adv.shape[0] !== want[0])
+    throw new ShapeMismatchError(`grpoLoss: adv must be [${want[0]}] (got [${x.adv.shape}])`);
 }
 
 /**
@@ -244,23 +250,42 @@ export function grpoLoss(x: GrpoInputs, cfg: Partial<GrpoConfig> = {}): { loss: 
     const clipHigh = inPg(tf.logicalAnd(tf.greater(adv, 0), tf.greater(ratio, 1 + c.epsHigh)));
     const dual = inPg(tf.logicalAnd(negA, tf.greater(clipped, cap)));
     const stats = tf.stack([
-      loss, tmean(pg), frac(tf.logicalOr(clipLow, clipHigh)), frac(clipLow), frac(clipHigh), frac(dual),
-      tmean(kl), tmean(ent), tmean(ratio), tmean(tf.mul(tf.square(logRatio), 0.5)), tf.sum(m),
+      loss,
+      tmean(pg),
+      frac(tf.logicalOr(clipLow, clipHigh)),
+      frac(clipLow),
+      frac(clipHigh),
+      frac(dual),
+      tmean(kl),
+      tmean(ent),
+      tmean(ratio),
+      tmean(tf.mul(tf.square(logRatio), 0.5)),
+      tf.sum(m),
     ]);
     return [loss, stats] as [tf.Scalar, tf.Tensor];
   });
   const s = statVec.dataSync();
   statVec.dispose();
   const stats: GrpoStats = {
-    loss: s[0], pg: s[1], clipFrac: s[2], clipLowFrac: s[3], clipHighFrac: s[4], dualClipFrac: s[5],
-    kl: s[6], entropy: s[7], ratioMean: s[8], approxKlOld: s[9], tokens: s[10],
+    loss: s[0],
+    pg: s[1],
+    clipFrac: s[2],
+    clipLowFrac: s[3],
+    clipHighFrac: s[4],
+    dualClipFrac: s[5],
+    kl: s[6],
+    entropy: s[7],
+    ratioMean: s[8],
+    approxKlOld: s[9],
+    tokens: s[10],
   };
   return { loss, stats };
 }
 
 /** SFT loss: −token-mean of logp over mask (same aggregation as grpoLoss). */
 export function crossEntropyLoss(logp: tf.Tensor, mask: tf.Tensor): tf.Scalar {
-  if (logp.shape.join() !== mask.shape.join()) throw new ShapeMismatchError(`crossEntropyLoss: mask [${mask.shape}] vs logp [${logp.shape}]`);
+  if (logp.shape.join() !== mask.shape.join())
+    throw new ShapeMismatchError(`crossEntropyLoss: mask [${mask.shape}] vs logp [${logp.shape}]`);
   return tf.tidy(() => {
     const m = tf.cast(mask, 'float32');
     const lp = tf.where(tf.greater(m, 0), logp, tf.zerosLike(logp));

@@ -35,7 +35,11 @@ export function meanPassAtK(problems: ReadonlyArray<{ n: number; c: number }>, k
 }
 
 /** `${prefix}/pass@k` for each k that every problem has enough samples for (k ≤ min n). */
-export function passAtKMetrics(prefix: string, problems: ReadonlyArray<{ n: number; c: number }>, ks: readonly number[]): Record<string, number> {
+export function passAtKMetrics(
+  prefix: string,
+  problems: ReadonlyArray<{ n: number; c: number }>,
+  ks: readonly number[],
+): Record<string, number> {
   const out: Record<string, number> = {};
   if (problems.length === 0) return out;
   const nMin = Math.min(...problems.map((p) => p.n));
@@ -91,10 +95,34 @@ export function summarizeResponses(prefix: string, rs: readonly ResponseRecord[]
     const sum = (f: (e: Explore) => number) => ex.reduce((a, e) => a + f(e), 0);
     const ratio = (num: number, den: number) => (den > 0 ? num / den : undefined);
     // Pooled over all marks of all responses (a response with more attempts weighs more).
-    put('marks_true', ratio(sum((e) => e.marksTrue), sum((e) => e.marks)));
-    put('false_ok', ratio(sum((e) => e.falseOk), sum((e) => e.wrong)));
-    put('false_no', ratio(sum((e) => e.falseNo), sum((e) => e.right)));
-    put('target_copy_true', ratio(sum((e) => e.copiesTrue), sum((e) => e.copies)));
+    put(
+      'marks_true',
+      ratio(
+        sum((e) => e.marksTrue),
+        sum((e) => e.marks),
+      ),
+    );
+    put(
+      'false_ok',
+      ratio(
+        sum((e) => e.falseOk),
+        sum((e) => e.wrong),
+      ),
+    );
+    put(
+      'false_no',
+      ratio(
+        sum((e) => e.falseNo),
+        sum((e) => e.right),
+      ),
+    );
+    put(
+      'target_copy_true',
+      ratio(
+        sum((e) => e.copiesTrue),
+        sum((e) => e.copies),
+      ),
+    );
     put('unique_attempts', sum((e) => e.unique) / ex.length);
     put('repeats', sum((e) => e.repeats) / ex.length);
     for (const why of STOP_REASONS) put(`stop_${why}`, ex.filter((e) => e.stop === why).length / ex.length);

@@ -24,11 +24,13 @@ export const MUL5: Difficulty = { count: 5, min: 0, max: 0, ops: '*' };
 
 export function generateMultiplication(seed: number, index: number, d: Difficulty): Problem {
   const n = d.count;
-  if (!Number.isInteger(n) || n < 1 || n > MUL_MAX_DIGITS) throw new InvalidArgumentError(`multiplication: count (digits) must be 1..${MUL_MAX_DIGITS}, got ${n}`);
+  if (!Number.isInteger(n) || n < 1 || n > MUL_MAX_DIGITS)
+    throw new InvalidArgumentError(`multiplication: count (digits) must be 1..${MUL_MAX_DIGITS}, got ${n}`);
   const rng = new Rng(deriveSeed(seed, 'multiplication', index, n));
   const lo = n === 1 ? 1 : 10 ** (n - 1);
   const hi = 10 ** n - 1;
-  const a = rng.int(lo, hi), b = rng.int(lo, hi);
+  const a = rng.int(lo, hi),
+    b = rng.int(lo, hi);
   return { id: `mul${n}-${String(index).padStart(6, '0')}`, numbers: [a, b], target: a * b };
 }
 
@@ -43,7 +45,13 @@ export function verifyMultiplication(p: Problem, response: string, truncated: bo
   }
   const partial = pos < response.length;
   const last = attempts.at(-1) ?? null;
-  const base = { wellFormed: !partial && response.length > 0, truncated, attempts: attempts.length + (partial ? 1 : 0), checks: attempts.length, answer: last ? last.answer : null };
+  const base = {
+    wellFormed: !partial && response.length > 0,
+    truncated,
+    attempts: attempts.length + (partial ? 1 : 0),
+    checks: attempts.length,
+    answer: last ? last.answer : null,
+  };
   const fail = (reason: string): Grade => ({ ...base, reward: 0, reason });
   if (truncated) return fail('truncated');
   if (response.length === 0) return fail('empty');

@@ -30,7 +30,12 @@ export interface AdamWConfig {
 }
 
 export const DEFAULT_ADAMW: Readonly<AdamWConfig> = Object.freeze({
-  lr: 1e-5, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, maxGradNorm: 1.0,
+  lr: 1e-5,
+  beta1: 0.9,
+  beta2: 0.999,
+  eps: 1e-8,
+  weightDecay: 0.01,
+  maxGradNorm: 1.0,
 });
 
 /** Optimiser state for checkpoints; m and v are keyed like the parameters. */
@@ -62,7 +67,8 @@ export class AdamW {
       if (typeof x !== 'number' || Number.isNaN(x) || x < 0) throw new InvalidArgumentError(`AdamW: ${k} must be a number >= 0 (got ${x})`);
     }
     if (c.beta1 >= 1 || c.beta2 >= 1) throw new InvalidArgumentError('AdamW: beta1 and beta2 must be < 1');
-    if (!(c.maxGradNorm > 0)) throw new InvalidArgumentError(`AdamW: maxGradNorm must be > 0 (got ${c.maxGradNorm}); Infinity disables clipping`);
+    if (!(c.maxGradNorm > 0))
+      throw new InvalidArgumentError(`AdamW: maxGradNorm must be > 0 (got ${c.maxGradNorm}); Infinity disables clipping`);
     this.cfg = Object.freeze(c);
     for (const [name, p] of Object.entries(params)) {
       this.m[name] = zeroVariable(p);
@@ -86,13 +92,15 @@ export class AdamW {
     for (const name of names) {
       const p = this.params[name];
       if (!p) throw new ShapeMismatchError(`AdamW.step: gradient for unknown parameter "${name}"`);
-      if (p.shape.join() !== grads[name].shape.join()) throw new ShapeMismatchError(`AdamW.step: gradient "${name}" has shape [${grads[name].shape}], parameter has [${p.shape}]`);
+      if (p.shape.join() !== grads[name].shape.join())
+        throw new ShapeMismatchError(`AdamW.step: gradient "${name}" has shape [${grads[name].shape}], parameter has [${p.shape}]`);
     }
     if (names.length === 0) return { gradNorm: 0, clipScale: 1 };
     const normT = tf.tidy(() => tf.sqrt(tf.addN(names.map((n) => tf.sum(tf.square(grads[n]))))));
     const gradNorm = normT.dataSync()[0];
     normT.dispose();
-    if (!Number.isFinite(gradNorm)) throw new NonFiniteError(`AdamW.step: gradient norm is ${gradNorm} at step ${this.t + 1}; no parameter was changed`);
+    if (!Number.isFinite(gradNorm))
+      throw new NonFiniteError(`AdamW.step: gradient norm is ${gradNorm} at step ${this.t + 1}; no parameter was changed`);
 
     const { lr, beta1, beta2, eps, weightDecay, maxGradNorm } = this.cfg;
     const clipScale = Math.min(1, maxGradNorm / (gradNorm + 1e-6));
@@ -128,12 +136,17 @@ export class AdamW {
 
   /** Restore a `getState()` result; the parameter set and sizes must match exactly. */
   setState(state: AdamWState): void {
-    if (!Number.isInteger(state.step) || state.step < 0) throw new InvalidArgumentError(`AdamW.setState: step must be an integer >= 0 (got ${state.step})`);
+    if (!Number.isInteger(state.step) || state.step < 0)
+      throw new InvalidArgumentError(`AdamW.setState: step must be an integer >= 0 (got ${state.step})`);
     const want = Object.keys(this.params).sort().join();
     for (const part of ['m', 'v'] as const) {
-      if (Object.keys(state[part]).sort().join() !== want) throw new ShapeMismatchError(`AdamW.setState: ${part} names do not match the parameters`);
+      if (Object.keys(state[part]).sort().join() !== want)
+        throw new ShapeMismatchError(`AdamW.setState: ${part} names do not match the parameters`);
       for (const [name, arr] of Object.entries(state[part])) {
-        if (arr.length !== this.params[name].size) throw new ShapeMismatchError(`AdamW.setState: ${part}["${name}"] has ${arr.length} values, parameter has ${this.params[name].size}`);
+        if (arr.length !== this.params[name].size)
+          throw new ShapeMismatchError(
+            `AdamW.setState: ${part}["${name}"] has ${arr.length} values, parameter has ${this.params[name].size}`,
+          );
       }
     }
     for (const name of Object.keys(this.params)) {

@@ -67,8 +67,19 @@ export interface PkToyConfig {
 }
 
 export const DEFAULT_PKTOY: Readonly<PkToyConfig> = Object.freeze({
-  actions: 100, budget: 100, initLen: 15, groupSize: 8, groups: 8, minibatches: 2, steps: 80, lr: 0.05,
-  temperature: 1, initSkew: 0, aStar: 'random', seed: 0, grpo: {},
+  actions: 100,
+  budget: 100,
+  initLen: 15,
+  groupSize: 8,
+  groups: 8,
+  minibatches: 2,
+  steps: 80,
+  lr: 0.05,
+  temperature: 1,
+  initSkew: 0,
+  aStar: 'random',
+  seed: 0,
+  grpo: {},
 });
 
 export interface PkToyResult {
@@ -139,7 +150,8 @@ export function runPkToy(partial: Partial<PkToyConfig> = {}): PkToyResult {
   const grpo = grpoConfig({ ...cfg.grpo, klCoef: 0 });
   const n = cfg.actions + 1;
   const stop = cfg.actions;
-  if (cfg.groups % cfg.minibatches !== 0) throw new InvalidArgumentError(`runPkToy: groups ${cfg.groups} not divisible by minibatches ${cfg.minibatches}`);
+  if (cfg.groups % cfg.minibatches !== 0)
+    throw new InvalidArgumentError(`runPkToy: groups ${cfg.groups} not divisible by minibatches ${cfg.minibatches}`);
   if (!(cfg.temperature > 0)) throw new InvalidArgumentError(`runPkToy: temperature must be > 0 (got ${cfg.temperature})`);
   if (!(cfg.initSkew >= 0)) throw new InvalidArgumentError(`runPkToy: initSkew must be >= 0 (got ${cfg.initSkew})`);
   if (!(cfg.initLen > 1)) throw new InvalidArgumentError(`runPkToy: initLen must be > 1 (got ${cfg.initLen})`);
@@ -148,7 +160,8 @@ export function runPkToy(partial: Partial<PkToyConfig> = {}): PkToyResult {
   if (cfg.aStar === 'random') aStar = new Rng(deriveSeed(cfg.seed, 'pktoy', 'a*')).int(0, cfg.actions - 1);
   else {
     const r = cfg.aStar.rank;
-    if (!Number.isInteger(r) || r < 0 || r >= cfg.actions) throw new InvalidArgumentError(`runPkToy: aStar.rank must be an integer in [0, ${cfg.actions}) (got ${r})`);
+    if (!Number.isInteger(r) || r < 0 || r >= cfg.actions)
+      throw new InvalidArgumentError(`runPkToy: aStar.rank must be an integer in [0, ${cfg.actions}) (got ${r})`);
     aStar = byRank[r];
   }
 
@@ -166,7 +179,10 @@ export function runPkToy(partial: Partial<PkToyConfig> = {}): PkToyResult {
       const old = softmaxRows(z, n, cfg.temperature);
       const rng = new Rng(deriveSeed(cfg.seed, 'pktoy', 'sample', step));
       const eps = Array.from({ length: cfg.groups * cfg.groupSize }, () => sampleEpisode(old.p, n, stop, cfg.budget, aStar, rng));
-      const { adv } = groupAdvantages(eps.map((e) => e.reward), cfg.groupSize);
+      const { adv } = groupAdvantages(
+        eps.map((e) => e.reward),
+        cfg.groupSize,
+      );
       const records: ResponseRecord[] = eps.map((e) => ({ reward: e.reward, length: e.tokens.length, truncated: e.truncated }));
       const rec = summarizeResponses('train', records, cfg.groupSize);
       rec['pktoy/p_star'] = old.p[stop * n + aStar];
@@ -211,13 +227,23 @@ function initialLogits(cfg: PkToyConfig): { logits: Float32Array; byRank: number
 
 /** One AdamW step on a minibatch: grpoLoss through tf.grads, then the table's chain rule. */
 function updateOnce(
-  batch: Episode[], adv: Float32Array, z: Float32Array, oldLogpTable: Float64Array, n: number, stop: number,
-  temp: number, grpo: GrpoConfig, opt: AdamW,
+  batch: Episode[],
+  adv: Float32Array,
+  z: Float32Array,
+  oldLogpTable: Float64Array,
+  n: number,
+  stop: number,
+  temp: number,
+  grpo: GrpoConfig,
+  opt: AdamW,
 ): GrpoStats {
   const cur = softmaxRows(z, n, temp);
   const B = batch.length;
   const T = Math.max(...batch.map((e) => e.tokens.length));
-  const logp = new Float32Array(B * T), oldLogp = new Float32Array(B * T), ent = new Float32Array(B * T), mask = new Float32Array(B * T);
+  const logp = new Float32Array(B * T),
+    oldLogp = new Float32Array(B * T),
+    ent = new Float32Array(B * T),
+    mask = new Float32Array(B * T);
   const state = new Int32Array(B * T);
   batch.forEach((e, b) => {
     let s = stop;
@@ -233,7 +259,9 @@ function updateOnce(
   });
   let stats: GrpoStats | undefined;
   const [gLogp, gEnt] = tf.tidy(() => {
-    const oldT = tf.tensor2d(oldLogp, [B, T]), maskT = tf.tensor2d(mask, [B, T]), advT = tf.tensor1d(adv);
+    const oldT = tf.tensor2d(oldLogp, [B, T]),
+      maskT = tf.tensor2d(mask, [B, T]),
+      advT = tf.tensor1d(adv);
     const f = (lp: tf.Tensor, en: tf.Tensor) => {
       const out = grpoLoss({ logp: lp, oldLogp: oldT, entropy: en, adv: advT, mask: maskT }, grpo);
       stats = out.stats;
@@ -241,17 +269,22 @@ function updateOnce(
     };
     return tf.grads(f)([tf.tensor2d(logp, [B, T]), tf.tensor2d(ent, [B, T])]);
   });
-  const w = gLogp.dataSync(), u = gEnt.dataSync();
+  const w = gLogp.dataSync(),
+    u = gEnt.dataSync();
   // With u = z / temp: d logp(s→a)/du[s,j] = δ_aj − π_sj;  dH_s/du[s,j] = −π_sj (log π_sj + H_s);
   // d/dz = (d/du) / temp.
   const G = new Float32Array(n * n);
-  const wRow = new Float64Array(n), uRow = new Float64Array(n), Gsa = new Float64Array(n * n);
-  batch.forEach((e, b) => e.tokens.forEach((a, t) => {
-    const i = b * T + t;
-    wRow[state[i]] += w[i];
-    uRow[state[i]] += u[i];
-    Gsa[state[i] * n + a] += w[i];
-  }));
+  const wRow = new Float64Array(n),
+    uRow = new Float64Array(n),
+    Gsa = new Float64Array(n * n);
+  batch.forEach((e, b) =>
+    e.tokens.forEach((a, t) => {
+      const i = b * T + t;
+      wRow[state[i]] += w[i];
+      uRow[state[i]] += u[i];
+      Gsa[state[i] * n + a] += w[i];
+    }),
+  );
   for (let s = 0; s < n; s++) {
     for (let j = 0; j < n; j++) {
       const k = s * n + j;
@@ -319,8 +352,21 @@ export interface PkToyPaperConfig {
 }
 
 export const PAPER_PKTOY: Readonly<PkToyPaperConfig> = Object.freeze({
-  actions: 100, budget: 100, updates: 5000, lr: 0.01, optimizer: 'sgd', advantage: 'half', groupSize: 8,
-  emaDecay: 0.99, mask: false, initLo: -3, initHi: 3, stopLogit: 4, aStarLogit: -4, evalEvery: 50, seed: 0,
+  actions: 100,
+  budget: 100,
+  updates: 5000,
+  lr: 0.01,
+  optimizer: 'sgd',
+  advantage: 'half',
+  groupSize: 8,
+  emaDecay: 0.99,
+  mask: false,
+  initLo: -3,
+  initHi: 3,
+  stopLogit: 4,
+  aStarLogit: -4,
+  evalEvery: 50,
+  seed: 0,
 });
 
 /** The presets of the toy: `section5` is runPkToy's default, `paper` is runPkToyPaper's. */
@@ -371,7 +417,11 @@ function rowSoftmax(M: Float64Array, s: number, n: number, out: Float64Array): n
  * The initial logits of C.3: every row (state s ∈ 𝒜) gets M(·|s) ~ U[initLo, initHi], then
  * M(stop|s) = stopLogit and M(a*|s) = aStarLogit. Shape [actions × (actions + 1)], row-major.
  */
-export function paperInitialLogits(cfg: Pick<PkToyPaperConfig, 'actions' | 'initLo' | 'initHi' | 'stopLogit' | 'aStarLogit'>, aStar: number, rng: Rng): Float64Array {
+export function paperInitialLogits(
+  cfg: Pick<PkToyPaperConfig, 'actions' | 'initLo' | 'initHi' | 'stopLogit' | 'aStarLogit'>,
+  aStar: number,
+  rng: Rng,
+): Float64Array {
   const n = cfg.actions + 1;
   const M = new Float64Array(cfg.actions * n);
   for (let s = 0; s < cfg.actions; s++) {
@@ -383,7 +433,14 @@ export function paperInitialLogits(cfg: Pick<PkToyPaperConfig, 'actions' | 'init
 }
 
 /** Samples one episode (§5): reward 1 the moment a* is written, 0 at stop or after `budget` actions. */
-export function samplePaperEpisode(M: Float64Array, actions: number, budget: number, aStar: number, rng: Rng, row = new Float64Array(actions + 1)): PaperEpisode {
+export function samplePaperEpisode(
+  M: Float64Array,
+  actions: number,
+  budget: number,
+  aStar: number,
+  rng: Rng,
+  row = new Float64Array(actions + 1),
+): PaperEpisode {
   const n = actions + 1;
   // π₀: uniform over 𝒜∖{a*}
   let a = rng.int(0, actions - 2);
@@ -415,14 +472,23 @@ export function samplePaperEpisode(M: Float64Array, actions: number, budget: num
  * a₂…a_T (a₁ comes from the fixed π₀ and carries no gradient). With π = softmax(M(·|s)),
  * ∂ log π(a|s)/∂M(j|s) = δ_aj − π(j|s). Returns the mean entropy of π(·|a_{i−1}) over those tokens.
  */
-export function addPaperGradient(M: Float64Array, actions: number, tokens: readonly number[], adv: number, weight: number, grad: Float64Array, row = new Float64Array(actions + 1)): number {
+export function addPaperGradient(
+  M: Float64Array,
+  actions: number,
+  tokens: readonly number[],
+  adv: number,
+  weight: number,
+  grad: Float64Array,
+  row = new Float64Array(actions + 1),
+): number {
   const n = actions + 1;
   const T = tokens.length - 1;
   if (T < 1) return NaN;
   const c = (-adv * weight) / T;
   let h = 0;
   for (let i = 1; i <= T; i++) {
-    const s = tokens[i - 1], a = tokens[i];
+    const s = tokens[i - 1],
+      a = tokens[i];
     h += rowSoftmax(M, s, n, row);
     if (c === 0) continue;
     for (let j = 0; j < n; j++) grad[s * n + j] -= c * row[j];
@@ -442,7 +508,8 @@ export function runPkToyPaper(partial: Partial<PkToyPaperConfig> = {}): PkToyPap
   for (const k of Object.keys(partial)) if (!(k in PAPER_PKTOY)) throw new InvalidArgumentError(`runPkToyPaper: unknown config key "${k}"`);
   const cfg: PkToyPaperConfig = { ...PAPER_PKTOY, ...partial };
   const posInt = (k: 'actions' | 'budget' | 'updates' | 'groupSize' | 'evalEvery', min: number) => {
-    if (!Number.isInteger(cfg[k]) || cfg[k] < min) throw new InvalidArgumentError(`runPkToyPaper: ${k} must be an integer >= ${min} (got ${cfg[k]})`);
+    if (!Number.isInteger(cfg[k]) || cfg[k] < min)
+      throw new InvalidArgumentError(`runPkToyPaper: ${k} must be an integer >= ${min} (got ${cfg[k]})`);
   };
   posInt('actions', 2);
   posInt('budget', 2);
@@ -450,12 +517,17 @@ export function runPkToyPaper(partial: Partial<PkToyPaperConfig> = {}): PkToyPap
   posInt('groupSize', 2);
   posInt('evalEvery', 1);
   if (!(cfg.lr > 0)) throw new InvalidArgumentError(`runPkToyPaper: lr must be > 0 (got ${cfg.lr})`);
-  if (cfg.optimizer !== 'sgd' && cfg.optimizer !== 'adam') throw new InvalidArgumentError(`runPkToyPaper: optimizer must be 'sgd' or 'adam' (got ${String(cfg.optimizer)})`);
-  if (!['half', 'pm1', 'r', 'ema', 'group'].includes(cfg.advantage)) throw new InvalidArgumentError(`runPkToyPaper: advantage must be half, pm1, r, ema or group (got ${String(cfg.advantage)})`);
-  if (!(cfg.emaDecay >= 0 && cfg.emaDecay < 1)) throw new InvalidArgumentError(`runPkToyPaper: emaDecay must be in [0, 1) (got ${cfg.emaDecay})`);
-  if (!(cfg.initHi >= cfg.initLo)) throw new InvalidArgumentError(`runPkToyPaper: initHi must be >= initLo (got ${cfg.initLo}, ${cfg.initHi})`);
+  if (cfg.optimizer !== 'sgd' && cfg.optimizer !== 'adam')
+    throw new InvalidArgumentError(`runPkToyPaper: optimizer must be 'sgd' or 'adam' (got ${String(cfg.optimizer)})`);
+  if (!['half', 'pm1', 'r', 'ema', 'group'].includes(cfg.advantage))
+    throw new InvalidArgumentError(`runPkToyPaper: advantage must be half, pm1, r, ema or group (got ${String(cfg.advantage)})`);
+  if (!(cfg.emaDecay >= 0 && cfg.emaDecay < 1))
+    throw new InvalidArgumentError(`runPkToyPaper: emaDecay must be in [0, 1) (got ${cfg.emaDecay})`);
+  if (!(cfg.initHi >= cfg.initLo))
+    throw new InvalidArgumentError(`runPkToyPaper: initHi must be >= initLo (got ${cfg.initLo}, ${cfg.initHi})`);
 
-  const K = cfg.actions, n = K + 1;
+  const K = cfg.actions,
+    n = K + 1;
   const aStar = new Rng(deriveSeed(cfg.seed, 'pktoy-paper', 'a*')).int(0, K - 1);
   const M = paperInitialLogits(cfg, aStar, new Rng(deriveSeed(cfg.seed, 'pktoy-paper', 'init')));
   const rng = new Rng(deriveSeed(cfg.seed, 'pktoy-paper', 'sample'));
@@ -466,11 +538,20 @@ export function runPkToyPaper(partial: Partial<PkToyPaperConfig> = {}): PkToyPap
   const [b1, b2, eps] = [0.9, 0.999, 1e-8];
   const row = new Float64Array(n);
   const out: PkToyPaperResult = {
-    aStar, reward: new Float64Array(cfg.updates), length: new Float64Array(cfg.updates), tokenEntropy: new Float64Array(cfg.updates),
-    evalAt: [], pStop: [], pStar: [], stateEntropy: [], steps: 0,
+    aStar,
+    reward: new Float64Array(cfg.updates),
+    length: new Float64Array(cfg.updates),
+    tokenEntropy: new Float64Array(cfg.updates),
+    evalAt: [],
+    pStop: [],
+    pStar: [],
+    stateEntropy: [],
+    steps: 0,
   };
   const readout = (u: number) => {
-    let ps = 0, pa = 0, h = 0;
+    let ps = 0,
+      pa = 0,
+      h = 0;
     for (let s = 0; s < K; s++) {
       if (s === aStar) continue;
       h += rowSoftmax(M, s, n, row);
@@ -489,14 +570,25 @@ export function runPkToyPaper(partial: Partial<PkToyPaperConfig> = {}): PkToyPap
     const r = eps_.map((e) => e.reward);
     let adv: ArrayLike<number>;
     switch (cfg.advantage) {
-      case 'half': adv = r.map((x) => x - 0.5); break;
-      case 'pm1': adv = r.map((x) => 2 * x - 1); break;
-      case 'r': adv = r; break;
-      case 'ema': adv = r.map((x) => x - baseline); break;
-      case 'group': adv = groupAdvantages(r, cfg.groupSize).adv; break;
+      case 'half':
+        adv = r.map((x) => x - 0.5);
+        break;
+      case 'pm1':
+        adv = r.map((x) => 2 * x - 1);
+        break;
+      case 'r':
+        adv = r;
+        break;
+      case 'ema':
+        adv = r.map((x) => x - baseline);
+        break;
+      case 'group':
+        adv = groupAdvantages(r, cfg.groupSize).adv;
+        break;
     }
     grad.fill(0);
-    let h = 0, any = false;
+    let h = 0,
+      any = false;
     eps_.forEach((e, i) => {
       const a = cfg.mask && !(adv[i] > 0) ? 0 : adv[i];
       if (a !== 0) any = true;
@@ -509,7 +601,8 @@ export function runPkToyPaper(partial: Partial<PkToyPaperConfig> = {}): PkToyPap
     if (!any) continue; // nothing contributes: no optimiser step (GRPOMask on failures, a zero-variance group, A = 0)
     out.steps++;
     if (m1 && m2) {
-      const c1 = 1 - b1 ** out.steps, c2 = 1 - b2 ** out.steps;
+      const c1 = 1 - b1 ** out.steps,
+        c2 = 1 - b2 ** out.steps;
       for (let k = 0; k < M.length; k++) {
         const g = grad[k];
         m1[k] = b1 * m1[k] + (1 - b1) * g;

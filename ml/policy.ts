@@ -59,7 +59,8 @@ export function checkConfig(cfg: PolicyConfig): PolicyConfig {
   };
   for (const [k, v] of Object.entries(c)) {
     const min = k === 'seed' ? 0 : 1;
-    if (!Number.isInteger(v) || v < min) throw new InvalidArgumentError(`policy config: ${k} must be an integer >= ${min} (got ${String(v)})`);
+    if (!Number.isInteger(v) || v < min)
+      throw new InvalidArgumentError(`policy config: ${k} must be an integer >= ${min} (got ${String(v)})`);
   }
   const extra = Object.keys(cfg).filter((k) => !(k in c));
   if (extra.length) throw new InvalidArgumentError(`policy config: unknown key(s) ${extra.join(', ')}`);
@@ -76,12 +77,18 @@ export function paramShapes(cfg: PolicyConfig): Array<[string, number[]]> {
   ];
   for (let i = 0; i < layers; i++) {
     out.push(
-      [`h${i}.ln1.g`, [d]], [`h${i}.ln1.b`, [d]],
-      [`h${i}.attn.wqkv`, [d, 3 * d]], [`h${i}.attn.bqkv`, [3 * d]],
-      [`h${i}.attn.wo`, [d, d]], [`h${i}.attn.bo`, [d]],
-      [`h${i}.ln2.g`, [d]], [`h${i}.ln2.b`, [d]],
-      [`h${i}.mlp.w1`, [d, 4 * d]], [`h${i}.mlp.b1`, [4 * d]],
-      [`h${i}.mlp.w2`, [4 * d, d]], [`h${i}.mlp.b2`, [d]],
+      [`h${i}.ln1.g`, [d]],
+      [`h${i}.ln1.b`, [d]],
+      [`h${i}.attn.wqkv`, [d, 3 * d]],
+      [`h${i}.attn.bqkv`, [3 * d]],
+      [`h${i}.attn.wo`, [d, d]],
+      [`h${i}.attn.bo`, [d]],
+      [`h${i}.ln2.g`, [d]],
+      [`h${i}.ln2.b`, [d]],
+      [`h${i}.mlp.w1`, [d, 4 * d]],
+      [`h${i}.mlp.b1`, [4 * d]],
+      [`h${i}.mlp.w2`, [4 * d, d]],
+      [`h${i}.mlp.b2`, [d]],
     );
   }
   out.push(['lnf.g', [d]], ['lnf.b', [d]], ['head', [d, v]]);
@@ -110,7 +117,8 @@ export function createPolicy(cfg: PolicyConfig, values?: ReadonlyMap<string, Flo
     const size = shape.reduce((a, b) => a * b, 1);
     const data = values?.get(name);
     if (values && !data) throw new ShapeMismatchError(`policy: missing parameter ${name}`);
-    if (data && data.length !== size) throw new ShapeMismatchError(`policy: parameter ${name} has ${data.length} values, shape [${shape}] needs ${size}`);
+    if (data && data.length !== size)
+      throw new ShapeMismatchError(`policy: parameter ${name} has ${data.length} values, shape [${shape}] needs ${size}`);
     // Copy: the cpu backend keeps the array it is given, and callers may reuse theirs.
     const t = tf.tensor(data ? new Float32Array(data) : initValue(c, name, size), shape, 'float32');
     params.set(name, tf.variable(t, true));
@@ -127,7 +135,8 @@ export function createPolicy(cfg: PolicyConfig, values?: ReadonlyMap<string, Flo
  */
 export function growContext(policy: Policy, context: number): Policy {
   const old = policy.cfg;
-  if (!Number.isInteger(context) || context < old.context) throw new InvalidArgumentError(`policy: cannot grow context ${old.context} to ${context}`);
+  if (!Number.isInteger(context) || context < old.context)
+    throw new InvalidArgumentError(`policy: cannot grow context ${old.context} to ${context}`);
   const values = readParams(policy);
   const cfg = { ...old, context };
   const fresh = initValue(cfg, 'wpe', context * old.dModel);
@@ -277,7 +286,11 @@ function rows(x: tf.Tensor2D, start: number, n: number): tf.Tensor2D {
   return tf.slice(x, [start, 0], [n, x.shape[1]]);
 }
 
-interface WasmTensorInfo { dataId: object; shape: number[]; dtype: tf.DataType }
+interface WasmTensorInfo {
+  dataId: object;
+  shape: number[];
+  dtype: tf.DataType;
+}
 interface WasmBackendLike {
   makeOutput(shape: number[], dtype: tf.DataType): WasmTensorInfo;
   typedArrayFromHeap(t: WasmTensorInfo): Float32Array | Int32Array | Uint8Array;
@@ -295,12 +308,20 @@ export function useFastSlice(): void {
   if (fastSliceInstalled || tf.getBackend() !== 'wasm') return;
   const original = tf.getKernel('Slice', 'wasm');
   if (!original) return;
-  const kernelFunc = (args: { inputs: { x: WasmTensorInfo }; attrs: { begin: number | number[]; size: number | number[] }; backend: unknown }) => {
-    const { inputs: { x }, attrs } = args;
+  const kernelFunc = (args: {
+    inputs: { x: WasmTensorInfo };
+    attrs: { begin: number | number[]; size: number | number[] };
+    backend: unknown;
+  }) => {
+    const {
+      inputs: { x },
+      attrs,
+    } = args;
     const backend = args.backend as WasmBackendLike;
     const [begin, size] = tf.slice_util.parseSliceParams(x as unknown as tf.TensorInfo, attrs.begin, attrs.size);
     const contiguous = tf.slice_util.isSliceContinous(x.shape, begin, size);
-    if (x.dtype === 'string' || (!contiguous && x.shape.length !== 2)) return original.kernelFunc(args as unknown as Parameters<tf.KernelFunc>[0]);
+    if (x.dtype === 'string' || (!contiguous && x.shape.length !== 2))
+      return original.kernelFunc(args as unknown as Parameters<tf.KernelFunc>[0]);
     const out = backend.makeOutput(size, x.dtype); // allocate first: heap growth detaches views
     const src = backend.typedArrayFromHeap(x);
     const dst = backend.typedArrayFromHeap(out);
@@ -383,7 +404,10 @@ function attention(qkv: tf.Tensor2D, b: number, t: number, heads: number): tf.Te
   const dh = d / heads;
   // [B*T, d] -> [B*H*T, dh]: one [T, dh] slice per (batch row, head).
   const split = (k: number) =>
-    tf.reshape(tf.transpose(tf.reshape(tf.slice(qkv, [0, k * d], [b * t, d]), [b, t, heads, dh]), [0, 2, 1, 3]), [b * heads * t, dh]) as tf.Tensor2D;
+    tf.reshape(tf.transpose(tf.reshape(tf.slice(qkv, [0, k * d], [b * t, d]), [b, t, heads, dh]), [0, 2, 1, 3]), [
+      b * heads * t,
+      dh,
+    ]) as tf.Tensor2D;
   const out = causalAttention(split(0), split(1), split(2), b * heads);
   return tf.reshape(tf.transpose(tf.reshape(out, [b, heads, t, dh]), [0, 2, 1, 3]), [b * t, d]);
 }
@@ -430,7 +454,9 @@ export function forwardHidden(policy: Policy, tokens: tf.Tensor2D): tf.Tensor2D 
   if (t < 1) throw new InvalidArgumentError('policy: empty sequence');
   const bytes = activationBytes(policy.cfg, b, t);
   if (bytes > WASM_ACTIVATION_LIMIT && tf.getBackend() === 'wasm') {
-    throw new InvalidArgumentError(`policy: a [${b}, ${t}] pass needs ~${Math.round(bytes / 2 ** 20)} MiB of activations, over the ${WASM_ACTIVATION_LIMIT / 2 ** 30} GiB wasm budget: use smaller micro-batches`);
+    throw new InvalidArgumentError(
+      `policy: a [${b}, ${t}] pass needs ~${Math.round(bytes / 2 ** 20)} MiB of activations, over the ${WASM_ACTIVATION_LIMIT / 2 ** 30} GiB wasm budget: use smaller micro-batches`,
+    );
   }
   useFastSlice();
   let x = embed(policy, tokens);

@@ -99,7 +99,13 @@ export interface SampleJob {
 }
 
 /** Rows of iteration t's shard `shard`: prompts i with i mod shards = shard, `samples` rows each. */
-export function shardRows(s: RlSettings, t: number, shard: number, shards: number, problems: readonly CountdownProblem[] = iterationProblems(s.seed, s.stream, t, s.prompts, s.difficulty)): SampleRow[] {
+export function shardRows(
+  s: RlSettings,
+  t: number,
+  shard: number,
+  shards: number,
+  problems: readonly CountdownProblem[] = iterationProblems(s.seed, s.stream, t, s.prompts, s.difficulty),
+): SampleRow[] {
   const rows: SampleRow[] = [];
   problems.forEach((p, i) => {
     if (i % shards !== shard) return;
@@ -123,8 +129,17 @@ export async function sampleRows(policy: Policy, job: SampleJob): Promise<Rollou
         return text ? encode(text) : [];
       }
     : undefined;
-  const out = await sample(policy, prompts, { budget: job.budget, temperature: job.temperature, topP: job.topP, seeds: rows.map((r) => r.seed), eos: EOS, forced, engine: job.engine });
-  if (job.rescore && (job.engine ?? 'tfjs') !== 'tfjs' && job.temperature > 0) out.logp = scoreResponses(policy, prompts, out.responses, out.forcedMask, job.temperature);
+  const out = await sample(policy, prompts, {
+    budget: job.budget,
+    temperature: job.temperature,
+    topP: job.topP,
+    seeds: rows.map((r) => r.seed),
+    eos: EOS,
+    forced,
+    engine: job.engine,
+  });
+  if (job.rescore && (job.engine ?? 'tfjs') !== 'tfjs' && job.temperature > 0)
+    out.logp = scoreResponses(policy, prompts, out.responses, out.forcedMask, job.temperature);
   return rows.map((r, k) => ({
     i: r.i,
     j: r.j,
@@ -150,15 +165,23 @@ export function dataMetrics(prefix: string, ps: readonly CountdownProblem[]): Re
 }
 
 /** Grade a shard of rollouts of iteration t (the grader recomputes every step itself). */
-export const gradeRollouts = (seed: number, stream: string, t: number, prompts: number, d: Difficulty, tool: boolean, rollouts: Rollout[]): GradedRollout[] =>
-  gradeAgainst(iterationProblems(seed, stream, t, prompts, d), t, tool, rollouts);
+export const gradeRollouts = (
+  seed: number,
+  stream: string,
+  t: number,
+  prompts: number,
+  d: Difficulty,
+  tool: boolean,
+  rollouts: Rollout[],
+): GradedRollout[] => gradeAgainst(iterationProblems(seed, stream, t, prompts, d), t, tool, rollouts);
 
 /** Grade rollouts of iteration t against its problems (`iterationProblems`). */
 export function gradeAgainst(problems: readonly CountdownProblem[], t: number, tool: boolean, rollouts: Rollout[]): GradedRollout[] {
   const task = taskFor(tool);
   return rollouts.map((r) => {
     const p = problems[r.i];
-    if (p.id !== r.problemId) throw new ShapeMismatchError(`rollout for problem ${r.problemId} does not match iteration ${t}'s problem ${p.id}`);
+    if (p.id !== r.problemId)
+      throw new ShapeMismatchError(`rollout for problem ${r.problemId} does not match iteration ${t}'s problem ${p.id}`);
     const grade = task.verify(p, decode(r.response), r.truncated);
     return { ...r, reward: grade.reward, grade };
   });
@@ -167,7 +190,14 @@ export function gradeAgainst(problems: readonly CountdownProblem[], t: number, t
 /** train/* metrics of one iteration's graded rollouts. */
 export function rolloutMetrics(graded: GradedRollout[], samples: number): Record<string, number> {
   const order = [...graded].sort((a, b) => a.i - b.i || a.j - b.j);
-  const recs: ResponseRecord[] = order.map((g) => ({ reward: g.reward, length: g.response.length, truncated: g.truncated, attempts: g.grade.attempts, checks: g.grade.checks, explore: g.grade.explore }));
+  const recs: ResponseRecord[] = order.map((g) => ({
+    reward: g.reward,
+    length: g.response.length,
+    truncated: g.truncated,
+    attempts: g.grade.attempts,
+    checks: g.grade.checks,
+    explore: g.grade.explore,
+  }));
   return summarizeResponses('train', recs, samples);
 }
 

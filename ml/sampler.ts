@@ -131,8 +131,18 @@ export class RecomputeDecoder implements Decoder {
   private logitsFor(rows: number[]): Float32Array[] {
     const out = new Map<number, Float32Array>();
     const v = this.policy.cfg.vocab;
-    for (const group of byLength(this.seqs.map((s) => s.length), rows).values()) {
-      const logits = splitRows(lastLogits(this.policy, group.map((r) => this.seqs[r])), group.length, v);
+    for (const group of byLength(
+      this.seqs.map((s) => s.length),
+      rows,
+    ).values()) {
+      const logits = splitRows(
+        lastLogits(
+          this.policy,
+          group.map((r) => this.seqs[r]),
+        ),
+        group.length,
+        v,
+      );
       group.forEach((r, i) => out.set(r, logits[i]));
     }
     return rows.map((r) => out.get(r)!);
@@ -157,11 +167,15 @@ export class KVCacheDecoder implements Decoder {
   private acc: Float64Array;
 
   /** `capacity[r]`: the longest row r will get (prompt + budget), at most the context. */
-  constructor(private readonly policy: Policy, private readonly capacity: number[]) {
+  constructor(
+    private readonly policy: Policy,
+    private readonly capacity: number[],
+  ) {
     const { heads, dModel, context } = policy.cfg;
     this.heads = heads;
     this.dh = dModel / heads;
-    for (const c of capacity) if (c > context) throw new ShapeMismatchError(`sampler: a row needs ${c} positions, the context is ${context}`);
+    for (const c of capacity)
+      if (c > context) throw new ShapeMismatchError(`sampler: a row needs ${c} positions, the context is ${context}`);
     this.scores = new Float64Array(Math.max(1, ...capacity));
     this.q = new Float64Array(this.dh);
     this.acc = new Float64Array(this.dh);
@@ -177,11 +191,17 @@ export class KVCacheDecoder implements Decoder {
       this.v[r] = new Float32Array(layers * heads * cap * dh);
       this.len[r] = 0;
     });
-    return this.extend(prompts.map((_, r) => r), prompts);
+    return this.extend(
+      prompts.map((_, r) => r),
+      prompts,
+    );
   }
 
   step(rows: number[], tokens: number[]): Float32Array[] {
-    return this.extend(rows, tokens.map((t) => [t]));
+    return this.extend(
+      rows,
+      tokens.map((t) => [t]),
+    );
   }
 
   /**
@@ -307,11 +327,15 @@ export class DeviceKVDecoder implements Decoder {
   private readonly heads: number;
   private readonly dh: number;
 
-  constructor(private readonly policy: Policy, capacity: number[]) {
+  constructor(
+    private readonly policy: Policy,
+    capacity: number[],
+  ) {
     const { heads, dModel, context } = policy.cfg;
     this.heads = heads;
     this.dh = dModel / heads;
-    for (const c of capacity) if (c > context) throw new ShapeMismatchError(`sampler: a row needs ${c} positions, the context is ${context}`);
+    for (const c of capacity)
+      if (c > context) throw new ShapeMismatchError(`sampler: a row needs ${c} positions, the context is ${context}`);
     this.cap = Math.max(1, ...capacity);
   }
 
@@ -327,7 +351,10 @@ export class DeviceKVDecoder implements Decoder {
     const longest = Math.max(0, ...prompts.map((p) => p.length));
     for (let j = 0; j < longest; j++) {
       const rows = prompts.flatMap((p, r) => (p.length > j ? [r] : []));
-      const logits = this.step(rows, rows.map((r) => prompts[r][j]));
+      const logits = this.step(
+        rows,
+        rows.map((r) => prompts[r][j]),
+      );
       rows.forEach((r, i) => {
         if (prompts[r].length === j + 1) out[r] = logits[i];
       });
@@ -353,7 +380,10 @@ export class DeviceKVDecoder implements Decoder {
       const rowIdx = tf.tensor1d(rows, 'int32');
       const where = tf.tensor2d(at, [n * heads, 3], 'int32');
       const bias = tf.tensor4d(mask, [n, 1, 1, cap]);
-      let x = tf.add(tf.gather(param(policy, 'wte'), tf.tensor1d(tokens, 'int32')), tf.gather(param(policy, 'wpe'), tf.tensor1d(pos, 'int32'))) as tf.Tensor2D;
+      let x = tf.add(
+        tf.gather(param(policy, 'wte'), tf.tensor1d(tokens, 'int32')),
+        tf.gather(param(policy, 'wpe'), tf.tensor1d(pos, 'int32')),
+      ) as tf.Tensor2D;
       for (let l = 0; l < layers; l++) {
         const qkv = blockQkv(policy, l, x);
         const [q, k, v] = tf.split(qkv, 3, 1).map((t) => tf.reshape(t, [n * heads, dh]));
@@ -367,7 +397,10 @@ export class DeviceKVDecoder implements Decoder {
         this.v[l] = vNew;
         const K = tf.reshape(tf.gather(kNew, rowIdx), [n * heads, cap, dh]);
         const V = tf.reshape(tf.gather(vNew, rowIdx), [n * heads, cap, dh]);
-        const scores = tf.add(tf.reshape(tf.matMul(tf.reshape(tf.mul(q, 1 / Math.sqrt(dh)), [n * heads, 1, dh]), K, false, true), [n, heads, 1, cap]), bias);
+        const scores = tf.add(
+          tf.reshape(tf.matMul(tf.reshape(tf.mul(q, 1 / Math.sqrt(dh)), [n * heads, 1, dh]), K, false, true), [n, heads, 1, cap]),
+          bias,
+        );
         const probs = tf.reshape(tf.softmax(scores), [n * heads, 1, cap]);
         const att = tf.reshape(tf.matMul(probs, V), [n, d]) as tf.Tensor2D;
         x = blockTail(policy, l, x, att);
@@ -438,26 +471,34 @@ function checkOptions(policy: Policy, prompts: number[][], o: SampleOptions): vo
   const { vocab, context } = policy.cfg;
   const isToken = (t: number) => Number.isInteger(t) && t >= 0 && t < vocab;
   if (o.seeds.length !== prompts.length) throw new ShapeMismatchError(`sampler: ${prompts.length} prompts but ${o.seeds.length} seeds`);
-  if (!Number.isInteger(o.budget) || o.budget < 1) throw new InvalidArgumentError(`sampler: budget must be an integer >= 1 (got ${o.budget})`);
-  if (!(o.temperature >= 0) || !Number.isFinite(o.temperature)) throw new InvalidArgumentError(`sampler: temperature must be >= 0 (got ${o.temperature})`);
+  if (!Number.isInteger(o.budget) || o.budget < 1)
+    throw new InvalidArgumentError(`sampler: budget must be an integer >= 1 (got ${o.budget})`);
+  if (!(o.temperature >= 0) || !Number.isFinite(o.temperature))
+    throw new InvalidArgumentError(`sampler: temperature must be >= 0 (got ${o.temperature})`);
   if (!(o.topP > 0 && o.topP <= 1)) throw new InvalidArgumentError(`sampler: topP must be in (0, 1] (got ${o.topP})`);
   if (!isToken(o.eos)) throw new InvalidArgumentError(`sampler: eos ${o.eos} is not a token id`);
   prompts.forEach((p, r) => {
     if (p.length === 0) throw new InvalidArgumentError(`sampler: prompt ${r} is empty`);
     if (!p.every(isToken)) throw new InvalidArgumentError(`sampler: prompt ${r} has a token outside [0, ${vocab})`);
-    if (p.length + o.budget > context) throw new ShapeMismatchError(`sampler: prompt ${r} (${p.length} tokens) + budget ${o.budget} exceeds the context ${context}`);
+    if (p.length + o.budget > context)
+      throw new ShapeMismatchError(`sampler: prompt ${r} (${p.length} tokens) + budget ${o.budget} exceeds the context ${context}`);
   });
 }
 
 function makeDecoder(policy: Policy, caps: number[], opts: SampleOptions): Decoder {
   const engine = opts.engine ?? 'tfjs';
   if (engine === 'ort') {
-    if (opts.kvCache === false || opts.cache === 'device') throw new InvalidArgumentError('sampler: engine ort has only its own host KV cache (kvCache and cache are tfjs options)');
+    if (opts.kvCache === false || opts.cache === 'device')
+      throw new InvalidArgumentError('sampler: engine ort has only its own host KV cache (kvCache and cache are tfjs options)');
     return new OrtDecoder(policy, caps);
   }
   if (engine !== 'tfjs') throw new InvalidArgumentError(`sampler: engine must be 'tfjs' or 'ort' (got ${String(engine)})`);
   const kind = opts.cache ?? (deviceResident() ? 'device' : 'host');
-  return opts.kvCache === false ? new RecomputeDecoder(policy) : kind === 'device' ? new DeviceKVDecoder(policy, caps) : new KVCacheDecoder(policy, caps);
+  return opts.kvCache === false
+    ? new RecomputeDecoder(policy)
+    : kind === 'device'
+      ? new DeviceKVDecoder(policy, caps)
+      : new KVCacheDecoder(policy, caps);
 }
 
 /** Sample one response per prompt row (see SampleOptions / SampleResult). Leaves no tensors behind. */
@@ -484,7 +525,9 @@ export async function sample(policy: Policy, prompts: number[][], opts: SampleOp
         const resp = responses[r];
         if (queue[r].length === 0 && forced) {
           const f = forced(r, resp.slice());
-          for (const t of f) if (!(Number.isInteger(t) && t >= 0 && t < policy.cfg.vocab)) throw new InvalidArgumentError(`sampler: forced token ${t} for row ${r} is not a token id`);
+          for (const t of f)
+            if (!(Number.isInteger(t) && t >= 0 && t < policy.cfg.vocab))
+              throw new InvalidArgumentError(`sampler: forced token ${t} for row ${r} is not a token id`);
           queue[r] = f.slice(0, budget - resp.length);
         }
         let token: number;
@@ -538,12 +581,21 @@ const SCORE_BUCKET = 32;
  * log-probs), so a row's padded shape is a function of the row alone and its values do not
  * depend on the rows scored with it (test/unit/ortSampler.test.ts).
  */
-export function scoreResponses(policy: Policy, prompts: number[][], responses: number[][], forcedMask: Uint8Array[], temperature: number): Float32Array[] {
+export function scoreResponses(
+  policy: Policy,
+  prompts: number[][],
+  responses: number[][],
+  forcedMask: Uint8Array[],
+  temperature: number,
+): Float32Array[] {
   if (!(temperature > 0)) throw new InvalidArgumentError(`scoreResponses: temperature must be > 0 (got ${temperature})`);
   const out: Float32Array[] = responses.map((r) => new Float32Array(r.length));
   const { context } = policy.cfg;
   const padded = prompts.map((p, r) => Math.min(context, Math.ceil((p.length + responses[r].length) / SCORE_BUCKET) * SCORE_BUCKET));
-  for (const [t, group] of byLength(padded, prompts.map((_, r) => r))) {
+  for (const [t, group] of byLength(
+    padded,
+    prompts.map((_, r) => r),
+  )) {
     const per = Math.max(1, Math.floor(SCORE_BYTES / activationBytes(policy.cfg, 1, t)));
     for (let k = 0; k < group.length; k += per) {
       const rows = group.slice(k, k + per);

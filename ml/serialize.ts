@@ -91,7 +91,8 @@ export function serializeTensors(
     const shape = bare ? [t.length] : t.shape.slice();
     const dtype = data instanceof Float32Array ? 'float32' : data instanceof Int32Array ? 'int32' : null;
     if (!dtype) throw new InvalidArgumentError(`serializeTensors: ${name} must be a Float32Array or Int32Array`);
-    if (sizeOf(shape) !== data.length) throw new ShapeMismatchError(`serializeTensors: ${name} has ${data.length} values but shape [${shape}]`);
+    if (sizeOf(shape) !== data.length)
+      throw new ShapeMismatchError(`serializeTensors: ${name} has ${data.length} values but shape [${shape}]`);
     entries.push({ name, dtype, shape, offset, byteLength: data.byteLength });
     datas.push(data);
     offset = align8(offset + data.byteLength);
@@ -121,7 +122,8 @@ function corrupt(why: string): Error {
 export function deserializeTensors(bytes: Uint8Array, expectedSha256?: string): { meta: unknown; tensors: Map<string, DecodedTensor> } {
   if (expectedSha256 !== undefined) {
     const got = sha256Hex(bytes);
-    if (got !== expectedSha256.toLowerCase()) throw corrupt(`sha256 mismatch: expected ${expectedSha256}, got ${got} (${bytes.length} bytes)`);
+    if (got !== expectedSha256.toLowerCase())
+      throw corrupt(`sha256 mismatch: expected ${expectedSha256}, got ${got} (${bytes.length} bytes)`);
   }
   if (bytes.length < 12 + DIGEST_BYTES) throw corrupt(`${bytes.length} bytes is too short for an e3 tensor blob`);
   const magic = new TextDecoder().decode(bytes.subarray(0, 8));
@@ -139,7 +141,8 @@ export function deserializeTensors(bytes: Uint8Array, expectedSha256?: string): 
   } catch (e) {
     throw corrupt(`header is not valid JSON (${(e as Error).message})`);
   }
-  if (header.format !== 'e3-tensors' || header.version !== FORMAT_VERSION) throw corrupt(`unsupported format ${header.format} v${header.version}`);
+  if (header.format !== 'e3-tensors' || header.version !== FORMAT_VERSION)
+    throw corrupt(`unsupported format ${header.format} v${header.version}`);
   const dataStart = align8(12 + headerLen);
   if (!Number.isInteger(header.dataBytes) || dataStart + header.dataBytes !== body.length) {
     throw corrupt(`header says ${header.dataBytes} data bytes, the blob holds ${body.length - dataStart}`);
@@ -150,9 +153,13 @@ export function deserializeTensors(bytes: Uint8Array, expectedSha256?: string): 
     const ok =
       typeof e.name === 'string' &&
       (e.dtype === 'float32' || e.dtype === 'int32') &&
-      Array.isArray(e.shape) && e.shape.every((s) => Number.isInteger(s) && s >= 0) &&
-      Number.isInteger(e.offset) && e.offset >= 0 && e.offset % 4 === 0 &&
-      e.byteLength === sizeOf(e.shape) * 4 && e.offset + e.byteLength <= header.dataBytes;
+      Array.isArray(e.shape) &&
+      e.shape.every((s) => Number.isInteger(s) && s >= 0) &&
+      Number.isInteger(e.offset) &&
+      e.offset >= 0 &&
+      e.offset % 4 === 0 &&
+      e.byteLength === sizeOf(e.shape) * 4 &&
+      e.offset + e.byteLength <= header.dataBytes;
     if (!ok) throw corrupt(`bad header entry ${JSON.stringify(e)}`);
     if (tensors.has(e.name)) throw corrupt(`duplicate tensor ${e.name}`);
     tensors.set(e.name, { shape: e.shape, dtype: e.dtype, data: readData(bytes, dataStart + e.offset, e) });
@@ -178,12 +185,15 @@ export function serializePolicy(policy: Policy): { bytes: Uint8Array; sha256: st
 export function loadPolicy(bytes: Uint8Array, expectedSha256?: string): Policy {
   const { meta, tensors } = deserializeTensors(bytes, expectedSha256);
   const m = meta as Partial<PolicyMeta> | null;
-  if (!m || m.kind !== 'e3-policy' || typeof m.config !== 'object') throw new ShapeMismatchError('loadPolicy: blob is not an e3 policy (meta.kind)');
+  if (!m || m.kind !== 'e3-policy' || typeof m.config !== 'object')
+    throw new ShapeMismatchError('loadPolicy: blob is not an e3 policy (meta.kind)');
   const cfg = checkConfig(m.config);
   const expected = paramShapes(cfg);
   const names = [...tensors.keys()];
   if (names.length !== expected.length || expected.some(([n], i) => names[i] !== n)) {
-    throw new ShapeMismatchError(`loadPolicy: parameters [${names.join(', ')}] do not match the config's [${expected.map(([n]) => n).join(', ')}]`);
+    throw new ShapeMismatchError(
+      `loadPolicy: parameters [${names.join(', ')}] do not match the config's [${expected.map(([n]) => n).join(', ')}]`,
+    );
   }
   const values = new Map<string, Float32Array>();
   for (const [name, shape] of expected) {

@@ -6,9 +6,31 @@
 import { InvalidArgumentError } from './errors';
 
 export const VOCAB = [
-  '<pad>', '<bos>', '<eos>',
-  '0', '1', '2', '3', '4', '5', '6', '7', '8', '9',
-  '+', '-', '*', '/', '=', ',', ' ', ':', ';', '>', 'ok', 'no',
+  '<pad>',
+  '<bos>',
+  '<eos>',
+  '0',
+  '1',
+  '2',
+  '3',
+  '4',
+  '5',
+  '6',
+  '7',
+  '8',
+  '9',
+  '+',
+  '-',
+  '*',
+  '/',
+  '=',
+  ',',
+  ' ',
+  ':',
+  ';',
+  '>',
+  'ok',
+  'no',
 ] as const;
 export type TokenText = (typeof VOCAB)[number];
 
@@ -27,7 +49,7 @@ const index = new Map<string, number>(VOCAB.map((t, i) => [t, i]));
 /** Encode text; throws naming the offending character (bad input gets one clear error). */
 export function encode(text: string): number[] {
   const out: number[] = [];
-  for (let i = 0; i < text.length; ) {
+  for (let i = 0; i < text.length;) {
     const two = text.slice(i, i + 2);
     if (index.has(two) && two.length === 2) {
       out.push(index.get(two)!);
@@ -35,7 +57,8 @@ export function encode(text: string): number[] {
       continue;
     }
     const id = index.get(text[i]);
-    if (id === undefined) throw new InvalidArgumentError(`tokenizer: character ${JSON.stringify(text[i])} at ${i} is not in the vocabulary`);
+    if (id === undefined)
+      throw new InvalidArgumentError(`tokenizer: character ${JSON.stringify(text[i])} at ${i} is not in the vocabulary`);
     out.push(id);
     i += 1;
   }

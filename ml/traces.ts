@@ -16,7 +16,18 @@
 import { Rng, deriveSeed } from './rng';
 import { encode } from './tokenizer';
 import type { Difficulty } from './task';
-import { type CountdownProblem, type Op, type Step, INTERMEDIATE_CAP, apply, countdownPrompt, formatAttempt, generateCountdown, normalizeAttempt, solve } from './countdown';
+import {
+  type CountdownProblem,
+  type Op,
+  type Step,
+  INTERMEDIATE_CAP,
+  apply,
+  countdownPrompt,
+  formatAttempt,
+  generateCountdown,
+  normalizeAttempt,
+  solve,
+} from './countdown';
 
 export interface TraceOptions {
   /** Mean number of wrong attempts before the answer (geometric). @default 1.5 */
@@ -55,7 +66,15 @@ export function perturbSolution(p: CountdownProblem, solution: readonly Step[], 
   const last = solution[solution.length - 1];
   const ops = rng.shuffle((['+', '-', '*', '/'] as Op[]).filter((o) => p.ops.includes(o)));
   for (const op of ops) {
-    for (const [a, b] of rng.next() < 0.5 ? [[last.a, last.b], [last.b, last.a]] : [[last.b, last.a], [last.a, last.b]]) {
+    for (const [a, b] of rng.next() < 0.5
+      ? [
+          [last.a, last.b],
+          [last.b, last.a],
+        ]
+      : [
+          [last.b, last.a],
+          [last.a, last.b],
+        ]) {
       if (op === last.op && a === last.a && b === last.b) continue;
       const r = apply(a, op, b);
       if (!('value' in r) || r.value <= 0 || r.value > INTERMEDIATE_CAP || r.value === p.target) continue;
@@ -127,7 +146,7 @@ export function makeTrace(p: CountdownProblem, rng: Rng, opts: Partial<TraceOpti
   const seen = new Set<string>();
   // With perturbed solutions the answer is found first (they are built from it); without,
   // the draws keep their historical order (committed checkpoints were trained on them).
-  let found = o.perturbed > 0 ? solve(p.numbers, p.target, p.ops, { rng, maxNodes: 20_000 }).steps ?? p.solution : null;
+  let found = o.perturbed > 0 ? (solve(p.numbers, p.target, p.ops, { rng, maxNodes: 20_000 }).steps ?? p.solution) : null;
   for (let k = 0; k < nWrong * 3 && wrong.length < nWrong; k++) {
     let steps = found && rng.next() < o.perturbed ? perturbSolution(p, found, rng) : null;
     const fromAnswer = steps !== null;
@@ -209,7 +228,13 @@ export interface SftExample {
  * the `train` split only (evaluation and budget-selection problems are other identities,
  * whatever the seed). With several difficulties, each example picks one uniformly.
  */
-export function sftBatch(seed: number, step: number, batchSize: number, difficulty: Difficulty | readonly Difficulty[], opts: Partial<TraceOptions> = {}): SftExample[] {
+export function sftBatch(
+  seed: number,
+  step: number,
+  batchSize: number,
+  difficulty: Difficulty | readonly Difficulty[],
+  opts: Partial<TraceOptions> = {},
+): SftExample[] {
   const out: SftExample[] = [];
   for (let i = 0; i < batchSize; i++) {
     const { problem: p, rng } = sftProblem(seed, step, i, batchSize, difficulty);
@@ -222,7 +247,13 @@ export function sftBatch(seed: number, step: number, batchSize: number, difficul
 export const sftSeed = (runSeed: number, stream?: string): number => (stream ? deriveSeed(runSeed, 'sft-stream', stream) : runSeed);
 
 /** Problem i of warm-start batch `step` (and the trace's rng, already past the pick): what sftBatch draws. */
-export function sftProblem(seed: number, step: number, i: number, batchSize: number, difficulty: Difficulty | readonly Difficulty[]): { problem: CountdownProblem; rng: Rng } {
+export function sftProblem(
+  seed: number,
+  step: number,
+  i: number,
+  batchSize: number,
+  difficulty: Difficulty | readonly Difficulty[],
+): { problem: CountdownProblem; rng: Rng } {
   const ds = Array.isArray(difficulty) ? (difficulty as readonly Difficulty[]) : [difficulty as Difficulty];
   const rng = new Rng(deriveSeed(seed, 'sft-trace', step, i));
   const problem = generateCountdown(deriveSeed(seed, 'sft'), step * batchSize + i, rng.pick(ds), 'train');

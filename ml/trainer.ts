@@ -99,7 +99,14 @@ export class Trainer {
    * the plan's micro-batch gradients summed in order, then one AdamW step. The compute pool
    * (compute/) runs the same three pieces with the micro-batches spread over threads.
    */
-  sftStep(seed: number, step: number, batchSize: number, difficulty: Difficulty[], traces: Partial<TraceOptions>, opts: SftOptions = {}): Record<string, number> {
+  sftStep(
+    seed: number,
+    step: number,
+    batchSize: number,
+    difficulty: Difficulty[],
+    traces: Partial<TraceOptions>,
+    opts: SftOptions = {},
+  ): Record<string, number> {
     const plan = sftPlan(this.policy.cfg, seed, step, batchSize, difficulty, traces, opts);
     let acc: Grads | undefined;
     let lossSum = 0;
@@ -116,7 +123,9 @@ export class Trainer {
   sftGrads(chunk: SftRow[], total: number): { grads: Grads; loss: number } {
     const { tokens, mask } = pack(chunk, false);
     const n = chunk.reduce((a, r) => a + sftWeight(r), 0);
-    const r = tf.variableGrads(() => tf.tidy(() => tf.mul(crossEntropyLoss(tokenLogProbs(this.policy, tokens).logp, mask), n / total) as tf.Scalar));
+    const r = tf.variableGrads(() =>
+      tf.tidy(() => tf.mul(crossEntropyLoss(tokenLogProbs(this.policy, tokens).logp, mask), n / total) as tf.Scalar),
+    );
     const loss = r.value.dataSync()[0];
     tf.dispose([r.value, tokens, mask]);
     return { grads: this.toArrays(r.grads), loss };
@@ -124,9 +133,17 @@ export class Trainer {
 
   /** Gradient of one RL micro-batch's share of its mini-batch loss (rows from rlPlan), with its loss statistics. */
   rlGrads(s: RlSettings, chunk: PlanRow[], tokensInMb: number): { grads: Grads; stats?: GrpoStats } {
-    const { tokens, mask, oldLogp, adv: advT, marks, noMarks } = pack(chunk, true, { marks: s.grpo.klMarkCoef !== undefined, noMarks: s.grpo.pgMarks === 'ok' });
+    const {
+      tokens,
+      mask,
+      oldLogp,
+      adv: advT,
+      marks,
+      noMarks,
+    } = pack(chunk, true, { marks: s.grpo.klMarkCoef !== undefined, noMarks: s.grpo.pgMarks === 'ok' });
     const n = chunk.reduce((a, r) => a + lossTokens(r, s.grpo.positiveOnly), 0);
-    const refLogp = this.ref && usesReference(s.grpo) ? tf.tidy(() => tokenLogProbs(this.ref!, tokens, { temperature: s.temperature }).logp) : undefined;
+    const refLogp =
+      this.ref && usesReference(s.grpo) ? tf.tidy(() => tokenLogProbs(this.ref!, tokens, { temperature: s.temperature }).logp) : undefined;
     let st: GrpoStats | undefined;
     const r = tf.variableGrads(() => {
       const { logp, entropy } = tokenLogProbs(this.policy, tokens, { temperature: s.temperature });
@@ -134,13 +151,24 @@ export class Trainer {
       st = out.stats;
       return tf.mul(out.loss, n / tokensInMb) as tf.Scalar;
     });
-    tf.dispose([r.value, tokens, mask, oldLogp!, advT!, ...(refLogp ? [refLogp] : []), ...(marks ? [marks] : []), ...(noMarks ? [noMarks] : [])]);
+    tf.dispose([
+      r.value,
+      tokens,
+      mask,
+      oldLogp!,
+      advT!,
+      ...(refLogp ? [refLogp] : []),
+      ...(marks ? [marks] : []),
+      ...(noMarks ? [noMarks] : []),
+    ]);
     return { grads: this.toArrays(r.grads), ...(st && n > 0 ? { stats: st } : {}) };
   }
 
   /** One AdamW step from summed gradients (keyed by parameter name). */
   applyGrads(grads: Grads, where: string): { gradNorm: number } {
-    const tensors = Object.fromEntries(Object.entries(grads).map(([name, g]) => [name, tf.tensor(g, this.policy.params.get(name)!.shape, 'float32')]));
+    const tensors = Object.fromEntries(
+      Object.entries(grads).map(([name, g]) => [name, tf.tensor(g, this.policy.params.get(name)!.shape, 'float32')]),
+    );
     try {
       return this.opt.step(tensors);
     } catch (e) {
@@ -162,7 +190,15 @@ export class Trainer {
 
   /** Sample shard `shard` of iteration t's rollouts (prompts are split across shards). */
   async sampleShard(s: RlSettings, t: number, shard: number, shards: number, budget: number): Promise<Rollout[]> {
-    return sampleRows(this.policy, { rows: shardRows(s, t, shard, shards), budget, temperature: s.temperature, topP: s.topP, tool: this.toolArithmetic, engine: this.engine, rescore: true });
+    return sampleRows(this.policy, {
+      rows: shardRows(s, t, shard, shards),
+      budget,
+      temperature: s.temperature,
+      topP: s.topP,
+      tool: this.toolArithmetic,
+      engine: this.engine,
+      rescore: true,
+    });
   }
 
   /** GRPO update on graded rollouts: mini-batches, each one AdamW step (docs/RECIPE.md). */
@@ -187,7 +223,14 @@ export class Trainer {
   /** J(pi; D, B) at several budgets (evalRows → sampleRows → countEval). */
   async evaluate(o: EvalSpec): Promise<EvalCounts> {
     const rows = evalRows(o);
-    const rollouts = await sampleRows(this.policy, { rows, budget: Math.max(...o.budgets), temperature: o.temperature, topP: 1, tool: this.toolArithmetic, engine: this.engine });
+    const rollouts = await sampleRows(this.policy, {
+      rows,
+      budget: Math.max(...o.budgets),
+      temperature: o.temperature,
+      topP: 1,
+      tool: this.toolArithmetic,
+      engine: this.engine,
+    });
     return countEval(rows, rollouts, o.budgets, this.toolArithmetic);
   }
 }

@@ -163,4 +163,3 @@ export async function pruneCheckpoints(store: ObjectStore, run: string, node: st
   await store.remove(drop.flatMap((s) => byStep.get(s)!));
   return drop;
 }
-

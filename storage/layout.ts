@@ -7,7 +7,9 @@ const ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/;
 /** Run ids, node ids and lineage names become key segments: no separators, no dot-dot. */
 export function checkId(field: string, value: string): string {
   if (typeof value !== 'string' || !ID.test(value) || value.includes('..')) {
-    throw new Error(`${field}: ${JSON.stringify(value)} is not a valid id (letters, digits, '.', '_', '-'; at most 100; no path separators or '..')`);
+    throw new Error(
+      `${field}: ${JSON.stringify(value)} is not a valid id (letters, digits, '.', '_', '-'; at most 100; no path separators or '..')`,
+    );
   }
   return value;
 }
@@ -25,7 +27,8 @@ export const keys = {
   /** An RL node's policy as its trainer published it for rollout workers: content-addressed by the sha256 of its bytes. */
   policy: (run: string, sha256: string) => `runs/${run}/policies/${sha256}.e3w`,
   /** Graded rows of part `part` of `parts` of iteration `step`, sampled with the policy whose sha256 starts with `policy`. */
-  rolloutPart: (run: string, node: string, step: number, part: number, parts: number, policy: string) => `runs/${run}/${node}/rollouts/${pad6(step)}/part-${part}-of-${parts}-${policy.slice(0, 16)}.json`,
+  rolloutPart: (run: string, node: string, step: number, part: number, parts: number, policy: string) =>
+    `runs/${run}/${node}/rollouts/${pad6(step)}/part-${part}-of-${parts}-${policy.slice(0, 16)}.json`,
   graded: (run: string, node: string, step: number) => `runs/${run}/${node}/rollouts/${pad6(step)}/graded.json`,
   /** Counts of an evaluation's problems [from, from + chunk), written as it goes (a retry resumes from its heartbeat cursor). */
   evalChunk: (run: string, node: string, from: number) => `runs/${run}/${node}/eval/${pad6(from)}.json`,

@@ -51,7 +51,9 @@ export function storeConfigFromEnv(env: NodeJS.ProcessEnv = process.env): StoreC
     secretKey ||= f.E3_S3_SECRET_KEY;
   }
   if (!accessKey || !secretKey) {
-    throw new Error(`S3 credentials missing: set E3_S3_ACCESS_KEY and E3_S3_SECRET_KEY, or E3_S3_CREDENTIALS_FILE (looked for ${credFile})`);
+    throw new Error(
+      `S3 credentials missing: set E3_S3_ACCESS_KEY and E3_S3_SECRET_KEY, or E3_S3_CREDENTIALS_FILE (looked for ${credFile})`,
+    );
   }
   const port = env.E3_S3_PORT ?? '7070';
   return {
@@ -142,7 +144,9 @@ export class ObjectStore {
     await this.ensureBucket();
     const buf = typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     const sha256 = sha256Hex(buf);
-    await this.call('put', () => this.client.putObject(this.bucket, key, buf, buf.length, { 'Content-Type': contentType, 'X-Amz-Meta-Sha256': sha256 }));
+    await this.call('put', () =>
+      this.client.putObject(this.bucket, key, buf, buf.length, { 'Content-Type': contentType, 'X-Amz-Meta-Sha256': sha256 }),
+    );
     return { sha256, size: buf.length };
   }
 
@@ -221,6 +225,7 @@ export class ObjectStore {
   async remove(keys: string[]): Promise<void> {
     if (keys.length === 0) return;
     await this.ensureBucket();
-    for (let i = 0; i < keys.length; i += 500) await this.call('remove', () => this.client.removeObjects(this.bucket, keys.slice(i, i + 500)));
+    for (let i = 0; i < keys.length; i += 500)
+      await this.call('remove', () => this.client.removeObjects(this.bucket, keys.slice(i, i + 500)));
   }
 }

@@ -80,7 +80,11 @@ export class WorkerPool {
     const file = path.join(this.logDir, `worker-${slot}-${this.started++}.log`);
     this.logFiles.push(file);
     const fd = openSync(file, 'a');
-    const p = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'workers', 'worker.ts')], { cwd: ROOT, env: process.env, stdio: ['ignore', fd, fd] });
+    const p = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'workers', 'worker.ts')], {
+      cwd: ROOT,
+      env: process.env,
+      stdio: ['ignore', fd, fd],
+    });
     closeSync(fd);
     this.procs.set(slot, p);
     p.once('exit', (code) => {
@@ -177,7 +181,8 @@ export async function awaitPipeline(c: Client, runId: string, timeoutMs = 900_00
       await h.result();
       throw new Error(`pipeline ${runId} closed as ${status}`);
     }
-    if (Date.now() > end) throw new Error(`pipeline ${runId} did not finish within ${timeoutMs} ms (last status ${status ?? 'unreachable'})`);
+    if (Date.now() > end)
+      throw new Error(`pipeline ${runId} did not finish within ${timeoutMs} ms (last status ${status ?? 'unreachable'})`);
     await sleep(500);
   }
 }
@@ -207,10 +212,14 @@ export async function finalCheckpoints(store: ObjectStore, runId: string, nodes:
 
 interface HistEvent {
   activityTaskTimedOutEventAttributes?: unknown;
-  activityTaskScheduledEventAttributes?: { activityType?: { name?: string | null } | null; input?: { payloads?: Array<{ data?: Uint8Array | null }> | null } | null } | null;
+  activityTaskScheduledEventAttributes?: {
+    activityType?: { name?: string | null } | null;
+    input?: { payloads?: Array<{ data?: Uint8Array | null }> | null } | null;
+  } | null;
 }
 
-const payloadJson = (p: { data?: Uint8Array | null } | undefined): unknown => (p?.data ? JSON.parse(Buffer.from(p.data).toString('utf8')) : undefined);
+const payloadJson = (p: { data?: Uint8Array | null } | undefined): unknown =>
+  p?.data ? JSON.parse(Buffer.from(p.data).toString('utf8')) : undefined;
 
 export interface Work {
   /** Units scheduled (SFT steps summed over chunk inputs; RL iterations started = rlIteration, publishPolicy with rolloutParts, or in recorded runs rlRollouts / rlSample of shard 0). */
@@ -251,7 +260,13 @@ export function failedAttempts(logs: string, runId: string): Array<{ workflowId:
  * that was started again counts as one recomputed unit, whether it died early or late.
  * Failed attempts come from the workers' logs (a history keeps only an activity's last attempt).
  */
-export async function runWork(c: Client, runId: string, config: string, overrides: Record<string, unknown>, logs: string): Promise<RunWork> {
+export async function runWork(
+  c: Client,
+  runId: string,
+  config: string,
+  overrides: Record<string, unknown>,
+  logs: string,
+): Promise<RunWork> {
   const cfg = loadConfig(config, overrides);
   const failures = failedAttempts(logs, runId);
   const out: RunWork = { nodes: {}, failed: {}, timeouts: 0 };
@@ -274,7 +289,8 @@ export async function runWork(c: Client, runId: string, config: string, override
         const args = (sch.input?.payloads ?? []).map(payloadJson);
         if (name === 'openTrainer') w.reopens++;
         if (name === 'sftChunk') w.scheduled += (args[2] as number) - (args[1] as number);
-        if (name === 'rlIteration' || name === 'publishPolicy' || name === 'rlRollouts' || (name === 'rlSample' && args[2] === 0)) w.scheduled++;
+        if (name === 'rlIteration' || name === 'publishPolicy' || name === 'rlRollouts' || (name === 'rlSample' && args[2] === 0))
+          w.scheduled++;
       }
       if (e.activityTaskTimedOutEventAttributes) w.timeouts++;
     }
@@ -364,7 +380,10 @@ interface PlannedFault {
 }
 
 /** The fault schedule: a pure function of the chaos seed and the baseline's wall time. */
-export function planFaults(o: Pick<ChaosOptions, 'chaosSeed' | 'faults' | 's3DownMs' | 'temporalDownMs' | 'workers' | 'window'>, baselineMs: number): PlannedFault[] {
+export function planFaults(
+  o: Pick<ChaosOptions, 'chaosSeed' | 'faults' | 's3DownMs' | 'temporalDownMs' | 'workers' | 'window'>,
+  baselineMs: number,
+): PlannedFault[] {
   const rng = new Rng(deriveSeed(o.chaosSeed, 'chaos-schedule'));
   const [lo, hi] = o.window ?? [0.1, 0.7];
   const kinds: FaultKind[] = [
@@ -405,7 +424,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     log(`baseline done in ${(baselineMs / 1000).toFixed(1)} s`);
 
     const plan = planFaults(o, baselineMs);
-    log(`chaos run ${runIds.chaos}: ${plan.length} faults planned at ${plan.map((f) => `${f.kind}@${(f.at / 1000).toFixed(1)}s`).join(', ')}`);
+    log(
+      `chaos run ${runIds.chaos}: ${plan.length} faults planned at ${plan.map((f) => `${f.kind}@${(f.at / 1000).toFixed(1)}s`).join(', ')}`,
+    );
     const injected: Injected[] = [];
     const holderKills: number[] = [];
     t0 = Date.now();
@@ -469,7 +490,12 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     log(`chaos run done in ${(chaosMs / 1000).toFixed(1)} s (${Object.keys(result.results).length} nodes)`);
     const finals = await finalCheckpoints(store, runIds.chaos, nodes);
     const work = await runWork(c.client, runIds.chaos, o.config, { seed: o.seed }, pool.logs());
-    const perNode = Object.fromEntries(nodes.map((n) => [n, finals[n].weights === baseFinals[n].weights && finals[n].optim === baseFinals[n].optim && finals[n].step === baseFinals[n].step]));
+    const perNode = Object.fromEntries(
+      nodes.map((n) => [
+        n,
+        finals[n].weights === baseFinals[n].weights && finals[n].optim === baseFinals[n].optim && finals[n].step === baseFinals[n].step,
+      ]),
+    );
     return {
       runIds,
       baseline: { wallMs: baselineMs, finals: baseFinals, work: baseWork },
@@ -532,11 +558,18 @@ async function recoveries(c: Client, runId: string, nodes: string[], kills: numb
 export function formatReport(r: ChaosReport): string {
   const lines: string[] = [];
   const count = (k: FaultKind) => r.injected.filter((f) => f.kind === k).length;
-  lines.push(`faults injected: kill-worker ${count('kill-worker')}, s3-restart ${count('s3-restart')}, temporal-restart ${count('temporal-restart')} (${r.injected.length} of ${r.planned} planned)`);
-  if (r.injected.length < r.planned) lines.push(`  (${r.planned - r.injected.length} planned faults fell after the run had finished; a smaller --window moves them earlier)`);
+  lines.push(
+    `faults injected: kill-worker ${count('kill-worker')}, s3-restart ${count('s3-restart')}, temporal-restart ${count('temporal-restart')} (${r.injected.length} of ${r.planned} planned)`,
+  );
+  if (r.injected.length < r.planned)
+    lines.push(
+      `  (${r.planned - r.injected.length} planned faults fell after the run had finished; a smaller --window moves them earlier)`,
+    );
   for (const f of r.injected) lines.push(`  t=${(f.atMs / 1000).toFixed(1).padStart(6)} s  ${f.kind.padEnd(16)} ${f.detail}`);
   lines.push('');
-  lines.push('node        step  work (sched/needed)  recomputed  reopens  timeouts  failed  weights sha256 (baseline | chaos)       identical');
+  lines.push(
+    'node        step  work (sched/needed)  recomputed  reopens  timeouts  failed  weights sha256 (baseline | chaos)       identical',
+  );
   for (const n of Object.keys(r.perNode)) {
     const w = r.chaos.work.nodes[n];
     const b = r.baseline.finals[n];
@@ -551,11 +584,20 @@ export function formatReport(r: ChaosReport): string {
   const overhead = r.chaos.wallMs - r.baseline.wallMs;
   lines.push('');
   lines.push(`iterations recomputed (SFT steps + RL iterations started beyond those needed): ${recomputed}`);
-  lines.push(`activity attempts failed and retried, whole run: ${total(r.chaos.work.failed)}${failed.length ? ` (${failed.map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}; timed out (worker gone): ${r.chaos.work.timeouts}; baseline: ${total(r.baseline.work.failed)} / ${r.baseline.work.timeouts}`);
+  lines.push(
+    `activity attempts failed and retried, whole run: ${total(r.chaos.work.failed)}${failed.length ? ` (${failed.map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}; timed out (worker gone): ${r.chaos.work.timeouts}; baseline: ${total(r.baseline.work.failed)} / ${r.baseline.work.timeouts}`,
+  );
   lines.push(`workers that exited on their own and were restarted by the harness: ${r.workerExits}`);
-  if (r.recoveryMs.length) lines.push(`recovery (SIGKILL of the session holder → the node computing again on a re-opened session): ${r.recoveryMs.map((m) => (Number.isFinite(m) ? `${(m / 1000).toFixed(1)} s` : 'n/a (the node had finished)')).join(', ')}`);
-  lines.push(`wall clock: baseline ${(r.baseline.wallMs / 1000).toFixed(1)} s, chaos ${(r.chaos.wallMs / 1000).toFixed(1)} s, overhead ${(overhead / 1000).toFixed(1)} s (${((overhead / r.baseline.wallMs) * 100).toFixed(0)}%)`);
-  lines.push(`result: ${r.identical ? 'IDENTICAL' : 'DIFFERENT'} final checkpoints (weights.bin and optim.bin sha256 of ${Object.keys(r.perNode).join(', ')})`);
+  if (r.recoveryMs.length)
+    lines.push(
+      `recovery (SIGKILL of the session holder → the node computing again on a re-opened session): ${r.recoveryMs.map((m) => (Number.isFinite(m) ? `${(m / 1000).toFixed(1)} s` : 'n/a (the node had finished)')).join(', ')}`,
+    );
+  lines.push(
+    `wall clock: baseline ${(r.baseline.wallMs / 1000).toFixed(1)} s, chaos ${(r.chaos.wallMs / 1000).toFixed(1)} s, overhead ${(overhead / 1000).toFixed(1)} s (${((overhead / r.baseline.wallMs) * 100).toFixed(0)}%)`,
+  );
+  lines.push(
+    `result: ${r.identical ? 'IDENTICAL' : 'DIFFERENT'} final checkpoints (weights.bin and optim.bin sha256 of ${Object.keys(r.perNode).join(', ')})`,
+  );
   lines.push(`worker logs: ${r.logDir}`);
   return lines.join('\n');
 }
@@ -591,7 +633,8 @@ function parseArgs(argv: string[]): ChaosOptions {
     victim: get('--victim', 'random') === 'trainer' ? 'trainer' : 'random',
     window: ((w: string): [number, number] => {
       const m = /^(\d*\.?\d+)-(\d*\.?\d+)$/.exec(w);
-      if (!m || Number(m[2]) < Number(m[1])) throw new Error('--window must be FROM-TO (fractions of the baseline wall time, e.g. 0.1-0.7)');
+      if (!m || Number(m[2]) < Number(m[1]))
+        throw new Error('--window must be FROM-TO (fractions of the baseline wall time, e.g. 0.1-0.7)');
       return [Number(m[1]), Number(m[2])];
     })(get('--window', '0.1-0.7')),
   };
@@ -603,7 +646,11 @@ function parseArgs(argv: string[]): ChaosOptions {
  * bucket `e3-<name>`; started, `body` run, stopped (also when it throws), then exit with
  * its code (1 on an error).
  */
-export function runWithOwnServers(name: 'chaos' | 'soak' | 'load' | 'fanout', ports: { temporal: number; ui: number; s3: number }, body: () => Promise<number>): void {
+export function runWithOwnServers(
+  name: 'chaos' | 'soak' | 'load' | 'fanout',
+  ports: { temporal: number; ui: number; s3: number },
+  body: () => Promise<number>,
+): void {
   const env = process.env;
   const own = (k: string) => env[`E3_${name.toUpperCase()}_${k}`];
   env.E3_DATA_DIR = own('DATA_DIR') ?? path.join(ROOT, '.e3', name);

@@ -21,7 +21,12 @@ import { ROOT, awaitPipeline, finalCheckpoints, runWithOwnServers, startPipeline
 
 const CONFIG = 'soak';
 
-interface Sample { at: number; rss: number; heap: number[]; tensors: number[] }
+interface Sample {
+  at: number;
+  rss: number;
+  heap: number[];
+  tensors: number[];
+}
 
 function parseMemory(log: string): Sample[] {
   const out: Sample[] = [];
@@ -53,12 +58,19 @@ async function main(): Promise<number> {
   const logFile = path.join(env.E3_DATA_DIR!, 'worker.log'); // set by runWithOwnServers
   const fd = openSync(logFile, 'a');
   // One long-lived worker for both runs; it stamps its memory lines with the epoch ms.
-  const worker = spawn('bash', ['-c', `exec node --import tsx ${JSON.stringify(path.join(ROOT, 'workers', 'worker.ts'))} | while IFS= read -r l; do echo "$(date +%s%3N) $l"; done`], {
-    cwd: ROOT,
-    env: { ...env, E3_MEMORY_LOG_MS: '2000' },
-    stdio: ['ignore', fd, fd],
-    detached: true, // its own process group: the stop below reaches node, not only the shell
-  });
+  const worker = spawn(
+    'bash',
+    [
+      '-c',
+      `exec node --import tsx ${JSON.stringify(path.join(ROOT, 'workers', 'worker.ts'))} | while IFS= read -r l; do echo "$(date +%s%3N) $l"; done`,
+    ],
+    {
+      cwd: ROOT,
+      env: { ...env, E3_MEMORY_LOG_MS: '2000' },
+      stdio: ['ignore', fd, fd],
+      detached: true, // its own process group: the stop below reaches node, not only the shell
+    },
+  );
   let rc = 1;
   const c = await temporalClient();
   try {
@@ -85,15 +97,20 @@ async function main(): Promise<number> {
         if (ex.status.name === 'CONTINUED_AS_NEW') cans++;
         const names = new Map<string, string>();
         for (const e of h.events ?? []) {
-          if (e.activityTaskScheduledEventAttributes) names.set(String(e.eventId), e.activityTaskScheduledEventAttributes.activityType?.name ?? '');
+          if (e.activityTaskScheduledEventAttributes)
+            names.set(String(e.eventId), e.activityTaskScheduledEventAttributes.activityType?.name ?? '');
           const done = e.activityTaskCompletedEventAttributes;
-          if (done && ['rlIteration', 'rlUpdate'].includes(names.get(String(done.scheduledEventId)) ?? '')) ends.push(Number(e.eventTime?.seconds ?? 0) * 1000 + (e.eventTime?.nanos ?? 0) / 1e6);
+          if (done && ['rlIteration', 'rlUpdate'].includes(names.get(String(done.scheduledEventId)) ?? ''))
+            ends.push(Number(e.eventTime?.seconds ?? 0) * 1000 + (e.eventTime?.nanos ?? 0) / 1e6);
         }
       }
     }
     ends.sort((a, b) => a - b);
     const mem = parseMemory(readFileSync(logFile, 'utf8')).filter((m) => m.at >= t0 && m.at <= t1);
-    const rows: string[] = ['| iterations | mean iteration ms | worker RSS MiB | wasm heap MiB (per thread) | live tensors (per thread) |', '|---|---|---|---|---|'];
+    const rows: string[] = [
+      '| iterations | mean iteration ms | worker RSS MiB | wasm heap MiB (per thread) | live tensors (per thread) |',
+      '|---|---|---|---|---|',
+    ];
     const xs: number[] = [];
     const rss: number[] = [];
     const heap: number[] = [];
@@ -105,7 +122,9 @@ async function main(): Promise<number> {
       const at = ends[k - 1];
       const m = mem.filter((x) => x.at <= at).pop() ?? mem[0];
       if (!m) continue;
-      rows.push(`| ${k} | ${ms.toFixed(0)} | ${(m.rss / 2 ** 20).toFixed(0)} | ${m.heap.map((h) => (h / 2 ** 20).toFixed(0)).join(' / ')} | ${m.tensors.join(' / ')} |`);
+      rows.push(
+        `| ${k} | ${ms.toFixed(0)} | ${(m.rss / 2 ** 20).toFixed(0)} | ${m.heap.map((h) => (h / 2 ** 20).toFixed(0)).join(' / ')} | ${m.tensors.join(' / ')} |`,
+      );
       if (k > 100) {
         xs.push(k);
         rss.push(m.rss / 2 ** 20);
@@ -114,11 +133,20 @@ async function main(): Promise<number> {
       }
     }
     const finals = { can: await finalCheckpoints(store, runs.can, stages), plain: await finalCheckpoints(store, runs.plain, stages) };
-    const same = stages.every((s) => finals.can[s].weights === finals.plain[s].weights && finals.can[s].optim === finals.plain[s].optim && finals.can[s].step === finals.plain[s].step);
-    console.log(`soak: config ${CONFIG}, ${ends.length} RL iterations in ${stages.length} stages + ${stages.length} evaluations on one worker; run 1 continued-as-new ${cans} times (maxHistoryEvents ${history}), run 2 never`);
+    const same = stages.every(
+      (s) =>
+        finals.can[s].weights === finals.plain[s].weights &&
+        finals.can[s].optim === finals.plain[s].optim &&
+        finals.can[s].step === finals.plain[s].step,
+    );
+    console.log(
+      `soak: config ${CONFIG}, ${ends.length} RL iterations in ${stages.length} stages + ${stages.length} evaluations on one worker; run 1 continued-as-new ${cans} times (maxHistoryEvents ${history}), run 2 never`,
+    );
     console.log(rows.join('\n'));
     const per100 = (v: number) => (v * 100).toFixed(2);
-    console.log(`slopes after warm-up (iterations 150..${xs[xs.length - 1] ?? '?'}), per 100 iterations: RSS ${per100(slope(xs, rss))} MiB, wasm heap ${per100(slope(xs, heap))} MiB, iteration time ${per100(slope(xs, iterMs))} ms`);
+    console.log(
+      `slopes after warm-up (iterations 150..${xs[xs.length - 1] ?? '?'}), per 100 iterations: RSS ${per100(slope(xs, rss))} MiB, wasm heap ${per100(slope(xs, heap))} MiB, iteration time ${per100(slope(xs, iterMs))} ms`,
+    );
     console.log(`wall: run 1 ${((t1 - t0) / 1000).toFixed(0)} s, run 2 ${((t2 - t1) / 1000).toFixed(0)} s`);
     console.log(`final checkpoints of ${stages.join(', ')}: ${same ? 'IDENTICAL' : 'DIFFERENT'} with and without continue-as-new`);
     rc = same && cans >= stages.length ? 0 : 1;

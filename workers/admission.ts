@@ -97,7 +97,12 @@ export class TrainerAdmission implements SessionAdmission {
   /** A worker tuner for the trainer-queue Worker: its activity slots are session slots. */
   tuner(): TunerHolder {
     const one = { type: 'fixed-size' as const, numSlots: 1 };
-    return { activityTaskSlotSupplier: this.supplier(), workflowTaskSlotSupplier: one, localActivityTaskSlotSupplier: one, nexusTaskSlotSupplier: one };
+    return {
+      activityTaskSlotSupplier: this.supplier(),
+      workflowTaskSlotSupplier: one,
+      localActivityTaskSlotSupplier: one,
+      nexusTaskSlotSupplier: one,
+    };
   }
 
   /**
@@ -118,7 +123,10 @@ export class TrainerAdmission implements SessionAdmission {
           } catch (err) {
             const lost = err instanceof ApplicationFailure && err.type === ErrorTypes.sessionLost;
             const d = ctx.cancellationDetails;
-            const givenUp = (err instanceof CancelledFailure || ctx.cancellationSignal.aborted) && d !== undefined && (d.timedOut || d.notFound || d.cancelRequested);
+            const givenUp =
+              (err instanceof CancelledFailure || ctx.cancellationSignal.aborted) &&
+              d !== undefined &&
+              (d.timedOut || d.notFound || d.cancelRequested);
             if (held && (lost || givenUp)) this.slots?.abandon(key, held);
             throw err;
           }

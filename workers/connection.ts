@@ -28,7 +28,9 @@ export function temporalTarget(env: NodeJS.ProcessEnv = process.env): TemporalTa
 
 export class ServersDownError extends Error {
   constructor(what: string, cause: unknown) {
-    super(`${what} is not reachable (${(cause as Error)?.message ?? cause}). Start the embedded servers with \`npx e3 up\` (or \`bash infra/up\`), or point TEMPORAL_ADDRESS / E3_S3_ENDPOINT at running ones.`);
+    super(
+      `${what} is not reachable (${(cause as Error)?.message ?? cause}). Start the embedded servers with \`npx e3 up\` (or \`bash infra/up\`), or point TEMPORAL_ADDRESS / E3_S3_ENDPOINT at running ones.`,
+    );
     this.name = 'ServersDownError';
   }
 }

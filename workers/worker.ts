@@ -38,7 +38,10 @@ export interface WorkerOptions {
 let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
 /** The workflow bundle, built once per process. */
 export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
-  bundle ??= bundleWorkflowCode({ workflowsPath: require.resolve('../workflows'), logger: { ...console, trace: () => {}, debug: () => {}, info: () => {}, log: () => {} } as never });
+  bundle ??= bundleWorkflowCode({
+    workflowsPath: require.resolve('../workflows'),
+    logger: { ...console, trace: () => {}, debug: () => {}, info: () => {}, log: () => {} } as never,
+  });
   return bundle;
 }
 
@@ -96,40 +99,69 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
     metricsServer = serveMetrics(metrics, metricsAt);
     metricsServer.catch(() => (metricsServer = undefined));
     await metricsServer;
-    log(`metrics on http://${metricsAt.host}:${metricsAt.port}/metrics (e3's and the Temporal SDK's; the SDK's own exporter: http://127.0.0.1:${metricsAt.sdkPort}/metrics)`);
+    log(
+      `metrics on http://${metricsAt.host}:${metricsAt.port}/metrics (e3's and the Temporal SDK's; the SDK's own exporter: http://127.0.0.1:${metricsAt.sdkPort}/metrics)`,
+    );
   }
   // Workers of the general queue report each schedule's last outcome (e3_schedule_last_run_failed).
   let stopSchedules = () => {};
   let scheduleConnection: Connection | undefined;
   if (metricsAt && general) {
     const pollMs = Number(process.env.E3_SCHEDULE_POLL_MS || 60_000);
-    if (!Number.isInteger(pollMs) || pollMs < 1000) throw new Error(`E3_SCHEDULE_POLL_MS must be an integer of at least 1000 (ms), got "${process.env.E3_SCHEDULE_POLL_MS}"`);
+    if (!Number.isInteger(pollMs) || pollMs < 1000)
+      throw new Error(`E3_SCHEDULE_POLL_MS must be an integer of at least 1000 (ms), got "${process.env.E3_SCHEDULE_POLL_MS}"`);
     scheduleConnection = await Connection.connect({ address: target.address, tls: target.tls, apiKey: target.apiKey });
     stopSchedules = watchSchedules(metrics, new Client({ connection: scheduleConnection, namespace: target.namespace }), pollMs);
   }
-  const activities = createActivities({ store, queue, backend: pool.backend, backendReason: pool.backendReason, pool, reportDir: path.join(dataDir(), 'reports'), log, maxSessions, metrics, admission });
+  const activities = createActivities({
+    store,
+    queue,
+    backend: pool.backend,
+    backendReason: pool.backendReason,
+    pool,
+    reportDir: path.join(dataDir(), 'reports'),
+    log,
+    maxSessions,
+    metrics,
+    admission,
+  });
   // Heartbeats go out every second (the SDK would otherwise throttle them to 0.8 x the
   // heartbeat timeout, leaving a 5-6 s timeout with ~1 s of slack: a loaded machine then
   // loses sessions that are alive, as measured under CI + experiments).
-  const common = { connection, namespace: target.namespace, activities, maxHeartbeatThrottleInterval: '1 second' as const, defaultHeartbeatThrottleInterval: '1 second' as const };
+  const common = {
+    connection,
+    namespace: target.namespace,
+    activities,
+    maxHeartbeatThrottleInterval: '1 second' as const,
+    defaultHeartbeatThrottleInterval: '1 second' as const,
+  };
   const workers: Worker[] = [];
   if (general) {
-    workers.push(await Worker.create({
-      ...common,
-      taskQueue: TASK_QUEUE,
-      workflowBundle: await workflowBundle(),
-      maxConcurrentActivityTaskExecutions: opts.concurrency,
-      // A workflow cached on a worker that died waits this long on its sticky queue before
-      // any worker may take it (default 10 s): most of a lost session's recovery time.
-      stickyQueueScheduleToStartTimeout: '2 seconds',
-    }));
+    workers.push(
+      await Worker.create({
+        ...common,
+        taskQueue: TASK_QUEUE,
+        workflowBundle: await workflowBundle(),
+        maxConcurrentActivityTaskExecutions: opts.concurrency,
+        // A workflow cached on a worker that died waits this long on its sticky queue before
+        // any worker may take it (default 10 s): most of a lost session's recovery time.
+        stickyQueueScheduleToStartTimeout: '2 seconds',
+      }),
+    );
   }
   if (trainer) {
     // Polled only while a session slot is free (workers/admission.ts): opens that find every
     // trainer full wait in the task queue, in arrival order, instead of being refused and retried.
     workers.push(await Worker.create({ ...common, taskQueue: TRAINER_QUEUE, tuner: admission.tuner() }));
     // Each session's activities are sequential; sessions must not queue behind each other.
-    workers.push(await Worker.create({ ...common, taskQueue: queue, maxConcurrentActivityTaskExecutions: Math.max(1, maxSessions), interceptors: { activity: [admission.interceptor()] } }));
+    workers.push(
+      await Worker.create({
+        ...common,
+        taskQueue: queue,
+        maxConcurrentActivityTaskExecutions: Math.max(1, maxSessions),
+        interceptors: { activity: [admission.interceptor()] },
+      }),
+    );
   }
   if (rollout) {
     // Parts of fanned-out RL iterations (activities/rollout.ts): each spreads its rows over the
@@ -137,18 +169,24 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
     workers.push(await Worker.create({ ...common, taskQueue: ROLLOUT_QUEUE, maxConcurrentActivityTaskExecutions: opts.concurrency }));
   }
   const polled = [...(general ? [TASK_QUEUE] : []), ...(trainer ? [TRAINER_QUEUE, queue] : []), ...(rollout ? [ROLLOUT_QUEUE] : [])];
-  log(`polling ${polled.join(' ')} on ${target.address} (backend ${pool.backend}: ${pool.backendReason}; ${pool.size} compute thread${pool.size === 1 ? '' : 's'})`);
+  log(
+    `polling ${polled.join(' ')} on ${target.address} (backend ${pool.backend}: ${pool.backendReason}; ${pool.size} compute thread${pool.size === 1 ? '' : 's'})`,
+  );
   // E3_MEMORY_LOG_MS: log this process's RSS and each compute thread's wasm heap and live
   // tensors that often (npm run soak reads it).
   const every = Number(process.env.E3_MEMORY_LOG_MS ?? 0);
-  const memTimer = every > 0
-    ? setInterval(() => {
-        pool.memory().then(
-          (m) => log(`memory rss=${process.memoryUsage().rss} heap=${m.map((x) => x.heap).join(',')} tensors=${m.map((x) => x.tensors).join(',')} sessions=${m.map((x) => x.sessions).join(',')}`),
-          () => undefined,
-        );
-      }, every)
-    : undefined;
+  const memTimer =
+    every > 0
+      ? setInterval(() => {
+          pool.memory().then(
+            (m) =>
+              log(
+                `memory rss=${process.memoryUsage().rss} heap=${m.map((x) => x.heap).join(',')} tensors=${m.map((x) => x.tensors).join(',')} sessions=${m.map((x) => x.sessions).join(',')}`,
+              ),
+            () => undefined,
+          );
+        }, every)
+      : undefined;
   const run = Promise.all(workers.map((w) => w.run())).then(async () => {
     if (memTimer) clearInterval(memTimer);
     stopSchedules();
@@ -166,7 +204,8 @@ async function main() {
     return i >= 0 && args[i + 1] ? args[i + 1] : dflt;
   };
   const queues = get('--queues', 'all');
-  if (!['all', 'general', 'trainer', 'rollout'].includes(queues)) throw new Error(`--queues must be all, general, trainer or rollout (got ${queues})`);
+  if (!['all', 'general', 'trainer', 'rollout'].includes(queues))
+    throw new Error(`--queues must be all, general, trainer or rollout (got ${queues})`);
   const concurrency = Number(get('--concurrency', '2'));
   if (!(Number.isInteger(concurrency) && concurrency >= 1)) throw new Error(`--concurrency must be a positive integer`);
   const w = await startWorkers({ queues: queues as WorkerOptions['queues'], concurrency });

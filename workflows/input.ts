@@ -10,7 +10,8 @@ import { ErrorTypes } from '../activities/types';
 
 const FIELDS: ReadonlyArray<keyof PipelineInput> = ['config', 'overrides', 'runId', 'lineage'];
 
-const kindOf = (x: unknown): string => (x === null ? 'null' : Array.isArray(x) ? 'an array' : typeof x === 'object' ? 'an object' : `a ${typeof x}`);
+const kindOf = (x: unknown): string =>
+  x === null ? 'null' : Array.isArray(x) ? 'an array' : typeof x === 'object' ? 'an object' : `a ${typeof x}`;
 
 function badInput(message: string): ApplicationFailure {
   return ApplicationFailure.create({ message: `pipeline input: ${message}`, type: ErrorTypes.config, nonRetryable: true });
@@ -27,7 +28,9 @@ export function pipelineInput(raw: unknown): PipelineInput {
   if (raw === undefined) return {};
   if (typeof raw === 'string') return { config: raw };
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-    throw badInput(`must be an object such as {"config":"tiny"} (keys ${FIELDS.join(', ')}) or a config name string, got ${kindOf(raw)} (${JSON.stringify(raw)})`);
+    throw badInput(
+      `must be an object such as {"config":"tiny"} (keys ${FIELDS.join(', ')}) or a config name string, got ${kindOf(raw)} (${JSON.stringify(raw)})`,
+    );
   }
   const input = raw as Record<string, unknown>;
   for (const key of Object.keys(input)) {

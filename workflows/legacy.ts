@@ -21,7 +21,13 @@ export async function legacyRlIteration(s: Session, t: number, budget: number, n
   const shards = (node as { shards?: number }).shards ?? 1;
   const graded = patched('rollouts-one-activity')
     ? await acts(`rollouts B=${budget}`).rlRollouts(s, t, budget)
-    : await acts('grade').rlGrade(s, t, (await Promise.all(Array.from({ length: shards }, (_, k) => acts(`sample shard ${k}`).rlSample(s, t, k, budget)))).map((x) => x.key));
+    : await acts('grade').rlGrade(
+        s,
+        t,
+        (await Promise.all(Array.from({ length: shards }, (_, k) => acts(`sample shard ${k}`).rlSample(s, t, k, budget)))).map(
+          (x) => x.key,
+        ),
+      );
   const updated = await acts('update').rlUpdate(s, t);
   const metrics = { ...graded.metrics, ...updated.metrics };
   if (commit) await acts(`commit step ${next}`).commitCheckpoint(s, next, metrics);

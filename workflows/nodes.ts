@@ -4,7 +4,19 @@
  * evaluation nodes are single heartbeating activities that resume from their heartbeat.
  */
 import {
-  ApplicationFailure, CancellationScope, condition, continueAsNew, isCancellation, defineQuery, defineSignal, patched, proxyActivities, setCurrentDetails, setHandler, upsertSearchAttributes, workflowInfo,
+  ApplicationFailure,
+  CancellationScope,
+  condition,
+  continueAsNew,
+  isCancellation,
+  defineQuery,
+  defineSignal,
+  patched,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
 } from '@temporalio/workflow';
 import type { SearchAttributeUpdatePair } from '@temporalio/common';
 import type { Activities } from '../activities';
@@ -54,13 +66,44 @@ interface Carry {
 
 function controls(input: NodeInput, kind: string, total: number, carry: Partial<Carry>) {
   // updatedAt: workflow time (deterministic), read only by the progress query.
-  const st = { paused: carry.paused ?? false, iteration: carry.iteration ?? 0, rewinds: carry.rewinds ?? 0, metrics: carry.metrics ?? {}, budget: undefined as number | undefined, updatedAt: Date.now() };
+  const st = {
+    paused: carry.paused ?? false,
+    iteration: carry.iteration ?? 0,
+    rewinds: carry.rewinds ?? 0,
+    metrics: carry.metrics ?? {},
+    budget: undefined as number | undefined,
+    updatedAt: Date.now(),
+  };
   setHandler(progressQuery, (): Progress => ({
-    runId: input.runId, nodeId: input.nodeId, kind, iteration: st.iteration, total, paused: st.paused, budget: st.budget, metrics: st.metrics, rewinds: st.rewinds, updatedAt: st.updatedAt,
+    runId: input.runId,
+    nodeId: input.nodeId,
+    kind,
+    iteration: st.iteration,
+    total,
+    paused: st.paused,
+    budget: st.budget,
+    metrics: st.metrics,
+    rewinds: st.rewinds,
+    updatedAt: st.updatedAt,
   }));
-  upsertSearchAttributes([{ key: E3Run, value: input.runId }, { key: E3Node, value: input.nodeId }]);
+  upsertSearchAttributes([
+    { key: E3Run, value: input.runId },
+    { key: E3Node, value: input.nodeId },
+  ]);
   /** Refresh the live details the Web UI shows for this node. */
-  const show = () => setCurrentDetails(trainingDetails({ nodeId: input.nodeId, kind, iteration: st.iteration, total, budget: st.budget, paused: st.paused, rewinds: st.rewinds, metrics: st.metrics }));
+  const show = () =>
+    setCurrentDetails(
+      trainingDetails({
+        nodeId: input.nodeId,
+        kind,
+        iteration: st.iteration,
+        total,
+        budget: st.budget,
+        paused: st.paused,
+        rewinds: st.rewinds,
+        metrics: st.metrics,
+      }),
+    );
   setHandler(pauseSignal, () => {
     st.paused = true;
     show();
@@ -97,7 +140,12 @@ async function trainLoop(
     while (st.iteration < total) {
       await condition(() => !st.paused);
       const from = st.iteration;
-      const r = await withRewind(() => session, (s) => (session = s), input, (s) => step(s, from));
+      const r = await withRewind(
+        () => session,
+        (s) => (session = s),
+        input,
+        (s) => step(s, from),
+      );
       if (!r.ok) {
         st.iteration = r.rewindTo;
         st.rewinds++;
@@ -111,7 +159,10 @@ async function trainLoop(
       st.show();
       if (shouldContinueAsNew(input) && st.iteration < total) {
         // Same workflow type, same node: the carried state replaces what the history held.
-        await continueAsNew({ ...input, carry: { iteration: st.iteration, paused: st.paused, session, rewinds: st.rewinds, metrics: st.metrics } });
+        await continueAsNew({
+          ...input,
+          carry: { iteration: st.iteration, paused: st.paused, session, rewinds: st.rewinds, metrics: st.metrics },
+        });
       }
     }
   };
@@ -122,11 +173,15 @@ async function trainLoop(
     // worker at once; its commits stay, and `e3 resume` continues from the last one. Behind a
     // patch: recorded histories without this close end the node without scheduling it.
     if (isCancellation(err) && patched('close-session-on-cancel')) {
-      await CancellationScope.nonCancellable(() => sessionActivities(session, 'close session (cancelled)').closeTrainer(session)).catch(() => undefined);
+      await CancellationScope.nonCancellable(() => sessionActivities(session, 'close session (cancelled)').closeTrainer(session)).catch(
+        () => undefined,
+      );
     }
     throw err;
   }
-  await sessionActivities(session, 'close session').closeTrainer(session).catch(() => undefined);
+  await sessionActivities(session, 'close session')
+    .closeTrainer(session)
+    .catch(() => undefined);
 }
 
 /** Warm start: supervised steps on attempt → check → retry traces, committed every ckptEvery. */
@@ -170,7 +225,15 @@ async function fannedRlIteration(s: Session, t: number, budget: number, parts: n
   const { sha256 } = await sessionActivities(s, `publish policy t=${t}`).publishPolicy(s, t);
   const done = await Promise.all(
     Array.from({ length: parts }, (_, part) =>
-      rolloutActivities(`rollouts part ${part + 1}/${parts} B=${budget} t=${t}`).rolloutPart({ runId: s.runId, nodeId: s.nodeId, t, budget, part, parts, policy: sha256 }),
+      rolloutActivities(`rollouts part ${part + 1}/${parts} B=${budget} t=${t}`).rolloutPart({
+        runId: s.runId,
+        nodeId: s.nodeId,
+        t,
+        budget,
+        part,
+        parts,
+        policy: sha256,
+      }),
     ),
   );
   const r = await sessionActivities(s, `update${commit ? `, commit ${next}` : ''} t=${t}`).rlIterationFromParts(s, t, commit, done);
@@ -182,12 +245,17 @@ export async function rlStage(input: NodeInput & { carry?: Carry }): Promise<Nod
   const node = input.config.nodes[input.nodeId] as RlNode;
   const budget = typeof node.budget === 'number' ? node.budget : input.upstream[node.budget.fromNode]?.budget;
   if (budget === undefined) {
-    throw ApplicationFailure.create({ message: `nodes.${input.nodeId}.budget: upstream node did not report a budget`, type: ErrorTypes.config, nonRetryable: true });
+    throw ApplicationFailure.create({
+      message: `nodes.${input.nodeId}.budget: upstream node did not report a budget`,
+      type: ErrorTypes.config,
+      nonRetryable: true,
+    });
   }
   const st = controls(input, 'rl', node.iterations, input.carry ?? {});
   st.budget = budget;
   upsertSearchAttributes([{ key: E3Budget, value: budget }]);
-  const passAt1 = (m: Record<string, number>) => (Number.isFinite(m['train/reward_mean']) ? [{ key: E3PassAt1, value: m['train/reward_mean'] }] : []);
+  const passAt1 = (m: Record<string, number>) =>
+    Number.isFinite(m['train/reward_mean']) ? [{ key: E3PassAt1, value: m['train/reward_mean'] }] : [];
   await trainLoop(input, st, node.iterations, (s, t) => rlIteration(s, t, budget, node), passAt1);
   return { kind: 'rl', checkpoint: { step: st.iteration }, budget, metrics: st.metrics };
 }

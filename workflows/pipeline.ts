@@ -6,7 +6,15 @@
  * checked before anything starts (./input.ts): not an object, an unknown key or a wrong
  * type fails the run at once with a non-retryable BadConfig failure naming the field.
  */
-import { ApplicationFailure, ParentClosePolicy, executeChild, proxyActivities, setCurrentDetails, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import {
+  ApplicationFailure,
+  ParentClosePolicy,
+  executeChild,
+  proxyActivities,
+  setCurrentDetails,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { NodeInput, NodeResult, PipelineInput } from '../activities/types';
 import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES } from '../activities/types';
@@ -64,7 +72,11 @@ export async function pipeline(raw: PipelineInput | string = {}): Promise<Pipeli
     }
     setCurrentDetails(runDetails(config, runId, results, started));
     if (running.size === 0) {
-      throw ApplicationFailure.create({ message: 'pipeline: no runnable node (the config graph was validated, so this is a bug)', type: ErrorTypes.config, nonRetryable: true });
+      throw ApplicationFailure.create({
+        message: 'pipeline: no runnable node (the config graph was validated, so this is a bug)',
+        type: ErrorTypes.config,
+        nonRetryable: true,
+      });
     }
     const finished = await Promise.race(running.values());
     running.delete(finished);

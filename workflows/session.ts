@@ -9,7 +9,13 @@ import { ActivityFailure, ApplicationFailure, TimeoutFailure, patched, proxyActi
 import type { Duration } from '@temporalio/common';
 import type { Activities } from '../activities';
 import type { NodeInput, Session } from '../activities/types';
-import { ErrorTypes, HEARTBEAT_TIMEOUT_TYPE, NON_RETRYABLE_ERROR_TYPES, SESSION_NON_RETRYABLE_ERROR_TYPES, TRAINER_QUEUE } from '../activities/types';
+import {
+  ErrorTypes,
+  HEARTBEAT_TIMEOUT_TYPE,
+  NON_RETRYABLE_ERROR_TYPES,
+  SESSION_NON_RETRYABLE_ERROR_TYPES,
+  TRAINER_QUEUE,
+} from '../activities/types';
 
 const opener = proxyActivities<Activities>({
   taskQueue: TRAINER_QUEUE,
@@ -69,7 +75,9 @@ export function sessionActivities(s: Session, summary?: string) {
  * opens are ahead of it and who holds the trainers.
  */
 export const openSession = (input: NodeInput): Promise<Session> => {
-  setCurrentDetails(`**${input.nodeId}** — waiting for a trainer: queued in \`e3-trainer\` behind earlier opens of the same or a higher priority (\`e3 status\` lists them and the holders)`);
+  setCurrentDetails(
+    `**${input.nodeId}** — waiting for a trainer: queued in \`e3-trainer\` behind earlier opens of the same or a higher priority (\`e3 status\` lists them and the holders)`,
+  );
   return opener.openTrainer(input);
 };
 
@@ -98,7 +106,10 @@ export async function withRewind<T>(
   } catch (err) {
     if (!isSessionLost(err)) {
       // Behind a patch: recorded histories without this close fail the node without scheduling it.
-      if (err instanceof ActivityFailure && patched('close-session-on-failure')) await sessionActivities(get()).closeTrainer(get()).catch(() => undefined);
+      if (err instanceof ActivityFailure && patched('close-session-on-failure'))
+        await sessionActivities(get())
+          .closeTrainer(get())
+          .catch(() => undefined);
       throw err;
     }
     const s = await openSession(input);

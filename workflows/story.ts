@@ -10,7 +10,11 @@ const f3 = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? 
 
 /** `demo · stage1 (rl) · seed 1 · run demo-1 · lineage nightly · from base.e3w` */
 export function nodeSummary(config: RunConfig, runId: string, nodeId: string): string {
-  const init = config.lineage ? `lineage ${config.lineage}` : config.init.startsWith('file:') ? `from ${config.init.slice(5).split('/').pop()}` : config.init;
+  const init = config.lineage
+    ? `lineage ${config.lineage}`
+    : config.init.startsWith('file:')
+      ? `from ${config.init.slice(5).split('/').pop()}`
+      : config.init;
   return `${config.name} · ${nodeId} (${config.nodes[nodeId].kind}) · seed ${config.seed} · run ${runId} · ${init}`;
 }
 
@@ -51,14 +55,25 @@ export function runDetails(config: RunConfig, runId: string, results: Record<str
 }
 
 /** A training node's live details: where it is and how it is doing. */
-export function trainingDetails(o: { nodeId: string; kind: string; iteration: number; total: number; budget?: number; paused: boolean; rewinds: number; metrics: Record<string, number> }): string {
+export function trainingDetails(o: {
+  nodeId: string;
+  kind: string;
+  iteration: number;
+  total: number;
+  budget?: number;
+  paused: boolean;
+  rewinds: number;
+  metrics: Record<string, number>;
+}): string {
   const m = o.metrics;
   const lines = [
     `**${o.nodeId}** (${o.kind}) — ${o.kind === 'sft' ? 'step' : 'iteration'} ${o.iteration} of ${o.total}${o.budget ? ` · budget ${o.budget} tokens` : ''}${o.paused ? ' · **paused**' : ''}${o.rewinds ? ` · ${o.rewinds} rewind(s) after a lost session` : ''}`,
   ];
   if (o.kind === 'rl' && 'train/reward_mean' in m) {
     lines.push('', '| reward | truncated | attempts | unique attempts | marks true | length |', '|---|---|---|---|---|---|');
-    lines.push(`| ${f3(m['train/reward_mean'])} | ${f3(m['train/truncated_frac'])} | ${f3(m['train/attempts'])} | ${f3(m['train/unique_attempts'])} | ${f3(m['train/marks_true'])} | ${f3(m['train/response_len'])} |`);
+    lines.push(
+      `| ${f3(m['train/reward_mean'])} | ${f3(m['train/truncated_frac'])} | ${f3(m['train/attempts'])} | ${f3(m['train/unique_attempts'])} | ${f3(m['train/marks_true'])} | ${f3(m['train/response_len'])} |`,
+    );
   }
   if (o.kind === 'sft' && 'sft/loss' in m) lines.push('', `loss ${f3(m['sft/loss'])}`);
   return lines.join('\n');
@@ -67,5 +82,11 @@ export function trainingDetails(o: { nodeId: string; kind: string; iteration: nu
 /** An evaluation's pass@1 by budget as markdown. */
 export function evalDetails(nodeId: string, r: NodeResult): string {
   const p1 = passAt1ByBudget(r.metrics);
-  return [`**${nodeId}** (${r.kind})${r.budget ? ` — picked budget ${r.budget}` : ''}${r.warning ? `\n\n⚠ ${r.warning}` : ''}`, '', '| budget | pass@1 |', '|---|---|', ...p1.map(([b, v]) => `| ${b} | ${f3(v)} |`)].join('\n');
+  return [
+    `**${nodeId}** (${r.kind})${r.budget ? ` — picked budget ${r.budget}` : ''}${r.warning ? `\n\n⚠ ${r.warning}` : ''}`,
+    '',
+    '| budget | pass@1 |',
+    '|---|---|',
+    ...p1.map(([b, v]) => `| ${b} | ${f3(v)} |`),
+  ].join('\n');
 }

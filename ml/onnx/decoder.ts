@@ -109,11 +109,15 @@ export class OrtDecoder implements Decoder {
   private vt: Float32Array[] = [];
 
   /** `capacity[r]`: the longest row r will get (prompt + budget), at most the context. */
-  constructor(private readonly policy: Policy, private readonly capacity: number[]) {
+  constructor(
+    private readonly policy: Policy,
+    private readonly capacity: number[],
+  ) {
     const { heads, dModel, context } = policy.cfg;
     this.heads = heads;
     this.dh = dModel / heads;
-    for (const c of capacity) if (c > context) throw new ShapeMismatchError(`sampler: a row needs ${c} positions, the context is ${context}`);
+    for (const c of capacity)
+      if (c > context) throw new ShapeMismatchError(`sampler: a row needs ${c} positions, the context is ${context}`);
   }
 
   async prefill(prompts: number[][]): Promise<Float32Array[]> {
@@ -132,7 +136,8 @@ export class OrtDecoder implements Decoder {
     const out: Float32Array[] = new Array(n);
     const groups = new Map<number, number[]>();
     prompts.forEach((p, r) => {
-      if (p.length + 1 > this.capacity[r]) throw new ShapeMismatchError(`sampler: row ${r} would pass its cache capacity ${this.capacity[r]}`);
+      if (p.length + 1 > this.capacity[r])
+        throw new ShapeMismatchError(`sampler: row ${r} would pass its cache capacity ${this.capacity[r]}`);
       groups.set(p.length, [...(groups.get(p.length) ?? []), r]);
     });
     for (const [P, rows] of groups) {
@@ -141,7 +146,11 @@ export class OrtDecoder implements Decoder {
       for (let i = 0; i < P; i++) mask.fill(MASKED, i * P + i + 1, (i + 1) * P);
       const res = await this.sessions.prefill.run({
         tokens: new ort.Tensor('int32', Int32Array.from(rows.flatMap((r) => prompts[r])), [g, P]),
-        positions: new ort.Tensor('int32', Int32Array.from({ length: P }, (_, i) => i), [P]),
+        positions: new ort.Tensor(
+          'int32',
+          Int32Array.from({ length: P }, (_, i) => i),
+          [P],
+        ),
         mask: new ort.Tensor('float32', mask, [P, P]),
       });
       const logits = res.logits.data as Float32Array;
@@ -178,8 +187,10 @@ export class OrtDecoder implements Decoder {
     const { heads, dh } = this;
     let need = 0;
     for (const r of rows) {
-      if (this.rowSlot[r] === undefined || this.rowSlot[r] < 0) throw new InvalidArgumentError(`sampler: row ${r} was dropped from the cache (it missed a step)`);
-      if (this.len[r] + 1 > this.capacity[r]) throw new ShapeMismatchError(`sampler: row ${r} would pass its cache capacity ${this.capacity[r]}`);
+      if (this.rowSlot[r] === undefined || this.rowSlot[r] < 0)
+        throw new InvalidArgumentError(`sampler: row ${r} was dropped from the cache (it missed a step)`);
+      if (this.len[r] + 1 > this.capacity[r])
+        throw new ShapeMismatchError(`sampler: row ${r} would pass its cache capacity ${this.capacity[r]}`);
       need = Math.max(need, this.len[r] + 1);
     }
     if (need > this.cap || rows.length < 0.75 * this.slotRow.length) this.rebuild(rows, roundUp(need + (need >> 4)));

@@ -66,7 +66,11 @@ export class GraphBuilder {
 
   /** An int64 vector constant (shapes, axes, slice bounds), shared by value. */
   ints(v: number[]): string {
-    return this.constant(`i:${v.join(',')}`, () => ({ dataType: DataType.INT64, dims: [v.length], rawData: new Uint8Array(BigInt64Array.from(v, (x) => BigInt(x)).buffer) }));
+    return this.constant(`i:${v.join(',')}`, () => ({
+      dataType: DataType.INT64,
+      dims: [v.length],
+      rawData: new Uint8Array(BigInt64Array.from(v, (x) => BigInt(x)).buffer),
+    }));
   }
 
   private constant(key: string, make: () => onnx.ITensorProto): string {
@@ -82,7 +86,13 @@ export class GraphBuilder {
   /** Append a node; returns its output names (`outs` of them, or the names given). */
   node(opType: string, inputs: string[], attrs: Record<string, Attr> = {}, outs: number | string[] = 1): string[] {
     const output = typeof outs === 'number' ? Array.from({ length: outs }, () => this.fresh(opType.toLowerCase())) : outs;
-    this.nodes.push({ opType, input: inputs, output, name: this.fresh(`n_${opType}`), attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)) });
+    this.nodes.push({
+      opType,
+      input: inputs,
+      output,
+      name: this.fresh(`n_${opType}`),
+      attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)),
+    });
     return output;
   }
 

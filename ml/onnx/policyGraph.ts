@@ -48,7 +48,10 @@ function shapeOf(cfg: PolicyConfig, name: string): number[] {
 
 class PolicyGraph {
   readonly g = new GraphBuilder();
-  constructor(readonly cfg: PolicyConfig, private readonly w: Weights) {}
+  constructor(
+    readonly cfg: PolicyConfig,
+    private readonly w: Weights,
+  ) {}
 
   p(name: string): string {
     const data = this.w.get(name);
@@ -86,7 +89,10 @@ class PolicyGraph {
     for (let r = 0; r < d; r++) for (let c = 0; c < d; c++) w[r * 3 * d + c] *= scale;
     for (let c = 0; c < d; c++) b[c] *= scale;
     const h = this.layerNorm(x, `h${i}.ln1`);
-    const qkv = this.g.op('Add', [this.g.op('MatMul', [h, this.g.weight(`h${i}.attn.wqkv.qscaled`, w, [d, 3 * d])]), this.g.weight(`h${i}.attn.bqkv.qscaled`, b, [3 * d])]);
+    const qkv = this.g.op('Add', [
+      this.g.op('MatMul', [h, this.g.weight(`h${i}.attn.wqkv.qscaled`, w, [d, 3 * d])]),
+      this.g.weight(`h${i}.attn.bqkv.qscaled`, b, [3 * d]),
+    ]);
     return this.g.node('Split', [qkv, this.g.ints([d, d, d])], { axis: -1 }, names ? [this.g.fresh('q'), ...names] : 3);
   }
 

@@ -25,7 +25,13 @@ async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 300_
 
 /** Server time (ms) the node's first openTrainer started, if it has. */
 async function openStarted(c: Client, workflowId: string): Promise<number | undefined> {
-  const events = (await c.workflow.getHandle(workflowId).fetchHistory().catch(() => undefined))?.events ?? [];
+  const events =
+    (
+      await c.workflow
+        .getHandle(workflowId)
+        .fetchHistory()
+        .catch(() => undefined)
+    )?.events ?? [];
   const opens = new Set<string>();
   for (const e of events) {
     if (e.activityTaskScheduledEventAttributes?.activityType?.name === 'openTrainer') opens.add(String(e.eventId));
@@ -40,7 +46,12 @@ test('waiting opens: N ahead in e3 status, served by priority then arrival, none
   const { client: c, close } = await client();
   const ids = { holder: uid('adm-a'), b: uid('adm-b'), c: uid('adm-c'), d: uid('adm-d'), urgent: uid('adm-e') };
   const start = (id: string, priorityKey?: number) =>
-    c.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: id, args: [{ config: 'tiny', runId: id }], ...(priorityKey ? { priority: { priorityKey } } : {}) });
+    c.workflow.start('pipeline', {
+      taskQueue: TASK_QUEUE,
+      workflowId: id,
+      args: [{ config: 'tiny', runId: id }],
+      ...(priorityKey ? { priority: { priorityKey } } : {}),
+    });
   try {
     // The holder opens the only slot and pauses there, so every later open has to wait.
     await start(ids.holder);
@@ -48,19 +59,35 @@ test('waiting opens: N ahead in e3 status, served by priority then arrival, none
     await c.workflow.getHandle(`${ids.holder}/warmstart`).signal('pause');
     for (const id of [ids.b, ids.c, ids.d]) {
       await start(id);
-      await until(`${id} to wait`, async () => (trainerQueue(await trainingNodes(c)).waiting.some((x) => x.workflowId === `${id}/warmstart`) ? true : undefined));
+      await until(`${id} to wait`, async () =>
+        trainerQueue(await trainingNodes(c)).waiting.some((x) => x.workflowId === `${id}/warmstart`) ? true : undefined,
+      );
     }
     await start(ids.urgent, 1);
     const q = await until('four waiting opens', async () => {
       const q = trainerQueue(await trainingNodes(c));
       return q.waiting.length === 4 ? q : undefined;
     });
-    assert.deepEqual(q.waiting.map((x) => [x.workflowId, x.ahead]), [[`${ids.urgent}/warmstart`, 0], [`${ids.b}/warmstart`, 1], [`${ids.c}/warmstart`, 2], [`${ids.d}/warmstart`, 3]]);
-    assert.deepEqual(q.holders.map((h) => h.workflowId), [`${ids.holder}/warmstart`]);
+    assert.deepEqual(
+      q.waiting.map((x) => [x.workflowId, x.ahead]),
+      [
+        [`${ids.urgent}/warmstart`, 0],
+        [`${ids.b}/warmstart`, 1],
+        [`${ids.c}/warmstart`, 2],
+        [`${ids.d}/warmstart`, 3],
+      ],
+    );
+    assert.deepEqual(
+      q.holders.map((h) => h.workflowId),
+      [`${ids.holder}/warmstart`],
+    );
     const status = await e3(['status']);
     assert.equal(status.code, 0, status.stderr);
     assert.match(status.stdout, new RegExp(`held: ${ids.holder}/warmstart on \\d+@`));
-    assert.match(status.stdout, new RegExp(`waiting for a trainer: 3 ahead of it \\(run ${ids.d}, node warmstart, since \\d\\d:\\d\\d:\\d\\d`));
+    assert.match(
+      status.stdout,
+      new RegExp(`waiting for a trainer: 3 ahead of it \\(run ${ids.d}, node warmstart, since \\d\\d:\\d\\d:\\d\\d`),
+    );
     assert.ok(formatTrainerQueue(q, Date.now()).length === 6);
     // No open has failed: they wait in the task queue, not in retries.
     for (const x of q.waiting) assert.equal(x.attempt, 1, `${x.workflowId} is on attempt ${x.attempt}`);
@@ -70,10 +97,14 @@ test('waiting opens: N ahead in e3 status, served by priority then arrival, none
     const t = await Promise.all(order.map((id) => until(`${id} to open`, () => openStarted(c, `${id}/warmstart`), 600_000)));
     for (let k = 1; k < t.length; k++) assert.ok(t[k - 1] < t[k], `${order[k - 1]} opened at ${t[k - 1]}, after ${order[k]} at ${t[k]}`);
     // The holder's next node queued after all of them: it opens after the last.
-    const next = await until('the holder\'s stage1 to open', () => openStarted(c, `${ids.holder}/stage1`), 600_000);
-    assert.ok(next > t[t.length - 1], 'the holder\'s stage1 open went ahead of opens that arrived before it');
+    const next = await until("the holder's stage1 to open", () => openStarted(c, `${ids.holder}/stage1`), 600_000);
+    assert.ok(next > t[t.length - 1], "the holder's stage1 open went ahead of opens that arrived before it");
   } finally {
-    for (const id of Object.values(ids)) await c.workflow.getHandle(id).cancel().catch(() => undefined);
+    for (const id of Object.values(ids))
+      await c.workflow
+        .getHandle(id)
+        .cancel()
+        .catch(() => undefined);
     await close();
     await w.stop();
   }

@@ -48,7 +48,10 @@ async function readRaw(s: ObjectStore, key: string): Promise<{ buf: Buffer; sha:
 async function flipByte(s: ObjectStore, key: string, rehash = false): Promise<void> {
   const { buf, sha } = await readRaw(s, key);
   buf[buf.length >> 1] ^= 0x10;
-  await s.client.putObject(s.bucket, key, buf, buf.length, { 'Content-Type': 'application/octet-stream', 'X-Amz-Meta-Sha256': rehash ? sha256Hex(buf) : sha });
+  await s.client.putObject(s.bucket, key, buf, buf.length, {
+    'Content-Type': 'application/octet-stream',
+    'X-Amz-Meta-Sha256': rehash ? sha256Hex(buf) : sha,
+  });
 }
 
 const weightsKey = (run: string, node: string, step: number) => keys.ckpt(run, node, step) + 'weights.bin';
@@ -79,7 +82,14 @@ before(async () => {
   poolReady.catch(() => undefined); // awaited by the tests that need it
   temporal = await temporalClient();
   const backend = await initBackend();
-  acts = createActivities({ store: store(), queue: `badinput-${process.pid}`, backend, reportDir: mkdtempSync(path.join(tmpdir(), 'e3-badinput-')), maxSessions: 4, log: (m) => logs.push(m) });
+  acts = createActivities({
+    store: store(),
+    queue: `badinput-${process.pid}`,
+    backend,
+    reportDir: mkdtempSync(path.join(tmpdir(), 'e3-badinput-')),
+    maxSessions: 4,
+    log: (m) => logs.push(m),
+  });
 });
 
 /** The tiny config's warm start trained to the end through the activities (seed 7), once. */
@@ -111,7 +121,10 @@ test('storage: a flipped byte in the LATEST commit is detected by sha256; the pr
     assert.equal(seen.length, 1);
     assert.equal(seen[0][0], 2);
     assert.match(seen[0][1], /weights\.bin is corrupt: sha256 [0-9a-f]{64} does not match/);
-    assert.deepEqual(c!.skipped.map((x) => x.step), [2]);
+    assert.deepEqual(
+      c!.skipped.map((x) => x.step),
+      [2],
+    );
     // The pointer is left alone: the next commit replaces it.
     assert.equal((await readLatest(s, run, 'n'))?.step, 2);
   }
@@ -125,7 +138,12 @@ test('activities: a corrupt LATEST is logged, the session re-opens at the previo
   logs.length = 0;
   const sess = await acts.openTrainer({ runId, nodeId: 'warmstart', config, upstream: {} });
   assert.equal(sess.step, 6);
-  assert.ok(logs.some((l) => l.startsWith(`checkpoint ${runId}/warmstart@12 rejected, trying the previous commit: `) && /weights\.bin is corrupt/.test(l)), logs.join('\n'));
+  assert.ok(
+    logs.some(
+      (l) => l.startsWith(`checkpoint ${runId}/warmstart@12 rejected, trying the previous commit: `) && /weights\.bin is corrupt/.test(l),
+    ),
+    logs.join('\n'),
+  );
   await acts.sftChunk(sess, 6, 12);
   const m = await manifestOf(s, runId, 'warmstart');
   assert.equal(m.step, 12);
@@ -146,7 +164,10 @@ test('non-finite loss: the ml update is refused with nothing changed; classified
     const before = tr.snapshot();
     const poisoned: GradedRollout[] = graded.map((g) => ({ ...g, logp: g.logp.map(() => NaN) }));
     let err: unknown;
-    await assert.rejects(tr.update(settings, 3, poisoned), (e) => ((err = e), e instanceof NonFiniteError && /rl iteration 3\b/.test(e.message)));
+    await assert.rejects(
+      tr.update(settings, 3, poisoned),
+      (e) => ((err = e), e instanceof NonFiniteError && /rl iteration 3\b/.test(e.message)),
+    );
     const after = tr.snapshot();
     assert.equal(sha256Hex(after.weights), sha256Hex(before.weights), 'weights changed by a refused update');
     assert.equal(sha256Hex(after.optim), sha256Hex(before.optim), 'optimiser state changed by a refused update');
@@ -174,7 +195,11 @@ test('non-finite loss through the activities: rlUpdate fails NonFiniteLoss, noth
   // JSON has no NaN; -1e39 is finite in JSON and -Infinity once it is a float32 log-prob.
   graded[graded.length - 1].logp = graded[graded.length - 1].logp.map(() => -1e39);
   await s.putJson(g.key, graded);
-  await assert.rejects(acts.rlUpdate(sess, 0), (e) => e instanceof ApplicationFailure && e.type === ErrorTypes.nonFinite && e.nonRetryable === true && /rl iteration 0\b/.test(e.message));
+  await assert.rejects(
+    acts.rlUpdate(sess, 0),
+    (e) =>
+      e instanceof ApplicationFailure && e.type === ErrorTypes.nonFinite && e.nonRetryable === true && /rl iteration 0\b/.test(e.message),
+  );
   assert.equal(await readLatest(s, runId, 'stage1'), null, 'a checkpoint was committed after a refused update');
   assert.deepEqual(await s.list(keys.metricsPart(runId, 'stage1', 1)), []);
   // Earlier mini-batches may have stepped: the session is gone, so the workflow re-opens at the last commit.
@@ -202,12 +227,22 @@ class FlakyStore extends ObjectStore {
  * sha256 of stage1's weights after iteration t's update on a trainer that never saw a failure:
  * from the commit `own` (weights and optimiser state), else from the warm start.
  */
-async function uninterruptedWeights(runId: string, config: RunConfig, own: Awaited<ReturnType<typeof loadCheckpoint>>, t: number, gradedKey: string): Promise<string> {
+async function uninterruptedWeights(
+  runId: string,
+  config: RunConfig,
+  own: Awaited<ReturnType<typeof loadCheckpoint>>,
+  t: number,
+  gradedKey: string,
+): Promise<string> {
   const node = config.nodes.stage1 as RlNode;
   const warmW = (await loadCheckpoint(store(), runId, 'warmstart'))!.files['weights.bin'];
   const tr = Trainer.create({
-    model: modelConfig(config), weights: own ? own.files['weights.bin'] : warmW, optimState: own?.files['optim.bin'],
-    refWeights: usesReference(node.grpo) ? warmW : undefined, optim: node.optim, toolArithmetic: config.toolArithmetic,
+    model: modelConfig(config),
+    weights: own ? own.files['weights.bin'] : warmW,
+    optimState: own?.files['optim.bin'],
+    refWeights: usesReference(node.grpo) ? warmW : undefined,
+    optim: node.optim,
+    toolArithmetic: config.toolArithmetic,
   });
   try {
     await tr.update(rlSettings(config, 'stage1'), t, await store().getJson<GradedRollout[]>(gradedKey));
@@ -220,7 +255,14 @@ async function uninterruptedWeights(runId: string, config: RunConfig, own: Await
 test('a retried rlUpdate whose metrics write failed after the update does not train twice on the iteration', async () => {
   const { runId, config } = await warmRun();
   const flaky = new FlakyStore(store().cfg);
-  const fa = createActivities({ store: flaky, queue: `badinput-flaky-${process.pid}`, backend: await initBackend(), reportDir: tmpdir(), maxSessions: 1, log: () => {} });
+  const fa = createActivities({
+    store: flaky,
+    queue: `badinput-flaky-${process.pid}`,
+    backend: await initBackend(),
+    reportDir: tmpdir(),
+    maxSessions: 1,
+    log: () => {},
+  });
   const sess = await fa.openTrainer({ runId, nodeId: 'stage1', config, upstream: {} });
   const shard = await fa.rlSample(sess, 0, 0, 32);
   const g = await fa.rlGrade(sess, 0, [shard.key]);
@@ -241,7 +283,14 @@ test('a retried rlUpdate whose metrics write failed after the update does not tr
 test('a retried rlIteration whose commit failed neither samples nor trains twice; the commit lands with the uninterrupted bytes', async () => {
   const { runId, config } = await warmRun();
   const flaky = new FlakyStore(store().cfg);
-  const fa = createActivities({ store: flaky, queue: `badinput-flaky-it-${process.pid}`, backend: await initBackend(), reportDir: tmpdir(), maxSessions: 1, log: () => {} });
+  const fa = createActivities({
+    store: flaky,
+    queue: `badinput-flaky-it-${process.pid}`,
+    backend: await initBackend(),
+    reportDir: tmpdir(),
+    maxSessions: 1,
+    log: () => {},
+  });
   // The warm run is shared: stage1 may hold a commit from an earlier test; start from it.
   const own = await loadCheckpoint(store(), runId, 'stage1');
   const sess = await fa.openTrainer({ runId, nodeId: 'stage1', config, upstream: {} });
@@ -256,7 +305,10 @@ test('a retried rlIteration whose commit failed neither samples nor trains twice
   const firstGraded = sha256Hex(await flaky.get(graded));
   // Temporal's retry of the same activity on the same worker: the session is already at t + 1.
   const r = await fa.rlIteration(sess, t, 32, true);
-  assert.ok(Number.isFinite(r.metrics['train/loss']) && Number.isFinite(r.metrics['train/reward_mean']), "the retry reports the iteration's metrics");
+  assert.ok(
+    Number.isFinite(r.metrics['train/loss']) && Number.isFinite(r.metrics['train/reward_mean']),
+    "the retry reports the iteration's metrics",
+  );
   assert.equal(sha256Hex(await flaky.get(graded)), firstGraded, 'the rollouts were stored again, differently');
   const m = await manifestOf(flaky, runId, 'stage1');
   assert.equal(m.step, t + 1);
@@ -288,7 +340,9 @@ test('missing checkpoint: a node whose source has no commit fails at once, non-r
   assert.match(app.message, new RegExp(`no committed checkpoint for ${runId}/warmstart`));
   // Not retried: one attempt of openTrainer, well before the opener's 30-attempt budget.
   const hist = await temporal.client.workflow.getHandle(`${runId}/stage1`).fetchHistory();
-  const started = (hist.events ?? []).filter((e) => e.activityTaskStartedEventAttributes).map((e) => e.activityTaskStartedEventAttributes!.attempt);
+  const started = (hist.events ?? [])
+    .filter((e) => e.activityTaskStartedEventAttributes)
+    .map((e) => e.activityTaskStartedEventAttributes!.attempt);
   assert.deepEqual(started, [1]);
   assert.ok(Date.now() - t0 < 60_000);
 });
@@ -297,7 +351,11 @@ test('missing checkpoint: a node whose source has no commit fails at once, non-r
 async function runHistories(runId: string): Promise<Array<{ id: string; text: string }>> {
   const out: Array<{ id: string; text: string }> = [];
   for await (const w of temporal.client.workflow.list({ query: `E3Run = '${runId}'` })) {
-    const json = execFileSync(path.join(ROOT, 'infra', 'bin', 'temporal'), ['workflow', 'show', '-w', w.workflowId, '-r', w.runId, '--output', 'json', '--address', `127.0.0.1:${process.env.E3_TEMPORAL_PORT}`], { encoding: 'utf8', maxBuffer: 64 << 20 });
+    const json = execFileSync(
+      path.join(ROOT, 'infra', 'bin', 'temporal'),
+      ['workflow', 'show', '-w', w.workflowId, '-r', w.runId, '--output', 'json', '--address', `127.0.0.1:${process.env.E3_TEMPORAL_PORT}`],
+      { encoding: 'utf8', maxBuffer: 64 << 20 },
+    );
     out.push({ id: `${w.workflowId}@${w.runId}`, text: json });
   }
   return out;
@@ -308,7 +366,8 @@ function findSecret(text: string, secret: string): string[] {
   const hits: string[] = [];
   if (text.includes(secret)) hits.push('raw text');
   const walk = (x: unknown, at: string) => {
-    if (typeof x === 'string' && x.length >= 8 && /^[A-Za-z0-9+/=]+$/.test(x) && Buffer.from(x, 'base64').toString('utf8').includes(secret)) hits.push(at);
+    if (typeof x === 'string' && x.length >= 8 && /^[A-Za-z0-9+/=]+$/.test(x) && Buffer.from(x, 'base64').toString('utf8').includes(secret))
+      hits.push(at);
     else if (x && typeof x === 'object') for (const [k, v] of Object.entries(x)) walk(v, `${at}.${k}`);
   };
   try {
@@ -320,7 +379,17 @@ function findSecret(text: string, secret: string): string[] {
 }
 
 test('the secret scanner finds a secret inside a base64 payload (control for the test below)', () => {
-  const fake = JSON.stringify({ events: [{ input: { payloads: [{ metadata: { encoding: 'anNvbi9wbGFpbg==' }, data: Buffer.from(JSON.stringify({ note: `k=${SECRET}` })).toString('base64') }] } }] });
+  const fake = JSON.stringify({
+    events: [
+      {
+        input: {
+          payloads: [
+            { metadata: { encoding: 'anNvbi9wbGFpbg==' }, data: Buffer.from(JSON.stringify({ note: `k=${SECRET}` })).toString('base64') },
+          ],
+        },
+      },
+    ],
+  });
   assert.deepEqual(findSecret(fake, SECRET), ['$.events.0.input.payloads.0.data']);
   assert.deepEqual(findSecret(`log line ${SECRET}`, SECRET), ['raw text']);
   assert.deepEqual(findSecret(fake.replace(/"data":"[^"]+"/, '"data":"e30="'), SECRET), []);
@@ -365,8 +434,15 @@ test('resumed run over a corrupt LATEST: logged, previous commit used, same fina
   assert.ok(!r.skipped.includes('warmstart'));
 
   const workerLogs = pool.logs();
-  assert.ok(workerLogs.includes(`checkpoint ${runId}/warmstart@${at} rejected, trying the previous commit: object runs/${runId}/warmstart/ckpt/`), 'the rejection is not in the worker logs');
-  assert.match(workerLogs, new RegExp(`session ${runId}/warmstart opened on \\S+ at step ${at - 3}\n`), `no session re-opened at step ${at - 3}`);
+  assert.ok(
+    workerLogs.includes(`checkpoint ${runId}/warmstart@${at} rejected, trying the previous commit: object runs/${runId}/warmstart/ckpt/`),
+    'the rejection is not in the worker logs',
+  );
+  assert.match(
+    workerLogs,
+    new RegExp(`session ${runId}/warmstart opened on \\S+ at step ${at - 3}\n`),
+    `no session re-opened at step ${at - 3}`,
+  );
   const m = await manifestOf(s, runId, 'warmstart');
   assert.equal(m.step, 12);
   assert.equal(m.files['weights.bin'].sha256, sha12, 'the resumed warm start did not reproduce the uninterrupted bytes');
@@ -375,7 +451,10 @@ test('resumed run over a corrupt LATEST: logged, previous commit used, same fina
   // (store and disk), the run manifest, and everything the workers printed.
   const hist = await runHistories(runId);
   assert.ok(hist.length >= 8, `only ${hist.length} executions found for ${runId}`);
-  assert.ok(hist.some((h) => h.text.includes('WorkflowExecutionTerminated') || h.text.includes('WORKFLOW_EXECUTION_TERMINATED')), 'the terminated first attempt is not among the histories');
+  assert.ok(
+    hist.some((h) => h.text.includes('WorkflowExecutionTerminated') || h.text.includes('WORKFLOW_EXECUTION_TERMINATED')),
+    'the terminated first attempt is not among the histories',
+  );
   const places: Array<[string, string]> = [
     ...hist.map((h): [string, string] => [`history ${h.id}`, h.text]),
     ['report (store)', (await s.get(keys.report(runId))).toString('utf8')],

@@ -26,7 +26,15 @@ async function frameText(page: import('playwright-core').Page, re: RegExp, ms = 
   const end = Date.now() + ms;
   let seen: string[] = [];
   while (Date.now() < end) {
-    seen = await Promise.all(page.frames().map((f) => f.evaluate(() => (globalThis as unknown as { document: { body?: { innerText: string } } }).document.body?.innerText ?? '').catch(() => '')));
+    seen = await Promise.all(
+      page
+        .frames()
+        .map((f) =>
+          f
+            .evaluate(() => (globalThis as unknown as { document: { body?: { innerText: string } } }).document.body?.innerText ?? '')
+            .catch(() => ''),
+        ),
+    );
     if (seen.some((t) => re.test(t))) return;
     await new Promise((r) => setTimeout(r, 500));
   }
@@ -40,7 +48,14 @@ const launch = () =>
   chromium.launch({
     executablePath: '/usr/bin/chromium',
     headless: true,
-    args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-gpu', '--disable-sync'],
+    args: [
+      '--no-sandbox',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--no-first-run',
+      '--disable-gpu',
+      '--disable-sync',
+    ],
   });
 
 test('a tiny run started from the Web UI "Start Workflow" form completes with the whole DAG', { timeout: 420_000 }, async () => {
@@ -75,11 +90,17 @@ test('a tiny run started from the Web UI "Start Workflow" form completes with th
 
     const button = page.getByTestId('start-workflow-button');
     assert.equal(await button.isEnabled(), true, 'Start Workflow is enabled once the required fields are filled');
-    const started = page.waitForResponse((r) => r.request().method() === 'POST' && r.url().includes(`/api/v1/namespaces/default/workflows/${encodeURIComponent(id)}`));
+    const started = page.waitForResponse(
+      (r) => r.request().method() === 'POST' && r.url().includes(`/api/v1/namespaces/default/workflows/${encodeURIComponent(id)}`),
+    );
     await button.click();
     const res = await started;
     assert.equal(res.status(), 200, await res.text());
-    const sent = res.request().postDataJSON() as { taskQueue: { name: string }; workflowType: { name: string }; input: { payloads: { data: string }[] } };
+    const sent = res.request().postDataJSON() as {
+      taskQueue: { name: string };
+      workflowType: { name: string };
+      input: { payloads: { data: string }[] };
+    };
     assert.equal(sent.taskQueue.name, TASK_QUEUE);
     assert.equal(sent.workflowType.name, 'pipeline');
     assert.deepEqual(JSON.parse(Buffer.from(sent.input.payloads[0].data, 'base64').toString('utf8')), { config: 'tiny' });
@@ -105,14 +126,28 @@ test('a tiny run started from the Web UI "Start Workflow" form completes with th
     browser = await launch();
     const ui2 = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
     ui2.setDefaultTimeout(60_000);
-    await ui2.goto(`${ui}/namespaces/default/workflows/${encodeURIComponent(`${id}/stage1`)}`, { waitUntil: 'networkidle', timeout: 120_000 });
+    await ui2.goto(`${ui}/namespaces/default/workflows/${encodeURIComponent(`${id}/stage1`)}`, {
+      waitUntil: 'networkidle',
+      timeout: 120_000,
+    });
     await ui2.getByText(`tiny · stage1 (rl) · seed 7 · run ${id}`).first().waitFor({ state: 'visible' });
-    const scheduled = ((await c.client.workflow.getHandle(`${id}/stage1`).fetchHistory()).events ?? []).filter((e) => e.activityTaskScheduledEventAttributes);
-    const summaries = scheduled.map((e) => (e.userMetadata?.summary?.data ? JSON.parse(Buffer.from(e.userMetadata.summary.data).toString('utf8')) : undefined));
-    assert.ok(summaries.includes('iteration B=32 t=0') && summaries.includes('iteration B=32, commit 4 t=3'), `activity summaries: ${summaries.join(', ')}`);
+    const scheduled = ((await c.client.workflow.getHandle(`${id}/stage1`).fetchHistory()).events ?? []).filter(
+      (e) => e.activityTaskScheduledEventAttributes,
+    );
+    const summaries = scheduled.map((e) =>
+      e.userMetadata?.summary?.data ? JSON.parse(Buffer.from(e.userMetadata.summary.data).toString('utf8')) : undefined,
+    );
+    assert.ok(
+      summaries.includes('iteration B=32 t=0') && summaries.includes('iteration B=32, commit 4 t=3'),
+      `activity summaries: ${summaries.join(', ')}`,
+    );
     // A paused stage shows its progress live.
     const live = uid('ui-live');
-    const h2 = await c.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: live, args: [{ config: 'tiny', overrides: { nodes: { stage1: { iterations: 30, ckptEvery: 10 } } } }] });
+    const h2 = await c.client.workflow.start('pipeline', {
+      taskQueue: TASK_QUEUE,
+      workflowId: live,
+      args: [{ config: 'tiny', overrides: { nodes: { stage1: { iterations: 30, ckptEvery: 10 } } } }],
+    });
     const stage = c.client.workflow.getHandle(`${live}/stage1`);
     for (let k = 0; k < 600; k++) {
       const p = await stage.query<{ iteration: number }>('progress').catch(() => null);
@@ -133,19 +168,27 @@ test('a tiny run started from the Web UI "Start Workflow" form completes with th
     // the node it was running, which frees its trainer session.
     await ui2.getByRole('button', { name: 'Request Cancellation' }).click();
     const dialog = ui2.getByRole('dialog');
-    await dialog.getByRole('button', { name: /Confirm|Request Cancellation|Yes/ }).last().click();
+    await dialog
+      .getByRole('button', { name: /Confirm|Request Cancellation|Yes/ })
+      .last()
+      .click();
     for (let k = 0; k < 300 && (await h2.describe()).status.name === 'RUNNING'; k++) await new Promise((r) => setTimeout(r, 200));
     assert.equal((await h2.describe()).status.name, 'CANCELLED');
     for (let k = 0; k < 300 && (await stage.describe()).status.name === 'RUNNING'; k++) await new Promise((r) => setTimeout(r, 200));
     assert.equal((await stage.describe()).status.name, 'CANCELLED');
-    const closed = ((await stage.fetchHistory()).events ?? []).some((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'closeTrainer');
+    const closed = ((await stage.fetchHistory()).events ?? []).some(
+      (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'closeTrainer',
+    );
     assert.ok(closed, 'the cancelled stage closed its trainer session');
     await browser.close();
     browser = undefined;
 
     // The report page, opened from disk: one self-contained file with the charts inline.
     const file = path.resolve(r.report!.path);
-    assert.ok(await store().exists(r.report!.key.replace(/index\.html$/, 'extrapolation.svg')), 'report/extrapolation.svg is stored next to the page');
+    assert.ok(
+      await store().exists(r.report!.key.replace(/index\.html$/, 'extrapolation.svg')),
+      'report/extrapolation.svg is stored next to the page',
+    );
     browser = await launch();
     const report = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
     const fetched: string[] = [];
@@ -165,7 +208,8 @@ test('a tiny run started from the Web UI "Start Workflow" form completes with th
       const box = await svg.boundingBox();
       assert.ok(box && box.width > 100 && box.height > 100, `chart ${i} is laid out with a size (${JSON.stringify(box)})`);
     }
-    for (const name of ['extrapolation', 'extrapolation-passk', 'train-reward_mean', 'sft-loss']) assert.equal(await report.locator(`#chart-${name} > svg`).count(), 1, `chart ${name}`);
+    for (const name of ['extrapolation', 'extrapolation-passk', 'train-reward_mean', 'sft-loss'])
+      assert.equal(await report.locator(`#chart-${name} > svg`).count(), 1, `chart ${name}`);
     const ex = report.locator('#chart-extrapolation > svg');
     await ex.locator('text', { hasText: 'Extrapolation: pass@1 vs test budget' }).waitFor({ state: 'visible' });
     const points = ex.locator('[aria-roledescription="point"]');

@@ -37,7 +37,10 @@ test('worker kill, 30 s S3 outage and Temporal restart: final checkpoints identi
   const r = await runChaos({ ...opts, log: (m) => console.log(`[chaos] ${m}`) });
   console.log(formatReport(r));
   for (const kind of ['kill-worker', 's3-restart', 'temporal-restart'] as const) {
-    assert.ok(r.injected.some((f) => f.kind === kind), `no ${kind} fault was injected before the run ended`);
+    assert.ok(
+      r.injected.some((f) => f.kind === kind),
+      `no ${kind} fault was injected before the run ended`,
+    );
   }
   assert.deepEqual(Object.keys(r.perNode), ['warmstart', 'stage1', 'stage2']);
   assert.ok(r.identical, `final checkpoints differ: ${JSON.stringify(r.perNode)}`);
@@ -45,7 +48,9 @@ test('worker kill, 30 s S3 outage and Temporal restart: final checkpoints identi
   // until it came back.
   const failed = Object.values(r.chaos.work.failed).reduce((a, b) => a + b, 0);
   assert.ok(failed > 0, `no activity attempt failed during the 30 s S3 outage: ${JSON.stringify(r.chaos.work.failed)}`);
-  const logs = readdirSync(r.logDir).map((f) => readFileSync(path.join(r.logDir, f), 'utf8')).join('\n');
+  const logs = readdirSync(r.logDir)
+    .map((f) => readFileSync(path.join(r.logDir, f), 'utf8'))
+    .join('\n');
   assert.match(logs, new RegExp(`ECONNREFUSED 127\\.0\\.0\\.1:${process.env.E3_S3_PORT}`));
   // A worker start says what it polls and nothing alarming: the activity-only trainer queues'
   // "No workflows registered" warning is expected and not printed.

@@ -9,7 +9,6 @@ import { WorkflowNotFoundError } from '@temporalio/client';
 import { keys } from '../../storage/layout';
 import { client, e3, inProcessWorker, store, uid } from './env';
 
-
 /** Neither a workflow nor a manifest exists for `runId`. */
 async function nothingStarted(runId: string) {
   const c = await client();
@@ -59,7 +58,10 @@ test('a bad config override or config name is refused, naming the field, and sta
 test('e3 configs lists user configs, then experiments, each with its description; an unknown name lists user configs only, nearest first', async () => {
   const r = await e3(['configs']);
   assert.equal(r.code, 0, r.stderr);
-  const names = r.stdout.trim().split('\n').map((l) => l.split(/\s+/)[0]);
+  const names = r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => l.split(/\s+/)[0]);
   const first = names.findIndex((n) => n.startsWith('experiments/'));
   assert.ok(first > 0 && names.slice(first).every((n) => n.startsWith('experiments/')), names.join(' '));
   assert.ok(names.includes('tiny') && names.includes('experiments/ablation-256'));
@@ -122,7 +124,11 @@ test('e3 run --watch follows a run to the end; e3 ls and e3 report then show it'
     assert.ok(at >= 0, `ls does not list ${runId}:\n${ls.stdout}`);
     const mine: string[] = [];
     for (let i = at + 1; i < lines.length && lines[i].startsWith('  '); i++) mine.push(lines[i].trim());
-    assert.deepEqual(mine.sort(), ['stage1: latest checkpoint step 4', 'stage2: latest checkpoint step 2', 'warmstart: latest checkpoint step 12']);
+    assert.deepEqual(mine.sort(), [
+      'stage1: latest checkpoint step 4',
+      'stage2: latest checkpoint step 2',
+      'warmstart: latest checkpoint step 12',
+    ]);
 
     const rep = await e3(['report', runId]);
     assert.equal(rep.code, 0, rep.stderr);

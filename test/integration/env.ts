@@ -35,10 +35,17 @@ export const store = () => ObjectStore.fromEnv();
 export const uid = (prefix: string) => `${prefix}-${process.pid}-${Date.now().toString(36)}`;
 
 /** The real CLI in a child process (asynchronously: an in-process worker must keep running). */
-export function e3(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
+export function e3(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
   return new Promise((resolve, reject) => {
     const t0 = Date.now();
-    const p = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'cli', 'e3.ts'), ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'cli', 'e3.ts'), ...args], {
+      cwd: ROOT,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (d) => (stdout += d));

@@ -11,7 +11,13 @@ import assert from 'node:assert/strict';
 import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import type { temporal } from '@temporalio/proto';
-import { ErrorTypes, HEARTBEAT_TIMEOUT_TYPE, NON_RETRYABLE_ERROR_TYPES, SESSION_NON_RETRYABLE_ERROR_TYPES, TASK_QUEUE } from '../../activities/types';
+import {
+  ErrorTypes,
+  HEARTBEAT_TIMEOUT_TYPE,
+  NON_RETRYABLE_ERROR_TYPES,
+  SESSION_NON_RETRYABLE_ERROR_TYPES,
+  TASK_QUEUE,
+} from '../../activities/types';
 import type { RunConfig } from '../../configs/schema';
 import { keys } from '../../storage/layout';
 import { client, inProcessWorker, store, uid } from './env';
@@ -32,7 +38,8 @@ after(async () => {
   await worker?.stop();
 });
 
-const start = (workflowId: string, arg: unknown) => c.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId, args: [arg] as never });
+const start = (workflowId: string, arg: unknown) =>
+  c.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId, args: [arg] as never });
 
 /** The cause chain of a failure, outermost first. */
 function causes(e: unknown): unknown[] {
@@ -44,8 +51,16 @@ function causes(e: unknown): unknown[] {
 /** Wait for the run to fail (not hang retrying): its WorkflowFailedError, the innermost ApplicationFailure, and the time taken. */
 async function failure(h: WorkflowHandle, t0: number): Promise<{ err: WorkflowFailedError; app: ApplicationFailure; ms: number }> {
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${h.workflowId} still running after ${FAST_MS} ms`)), FAST_MS)));
-  const err = await Promise.race([h.result().then(() => assert.fail(`${h.workflowId} completed`), (e: unknown) => e), timeout]).finally(() => clearTimeout(timer));
+  const timeout = new Promise<never>(
+    (_, reject) => (timer = setTimeout(() => reject(new Error(`${h.workflowId} still running after ${FAST_MS} ms`)), FAST_MS)),
+  );
+  const err = await Promise.race([
+    h.result().then(
+      () => assert.fail(`${h.workflowId} completed`),
+      (e: unknown) => e,
+    ),
+    timeout,
+  ]).finally(() => clearTimeout(timer));
   const ms = Date.now() - t0;
   assert.ok(err instanceof WorkflowFailedError, String(err));
   const apps = causes(err).filter((x): x is ApplicationFailure => x instanceof ApplicationFailure);
@@ -59,12 +74,15 @@ const events = async (workflowId: string): Promise<Event[]> => (await c.client.w
 
 /** Scheduled activities of a workflow: type and the retry policy's non-retryable types. */
 const scheduled = (evs: Event[]) =>
-  evs.filter((e) => e.activityTaskScheduledEventAttributes).map((e) => ({
-    type: e.activityTaskScheduledEventAttributes!.activityType!.name!,
-    nonRetryable: e.activityTaskScheduledEventAttributes!.retryPolicy?.nonRetryableErrorTypes ?? [],
-  }));
+  evs
+    .filter((e) => e.activityTaskScheduledEventAttributes)
+    .map((e) => ({
+      type: e.activityTaskScheduledEventAttributes!.activityType!.name!,
+      nonRetryable: e.activityTaskScheduledEventAttributes!.retryPolicy?.nonRetryableErrorTypes ?? [],
+    }));
 
-const attempts = (evs: Event[]) => evs.filter((e) => e.activityTaskStartedEventAttributes).map((e) => e.activityTaskStartedEventAttributes!.attempt);
+const attempts = (evs: Event[]) =>
+  evs.filter((e) => e.activityTaskStartedEventAttributes).map((e) => e.activityTaskStartedEventAttributes!.attempt);
 
 /** The input is refused by the workflow itself: BadConfig, before any activity, without a failed workflow task. */
 async function refused(arg: unknown, message: RegExp): Promise<void> {
@@ -77,7 +95,11 @@ async function refused(arg: unknown, message: RegExp): Promise<void> {
   assert.ok(ms < FAST_MS, `${ms} ms`);
   const evs = await events(runId);
   assert.deepEqual(scheduled(evs), [], 'an activity ran for a refused input');
-  assert.equal(evs.filter((e) => e.workflowTaskFailedEventAttributes).length, 0, 'the workflow task failed (Temporal would retry it) instead of the run');
+  assert.equal(
+    evs.filter((e) => e.workflowTaskFailedEventAttributes).length,
+    0,
+    'the workflow task failed (Temporal would retry it) instead of the run',
+  );
 }
 
 test('input that is not an object (a number) fails the run at once: BadConfig, saying what came', async () => {
@@ -85,7 +107,10 @@ test('input that is not an object (a number) fails the run at once: BadConfig, s
 });
 
 test('an unknown input key (a typo) fails the run at once, naming the key', async () => {
-  await refused({ config: 'tiny', overide: { seed: 3 } }, /^pipeline input: overide: unknown key \(expected config, overrides, runId, lineage\)$/);
+  await refused(
+    { config: 'tiny', overide: { seed: 3 } },
+    /^pipeline input: overide: unknown key \(expected config, overrides, runId, lineage\)$/,
+  );
 });
 
 test('a wrongly typed input field fails the run at once, naming the field', async () => {
@@ -118,7 +143,10 @@ test('a config that passes the schema but fails a deterministic ml check fails o
   const evs = await events(`${runId}/warmstart`);
   const acts = scheduled(evs);
   // The failed node closes its session, so the trainer is free for the next run (the test below opens one at once).
-  assert.deepEqual(acts.map((a) => a.type), ['openTrainer', 'sftChunk', 'closeTrainer']);
+  assert.deepEqual(
+    acts.map((a) => a.type),
+    ['openTrainer', 'sftChunk', 'closeTrainer'],
+  );
   assert.deepEqual(acts[0].nonRetryable, [...NON_RETRYABLE_ERROR_TYPES]);
   // A session activity's missed heartbeat window re-opens the session rather than retrying on the dead worker's queue.
   assert.deepEqual(acts[1].nonRetryable, [...SESSION_NON_RETRYABLE_ERROR_TYPES, HEARTBEAT_TIMEOUT_TYPE]);
@@ -136,7 +164,10 @@ test('a checkpoint that does not fit the model fails on the first attempt: Shape
   assert.equal(app.message, 'checkpoint model.layers is 3, the config says 1');
   assert.ok(ms < FAST_MS, `${ms} ms`);
   const evs = await events(`${runId}/warmstart`);
-  assert.deepEqual(scheduled(evs).map((a) => a.type), ['openTrainer']);
+  assert.deepEqual(
+    scheduled(evs).map((a) => a.type),
+    ['openTrainer'],
+  );
   assert.deepEqual(attempts(evs), [1]);
 });
 
@@ -152,7 +183,12 @@ test('a bare string input is a config name: "tiny" starts the tiny config', asyn
     while (!started) {
       if (Date.now() > end) assert.fail('the warm start of the tiny config did not start');
       await new Promise((r) => setTimeout(r, 250));
-      started = (await s.exists(keys.manifest(runId))) && (await node.describe().then(() => true, () => false));
+      started =
+        (await s.exists(keys.manifest(runId))) &&
+        (await node.describe().then(
+          () => true,
+          () => false,
+        ));
     }
     const m = await s.getJson<{ config: RunConfig }>(keys.manifest(runId));
     assert.equal(m.config.name, 'tiny');
@@ -167,13 +203,21 @@ test('stage data too hard for the policy entering it: select-budget fails once (
   // minPassAt1 1 cannot be met by a 12-step warm start: the J(B) curve is "~0" for it.
   const runId = uid('uncal');
   const h = await start(runId, { config: 'tiny', overrides: { nodes: { select: { onUncalibrated: 'fail', minPassAt1: 1 } } } });
-  const err = await h.result().then(() => assert.fail('completed'), (e: unknown) => e);
-  const app = causes(err).filter((x): x is ApplicationFailure => x instanceof ApplicationFailure).pop()!;
+  const err = await h.result().then(
+    () => assert.fail('completed'),
+    (e: unknown) => e,
+  );
+  const app = causes(err)
+    .filter((x): x is ApplicationFailure => x instanceof ApplicationFailure)
+    .pop()!;
   assert.equal(app.type, ErrorTypes.uncalibrated);
   assert.equal(app.nonRetryable, true);
   assert.match(app.message, /nodes\.select: J\(B\) < minPassAt1 1 at every budget \(J\(16\)=.* J\(64\)=.*\): the stage data is too hard/);
   const evs = await events(`${runId}/select`);
-  assert.deepEqual(scheduled(evs).map((a) => a.type), ['selectBudget']);
+  assert.deepEqual(
+    scheduled(evs).map((a) => a.type),
+    ['selectBudget'],
+  );
   assert.deepEqual(attempts(evs), [1]);
   // stage2 never started: a clean failure, not a silent smallest budget
   assert.equal(await store().exists(keys.result(runId, 'stage2')), false);

@@ -42,7 +42,15 @@ after(async () => {
 });
 
 /** A worker's context over the test's store and a given compute pool; its log goes to `logs`. */
-const workerCtx = (p: ComputePool, maxSessions = 4): WorkerContext => ({ store: s3, queue: 'liveness-test', backend: p.backend, pool: p, reportDir: '/tmp', log: (m) => logs.push(m), maxSessions });
+const workerCtx = (p: ComputePool, maxSessions = 4): WorkerContext => ({
+  store: s3,
+  queue: 'liveness-test',
+  backend: p.backend,
+  pool: p,
+  reportDir: '/tmp',
+  log: (m) => logs.push(m),
+  maxSessions,
+});
 const env = () => workerEnv(workerCtx(pool));
 
 async function manifest(runId: string, config: RunConfig): Promise<Manifest> {
@@ -63,7 +71,10 @@ test('evaluation heartbeats a cursor; a retry reads the stored chunks below it a
   assert.deepEqual(beats, [{ next: 8 }, { next: 16 }, { next: 20 }]);
   for (const b of beats) assert.ok(JSON.stringify(b).length < 32, 'a heartbeat carries the cursor only');
   assert.equal((await s3.list(`runs/${whole.runId}/eval/eval/`)).length, Math.ceil(20 / EVAL_CHUNK), 'one stored object per chunk');
-  assert.ok(want.flatMap((c) => Object.values(c)).some((b) => b.problems.some((p) => p.c > 0)), 'the base solves some problems (the comparison below is not of zeros)');
+  assert.ok(
+    want.flatMap((c) => Object.values(c)).some((b) => b.problems.some((p) => p.c > 0)),
+    'the base solves some problems (the comparison below is not of zeros)',
+  );
 
   // Attempt 1 dies after its first chunk (the heartbeat after it is the last the server got).
   const cut = await manifest(uid('eval-cut'), cfg);
@@ -79,7 +90,10 @@ test('evaluation heartbeats a cursor; a retry reads the stored chunks below it a
   // Attempt 2 gets that heartbeat as its details.
   logs.length = 0;
   const resumed = await evaluateChunks(e, cut, 'eval', job, resumePoint(last), () => {});
-  assert.ok(logs.some((l) => l.includes('resuming at problem 8 of 20')), logs.join('\n'));
+  assert.ok(
+    logs.some((l) => l.includes('resuming at problem 8 of 20')),
+    logs.join('\n'),
+  );
   assert.deepEqual(resumed, want);
 
   // An attempt of the release before the cursor heartbeated its partial counts (maybe over
@@ -90,7 +104,10 @@ test('evaluation heartbeats a cursor; a retry reads the stored chunks below it a
   const gone = await manifest(uid('eval-gone'), cfg);
   logs.length = 0;
   assert.deepEqual(await evaluateChunks(e, gone, 'eval', job, resumePoint({ next: 16 }), () => {}), want);
-  assert.ok(logs.some((l) => l.includes('evaluating from problem 0')), logs.join('\n'));
+  assert.ok(
+    logs.some((l) => l.includes('evaluating from problem 0')),
+    logs.join('\n'),
+  );
 });
 
 test('a re-open never frees or trains replicas an activity of the old session still computes on; the new session ends on the uninterrupted bytes', async () => {
@@ -120,7 +137,10 @@ test('a re-open never frees or trains replicas an activity of the old session st
   let old = '';
   // The workflow gave up on the first session while its update runs (a timeout it did not see), and re-opens it.
   await iteration(runId, async (update) => {
-    const settled = update.then(() => 'completed', (e: Error) => e.message);
+    const settled = update.then(
+      () => 'completed',
+      (e: Error) => e.message,
+    );
     const s2 = await acts.openTrainer({ runId, nodeId: 'stage1', config: cfg, upstream: {} });
     assert.equal(s2.step, 0, 'nothing was committed: the re-open starts from the init');
     old = await settled;
@@ -131,7 +151,11 @@ test('a re-open never frees or trains replicas an activity of the old session st
     await acts.closeTrainer(s2);
     assert.equal(c.sha256, want, `the re-opened session's bytes differ from an uninterrupted one's (the old update ${old})`);
   });
-  assert.match(old, /was closed \(re-opened or evicted\) while an activity still used it/, 'the old update stops at its next optimiser step');
+  assert.match(
+    old,
+    /was closed \(re-opened or evicted\) while an activity still used it/,
+    'the old update stops at its next optimiser step',
+  );
   const mem = await slow.memory();
   for (const m of mem) assert.equal(m.sessions, 0, 'every replica was freed once its activity stopped');
 });
@@ -150,12 +174,18 @@ test('a slow but alive worker (each gradient, sampling and snapshot job 7 s, pas
         stage2: { iterations: 1, ckptEvery: 1, miniBatches: 1 },
       },
     };
-    const h = await c.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: runId, args: [{ config: 'tiny', runId, overrides }] as never });
+    const h = await c.client.workflow.start('pipeline', {
+      taskQueue: TASK_QUEUE,
+      workflowId: runId,
+      args: [{ config: 'tiny', runId, overrides }] as never,
+    });
     await h.result();
     type Event = temporal.api.history.v1.IHistoryEvent;
     for (const node of ['warmstart', 'stage1', 'stage2']) {
       const events: Event[] = (await c.client.workflow.getHandle(`${runId}/${node}`).fetchHistory()).events ?? [];
-      const scheduled = events.filter((e) => e.activityTaskScheduledEventAttributes).map((e) => e.activityTaskScheduledEventAttributes!.activityType!.name);
+      const scheduled = events
+        .filter((e) => e.activityTaskScheduledEventAttributes)
+        .map((e) => e.activityTaskScheduledEventAttributes!.activityType!.name);
       assert.equal(scheduled.filter((n) => n === 'openTrainer').length, 1, `${node}: the session was re-opened (${scheduled.join(', ')})`);
       assert.equal(events.filter((e) => e.activityTaskTimedOutEventAttributes).length, 0, `${node}: an activity timed out`);
       // The slow activity really was slower than the heartbeat timeout.
@@ -187,7 +217,10 @@ test('a full trainer is not polled: its slot reservation waits until the session
   assert.equal(admission.available(), 0);
   let granted = false;
   const slot = { slotType: 'activity', taskQueue: 'e3-trainer', workerIdentity: 'test', workerBuildId: '', isSticky: false } as const;
-  const reserved = admission.supplier().reserveSlot(slot, new AbortController().signal).then(() => (granted = true));
+  const reserved = admission
+    .supplier()
+    .reserveSlot(slot, new AbortController().signal)
+    .then(() => (granted = true));
   await new Promise((r) => setTimeout(r, 1500));
   assert.equal(granted, false, 'a worker holding its only session reserved a poll of the trainer queue');
   await assert.rejects(open(b), /busy with session/);

@@ -13,51 +13,60 @@ import { ObjectStore, dataDir } from '../../storage/store';
 const RUNS = 12;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-test('12 runs together, the session holder killed and restarted mid-way: every run ends with the single run\'s bytes', { timeout: 40 * 60_000 }, async () => {
-  const suffix = `${process.pid}-${Date.now().toString(36)}`;
-  const input = { config: 'tiny', overrides: { seed: 7 } };
-  const nodes = trainingNodes('tiny', { seed: 7 });
-  const pool = new WorkerPool(path.join(dataDir(), 'load-logs', suffix), 2);
-  const store = ObjectStore.fromEnv();
-  const c = await temporalClient();
-  try {
-    await pool.start();
-    const single = `load-single-${suffix}`;
-    await startPipeline(c.client, single, input);
-    await awaitPipeline(c.client, single);
-    const want = await finalCheckpoints(store, single, nodes);
+test(
+  "12 runs together, the session holder killed and restarted mid-way: every run ends with the single run's bytes",
+  { timeout: 40 * 60_000 },
+  async () => {
+    const suffix = `${process.pid}-${Date.now().toString(36)}`;
+    const input = { config: 'tiny', overrides: { seed: 7 } };
+    const nodes = trainingNodes('tiny', { seed: 7 });
+    const pool = new WorkerPool(path.join(dataDir(), 'load-logs', suffix), 2);
+    const store = ObjectStore.fromEnv();
+    const c = await temporalClient();
+    try {
+      await pool.start();
+      const single = `load-single-${suffix}`;
+      await startPipeline(c.client, single, input);
+      await awaitPipeline(c.client, single);
+      const want = await finalCheckpoints(store, single, nodes);
 
-    const ids = Array.from({ length: RUNS }, (_, k) => `load-${k}-${suffix}`);
-    await Promise.all(ids.map((id) => startPipeline(c.client, id, input)));
-    const done = Promise.all(ids.map((id) => awaitPipeline(c.client, id, 35 * 60_000)));
-    // Mid-way: once a third of the runs have finished, kill whichever worker holds a session.
-    let finished = 0;
-    for (const id of ids) void awaitPipeline(c.client, id, 35 * 60_000).then(() => finished++, () => undefined);
-    while (finished < RUNS / 3) await sleep(500);
-    let killed: { slot: number; pid: number } | undefined;
-    while (!killed && finished < RUNS) {
-      for (const id of ids) {
-        const pid = await trainerPid(c.client, id, nodes);
-        const slot = pid === undefined ? undefined : pool.slotOf(pid);
-        if (pid !== undefined && slot !== undefined) {
-          killed = { slot, pid };
-          break;
+      const ids = Array.from({ length: RUNS }, (_, k) => `load-${k}-${suffix}`);
+      await Promise.all(ids.map((id) => startPipeline(c.client, id, input)));
+      const done = Promise.all(ids.map((id) => awaitPipeline(c.client, id, 35 * 60_000)));
+      // Mid-way: once a third of the runs have finished, kill whichever worker holds a session.
+      let finished = 0;
+      for (const id of ids)
+        void awaitPipeline(c.client, id, 35 * 60_000).then(
+          () => finished++,
+          () => undefined,
+        );
+      while (finished < RUNS / 3) await sleep(500);
+      let killed: { slot: number; pid: number } | undefined;
+      while (!killed && finished < RUNS) {
+        for (const id of ids) {
+          const pid = await trainerPid(c.client, id, nodes);
+          const slot = pid === undefined ? undefined : pool.slotOf(pid);
+          if (pid !== undefined && slot !== undefined) {
+            killed = { slot, pid };
+            break;
+          }
         }
+        if (!killed) await sleep(250);
       }
-      if (!killed) await sleep(250);
-    }
-    assert.ok(killed, 'no worker held a session while runs were left');
-    await pool.kill(killed.slot);
-    await sleep(1000);
-    pool.spawn(killed.slot);
-    console.log(`killed worker pid ${killed.pid} (slot ${killed.slot}) holding a session with ${RUNS - finished} runs left; restarted`);
+      assert.ok(killed, 'no worker held a session while runs were left');
+      await pool.kill(killed.slot);
+      await sleep(1000);
+      pool.spawn(killed.slot);
+      console.log(`killed worker pid ${killed.pid} (slot ${killed.slot}) holding a session with ${RUNS - finished} runs left; restarted`);
 
-    await done;
-    for (const id of ids) assert.deepEqual(await finalCheckpoints(store, id, nodes), want, `run ${id} ended with other checkpoints than the single run`);
-    // Waiting for a trainer is not a failure: no open was refused by a full worker.
-    assert.doesNotMatch(pool.logs(), /is busy with session|keeping its free slot/);
-  } finally {
-    await pool.stop();
-    await c.close();
-  }
-});
+      await done;
+      for (const id of ids)
+        assert.deepEqual(await finalCheckpoints(store, id, nodes), want, `run ${id} ended with other checkpoints than the single run`);
+      // Waiting for a trainer is not a failure: no open was refused by a full worker.
+      assert.doesNotMatch(pool.logs(), /is busy with session|keeping its free slot/);
+    } finally {
+      await pool.stop();
+      await c.close();
+    }
+  },
+);

@@ -49,137 +49,178 @@ after(async () => {
   await worker?.stop(60_000);
 });
 
-test('a real Prometheus scrapes a worker running tiny: iterations rising, phase histograms filled, SDK metrics, no secret', { timeout: 1_500_000 }, async () => {
-  const metricsPort = await freePorts(300, 2);
-  const promPort = await freePorts(310);
-  const dir = path.join(process.env.E3_DATA_DIR!, 'prometheus');
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
+test(
+  'a real Prometheus scrapes a worker running tiny: iterations rising, phase histograms filled, SDK metrics, no secret',
+  { timeout: 1_500_000 },
+  async () => {
+    const metricsPort = await freePorts(300, 2);
+    const promPort = await freePorts(310);
+    const dir = path.join(process.env.E3_DATA_DIR!, 'prometheus');
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { recursive: true });
 
-  worker = start(process.execPath, ['--import', 'tsx', path.join(ROOT, 'cli', 'e3.ts'), 'worker'], { ...process.env, E3_METRICS_PORT: String(metricsPort), E3_SDK_METRICS_PORT: String(metricsPort + 1) });
-  await waitFor('the worker to log its metrics address', 300_000, async () => {
-    if (worker!.child.exitCode !== null) throw new Error(`worker exited: ${worker!.output()}`);
-    return worker!.output().includes(`metrics on http://127.0.0.1:${metricsPort}/metrics`) ? true : undefined;
-  });
+    worker = start(process.execPath, ['--import', 'tsx', path.join(ROOT, 'cli', 'e3.ts'), 'worker'], {
+      ...process.env,
+      E3_METRICS_PORT: String(metricsPort),
+      E3_SDK_METRICS_PORT: String(metricsPort + 1),
+    });
+    await waitFor('the worker to log its metrics address', 300_000, async () => {
+      if (worker!.child.exitCode !== null) throw new Error(`worker exited: ${worker!.output()}`);
+      return worker!.output().includes(`metrics on http://127.0.0.1:${metricsPort}/metrics`) ? true : undefined;
+    });
 
-  writeFileSync(path.join(dir, 'prometheus.yml'), [
-    'global: { scrape_interval: 250ms, scrape_timeout: 250ms, evaluation_interval: 1s }',
-    `rule_files: [${JSON.stringify(RULES)}]`,
-    'scrape_configs:',
-    '  - job_name: e3-worker',
-    `    static_configs: [{ targets: ["127.0.0.1:${metricsPort}"] }]`,
-    '',
-  ].join('\n'));
-  prom = start('prometheus', [`--config.file=${path.join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${path.join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${promPort}`, '--log.level=warn']);
-  const api = `http://127.0.0.1:${promPort}/api/v1`;
-  await waitFor('prometheus to be ready', 120_000, async () => {
-    if (prom!.child.exitCode !== null) throw new Error(`prometheus exited: ${prom!.output()}`);
-    return (await fetch(`http://127.0.0.1:${promPort}/-/ready`)).ok ? true : undefined;
-  });
-  const query = async (q: string): Promise<Sample[]> => {
-    const r = (await (await fetch(`${api}/query?query=${encodeURIComponent(q)}`)).json()) as { status: string; data: { result: Sample[] } };
-    assert.equal(r.status, 'success', q);
-    return r.data.result;
-  };
-  const scalar = async (q: string): Promise<number | undefined> => {
-    const r = await query(q);
-    return r.length ? Number(r[0].value![1]) : undefined;
-  };
+    writeFileSync(
+      path.join(dir, 'prometheus.yml'),
+      [
+        'global: { scrape_interval: 250ms, scrape_timeout: 250ms, evaluation_interval: 1s }',
+        `rule_files: [${JSON.stringify(RULES)}]`,
+        'scrape_configs:',
+        '  - job_name: e3-worker',
+        `    static_configs: [{ targets: ["127.0.0.1:${metricsPort}"] }]`,
+        '',
+      ].join('\n'),
+    );
+    prom = start('prometheus', [
+      `--config.file=${path.join(dir, 'prometheus.yml')}`,
+      `--storage.tsdb.path=${path.join(dir, 'data')}`,
+      `--web.listen-address=127.0.0.1:${promPort}`,
+      '--log.level=warn',
+    ]);
+    const api = `http://127.0.0.1:${promPort}/api/v1`;
+    await waitFor('prometheus to be ready', 120_000, async () => {
+      if (prom!.child.exitCode !== null) throw new Error(`prometheus exited: ${prom!.output()}`);
+      return (await fetch(`http://127.0.0.1:${promPort}/-/ready`)).ok ? true : undefined;
+    });
+    const query = async (q: string): Promise<Sample[]> => {
+      const r = (await (await fetch(`${api}/query?query=${encodeURIComponent(q)}`)).json()) as {
+        status: string;
+        data: { result: Sample[] };
+      };
+      assert.equal(r.status, 'success', q);
+      return r.data.result;
+    };
+    const scalar = async (q: string): Promise<number | undefined> => {
+      const r = await query(q);
+      return r.length ? Number(r[0].value![1]) : undefined;
+    };
 
-  // The worker is a target, up.
-  await waitFor('the worker target to be up', 120_000, async () => ((await scalar('up{job="e3-worker"}')) === 1 ? true : undefined));
+    // The worker is a target, up.
+    await waitFor('the worker target to be up', 120_000, async () => ((await scalar('up{job="e3-worker"}')) === 1 ? true : undefined));
 
-  const runId = uid('prom-tiny');
-  const t0 = Date.now() / 1000;
-  const c = await client();
-  try {
-    const h = await c.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: runId, args: [{ config: 'tiny', runId }] });
-    await h.result();
-    scrapedRun = runId;
-  } finally {
-    await c.close();
-  }
-  const sel = `run="${runId}"`;
-  // The last iterations reach Prometheus within a scrape or two after the run ends.
-  await waitFor('stage2 iterations in prometheus', 120_000, async () => ((await scalar(`e3_rl_iterations_total{${sel},node="stage2"}`)) ?? 0) >= 2 ? true : undefined);
+    const runId = uid('prom-tiny');
+    const t0 = Date.now() / 1000;
+    const c = await client();
+    try {
+      const h = await c.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: runId, args: [{ config: 'tiny', runId }] });
+      await h.result();
+      scrapedRun = runId;
+    } finally {
+      await c.close();
+    }
+    const sel = `run="${runId}"`;
+    // The last iterations reach Prometheus within a scrape or two after the run ends.
+    await waitFor('stage2 iterations in prometheus', 120_000, async () =>
+      ((await scalar(`e3_rl_iterations_total{${sel},node="stage2"}`)) ?? 0) >= 2 ? true : undefined,
+    );
 
-  // The iteration counters, as Prometheus recorded them over the run: one series per node
-  // (no per-iteration labels), exported from 0 when the node's session opens, never falling,
-  // ending at the node's iterations (4 and 2 in tiny; more after a rewind). A tiny stage can finish within one scrape, so the
-  // rising is asserted on each series' first and last samples, which the 0 start separates.
-  const t1 = Date.now() / 1000;
-  const range = async (q: string): Promise<Sample[]> =>
-    ((await (await fetch(`${api}/query_range?query=${encodeURIComponent(q)}&start=${t0}&end=${t1}&step=0.25`)).json()) as { data: { result: Sample[] } }).data.result;
-  for (const node of ['stage1', 'stage2']) {
-    const rr = await range(`e3_rl_iterations_total{${sel},node="${node}"}`);
-    assert.equal(rr.length, 1, `one ${node} series: no per-iteration labels`);
-    assert.equal(rr[0].metric.config, 'tiny');
-    const seen = rr[0].values!.map(([, v]) => Number(v));
-    for (let i = 1; i < seen.length; i++) assert.ok(seen[i] >= seen[i - 1], `${node}: counter fell: ${seen.join(',')}`);
-    assert.ok(seen[seen.length - 1] >= (node === 'stage1' ? 4 : 2), `${node} ran its iterations (${seen.join(',')})`);
-    assert.ok(seen[0] < seen[seen.length - 1], `${node}: the counter was seen rising (${[...new Set(seen)].join(' → ')})`);
-  }
-  // Prometheus itself computes the increase (what the progress alert reads).
-  assert.ok(((await scalar(`increase(e3_rl_iterations_total{${sel},node="stage1"}[10m])`)) ?? 0) > 0, 'increase() sees stage1 iterations');
+    // The iteration counters, as Prometheus recorded them over the run: one series per node
+    // (no per-iteration labels), exported from 0 when the node's session opens, never falling,
+    // ending at the node's iterations (4 and 2 in tiny; more after a rewind). A tiny stage can finish within one scrape, so the
+    // rising is asserted on each series' first and last samples, which the 0 start separates.
+    const t1 = Date.now() / 1000;
+    const range = async (q: string): Promise<Sample[]> =>
+      (
+        (await (await fetch(`${api}/query_range?query=${encodeURIComponent(q)}&start=${t0}&end=${t1}&step=0.25`)).json()) as {
+          data: { result: Sample[] };
+        }
+      ).data.result;
+    for (const node of ['stage1', 'stage2']) {
+      const rr = await range(`e3_rl_iterations_total{${sel},node="${node}"}`);
+      assert.equal(rr.length, 1, `one ${node} series: no per-iteration labels`);
+      assert.equal(rr[0].metric.config, 'tiny');
+      const seen = rr[0].values!.map(([, v]) => Number(v));
+      for (let i = 1; i < seen.length; i++) assert.ok(seen[i] >= seen[i - 1], `${node}: counter fell: ${seen.join(',')}`);
+      assert.ok(seen[seen.length - 1] >= (node === 'stage1' ? 4 : 2), `${node} ran its iterations (${seen.join(',')})`);
+      assert.ok(seen[0] < seen[seen.length - 1], `${node}: the counter was seen rising (${[...new Set(seen)].join(' → ')})`);
+    }
+    // Prometheus itself computes the increase (what the progress alert reads).
+    assert.ok(
+      ((await scalar(`increase(e3_rl_iterations_total{${sel},node="stage1"}[10m])`)) ?? 0) > 0,
+      'increase() sees stage1 iterations',
+    );
 
-  // Phase histograms: every phase observed, at least once per applied iteration (commits when due).
-  const phases = await query(`sum by (phase) (e3_iteration_phase_seconds_count{${sel}})`);
-  const byPhase = Object.fromEntries(phases.map((s) => [s.metric.phase, Number(s.value![1])]));
-  const iterations = (await scalar(`sum(e3_rl_iterations_total{${sel}})`))!;
-  assert.ok(iterations >= 6, `stage1 + stage2 iterations (${iterations})`);
-  for (const p of ['sample', 'grade', 'update']) assert.ok(byPhase[p] >= iterations, `${p}: ${byPhase[p]} observations for ${iterations} iterations`);
-  assert.ok(byPhase.commit >= 2, `commits observed: ${byPhase.commit}`);
-  assert.ok(((await scalar(`sum(e3_iteration_phase_seconds_sum{${sel},phase="update"})`)) ?? 0) > 0);
-  assert.ok(((await scalar(`sum(e3_iteration_phase_seconds_bucket{${sel},phase="sample",le="+Inf"})`)) ?? 0) >= iterations);
+    // Phase histograms: every phase observed, at least once per applied iteration (commits when due).
+    const phases = await query(`sum by (phase) (e3_iteration_phase_seconds_count{${sel}})`);
+    const byPhase = Object.fromEntries(phases.map((s) => [s.metric.phase, Number(s.value![1])]));
+    const iterations = (await scalar(`sum(e3_rl_iterations_total{${sel}})`))!;
+    assert.ok(iterations >= 6, `stage1 + stage2 iterations (${iterations})`);
+    for (const p of ['sample', 'grade', 'update'])
+      assert.ok(byPhase[p] >= iterations, `${p}: ${byPhase[p]} observations for ${iterations} iterations`);
+    assert.ok(byPhase.commit >= 2, `commits observed: ${byPhase.commit}`);
+    assert.ok(((await scalar(`sum(e3_iteration_phase_seconds_sum{${sel},phase="update"})`)) ?? 0) > 0);
+    assert.ok(((await scalar(`sum(e3_iteration_phase_seconds_bucket{${sel},phase="sample",le="+Inf"})`)) ?? 0) >= iterations);
 
-  // The rest of e3's metrics for this run.
-  assert.ok(((await scalar(`e3_sft_steps_total{${sel},node="warmstart"}`)) ?? 0) >= 12);
-  assert.ok(((await scalar(`e3_sampled_tokens_total{${sel},node="stage1"}`)) ?? 0) > 0);
-  assert.ok(((await scalar(`e3_sampled_tokens_per_second{${sel},node="stage1"}`)) ?? 0) > 0);
-  const reward = await scalar(`e3_train_reward{${sel},node="stage2"}`);
-  assert.ok(reward !== undefined && reward >= -1 && reward <= 1, String(reward));
-  const pass = await query(`e3_eval_pass_at_1{${sel},node="eval"}`);
-  assert.deepEqual(pass.map((s) => s.metric.budget).sort((a, b) => Number(a) - Number(b)), ['16', '32', '64']);
-  for (const s of pass) assert.ok(Number(s.value![1]) >= 0 && Number(s.value![1]) <= 1);
-  assert.ok(((await scalar(`sum(e3_checkpoint_bytes_total{${sel}})`)) ?? 0) > 0);
-  assert.ok(((await scalar(`sum(e3_checkpoint_seconds_count{${sel}})`)) ?? 0) >= 4);
-  assert.ok(((await scalar('sum(e3_compute_thread_busy_seconds_total)')) ?? 0) > 0);
-  assert.notEqual(await scalar('e3_compute_queue_depth'), undefined);
-  assert.notEqual(await scalar('e3_sessions_open'), undefined);
-  // The Temporal SDK's own runtime metrics come through the same target.
-  assert.ok(((await scalar('count({__name__=~"temporal_.+",job="e3-worker"})')) ?? 0) > 0, 'no temporal_* metric scraped');
-  // The rules loaded and evaluate.
-  const rules = (await (await fetch(`${api}/rules`)).json()) as { data: { groups: Array<{ rules: Array<{ name: string; health: string }> }> } };
-  const loaded = rules.data.groups.flatMap((g) => g.rules);
-  assert.ok(loaded.some((r) => r.name === 'E3NoIterationProgress'));
-  for (const r of loaded) assert.notEqual(r.health, 'err', r.name);
+    // The rest of e3's metrics for this run.
+    assert.ok(((await scalar(`e3_sft_steps_total{${sel},node="warmstart"}`)) ?? 0) >= 12);
+    assert.ok(((await scalar(`e3_sampled_tokens_total{${sel},node="stage1"}`)) ?? 0) > 0);
+    assert.ok(((await scalar(`e3_sampled_tokens_per_second{${sel},node="stage1"}`)) ?? 0) > 0);
+    const reward = await scalar(`e3_train_reward{${sel},node="stage2"}`);
+    assert.ok(reward !== undefined && reward >= -1 && reward <= 1, String(reward));
+    const pass = await query(`e3_eval_pass_at_1{${sel},node="eval"}`);
+    assert.deepEqual(
+      pass.map((s) => s.metric.budget).sort((a, b) => Number(a) - Number(b)),
+      ['16', '32', '64'],
+    );
+    for (const s of pass) assert.ok(Number(s.value![1]) >= 0 && Number(s.value![1]) <= 1);
+    assert.ok(((await scalar(`sum(e3_checkpoint_bytes_total{${sel}})`)) ?? 0) > 0);
+    assert.ok(((await scalar(`sum(e3_checkpoint_seconds_count{${sel}})`)) ?? 0) >= 4);
+    assert.ok(((await scalar('sum(e3_compute_thread_busy_seconds_total)')) ?? 0) > 0);
+    assert.notEqual(await scalar('e3_compute_queue_depth'), undefined);
+    assert.notEqual(await scalar('e3_sessions_open'), undefined);
+    // The Temporal SDK's own runtime metrics come through the same target.
+    assert.ok(((await scalar('count({__name__=~"temporal_.+",job="e3-worker"})')) ?? 0) > 0, 'no temporal_* metric scraped');
+    // The rules loaded and evaluate.
+    const rules = (await (await fetch(`${api}/rules`)).json()) as {
+      data: { groups: Array<{ rules: Array<{ name: string; health: string }> }> };
+    };
+    const loaded = rules.data.groups.flatMap((g) => g.rules);
+    assert.ok(loaded.some((r) => r.name === 'E3NoIterationProgress'));
+    for (const r of loaded) assert.notEqual(r.health, 'err', r.name);
 
-  // No credential (or anything but label values e3 chose) in what the worker exposes.
-  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-  for (const secret of [process.env.E3_S3_ACCESS_KEY!, process.env.E3_S3_SECRET_KEY!]) assert.ok(!text.includes(secret), 'a credential is in the metrics');
-  // Bounded labels: no label of e3's metrics holds an iteration number.
-  for (const m of text.matchAll(/^e3_\w+\{([^}]*)\}/gm)) assert.doesNotMatch(m[1], /\b(iteration|step|t)="/);
-});
+    // No credential (or anything but label values e3 chose) in what the worker exposes.
+    const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    for (const secret of [process.env.E3_S3_ACCESS_KEY!, process.env.E3_S3_SECRET_KEY!])
+      assert.ok(!text.includes(secret), 'a credential is in the metrics');
+    // Bounded labels: no label of e3's metrics holds an iteration number.
+    for (const m of text.matchAll(/^e3_\w+\{([^}]*)\}/gm)) assert.doesNotMatch(m[1], /\b(iteration|step|t)="/);
+  },
+);
 
-test('metrics change no byte: the same tiny run on a worker without metrics ends with identical checkpoints', { timeout: 1_500_000 }, async () => {
-  assert.ok(scrapedRun, 'the scraped run did not complete');
-  // Only the worker without metrics may take this run.
-  await worker?.stop(60_000);
-  const w = await inProcessWorker();
-  const c = await client();
-  const runId = uid('prom-off');
-  try {
-    assert.equal(process.env.E3_METRICS_PORT, undefined);
-    await (await c.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: runId, args: [{ config: 'tiny', runId }] })).result();
-  } finally {
-    await c.close();
-    await w.stop();
-  }
-  const nodes = ['warmstart', 'stage1', 'stage2'];
-  const [on, off] = await Promise.all([scrapedRun, runId].map((id) => finalCheckpoints(store(), id, nodes)));
-  for (const n of nodes) {
-    assert.equal(off[n].step, on[n].step, `${n}: final step`);
-    assert.equal(off[n].weights, on[n].weights, `${n}: weights.bin differs with metrics on`);
-    assert.equal(off[n].optim, on[n].optim, `${n}: optim.bin differs with metrics on`);
-  }
-});
+test(
+  'metrics change no byte: the same tiny run on a worker without metrics ends with identical checkpoints',
+  { timeout: 1_500_000 },
+  async () => {
+    assert.ok(scrapedRun, 'the scraped run did not complete');
+    // Only the worker without metrics may take this run.
+    await worker?.stop(60_000);
+    const w = await inProcessWorker();
+    const c = await client();
+    const runId = uid('prom-off');
+    try {
+      assert.equal(process.env.E3_METRICS_PORT, undefined);
+      await (
+        await c.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: runId, args: [{ config: 'tiny', runId }] })
+      ).result();
+    } finally {
+      await c.close();
+      await w.stop();
+    }
+    const nodes = ['warmstart', 'stage1', 'stage2'];
+    const [on, off] = await Promise.all([scrapedRun, runId].map((id) => finalCheckpoints(store(), id, nodes)));
+    for (const n of nodes) {
+      assert.equal(off[n].step, on[n].step, `${n}: final step`);
+      assert.equal(off[n].weights, on[n].weights, `${n}: weights.bin differs with metrics on`);
+      assert.equal(off[n].optim, on[n].optim, `${n}: optim.bin differs with metrics on`);
+    }
+  },
+);

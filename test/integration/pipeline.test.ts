@@ -21,7 +21,11 @@ const NODES = ['warmstart', 'stage1', 'select', 'stage2', 'eval', 'report'];
 
 /** A workflow's history as proto JSON (the format `Worker.runReplayHistory` reads), via the CLI. */
 function historyJson(id: string): string {
-  return execFileSync(path.join(ROOT, 'infra', 'bin', 'temporal'), ['workflow', 'show', '-w', id, '--output', 'json', '--address', `127.0.0.1:${process.env.E3_TEMPORAL_PORT}`], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  return execFileSync(
+    path.join(ROOT, 'infra', 'bin', 'temporal'),
+    ['workflow', 'show', '-w', id, '--output', 'json', '--address', `127.0.0.1:${process.env.E3_TEMPORAL_PORT}`],
+    { encoding: 'utf8', maxBuffer: 64 << 20 },
+  );
 }
 
 /** Largest payload (decoded bytes) anywhere in a proto-JSON history. */
@@ -57,7 +61,10 @@ async function assertSameFinals(base: string, runId: string): Promise<void> {
 }
 
 function spawnWorker(): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'workers', 'worker.ts')], { env: process.env, stdio: ['ignore', 'ignore', 'inherit'] });
+  return spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'workers', 'worker.ts')], {
+    env: process.env,
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
 }
 
 test('the tiny DAG runs end-to-end; histories stay small and are saved for replay', async () => {
@@ -73,12 +80,15 @@ test('the tiny DAG runs end-to-end; histories stay small and are saved for repla
     assert.ok([16, 32].includes(r.results.select.budget!));
     assert.equal(r.results.stage2.budget, r.results.select.budget);
     // A 12-step warm start cannot solve 4-number problems: tiny's select warns (onUncalibrated "warn") and takes the largest candidate.
-    if (r.results.select.metrics?.['select/uncalibrated'] === 1) assert.match(r.results.select.warning ?? '', /too hard for the policy entering it/);
+    if (r.results.select.metrics?.['select/uncalibrated'] === 1)
+      assert.match(r.results.select.warning ?? '', /too hard for the policy entering it/);
     if (r.results.select.warning) assert.equal(r.results.select.budget, 32);
     // Eq. 6.1 tests every candidate against its double: J(64) is measured for the largest candidate 32.
     assert.ok(Number.isFinite(r.results.select.metrics?.['eval/b64/pass@1']));
-    for (const k of ['eval/b64/unique_attempts', 'eval/b16/stop_truncated', 'data/min_steps_mean', 'data/needs_all']) assert.ok(Number.isFinite(r.results.eval.metrics?.[k]), k);
-    for (const k of ['eval/b16/pass@1', 'eval/b64/pass@4', 'eval/b32/truncated_frac']) assert.ok(Number.isFinite(r.results.eval.metrics?.[k]), k);
+    for (const k of ['eval/b64/unique_attempts', 'eval/b16/stop_truncated', 'data/min_steps_mean', 'data/needs_all'])
+      assert.ok(Number.isFinite(r.results.eval.metrics?.[k]), k);
+    for (const k of ['eval/b16/pass@1', 'eval/b64/pass@4', 'eval/b32/truncated_frac'])
+      assert.ok(Number.isFinite(r.results.eval.metrics?.[k]), k);
     const s = store();
     assert.ok(await s.exists(keys.report(runId)));
     assert.ok(await s.exists(keys.metrics(runId)));
@@ -118,7 +128,9 @@ test('e3 resume after terminate skips finished nodes and continues from the last
     assert.equal(r.results.stage1.checkpoint?.step, 4);
     assert.equal(r.results.report.kind, 'report');
     // The re-opened stage1 session started at its committed step, not from scratch.
-    const opened = JSON.parse(historyJson(`${runId}/stage1`)).events.filter((e: { activityTaskCompletedEventAttributes?: unknown }) => e.activityTaskCompletedEventAttributes);
+    const opened = JSON.parse(historyJson(`${runId}/stage1`)).events.filter(
+      (e: { activityTaskCompletedEventAttributes?: unknown }) => e.activityTaskCompletedEventAttributes,
+    );
     assert.ok(opened.length > 0);
     const first = Buffer.from(opened[0].activityTaskCompletedEventAttributes.result.payloads[0].data, 'base64').toString();
     assert.ok(JSON.parse(first).step >= 2, `opened at ${first}`);
@@ -206,8 +218,24 @@ test('pause survives continue-as-new: a stage that continues-as-new every iterat
     const r = (await h.result()) as PipelineResult;
     assert.equal(r.results.stage1.checkpoint?.step, stage1.iterations);
     assert.notEqual((await stage.describe()).runId, firstRun, 'the stage continued-as-new');
-    const runs = execFileSync(path.join(ROOT, 'infra', 'bin', 'temporal'), ['workflow', 'list', '--query', `WorkflowId = '${runId}/stage1'`, '--address', `127.0.0.1:${process.env.E3_TEMPORAL_PORT}`, '-o', 'json'], { encoding: 'utf8' });
-    assert.ok((JSON.parse(runs) as unknown[]).length >= 4, `the stage ran as several workflow runs (${(JSON.parse(runs) as unknown[]).length})`);
+    const runs = execFileSync(
+      path.join(ROOT, 'infra', 'bin', 'temporal'),
+      [
+        'workflow',
+        'list',
+        '--query',
+        `WorkflowId = '${runId}/stage1'`,
+        '--address',
+        `127.0.0.1:${process.env.E3_TEMPORAL_PORT}`,
+        '-o',
+        'json',
+      ],
+      { encoding: 'utf8' },
+    );
+    assert.ok(
+      (JSON.parse(runs) as unknown[]).length >= 4,
+      `the stage ran as several workflow runs (${(JSON.parse(runs) as unknown[]).length})`,
+    );
     await assertSameFinals(base, runId);
   } finally {
     await c.close();
@@ -226,7 +254,10 @@ test('e3 cancel stops a run within seconds and frees its session; commits stay; 
     await (await start(c.client, base, { overrides: { nodes: { stage1 } } })).result();
     await start(c.client, runId, { overrides: { nodes: { stage1 } } });
     const stage = c.client.workflow.getHandle(`${runId}/stage1`);
-    await waitFor('stage1 past its first commit', async () => ((await stage.query<{ iteration: number }>('progress').catch(() => null))?.iteration ?? -1) >= 5);
+    await waitFor(
+      'stage1 past its first commit',
+      async () => ((await stage.query<{ iteration: number }>('progress').catch(() => null))?.iteration ?? -1) >= 5,
+    );
     const r = await e3(['cancel', runId]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /cancell?ed after [\d.]+ s; its committed checkpoints are kept/);
@@ -241,7 +272,10 @@ test('e3 cancel stops a run within seconds and frees its session; commits stay; 
     assert.ok(closes.length >= 1, 'closeTrainer scheduled after the cancellation');
     // The commits before the cancellation are intact and loadable.
     const kept = await loadCheckpoint(store(), runId, 'stage1');
-    assert.ok(kept && kept.manifest.step >= 4 && kept.manifest.step % 4 === 0, `a committed stage1 checkpoint (step ${kept?.manifest.step})`);
+    assert.ok(
+      kept && kept.manifest.step >= 4 && kept.manifest.step % 4 === 0,
+      `a committed stage1 checkpoint (step ${kept?.manifest.step})`,
+    );
     const res = await e3(['resume', runId]);
     assert.equal(res.code, 0, res.stderr);
     await assertSameFinals(base, runId);

@@ -35,11 +35,16 @@ const files = readdirSync(__dirname)
   .map((f) => path.join('test', 'integration', f));
 
 rmSync(env.E3_DATA_DIR!, { recursive: true, force: true });
-const sh = (script: string, ...args: string[]) => spawnSync('bash', [path.join(ROOT, 'infra', script), ...args], { env, stdio: 'inherit' }).status ?? 1;
+const sh = (script: string, ...args: string[]) =>
+  spawnSync('bash', [path.join(ROOT, 'infra', script), ...args], { env, stdio: 'inherit' }).status ?? 1;
 let rc = sh('up');
 try {
   if (rc === 0) {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', ...files], { env, stdio: 'inherit', cwd: ROOT });
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', ...files], {
+      env,
+      stdio: 'inherit',
+      cwd: ROOT,
+    });
     rc = r.status ?? 1;
   }
 } finally {

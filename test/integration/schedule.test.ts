@@ -39,7 +39,6 @@ async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, ms 
   }
 }
 
-
 /** The pipeline action `e3 schedule create` makes, with the phase put ~12 h away so only triggers start runs. */
 async function createSchedule(c: Client, scheduleId: string, lineage: string) {
   return c.schedule.create({
@@ -57,14 +56,15 @@ async function replayWarmstart(cfg: RunConfig, weights: Uint8Array | undefined):
   const tr = Trainer.create({ model: modelConfig(cfg), weights, optim: ws.optim, toolArithmetic: cfg.toolArithmetic });
   try {
     const sft = sftSettings(cfg, 'warmstart');
-    for (let step = 0; step < ws.steps; step++) tr.sftStep(sft.seed, step, ws.batchSize, ws.difficulty, sft.traces, { markWeight: sft.markWeight });
+    for (let step = 0; step < ws.steps; step++)
+      tr.sftStep(sft.seed, step, ws.batchSize, ws.difficulty, sft.traces, { markWeight: sft.markWeight });
     return sha256Hex(tr.snapshot().weights);
   } finally {
     tr.dispose();
   }
 }
 
-test('a schedule retrains a lineage: overlap SKIP, and the second run warm-starts from the first run\'s final commit', async () => {
+test("a schedule retrains a lineage: overlap SKIP, and the second run warm-starts from the first run's final commit", async () => {
   // No worker yet: the first scheduled run cannot finish before the second trigger arrives,
   // so the overlap policy is exercised deterministically.
   let w: Awaited<ReturnType<typeof inProcessWorker>> | undefined;
@@ -78,7 +78,10 @@ test('a schedule retrains a lineage: overlap SKIP, and the second run warm-start
     let d: ScheduleDescription = await describe();
     assert.equal(d.policies.overlap, ScheduleOverlapPolicy.SKIP);
     assert.equal(d.state.paused, false);
-    assert.ok(d.info.nextActionTimes[0].getTime() > Date.now() + 6 * 3_600_000, `next action ${d.info.nextActionTimes[0].toISOString()} is too close`);
+    assert.ok(
+      d.info.nextActionTimes[0].getTime() > Date.now() + 6 * 3_600_000,
+      `next action ${d.info.nextActionTimes[0].toISOString()} is too close`,
+    );
     assert.equal(d.info.numActionsTaken, 0);
 
     // Trigger twice (as `e3 schedule trigger` does, with SKIP): the second finds the first
@@ -120,7 +123,11 @@ test('a schedule retrains a lineage: overlap SKIP, and the second run warm-start
     assert.notEqual(r2.runId, r1.runId);
     const m2 = await s.getJson<Manifest>(keys.manifest(r2.runId));
     assert.deepEqual(m2.initFrom, ptr1, 'run 2 records the lineage commit it starts from');
-    assert.deepEqual(await s.getJson(keys.lineage(lineage)), { runId: r2.runId, nodeId: LAST_TRAINING_NODE, step: r2.results[LAST_TRAINING_NODE].checkpoint?.step });
+    assert.deepEqual(await s.getJson(keys.lineage(lineage)), {
+      runId: r2.runId,
+      nodeId: LAST_TRAINING_NODE,
+      step: r2.results[LAST_TRAINING_NODE].checkpoint?.step,
+    });
 
     // The warm start is real: run 2's warmstart node trained from run 1's stage2 weights.
     // Replaying the node's SFT steps reproduces run 1's warmstart from scratch (so the replay
@@ -231,7 +238,10 @@ test('e3 schedule create / list / describe / pause / unpause / delete through th
       assert.match(r.stderr, new RegExp(`schedule ${id} does not exist`));
     }
   } finally {
-    await c.client.schedule.getHandle(id).delete().catch(() => undefined);
+    await c.client.schedule
+      .getHandle(id)
+      .delete()
+      .catch(() => undefined);
     await c.close();
   }
 });

@@ -42,11 +42,18 @@ test('the S3 endpoint rejects unsigned and wrongly signed requests', async () =>
   assert.equal(unsigned.status, 403);
   const { ObjectStore } = await import('../../storage/store');
   const bad = new ObjectStore({ ...store().cfg, secretKey: 'not-the-secret' });
-  await assert.rejects(bad.list(''), (e: { code?: string }) => e.code === 'SignatureDoesNotMatch' || e.code === 'AccessDenied' || e.code === 'InvalidAccessKeyId');
+  await assert.rejects(
+    bad.list(''),
+    (e: { code?: string }) => e.code === 'SignatureDoesNotMatch' || e.code === 'AccessDenied' || e.code === 'InvalidAccessKeyId',
+  );
 });
 
 test('search attributes are registered and the Web UI answers', async () => {
-  const r = spawnSync(path.join(ROOT, 'infra', 'bin', 'temporal'), ['operator', 'search-attribute', 'list', '--address', `127.0.0.1:${process.env.E3_TEMPORAL_PORT}`], { encoding: 'utf8' });
+  const r = spawnSync(
+    path.join(ROOT, 'infra', 'bin', 'temporal'),
+    ['operator', 'search-attribute', 'list', '--address', `127.0.0.1:${process.env.E3_TEMPORAL_PORT}`],
+    { encoding: 'utf8' },
+  );
   assert.equal(r.status, 0, r.stderr);
   for (const a of ['E3Run', 'E3Node', 'E3Iteration', 'E3Budget', 'E3PassAt1']) assert.match(r.stdout, new RegExp(`\\b${a}\\b`));
   const ui = await fetch(`http://127.0.0.1:${process.env.E3_TEMPORAL_UI_PORT}/`);
@@ -80,7 +87,11 @@ test('a workflow started before a Temporal restart is still there afterwards and
 });
 
 test('a taken port gives a clear error, not a hang', () => {
-  const r = spawnSync('bash', [path.join(ROOT, 'infra', 'up'), 's3'], { env: { ...process.env, E3_DATA_DIR: path.join(process.env.E3_DATA_DIR!, 'other'), E3_S3_PORT: process.env.E3_S3_PORT }, encoding: 'utf8', timeout: 20000 });
+  const r = spawnSync('bash', [path.join(ROOT, 'infra', 'up'), 's3'], {
+    env: { ...process.env, E3_DATA_DIR: path.join(process.env.E3_DATA_DIR!, 'other'), E3_S3_PORT: process.env.E3_S3_PORT },
+    encoding: 'utf8',
+    timeout: 20000,
+  });
   // A second stack on the same port: refused at once, naming the port and its variable.
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /port \d+ for s3 .* already taken.*E3_S3_PORT/);

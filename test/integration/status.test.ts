@@ -27,7 +27,11 @@ test('e3 status lists the polling workers and a running node with its iteration 
     assert.match(idle.stdout, /no run running/);
 
     // A tiny run whose stage1 lasts long enough to be seen running.
-    const h = await c.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: runId, args: [{ config: 'tiny', runId, overrides: { nodes: { stage1: { iterations: 400, ckptEvery: 100 } } } }] });
+    const h = await c.client.workflow.start('pipeline', {
+      taskQueue: TASK_QUEUE,
+      workflowId: runId,
+      args: [{ config: 'tiny', runId, overrides: { nodes: { stage1: { iterations: 400, ckptEvery: 100 } } } }],
+    });
     const node = c.client.workflow.getHandle(`${runId}/stage1`);
     const p = await waitFor('stage1 to complete an iteration', 600_000, async () => {
       const q = await node.query<Progress>('progress');

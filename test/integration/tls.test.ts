@@ -30,11 +30,47 @@ const workers: Proc[] = [];
 /** A CA, and a server certificate for 127.0.0.1 / localhost signed by it. */
 function makeCertificates(out: string): void {
   const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: out, stdio: ['ignore', 'ignore', 'pipe'] });
-  ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=e3 test CA',
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
+  ssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.pem',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=e3 test CA',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
+  );
   ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1');
-  writeFileSync(path.join(out, 'server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n');
-  ssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem', '-days', '2', '-extfile', 'server.ext');
+  writeFileSync(
+    path.join(out, 'server.ext'),
+    'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n',
+  );
+  ssl(
+    'x509',
+    '-req',
+    '-in',
+    'server.csr',
+    '-CA',
+    'ca.pem',
+    '-CAkey',
+    'ca.key',
+    '-CAcreateserial',
+    '-out',
+    'server.pem',
+    '-days',
+    '2',
+    '-extfile',
+    'server.ext',
+  );
 }
 
 before(async () => {
@@ -44,9 +80,26 @@ before(async () => {
   makeCertificates(dir);
   const port = await freePorts(320);
   endpoint = `https://127.0.0.1:${port}`;
-  gateway = start(path.join(ROOT, 'infra', 'bin', 'versitygw'), ['--port', `127.0.0.1:${port}`, '--cert', path.join(dir, 'server.pem'), '--key', path.join(dir, 'server.key'), 'posix', path.join(dir, 's3')], {
-    ...process.env, ROOT_ACCESS_KEY: process.env.E3_S3_ACCESS_KEY, ROOT_SECRET_KEY: process.env.E3_S3_SECRET_KEY, VGW_QUIET: 'true', VGW_HEALTH: '/health',
-  });
+  gateway = start(
+    path.join(ROOT, 'infra', 'bin', 'versitygw'),
+    [
+      '--port',
+      `127.0.0.1:${port}`,
+      '--cert',
+      path.join(dir, 'server.pem'),
+      '--key',
+      path.join(dir, 'server.key'),
+      'posix',
+      path.join(dir, 's3'),
+    ],
+    {
+      ...process.env,
+      ROOT_ACCESS_KEY: process.env.E3_S3_ACCESS_KEY,
+      ROOT_SECRET_KEY: process.env.E3_S3_SECRET_KEY,
+      VGW_QUIET: 'true',
+      VGW_HEALTH: '/health',
+    },
+  );
   await waitFor('the TLS gateway to answer its health check', 60_000, async () => {
     if (gateway!.child.exitCode !== null) throw new Error(`versitygw exited: ${gateway!.output()}`);
     const r = spawnSync('curl', ['-sf', '-o', '/dev/null', '--cacert', path.join(dir, 'ca.pem'), `${endpoint}/health`]);
@@ -74,23 +127,36 @@ test('the gateway serves https only with the test CA: plain curl refuses its cer
   assert.equal(r.status, 60, 'curl without the CA must fail certificate verification (exit 60)');
 });
 
-test('without the CA trusted, a worker stops on its own naming the endpoint and the certificate problem', { timeout: 300_000 }, async () => {
-  const w = tlsWorker(false);
-  const code = await w.exited;
-  assert.notEqual(code, 0);
-  const out = w.output();
-  assert.match(out, new RegExp(`the object store at ${endpoint.replace(/\./g, '\\.')} presented a TLS certificate this process does not accept`));
-  assert.match(out, /\((SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT_LOCALLY): /);
-  assert.match(out, /NODE_EXTRA_CA_CERTS/);
-  // Not the "servers are down" advice: the server is up, its certificate is the problem.
-  assert.doesNotMatch(out, /npx e3 up/);
-});
+test(
+  'without the CA trusted, a worker stops on its own naming the endpoint and the certificate problem',
+  { timeout: 300_000 },
+  async () => {
+    const w = tlsWorker(false);
+    const code = await w.exited;
+    assert.notEqual(code, 0);
+    const out = w.output();
+    assert.match(
+      out,
+      new RegExp(`the object store at ${endpoint.replace(/\./g, '\\.')} presented a TLS certificate this process does not accept`),
+    );
+    assert.match(out, /\((SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT_LOCALLY): /);
+    assert.match(out, /NODE_EXTRA_CA_CERTS/);
+    // Not the "servers are down" advice: the server is up, its certificate is the problem.
+    assert.doesNotMatch(out, /npx e3 up/);
+  },
+);
 
 test('an activity that meets the untrusted certificate fails non-retryable (ObjectStoreTLS), naming the endpoint', async () => {
   // This test process does not trust the test CA either.
   const s = new ObjectStore({ ...store().cfg, endpoint, bucket: BUCKET });
   await assert.rejects(s.exists('anything'), (e) => e instanceof StoreTlsError && e.endpoint === endpoint);
-  const acts = createActivities({ store: new ObjectStore({ ...store().cfg, endpoint, bucket: BUCKET }), queue: `tls-${process.pid}`, backend: 'wasm', reportDir: mkdtempSync(path.join(tmpdir(), 'e3-tls-')), log: () => {} });
+  const acts = createActivities({
+    store: new ObjectStore({ ...store().cfg, endpoint, bucket: BUCKET }),
+    queue: `tls-${process.pid}`,
+    backend: 'wasm',
+    reportDir: mkdtempSync(path.join(tmpdir(), 'e3-tls-')),
+    log: () => {},
+  });
   await assert.rejects(acts.prepareRun({ config: 'tiny', runId: uid('tls-untrusted') }), (e) => {
     assert.ok(e instanceof ApplicationFailure, String(e));
     assert.equal(e.type, ErrorTypes.storeTls);

@@ -55,7 +55,11 @@ after(async () => {
 /** The old release's worker, in its own checkout; resolves once it polls. */
 function startOldWorker(): Promise<ChildProcess> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', path.join(dir, 'cli', 'e3.ts'), 'worker'], { cwd: dir, env: process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, ['--import', 'tsx', path.join(dir, 'cli', 'e3.ts'), 'worker'], {
+      cwd: dir,
+      env: process.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     const onData = (d: Buffer) => {
       out += d;
@@ -72,10 +76,17 @@ const ITERATIONS = 40;
 /** Activity types completed in a workflow's history. */
 async function completed(workflowId: string): Promise<string[]> {
   const events = await history(workflowId);
-  const names = new Map(events.filter((e) => e.activityTaskScheduledEventAttributes).map((e) => [String(e.eventId), e.activityTaskScheduledEventAttributes!.activityType!.name!]));
-  return events.filter((e) => e.activityTaskCompletedEventAttributes).map((e) => names.get(String(e.activityTaskCompletedEventAttributes!.scheduledEventId))!);
+  const names = new Map(
+    events
+      .filter((e) => e.activityTaskScheduledEventAttributes)
+      .map((e) => [String(e.eventId), e.activityTaskScheduledEventAttributes!.activityType!.name!]),
+  );
+  return events
+    .filter((e) => e.activityTaskCompletedEventAttributes)
+    .map((e) => names.get(String(e.activityTaskCompletedEventAttributes!.scheduledEventId))!);
 }
-const scheduled = (events: Event[]) => events.filter((e) => e.activityTaskScheduledEventAttributes).map((e) => e.activityTaskScheduledEventAttributes!.activityType!.name!);
+const scheduled = (events: Event[]) =>
+  events.filter((e) => e.activityTaskScheduledEventAttributes).map((e) => e.activityTaskScheduledEventAttributes!.activityType!.name!);
 
 async function until<T>(what: string, ms: number, f: () => Promise<T | undefined>): Promise<T> {
   const t0 = Date.now();
@@ -92,8 +103,14 @@ test(`a run in flight on a ${OLD} worker completes on this release's workers aft
   const runId = uid('upgrade');
   // stage1 long enough to be mid-stage when the new workers are up (they bundle the workflows first).
   const overrides = { nodes: { stage1: { iterations: ITERATIONS, ckptEvery: 5 } } };
-  const h = await c.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: runId, args: [{ config: 'tiny', runId, overrides }] as never });
-  await until('stage1 to complete an update on the old worker', 180_000, async () => ((await completed(`${runId}/stage1`)).includes('rlUpdate') ? true : undefined));
+  const h = await c.client.workflow.start('pipeline', {
+    taskQueue: TASK_QUEUE,
+    workflowId: runId,
+    args: [{ config: 'tiny', runId, overrides }] as never,
+  });
+  await until('stage1 to complete an update on the old worker', 180_000, async () =>
+    (await completed(`${runId}/stage1`)).includes('rlUpdate') ? true : undefined,
+  );
   const iterations = (names: string[]) => names.filter((n) => n === 'rlUpdate' || n === 'rlIteration').length;
   // The deploy: the old worker stopped the way a deploy stops it (SIGTERM), then this release's
   // worker started. (Started the other way round, an old worker may for a moment pick up a
@@ -114,20 +131,38 @@ test(`a run in flight on a ${OLD} worker completes on this release's workers aft
   for (const id of [runId, ...nodes.map((n) => `${runId}/${n}`)]) {
     const events = await history(id);
     const failed = events.filter((e) => e.workflowTaskFailedEventAttributes);
-    assert.equal(failed.length, 0, `${id}: workflow task failed: ${failed.map((e) => e.workflowTaskFailedEventAttributes!.failure?.message).join('; ')}`);
+    assert.equal(
+      failed.length,
+      0,
+      `${id}: workflow task failed: ${failed.map((e) => e.workflowTaskFailedEventAttributes!.failure?.message).join('; ')}`,
+    );
   }
   // stage1: the iterations recorded by the old worker replay on the old path; the first one
   // this release runs records the patch marker and takes the new one, for good.
   const stage1 = scheduled(await history(`${runId}/stage1`));
   const first = stage1.indexOf('rlIteration');
-  assert.ok(stage1.indexOf('rlSample') >= 0 && stage1.indexOf('rlSample') < first, `stage1 should start on the old path: ${stage1.join(', ')}`);
+  assert.ok(
+    stage1.indexOf('rlSample') >= 0 && stage1.indexOf('rlSample') < first,
+    `stage1 should start on the old path: ${stage1.join(', ')}`,
+  );
   const after = stage1.slice(first);
-  assert.ok(first > 0 && !['rlSample', 'rlGrade', 'rlRollouts', 'rlUpdate', 'commitCheckpoint'].some((n) => after.includes(n)), `stage1 should switch once, to rlIteration: ${stage1.join(', ')}`);
+  assert.ok(
+    first > 0 && !['rlSample', 'rlGrade', 'rlRollouts', 'rlUpdate', 'commitCheckpoint'].some((n) => after.includes(n)),
+    `stage1 should switch once, to rlIteration: ${stage1.join(', ')}`,
+  );
   assert.ok(iterations(stage1) >= ITERATIONS, `stage1 did not run all ${ITERATIONS} iterations: ${stage1.join(', ')}`);
   const stage2 = scheduled(await history(`${runId}/stage2`));
-  assert.ok(stage2.includes('rlIteration') && !['rlSample', 'rlRollouts', 'rlUpdate'].some((n) => stage2.includes(n)), `stage2 (started after the upgrade) should take the new path: ${stage2.join(', ')}`);
+  assert.ok(
+    stage2.includes('rlIteration') && !['rlSample', 'rlRollouts', 'rlUpdate'].some((n) => stage2.includes(n)),
+    `stage2 (started after the upgrade) should take the new path: ${stage2.join(', ')}`,
+  );
   // And the mixed histories replay from the start with this release's workflows (a worker restart).
-  const histories = await Promise.all([runId, ...nodes.map((n) => `${runId}/${n}`)].map(async (workflowId) => ({ workflowId, history: await c.client.workflow.getHandle(workflowId).fetchHistory() })));
+  const histories = await Promise.all(
+    [runId, ...nodes.map((n) => `${runId}/${n}`)].map(async (workflowId) => ({
+      workflowId,
+      history: await c.client.workflow.getHandle(workflowId).fetchHistory(),
+    })),
+  );
   let n = 0;
   for await (const r of Worker.runReplayHistories({ workflowBundle: await workflowBundle() }, histories)) {
     assert.equal(r.error, undefined, `${r.workflowId}: ${r.error}`);

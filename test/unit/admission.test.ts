@@ -10,7 +10,13 @@ import type { LiveSession, SessionSlots } from '../../activities/env';
 import { TrainerAdmission } from '../../workers/admission';
 import { formatTrainerQueue, trainerQueue } from '../../cli/trainers';
 
-const ctx = { slotType: 'activity', taskQueue: 'e3-trainer', workerIdentity: 'w', workerBuildId: '', isSticky: false } as SlotReserveContext;
+const ctx = {
+  slotType: 'activity',
+  taskQueue: 'e3-trainer',
+  workerIdentity: 'w',
+  workerBuildId: '',
+  isSticky: false,
+} as SlotReserveContext;
 const tick = () => new Promise((r) => setImmediate(r));
 
 function fakeSlots(max: number) {
@@ -76,7 +82,10 @@ test('an abandoned session frees its slot for the next open', async () => {
   const l = { lastUsed: 0 } as LiveSession;
   held.set('r1/n', l);
   let granted = false;
-  const p = a.supplier().reserveSlot(ctx, new AbortController().signal).then(() => (granted = true));
+  const p = a
+    .supplier()
+    .reserveSlot(ctx, new AbortController().signal)
+    .then(() => (granted = true));
   await tick();
   assert.equal(granted, false);
   slots.abandon('r1/n', { lastUsed: 0 } as LiveSession); // another session object: a re-open replaced it
@@ -94,14 +103,36 @@ test('e3 status: waiting opens ordered by priority key, then arrival; holders wi
     { workflowId: 'a/stage1', activity: { type: 'openTrainer', started: false, scheduledMs: 3000, attempt: 1 } },
     { workflowId: 'b/warmstart', activity: { type: 'openTrainer', started: false, scheduledMs: 1000, attempt: 1 } },
     { workflowId: 'c/stage2', activity: { type: 'openTrainer', started: false, scheduledMs: 5000, attempt: 1, priorityKey: 1 } },
-    { workflowId: 'd/stage1', activity: { type: 'rlIteration', started: true, scheduledMs: 500, startedMs: 600, worker: '42@host', attempt: 1 } },
+    {
+      workflowId: 'd/stage1',
+      activity: { type: 'rlIteration', started: true, scheduledMs: 500, startedMs: 600, worker: '42@host', attempt: 1 },
+    },
     { workflowId: 'e/stage1' },
   ];
   const q = trainerQueue(nodes);
-  assert.deepEqual(q.waiting.map((w) => [w.workflowId, w.ahead]), [['c/stage2', 0], ['b/warmstart', 1], ['a/stage1', 2]]);
-  assert.deepEqual(q.holders.map((h) => [h.workflowId, h.worker, h.doing]), [['d/stage1', '42@host', 'rlIteration'], ['e/stage1', undefined, 'between activities']]);
+  assert.deepEqual(
+    q.waiting.map((w) => [w.workflowId, w.ahead]),
+    [
+      ['c/stage2', 0],
+      ['b/warmstart', 1],
+      ['a/stage1', 2],
+    ],
+  );
+  assert.deepEqual(
+    q.holders.map((h) => [h.workflowId, h.worker, h.doing]),
+    [
+      ['d/stage1', '42@host', 'rlIteration'],
+      ['e/stage1', undefined, 'between activities'],
+    ],
+  );
   const lines = formatTrainerQueue(q, 10_000);
   assert.equal(lines[0], 'trainer sessions: 2 held, 3 waiting');
-  assert.match(lines.find((x) => x.includes('run a,'))!, /waiting for a trainer: 2 ahead of it \(run a, node stage1, since 00:00:03, 7 s ago\)/);
-  assert.match(lines.find((x) => x.includes('run c,'))!, /0 ahead of it .* priority 1/);
+  assert.match(
+    lines.find((x) => x.includes('run a,'))!,
+    /waiting for a trainer: 2 ahead of it \(run a, node stage1, since 00:00:03, 7 s ago\)/,
+  );
+  assert.match(
+    lines.find((x) => x.includes('run c,'))!,
+    /0 ahead of it .* priority 1/,
+  );
 });

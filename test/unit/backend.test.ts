@@ -41,7 +41,10 @@ function standIn(): string {
   const dir = mkdtempSync(path.join(tmpdir(), 'e3-standin-'));
   const pkg = path.join(dir, 'node_modules', '@tensorflow', 'tfjs-node-gpu');
   mkdirSync(pkg, { recursive: true });
-  writeFileSync(path.join(pkg, 'package.json'), JSON.stringify({ name: '@tensorflow/tfjs-node-gpu', version: '0.0.0-standin', main: 'index.js' }));
+  writeFileSync(
+    path.join(pkg, 'package.json'),
+    JSON.stringify({ name: '@tensorflow/tfjs-node-gpu', version: '0.0.0-standin', main: 'index.js' }),
+  );
   writeFileSync(
     path.join(pkg, 'index.js'),
     `// Stand-in: the pure-JS cpu kernels under the name the native package registers.
@@ -59,14 +62,22 @@ function run(args: string[], env: NodeJS.ProcessEnv) {
   delete base.E3_BACKEND;
   delete base.E3_GPU;
   delete base.NODE_TEST_CONTEXT; // a child `--test` run reports on its own
-  const r = spawnSync(process.execPath, ['--import', 'tsx', ...args], { cwd: ROOT, env: { ...base, ...env }, encoding: 'utf8', timeout: 240_000 });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', ...args], {
+    cwd: ROOT,
+    env: { ...base, ...env },
+    encoding: 'utf8',
+    timeout: 240_000,
+  });
   return { status: r.status, out: `${r.stdout}${r.stderr}` };
 }
 
 test('with tfjs-node-gpu installed: tensorflow only on a visible GPU or when asked; wasm by default otherwise', () => {
   const NODE_PATH = standIn();
   const probe = path.join(mkdtempSync(path.join(tmpdir(), 'e3-probe-')), 'probe.ts');
-  writeFileSync(probe, `import { backendChoice, deviceResident } from ${JSON.stringify(path.join(ROOT, 'ml', 'backend'))};\nbackendChoice().then((c) => console.log(JSON.stringify({ ...c, resident: deviceResident() })));\n`);
+  writeFileSync(
+    probe,
+    `import { backendChoice, deviceResident } from ${JSON.stringify(path.join(ROOT, 'ml', 'backend'))};\nbackendChoice().then((c) => console.log(JSON.stringify({ ...c, resident: deviceResident() })));\n`,
+  );
   const choice = (env: NodeJS.ProcessEnv) => {
     const r = run([probe], { NODE_PATH, ...env });
     assert.equal(r.status, 0, r.out);

@@ -73,5 +73,8 @@ test('gain over the base is paired: a per-problem shift is a zero-width interval
   assert.ok(at4.lo <= at4.mean && at4.mean <= at4.hi && at4.lo < at4.hi);
   // no training budget (the base itself, or an unknown one): no beyond-1x comparison
   assert.equal(gainOverBase(policy, base, null, { seed: 4 }).beyond.size, 0);
-  assert.throws(() => gainOverBase(new Map([[128, [1]]]), base, 128, { seed: 1 }), /1 problems for the policy but 5 for the base at budget 128/);
+  assert.throws(
+    () => gainOverBase(new Map([[128, [1]]]), base, 128, { seed: 1 }),
+    /1 problems for the policy but 5 for the base at budget 128/,
+  );
 });

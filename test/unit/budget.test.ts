@@ -3,7 +3,12 @@ import assert from 'node:assert/strict';
 import { measuredBudgets, selectBudget } from '../../ml/budget';
 
 // A countdown-like curve: pass@1 rises fast, then saturates.
-const curve = new Map([[256, 0.2], [512, 0.4], [1024, 0.45], [2048, 0.46]]);
+const curve = new Map([
+  [256, 0.2],
+  [512, 0.4],
+  [1024, 0.45],
+  [2048, 0.46],
+]);
 
 test('Eq. 6.1 picks the smallest B >= B0 with J(2B) <= kappa J(B)', () => {
   // B=256: J(512)=0.40 > 1.2*0.20; B=512: J(1024)=0.45 <= 1.2*0.40 = 0.48
@@ -12,7 +17,13 @@ test('Eq. 6.1 picks the smallest B >= B0 with J(2B) <= kappa J(B)', () => {
   assert.equal(r.fallback, 512);
   assert.match(r.reason, /J\(1024\)=0.45 <= 1.2\*J\(512\)/);
   // the array form is the same input
-  assert.equal(selectBudget([...curve].map(([budget, passAt1]) => ({ budget, passAt1 })), { b0: 0 }).budget, 512);
+  assert.equal(
+    selectBudget(
+      [...curve].map(([budget, passAt1]) => ({ budget, passAt1 })),
+      { b0: 0 },
+    ).budget,
+    512,
+  );
   // a stricter kappa walks further up: 0.45 > 1.1*0.4 = 0.44; 0.46 <= 1.1*0.45
   assert.equal(selectBudget(curve, { b0: 0, kappa: 1.1 }).budget, 1024);
 });
@@ -24,7 +35,11 @@ test('B0 filters the grid (B0 ~ the mean response length)', () => {
 });
 
 test('no budget qualifies: null, a reason, and the largest measured budget >= B0 as fallback', () => {
-  const rising = new Map([[256, 0.1], [512, 0.2], [1024, 0.4]]);
+  const rising = new Map([
+    [256, 0.1],
+    [512, 0.2],
+    [1024, 0.4],
+  ]);
   const r = selectBudget(rising, { b0: 0 });
   assert.equal(r.budget, null);
   assert.equal(r.fallback, 1024);
@@ -36,11 +51,28 @@ test('no budget qualifies: null, a reason, and the largest measured budget >= B0
   // B0 above the whole grid: nothing to fall back on
   assert.deepEqual([selectBudget(curve, { b0: 3000 }).budget, selectBudget(curve, { b0: 3000 }).fallback], [null, null]);
   // a grid without doublings (300 has no 600)
-  assert.equal(selectBudget(new Map([[300, 0.3], [512, 0.3], [1024, 0.3]]), { b0: 0 }).budget, 512);
+  assert.equal(
+    selectBudget(
+      new Map([
+        [300, 0.3],
+        [512, 0.3],
+        [1024, 0.3],
+      ]),
+      { b0: 0 },
+    ).budget,
+    512,
+  );
 });
 
 test('J = 0 at B and 2B qualifies (doubling gains nothing) but the reason warns', () => {
-  const r = selectBudget(new Map([[256, 0], [512, 0], [1024, 0.1]]), { b0: 0 });
+  const r = selectBudget(
+    new Map([
+      [256, 0],
+      [512, 0],
+      [1024, 0.1],
+    ]),
+    { b0: 0 },
+  );
   assert.equal(r.budget, 256);
   assert.match(r.reason, /too hard/);
 });
@@ -52,7 +84,17 @@ test('bad input gets one clear error naming the field', () => {
   assert.throws(() => selectBudget(new Map([[256, 1.2]]), { b0: 0 }), /passAt1 at budget 256 must be in \[0, 1\] \(got 1.2\)/);
   assert.throws(() => selectBudget(new Map([[256, -0.1]]), { b0: 0 }), /passAt1/);
   assert.throws(() => selectBudget([{ budget: 256, passAt1: NaN }], { b0: 0 }), /passAt1/);
-  assert.throws(() => selectBudget([{ budget: 256, passAt1: 0.1 }, { budget: 256, passAt1: 0.2 }], { b0: 0 }), /appears twice/);
+  assert.throws(
+    () =>
+      selectBudget(
+        [
+          { budget: 256, passAt1: 0.1 },
+          { budget: 256, passAt1: 0.2 },
+        ],
+        { b0: 0 },
+      ),
+    /appears twice/,
+  );
   assert.throws(() => selectBudget(new Map(), { b0: 0 }), /empty/);
   assert.throws(() => selectBudget(curve, { b0: 0, kappa: 0.9 }), /kappa/);
   assert.throws(() => selectBudget(curve, { b0: -1 }), /b0/);
@@ -66,10 +108,19 @@ test('a select node measures every candidate and its double, the largest candida
 
 test('candidates restrict B to the grid and each one reports J(B), J(2B) and their ratio (Fig. 9c)', () => {
   // The search base on 3-number problems (select split, 64 x 4): J rises to 256, then plateaus.
-  const J = new Map([[32, 0.16], [64, 0.332], [128, 0.496], [256, 0.598], [512, 0.613]]);
+  const J = new Map([
+    [32, 0.16],
+    [64, 0.332],
+    [128, 0.496],
+    [256, 0.598],
+    [512, 0.613],
+  ]);
   const r = selectBudget(J, { b0: 0, candidates: [32, 64, 128, 256] });
   assert.equal(r.budget, 256); // 0.598 > 1.2 * 0.496 = 0.5952; 0.613 <= 1.2 * 0.598
-  assert.deepEqual(r.candidates.map((c) => c.budget), [32, 64, 128, 256]);
+  assert.deepEqual(
+    r.candidates.map((c) => c.budget),
+    [32, 64, 128, 256],
+  );
   const c128 = r.candidates[2];
   assert.equal(c128.J2, 0.598);
   assert.ok(Math.abs(c128.ratio! - 0.598 / 0.496) < 1e-12);
@@ -80,7 +131,15 @@ test('candidates restrict B to the grid and each one reports J(B), J(2B) and the
   assert.deepEqual([capped.budget, capped.fallback], [null, 128]);
   assert.match(capped.reason, /J\(256\)=0.598 > 1.2\*J\(128\)=0.5952/);
   // A non-candidate is never chosen even when it and its double were measured (64 is not a candidate).
-  const sparse = selectBudget(new Map([[32, 0.1], [64, 0.3], [128, 0.31], [256, 0.32]]), { b0: 0, candidates: [32, 128] });
+  const sparse = selectBudget(
+    new Map([
+      [32, 0.1],
+      [64, 0.3],
+      [128, 0.31],
+      [256, 0.32],
+    ]),
+    { b0: 0, candidates: [32, 128] },
+  );
   assert.equal(sparse.budget, 128);
   // Below B0 a candidate never qualifies; a candidate whose double is missing has no ratio.
   const high = selectBudget(J, { b0: 300, candidates: [256, 512] });
@@ -88,7 +147,13 @@ test('candidates restrict B to the grid and each one reports J(B), J(2B) and the
   assert.equal(high.candidates[0].qualifies, false);
   assert.deepEqual([high.candidates[1].J2, high.candidates[1].ratio], [null, null]);
   // J(B) = 0: no ratio, and it qualifies when J(2B) = 0 too.
-  const zero = selectBudget(new Map([[16, 0], [32, 0]]), { b0: 0, candidates: [16] });
+  const zero = selectBudget(
+    new Map([
+      [16, 0],
+      [32, 0],
+    ]),
+    { b0: 0, candidates: [16] },
+  );
   assert.deepEqual([zero.budget, zero.candidates[0].ratio], [16, null]);
   assert.throws(() => selectBudget(J, { b0: 0, candidates: [48] }), /candidate budget 48 was not measured/);
 });

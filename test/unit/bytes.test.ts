@@ -65,11 +65,23 @@ type Acts = ReturnType<typeof createActivities>;
 async function committed(store: MemoryStore, runId: string, nodeId: string, metrics: unknown) {
   const c = await loadCheckpoint(store as unknown as ObjectStore, runId, nodeId);
   assert.ok(c, `${runId}/${nodeId} has a commit`);
-  return { step: c.manifest.step, weights: sha(c.files['weights.bin']), optim: sha(c.files['optim.bin']), metrics: sha(JSON.stringify(metrics)) };
+  return {
+    step: c.manifest.step,
+    weights: sha(c.files['weights.bin']),
+    optim: sha(c.files['optim.bin']),
+    metrics: sha(JSON.stringify(metrics)),
+  };
 }
 
 /** RL iterations [0, n) of `nodeId` as the live workflow schedules them: one rlIteration each, commit at n. */
-async function iterations(acts: Acts, runId: string, config: Awaited<ReturnType<Acts['prepareRun']>>['config'], nodeId: string, budget: number, n: number) {
+async function iterations(
+  acts: Acts,
+  runId: string,
+  config: Awaited<ReturnType<Acts['prepareRun']>>['config'],
+  nodeId: string,
+  budget: number,
+  n: number,
+) {
   const s = await acts.openTrainer({ runId, nodeId, config, upstream: {} });
   const metrics: unknown[] = [];
   for (let t = 0; t < n; t++) metrics.push((await acts.rlIteration(s, t, budget, t + 1 === n)).metrics);
@@ -78,7 +90,15 @@ async function iterations(acts: Acts, runId: string, config: Awaited<ReturnType<
 }
 
 /** The same iterations as recorded runs scheduled them: rollouts (or sampled shards, then grading), update, commit. */
-async function iterationsInParts(acts: Acts, runId: string, config: Awaited<ReturnType<Acts['prepareRun']>>['config'], nodeId: string, budget: number, n: number, shards: boolean) {
+async function iterationsInParts(
+  acts: Acts,
+  runId: string,
+  config: Awaited<ReturnType<Acts['prepareRun']>>['config'],
+  nodeId: string,
+  budget: number,
+  n: number,
+  shards: boolean,
+) {
   const s = await acts.openTrainer({ runId, nodeId, config, upstream: {} });
   const metrics: unknown[] = [];
   for (let t = 0; t < n; t++) {
@@ -120,7 +140,15 @@ let acts: Acts;
 test.before(async () => {
   pool = await ComputePool.start(1);
   store = new MemoryStore();
-  acts = createActivities({ store: store as unknown as ObjectStore, queue: 'bytes', backend: pool.backend, reportDir: '/nonexistent', maxSessions: 1, pool, log: () => {} });
+  acts = createActivities({
+    store: store as unknown as ObjectStore,
+    queue: 'bytes',
+    backend: pool.backend,
+    reportDir: '/nonexistent',
+    maxSessions: 1,
+    pool,
+    log: () => {},
+  });
 });
 test.after(() => pool.close());
 
@@ -139,8 +167,13 @@ test('tiny: warm start (SFT 0→6→12) and stage1 iterations 0, 1 commit the re
   for (const shards of [false, true]) {
     const other = `bytes-tiny-${shards ? 'shards' : 'parts'}`;
     await acts.prepareRun({ config: 'tiny', runId: other });
-    for (const [k, o] of store.objects) if (k.startsWith(`runs/${runId}/warmstart/ckpt/`)) store.objects.set(k.replace(`runs/${runId}/`, `runs/${other}/`), o);
-    assert.deepEqual(await committed(store, other, 'stage1', await iterationsInParts(acts, other, config, 'stage1', 32, 2, shards)), TINY.stage1, shards ? 'rlSample + rlGrade + rlUpdate' : 'rlRollouts + rlUpdate');
+    for (const [k, o] of store.objects)
+      if (k.startsWith(`runs/${runId}/warmstart/ckpt/`)) store.objects.set(k.replace(`runs/${runId}/`, `runs/${other}/`), o);
+    assert.deepEqual(
+      await committed(store, other, 'stage1', await iterationsInParts(acts, other, config, 'stage1', 32, 2, shards)),
+      TINY.stage1,
+      shards ? 'rlSample + rlGrade + rlUpdate' : 'rlRollouts + rlUpdate',
+    );
   }
 });
 
@@ -157,16 +190,34 @@ test('prepareRun takes an experiment by `experiments/<name>` or by its bare name
   assert.equal(config.name, 'extrapolation-search');
   assert.equal('description' in config, false);
   // A resume may name the config either way; another config is refused, naming the field.
-  for (const name of ['experiments/extrapolation-search', 'extrapolation-search']) assert.equal((await acts.prepareRun({ config: name, runId })).config.name, 'extrapolation-search');
-  await assert.rejects(acts.prepareRun({ config: 'demo', runId }), /runId: run "bytes-experiment" already exists with config "extrapolation-search", not "demo"/);
+  for (const name of ['experiments/extrapolation-search', 'extrapolation-search'])
+    assert.equal((await acts.prepareRun({ config: name, runId })).config.name, 'extrapolation-search');
+  await assert.rejects(
+    acts.prepareRun({ config: 'demo', runId }),
+    /runId: run "bytes-experiment" already exists with config "extrapolation-search", not "demo"/,
+  );
 });
 
 test('a run prepared on one tfjs backend is refused, non-retryably, by a worker on another', async () => {
   const runId = 'bytes-backend';
   const { config } = await acts.prepareRun({ config: 'tiny', runId });
-  const other = createActivities({ store: store as unknown as ObjectStore, queue: 'bytes-other', backend: 'tensorflow', reportDir: '/nonexistent', maxSessions: 1, pool, log: () => {} });
-  for (const call of [() => other.openTrainer({ runId, nodeId: 'warmstart', config, upstream: {} }), () => other.evaluate({ runId, nodeId: 'eval', config, upstream: {} })]) {
-    const err = await call().then(() => assert.fail('accepted'), (e: unknown) => e as ApplicationFailure);
+  const other = createActivities({
+    store: store as unknown as ObjectStore,
+    queue: 'bytes-other',
+    backend: 'tensorflow',
+    reportDir: '/nonexistent',
+    maxSessions: 1,
+    pool,
+    log: () => {},
+  });
+  for (const call of [
+    () => other.openTrainer({ runId, nodeId: 'warmstart', config, upstream: {} }),
+    () => other.evaluate({ runId, nodeId: 'eval', config, upstream: {} }),
+  ]) {
+    const err = await call().then(
+      () => assert.fail('accepted'),
+      (e: unknown) => e as ApplicationFailure,
+    );
     assert.equal(err.type, 'BackendMismatch');
     assert.equal(err.nonRetryable, true);
     assert.match(err.message, /run bytes-backend runs on the wasm tfjs backend .*this worker's is tensorflow.*E3_BACKEND=wasm/);

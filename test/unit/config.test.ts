@@ -17,7 +17,12 @@ const base = () => ({
   },
 });
 
-const rejects = (raw: unknown, re: RegExp) => assert.throws(() => resolveConfig(raw), (e: Error) => e instanceof ConfigError && re.test(e.message), `expected ${re}`);
+const rejects = (raw: unknown, re: RegExp) =>
+  assert.throws(
+    () => resolveConfig(raw),
+    (e: Error) => e instanceof ConfigError && re.test(e.message),
+    `expected ${re}`,
+  );
 
 test('negative-gradients is the committed (b) experiment: ablation-search with klCoef 0.05 and pgMarks ok on both arms, nothing else', () => {
   const arm = { grpo: { klCoef: 0.05, pgMarks: 'ok' } };
@@ -59,12 +64,24 @@ test('unknown keys, wrong types and out-of-range values are rejected naming the 
 test('graph errors: cycles, missing dependencies, impossible budgets', () => {
   rejects({ name: 't', nodes: { a: { kind: 'sft', deps: ['b'] }, b: { kind: 'sft', deps: ['a'] } } }, /cycle/);
   rejects({ name: 't', nodes: { a: { kind: 'rl', deps: ['nope'] } } }, /nodes\.a\.deps: unknown node "nope"/);
-  rejects({ ...base(), model: { context: 64 }, nodes: { ...base().nodes, rl: { kind: 'rl', deps: ['sft'], budget: 60 } } }, /nodes\.rl: budget 60 .* exceeds model\.context 64/);
+  rejects(
+    { ...base(), model: { context: 64 }, nodes: { ...base().nodes, rl: { kind: 'rl', deps: ['sft'], budget: 60 } } },
+    /nodes\.rl: budget 60 .* exceeds model\.context 64/,
+  );
   rejects({ name: 't', nodes: { e: { kind: 'eval' } } }, /nodes\.e: no policy to start from/);
-  rejects({ ...base(), nodes: { ...base().nodes, rl: { kind: 'rl', deps: ['sft'], budget: { fromNode: 'sft' } } } }, /budget\.fromNode: "sft" is not a select-budget node/);
-  rejects({ ...base(), nodes: { ...base().nodes, s: { kind: 'select-budget', deps: ['sft'], grid: [10, 30, 10] } } }, /nodes\.s\.grid: a budget appears twice/);
+  rejects(
+    { ...base(), nodes: { ...base().nodes, rl: { kind: 'rl', deps: ['sft'], budget: { fromNode: 'sft' } } } },
+    /budget\.fromNode: "sft" is not a select-budget node/,
+  );
+  rejects(
+    { ...base(), nodes: { ...base().nodes, s: { kind: 'select-budget', deps: ['sft'], grid: [10, 30, 10] } } },
+    /nodes\.s\.grid: a budget appears twice/,
+  );
   // Eq. 6.1 measures J(2B) for the largest candidate: 2 x 48 plus the prompt must fit the context.
-  rejects({ ...base(), model: { context: 96 }, nodes: { ...base().nodes, s: { kind: 'select-budget', deps: ['sft'], grid: [20, 48] } } }, /nodes\.s\.grid: Eq\. 6\.1 measures J\(2B\) for the largest candidate, so budget 96 plus the prompt .* exceeds model\.context 96/);
+  rejects(
+    { ...base(), model: { context: 96 }, nodes: { ...base().nodes, s: { kind: 'select-budget', deps: ['sft'], grid: [20, 48] } } },
+    /nodes\.s\.grid: Eq\. 6\.1 measures J\(2B\) for the largest candidate, so budget 96 plus the prompt .* exceeds model\.context 96/,
+  );
 });
 
 test('topological order respects dependencies and config order', () => {
@@ -75,13 +92,17 @@ test('malformed JSON names the file; unknown config names list the known ones', 
   const dir = mkdtempSync(path.join(os.tmpdir(), 'e3cfg-'));
   const f = path.join(dir, 'broken.json');
   writeFileSync(f, '{ "seed": 1, ');
-  assert.throws(() => loadConfig(f), (e: Error) => e instanceof ConfigError && e.message.includes('broken.json') && /malformed JSON/.test(e.message));
+  assert.throws(
+    () => loadConfig(f),
+    (e: Error) => e instanceof ConfigError && e.message.includes('broken.json') && /malformed JSON/.test(e.message),
+  );
   assert.throws(() => loadConfig('nope'), /no config named "nope" \(known: .*tiny/);
   assert.throws(() => loadConfig('../etc/passwd'), /is not a config name/);
 });
 
 test('ids with path separators or odd characters are refused', () => {
-  for (const bad of ['a/b', '../x', 'a\\b', '', '.hidden', 'a..b', 'x y', 'é']) assert.throws(() => checkId('runId', bad), /runId: .* is not a valid id/);
+  for (const bad of ['a/b', '../x', 'a\\b', '', '.hidden', 'a..b', 'x y', 'é'])
+    assert.throws(() => checkId('runId', bad), /runId: .* is not a valid id/);
   assert.equal(checkId('runId', 'demo-abc_1.2'), 'demo-abc_1.2');
 });
 
@@ -93,7 +114,10 @@ test('overrides merge deeply and are validated too', () => {
 });
 
 test('difficulty knobs and "@init": validated, and "@init" starts from the run init', () => {
-  assert.throws(() => loadConfig('tiny', { nodes: { stage1: { difficulty: { count: 3, minSteps: 3 } } } }), /nodes\.stage1\.difficulty\.minSteps: minSteps must be <= count - 1/);
+  assert.throws(
+    () => loadConfig('tiny', { nodes: { stage1: { difficulty: { count: 3, minSteps: 3 } } } }),
+    /nodes\.stage1\.difficulty\.minSteps: minSteps must be <= count - 1/,
+  );
   assert.throws(() => loadConfig('tiny', { nodes: { stage1: { from: 'nope' } } }), /nodes\.stage1\.from: unknown node "nope"/);
   const cur = loadConfig('curriculum');
   assert.equal(policySource(cur, 'stage2'), 'stage1');
@@ -153,7 +177,8 @@ test('user configs come first; every config has a one-line description; experime
   const names = configNames();
   const users = userConfigNames();
   assert.deepEqual(names.slice(0, users.length), users);
-  for (const n of ['tiny', 'demo', 'base', 'base-search', 'full', 'gpu', 'soak', 'ablation', 'negative-gradients', 'curriculum']) assert.ok(users.includes(n), n);
+  for (const n of ['tiny', 'demo', 'base', 'base-search', 'full', 'gpu', 'soak', 'ablation', 'negative-gradients', 'curriculum'])
+    assert.ok(users.includes(n), n);
   for (const n of names) {
     const d = configDescription(n);
     assert.ok(d.length > 20 && !d.includes('\n'), `${n}: description ${JSON.stringify(d)}`);
@@ -168,7 +193,12 @@ test('extends: resolved like --set (null removes a key), cycle-checked, errors n
   const root = mkdtempSync(path.join(os.tmpdir(), 'e3cfg-ext-'));
   mkdirSync(path.join(root, 'experiments'));
   const put = (name: string, v: unknown) => writeFileSync(path.join(root, `${name}.json`), JSON.stringify(v));
-  put('parent', { description: 'a parent', seed: 4, model: { layers: 1, dModel: 32, heads: 2, context: 96 }, nodes: { a: { kind: 'sft', steps: 3 }, b: { kind: 'sft', deps: ['a'], steps: 2 } } });
+  put('parent', {
+    description: 'a parent',
+    seed: 4,
+    model: { layers: 1, dModel: 32, heads: 2, context: 96 },
+    nodes: { a: { kind: 'sft', steps: 3 }, b: { kind: 'sft', deps: ['a'], steps: 2 } },
+  });
   put('experiments/child', { description: 'a child', extends: 'parent', seed: 5, nodes: { b: null, a: { steps: 7 } } });
   put('experiments/grandchild', { extends: 'experiments/child', model: { layers: 2 } });
   const c = loadConfig('experiments/grandchild', {}, root);
@@ -181,7 +211,10 @@ test('extends: resolved like --set (null removes a key), cycle-checked, errors n
   assert.equal(loadConfig('grandchild', { seed: 9 }, root).seed, 9);
   put('experiments/loop-a', { extends: 'experiments/loop-b' });
   put('experiments/loop-b', { extends: 'experiments/loop-a' });
-  assert.throws(() => loadConfig('experiments/loop-a', {}, root), /loop-b\.json: extends: cycle .*loop-a\.json → .*loop-b\.json → .*loop-a\.json/);
+  assert.throws(
+    () => loadConfig('experiments/loop-a', {}, root),
+    /loop-b\.json: extends: cycle .*loop-a\.json → .*loop-b\.json → .*loop-a\.json/,
+  );
   put('experiments/self', { extends: 'experiments/self' });
   assert.throws(() => loadConfig('experiments/self', {}, root), /self\.json: extends: cycle/);
   put('experiments/orphan', { extends: 'nowhere' });
@@ -196,7 +229,11 @@ test('extends: resolved like --set (null removes a key), cycle-checked, errors n
 });
 
 test('an unknown config name lists the user configs only, the nearest first', () => {
-  assert.throws(() => loadConfig('dmeo'), (e: Error) => e instanceof ConfigError && /no config named "dmeo" \(known: demo, /.test(e.message) && !e.message.includes('ablation-256'));
+  assert.throws(
+    () => loadConfig('dmeo'),
+    (e: Error) =>
+      e instanceof ConfigError && /no config named "dmeo" \(known: demo, /.test(e.message) && !e.message.includes('ablation-256'),
+  );
   assert.throws(() => loadConfig('experiments/ablaton-256'), /no config named "experiments\/ablaton-256" \(known: ablation, /);
   assert.equal(loadConfig('experiments/ablation-256').name, 'ablation-256');
 });

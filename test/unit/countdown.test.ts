@@ -1,15 +1,41 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  type CountdownProblem, EASY, EXTREME, HARD, MEDIUM, TARGET_CAP, countdown, countdownTool, difficultyProfile, exploreResponse,
-  formatAttempt, forcedCountdown, generateCountdown, gradeAttempt, minSolutionSteps, normalizeAttempt, parseResponse, problemIdentity,
-  solve, splitOf, verifyCountdown,
+  type CountdownProblem,
+  EASY,
+  EXTREME,
+  HARD,
+  MEDIUM,
+  TARGET_CAP,
+  countdown,
+  countdownTool,
+  difficultyProfile,
+  exploreResponse,
+  formatAttempt,
+  forcedCountdown,
+  generateCountdown,
+  gradeAttempt,
+  minSolutionSteps,
+  normalizeAttempt,
+  parseResponse,
+  problemIdentity,
+  solve,
+  splitOf,
+  verifyCountdown,
 } from '../../ml/countdown';
 import { encode, VOCAB } from '../../ml/tokenizer';
 import { Rng } from '../../ml/rng';
 import type { Difficulty } from '../../ml/task';
 
-const prob = (numbers: number[], target: number, ops = '+-*/'): CountdownProblem => ({ id: 't', numbers, target, ops, solution: [], minSteps: 1, split: 'train' });
+const prob = (numbers: number[], target: number, ops = '+-*/'): CountdownProblem => ({
+  id: 't',
+  numbers,
+  target,
+  ops,
+  solution: [],
+  minSteps: 1,
+  split: 'train',
+});
 const gen = (seed: number, i: number, d: Difficulty) => generateCountdown(seed, i, d, 'train');
 const P = prob([3, 5, 7], 22);
 const reason = (p: CountdownProblem, r: string, truncated = false): string => verifyCountdown(p, r, truncated).reason;
@@ -76,7 +102,10 @@ void test('verify: truncation, empty and partial responses', () => {
   assert.equal(full.reward, 0);
   assert.equal(full.reason, 'truncated');
   const partial = verifyCountdown(P, '3+5=8,8*7=56 no;3*5=15,15+', true);
-  assert.deepEqual([partial.reward, partial.reason, partial.attempts, partial.checks, partial.answer], [0, 'truncated', 2, 1, '3+5=8,8*7=56']);
+  assert.deepEqual(
+    [partial.reward, partial.reason, partial.attempts, partial.checks, partial.answer],
+    [0, 'truncated', 2, 1, '3+5=8,8*7=56'],
+  );
   const empty = verifyCountdown(P, '', false);
   assert.deepEqual([empty.attempts, empty.checks, empty.answer, empty.wellFormed], [0, 0, null, false]);
 });
@@ -117,7 +146,13 @@ void test('exploreResponse: each mark against the truth, repeats, copies and the
   assert.equal(stop('3+5=8,8*7=56 no;3*5', true), 'truncated');
   assert.equal(stop('3+5=8,8*7=56 no;3*5'), 'other');
   assert.equal(stop(''), 'other');
-  assert.equal(normalizeAttempt([{ a: 5, op: '+', b: 3, c: 8 }, { a: 8, op: '-', b: 1, c: 7 }]), '3+5=8,8-1=7');
+  assert.equal(
+    normalizeAttempt([
+      { a: 5, op: '+', b: 3, c: 8 },
+      { a: 8, op: '-', b: 1, c: 7 },
+    ]),
+    '3+5=8,8-1=7',
+  );
 });
 
 void test('split: content-defined, about 10% eval and 10% select, identical for reordered numbers', () => {
@@ -147,16 +182,18 @@ void test('minSolutionSteps: the fewest steps, checked against a brute-force enu
     while (frontier.length) {
       const next: typeof frontier = [];
       for (const { pool, k } of frontier) {
-        for (let i = 0; i < pool.length; i++) for (let j = 0; j < pool.length; j++) {
-          if (i === j) continue;
-          for (const op of ops) {
-            const a = pool[i], b = pool[j];
-            const c = op === '+' ? a + b : op === '-' ? a - b : op === '*' ? a * b : b !== 0 && a % b === 0 ? a / b : -1;
-            if (c <= 0) continue;
-            if (!best.has(c) || best.get(c)! > k + 1) best.set(c, k + 1);
-            if (pool.length > 2) next.push({ pool: [...pool.filter((_, t) => t !== i && t !== j), c], k: k + 1 });
+        for (let i = 0; i < pool.length; i++)
+          for (let j = 0; j < pool.length; j++) {
+            if (i === j) continue;
+            for (const op of ops) {
+              const a = pool[i],
+                b = pool[j];
+              const c = op === '+' ? a + b : op === '-' ? a - b : op === '*' ? a * b : b !== 0 && a % b === 0 ? a / b : -1;
+              if (c <= 0) continue;
+              if (!best.has(c) || best.get(c)! > k + 1) best.set(c, k + 1);
+              if (pool.length > 2) next.push({ pool: [...pool.filter((_, t) => t !== i && t !== j), c], k: k + 1 });
+            }
           }
-        }
       }
       frontier = next;
     }
@@ -174,7 +211,10 @@ void test('minSolutionSteps: the fewest steps, checked against a brute-force enu
 });
 
 void test('generate: minSteps and useAll give problems no shorter solution solves', () => {
-  for (const d of [{ ...MEDIUM, max: 9, ops: '+-*', minSteps: 2 }, { ...MEDIUM, max: 9, ops: '+-*', useAll: true }]) {
+  for (const d of [
+    { ...MEDIUM, max: 9, ops: '+-*', minSteps: 2 },
+    { ...MEDIUM, max: 9, ops: '+-*', useAll: true },
+  ]) {
     const ps = Array.from({ length: 40 }, (_, i) => generateCountdown(2, i, d, 'eval'));
     for (const p of ps) {
       const need = d.useAll ? 3 : 2;
@@ -222,7 +262,13 @@ void test('generate: a pure function of (seed, index, difficulty), with varied p
 });
 
 void test('generate: every problem is in range, non-trivial, solvable, and its solutions verify', () => {
-  const plans: Array<[Difficulty, number]> = [[EASY, 150], [{ ...EASY, ops: '+-*/' }, 100], [MEDIUM, 150], [HARD, 40], [EXTREME, 6]];
+  const plans: Array<[Difficulty, number]> = [
+    [EASY, 150],
+    [{ ...EASY, ops: '+-*/' }, 100],
+    [MEDIUM, 150],
+    [HARD, 40],
+    [EXTREME, 6],
+  ];
   for (const [d, n] of plans) {
     for (let seed = 0; seed < 2; seed++) {
       for (let i = 0; i < n / 2; i++) {
@@ -258,15 +304,33 @@ void test('solve: finds solutions, proves unsolvable cases, stops at the node ca
   for (let i = 0; i < 30; i++) {
     const p = gen(11, i, HARD);
     const steps = solve(p.numbers, p.target, p.ops, { rng }).steps!;
-    for (let k = 0; k < steps.length; k++) assert.equal(gradeAttempt(p, steps.filter((_, j) => j !== k)).correct, false, p.id);
+    for (let k = 0; k < steps.length; k++)
+      assert.equal(
+        gradeAttempt(
+          p,
+          steps.filter((_, j) => j !== k),
+        ).correct,
+        false,
+        p.id,
+      );
   }
 });
 
 void test('forced: the tool writes exact results only after a complete left side', () => {
   const cases: Array<[string, string]> = [
-    ['3*5=', '15'], ['3+5=8,8*7=', '56'], ['3+5=8,8*7=56 no;12/4=', '3'], ['999999*999999=', '999998000001'],
-    ['3*5=15', ''], ['', ''], ['3*5', ''], ['7/2=', ''], ['7/0=', ''], ['3-5=', ''], ['5-5=', '0'],
-    ['1234567890123*2=', ''], ['3+5=8 7*2=', ''],
+    ['3*5=', '15'],
+    ['3+5=8,8*7=', '56'],
+    ['3+5=8,8*7=56 no;12/4=', '3'],
+    ['999999*999999=', '999998000001'],
+    ['3*5=15', ''],
+    ['', ''],
+    ['3*5', ''],
+    ['7/2=', ''],
+    ['7/0=', ''],
+    ['3-5=', ''],
+    ['5-5=', '0'],
+    ['1234567890123*2=', ''],
+    ['3+5=8 7*2=', ''],
   ];
   for (const [soFar, want] of cases) assert.equal(forcedCountdown(P, soFar), want, soFar);
   assert.equal(countdown.forced, undefined);

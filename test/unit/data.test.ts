@@ -25,7 +25,8 @@ function draws(cfg: RunConfig): { train: Map<string, string>; heldOut: Map<strin
       }
     } else if (n.kind === 'rl') {
       for (let t = 0; t < Math.min(n.iterations, Math.ceil(CAP / n.prompts)); t++) {
-        for (const p of iterationProblems(cfg.seed, n.stream ?? id, t, n.prompts, n.difficulty)) train.set(problemIdentity(p), `${id} ${p.id}`);
+        for (const p of iterationProblems(cfg.seed, n.stream ?? id, t, n.prompts, n.difficulty))
+          train.set(problemIdentity(p), `${id} ${p.id}`);
       }
     } else if (n.kind === 'eval' || n.kind === 'select-budget') {
       const split = n.kind === 'eval' ? 'eval' : 'select';
@@ -43,8 +44,10 @@ function draws(cfg: RunConfig): { train: Map<string, string>; heldOut: Map<strin
 for (const name of configNames()) {
   void test(`config ${name}: evaluation and budget-selection problems never appear in training or warm-start data`, () => {
     const { train, heldOut } = draws(loadConfig(name));
-    for (const [identity, where] of heldOut) assert.ok(!train.has(identity), `${where} is also drawn by ${train.get(identity)} (${identity})`);
-    for (const identity of train.keys()) assert.equal(splitOf({ numbers: identity.split('>')[0].split(' ').map(Number), target: Number(identity.split('>')[1]) }), 'train');
+    for (const [identity, where] of heldOut)
+      assert.ok(!train.has(identity), `${where} is also drawn by ${train.get(identity)} (${identity})`);
+    for (const identity of train.keys())
+      assert.equal(splitOf({ numbers: identity.split('>')[0].split(' ').map(Number), target: Number(identity.split('>')[1]) }), 'train');
   });
 }
 
@@ -64,6 +67,8 @@ void test('arms naming the same stream draw the same problems; default streams d
   assert.deepEqual(iterationProblems(1, 'arm', 5, 8, d), iterationProblems(1, 'arm', 5, 8, d));
   assert.notDeepEqual(iterationProblems(1, 'grpo', 5, 8, d), iterationProblems(1, 'positive-only', 5, 8, d));
   const ab = loadConfig('ablation');
-  const streams = Object.entries(ab.nodes).filter(([, n]) => n.kind === 'rl').map(([id, n]) => (n.kind === 'rl' ? n.stream ?? id : ''));
+  const streams = Object.entries(ab.nodes)
+    .filter(([, n]) => n.kind === 'rl')
+    .map(([id, n]) => (n.kind === 'rl' ? (n.stream ?? id) : ''));
   assert.ok(streams.length >= 2 && new Set(streams).size === 1, `ablation arms share one stream: ${streams.join(', ')}`);
 });

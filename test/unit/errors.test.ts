@@ -42,12 +42,48 @@ async function thrown(fn: () => unknown): Promise<unknown> {
 const opts = { budget: 4, temperature: 1, topP: 1, seeds: [1], eos: 2 };
 const cases: Array<{ what: string; fn: () => unknown; cls: typeof InvalidArgumentError; type: string; message: RegExp }> = [
   // min 0 passes the config schema (DifficultySchema.min is >= 0) and fails here, every time.
-  { what: 'countdown difficulty', fn: () => generateCountdown(1, 0, { count: 3, min: 0, max: 9, ops: '+-*' }, 'train'), cls: InvalidArgumentError, type: ErrorTypes.invalid, message: /^countdown: bad difficulty \{"count":3,"min":0/ },
-  { what: 'policy config', fn: () => createPolicy({ vocab: 12, layers: 1, dModel: 9, heads: 2, context: 16, seed: 0 }), cls: InvalidArgumentError, type: ErrorTypes.invalid, message: /^policy config: dModel 9 is not a multiple of heads 2$/ },
-  { what: 'sequence past the context', fn: () => tf.tidy(() => forwardHidden(policy, tf.zeros([1, 17], 'int32'))), cls: ShapeMismatchError, type: ErrorTypes.shape, message: /^policy: sequence length 17 exceeds context 16$/ },
-  { what: 'sampler budget', fn: () => sample(policy, [[1, 5]], { ...opts, budget: 0 }), cls: InvalidArgumentError, type: ErrorTypes.invalid, message: /^sampler: budget must be an integer >= 1 \(got 0\)$/ },
-  { what: 'sampler prompt + budget past the context', fn: () => sample(policy, [[1, 5, 6]], { ...opts, budget: 14 }), cls: ShapeMismatchError, type: ErrorTypes.shape, message: /^sampler: prompt 0 \(3 tokens\) \+ budget 14 exceeds the context 16$/ },
-  { what: 'GRPO groups', fn: () => groupAdvantages([1, 0, 1], 2), cls: ShapeMismatchError, type: ErrorTypes.shape, message: /^groupAdvantages: rewards\.length 3 is not a multiple of groupSize 2$/ },
+  {
+    what: 'countdown difficulty',
+    fn: () => generateCountdown(1, 0, { count: 3, min: 0, max: 9, ops: '+-*' }, 'train'),
+    cls: InvalidArgumentError,
+    type: ErrorTypes.invalid,
+    message: /^countdown: bad difficulty \{"count":3,"min":0/,
+  },
+  {
+    what: 'policy config',
+    fn: () => createPolicy({ vocab: 12, layers: 1, dModel: 9, heads: 2, context: 16, seed: 0 }),
+    cls: InvalidArgumentError,
+    type: ErrorTypes.invalid,
+    message: /^policy config: dModel 9 is not a multiple of heads 2$/,
+  },
+  {
+    what: 'sequence past the context',
+    fn: () => tf.tidy(() => forwardHidden(policy, tf.zeros([1, 17], 'int32'))),
+    cls: ShapeMismatchError,
+    type: ErrorTypes.shape,
+    message: /^policy: sequence length 17 exceeds context 16$/,
+  },
+  {
+    what: 'sampler budget',
+    fn: () => sample(policy, [[1, 5]], { ...opts, budget: 0 }),
+    cls: InvalidArgumentError,
+    type: ErrorTypes.invalid,
+    message: /^sampler: budget must be an integer >= 1 \(got 0\)$/,
+  },
+  {
+    what: 'sampler prompt + budget past the context',
+    fn: () => sample(policy, [[1, 5, 6]], { ...opts, budget: 14 }),
+    cls: ShapeMismatchError,
+    type: ErrorTypes.shape,
+    message: /^sampler: prompt 0 \(3 tokens\) \+ budget 14 exceeds the context 16$/,
+  },
+  {
+    what: 'GRPO groups',
+    fn: () => groupAdvantages([1, 0, 1], 2),
+    cls: ShapeMismatchError,
+    type: ErrorTypes.shape,
+    message: /^groupAdvantages: rewards\.length 3 is not a multiple of groupSize 2$/,
+  },
 ];
 
 for (const c of cases) {
@@ -70,8 +106,15 @@ test('ml/trainer re-exports the one ShapeMismatchError class', () => {
 
 test('every classified type is in the one non-retryable list; session activities add only SessionLost', () => {
   const errors = [
-    new ConfigError('c'), new InvalidArgumentError('i'), new ShapeMismatchError('s'), new NonFiniteError('n'),
-    new MissingCheckpointError('m'), new CorruptObjectError('k', 'a', 'b'), new MissingObjectError('k'), new UncalibratedError('u'), new BackendMismatchError('b'),
+    new ConfigError('c'),
+    new InvalidArgumentError('i'),
+    new ShapeMismatchError('s'),
+    new NonFiniteError('n'),
+    new MissingCheckpointError('m'),
+    new CorruptObjectError('k', 'a', 'b'),
+    new MissingObjectError('k'),
+    new UncalibratedError('u'),
+    new BackendMismatchError('b'),
     new StoreTlsError('https://s3.example', 'CERT_HAS_EXPIRED', new Error('certificate has expired')),
   ];
   const types = errors.map((e) => (classify(e) as ApplicationFailure).type);

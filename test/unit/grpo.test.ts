@@ -16,12 +16,30 @@ before(async () => {
 });
 
 type M = number[][];
-interface RefIn { logp: M; oldLogp: M; refLogp?: M; entropy: M; adv: number[]; mask: M; marks?: M; noMarks?: M }
-interface RefOut { loss: number; dlogp: M; dent: M; clipLow: number; clipHigh: number; dual: number; tokens: number }
+interface RefIn {
+  logp: M;
+  oldLogp: M;
+  refLogp?: M;
+  entropy: M;
+  adv: number[];
+  mask: M;
+  marks?: M;
+  noMarks?: M;
+}
+interface RefOut {
+  loss: number;
+  dlogp: M;
+  dent: M;
+  clipLow: number;
+  clipHigh: number;
+  dual: number;
+  tokens: number;
+}
 
 /** The e3 loss in float64, case by case (docs/RECIPE.md "The RL objective"). */
 function refLoss(x: RefIn, c: GrpoConfig): RefOut {
-  const B = x.logp.length, T = x.logp[0].length;
+  const B = x.logp.length,
+    T = x.logp[0].length;
   const w = x.mask.map((row, b) => row.map((m) => (c.positiveOnly && !(x.adv[b] > 0) ? 0 : m)));
   const N = w.flat().reduce((a, b) => a + b, 0);
   const out: RefOut = { loss: 0, dlogp: [], dent: [], clipLow: 0, clipHigh: 0, dual: 0, tokens: N };
@@ -32,22 +50,37 @@ function refLoss(x: RefIn, c: GrpoConfig): RefOut {
     for (let t = 0; t < T; t++) {
       if (w[b][t] === 0) continue;
       const r = Math.exp(x.logp[b][t] - x.oldLogp[b][t]);
-      let pg = 0, dpg = 0;
+      let pg = 0,
+        dpg = 0;
       // pgMarks 'ok': a `no` mark has no policy-gradient term (and no clip statistics).
       const noPg = c.pgMarks === 'ok' && x.noMarks?.[b][t] === 1;
-      if (noPg) { /* KL and entropy only */ }
-      else if (A > 0) {
-        if (r > 1 + c.epsHigh) { pg = -A * (1 + c.epsHigh); out.clipHigh++; }
-        else { pg = -A * r; dpg = -A * r; }
+      if (noPg) {
+        /* KL and entropy only */
+      } else if (A > 0) {
+        if (r > 1 + c.epsHigh) {
+          pg = -A * (1 + c.epsHigh);
+          out.clipHigh++;
+        } else {
+          pg = -A * r;
+          dpg = -A * r;
+        }
       } else if (A < 0) {
         const a = -A;
-        if (r < 1 - c.epsLow) { pg = a * (1 - c.epsLow); out.clipLow++; }
-        else if (r > c.dualClip) { pg = a * c.dualClip; out.dual++; }
-        else { pg = a * r; dpg = a * r; }
+        if (r < 1 - c.epsLow) {
+          pg = a * (1 - c.epsLow);
+          out.clipLow++;
+        } else if (r > c.dualClip) {
+          pg = a * c.dualClip;
+          out.dual++;
+        } else {
+          pg = a * r;
+          dpg = a * r;
+        }
       }
       // KL weight of this token: klMarkCoef on a check mark when it is set, else klCoef.
       const kc = x.marks?.[b][t] && c.klMarkCoef !== undefined ? c.klMarkCoef : c.klCoef;
-      let kl = 0, dkl = 0;
+      let kl = 0,
+        dkl = 0;
       if (x.refLogp && kc > 0) {
         const d = x.refLogp[b][t] - x.logp[b][t];
         const dc = Math.max(-20, Math.min(20, d));
@@ -65,13 +98,20 @@ function refLoss(x: RefIn, c: GrpoConfig): RefOut {
 
 function runTf(x: RefIn, c: Partial<GrpoConfig>) {
   const t2 = (m: M) => tf.tensor2d(m, undefined, 'float32');
-  const oldT = t2(x.oldLogp), refT = x.refLogp ? t2(x.refLogp) : undefined, advT = tf.tensor1d(x.adv), maskT = t2(x.mask);
+  const oldT = t2(x.oldLogp),
+    refT = x.refLogp ? t2(x.refLogp) : undefined,
+    advT = tf.tensor1d(x.adv),
+    maskT = t2(x.mask);
   const marksT = x.marks ? t2(x.marks) : undefined;
   const noMarksT = x.noMarks ? t2(x.noMarks) : undefined;
-  const lpT = t2(x.logp), entT = t2(x.entropy);
+  const lpT = t2(x.logp),
+    entT = t2(x.entropy);
   let stats: ReturnType<typeof grpoLoss>['stats'] | undefined;
   const { value, grads } = tf.valueAndGrads((lp: tf.Tensor, en: tf.Tensor) => {
-    const o = grpoLoss({ logp: lp, oldLogp: oldT, refLogp: refT, entropy: en, adv: advT, mask: maskT, marks: marksT, noMarks: noMarksT }, c);
+    const o = grpoLoss(
+      { logp: lp, oldLogp: oldT, refLogp: refT, entropy: en, adv: advT, mask: maskT, marks: marksT, noMarks: noMarksT },
+      c,
+    );
     stats = o.stats;
     return o.loss;
   })([lpT, entT]);
@@ -115,7 +155,10 @@ function regionBatch(): RefIn {
   ];
   const klGap = [
     [3, 25, -15, -5, 0.3], // k3 clamped (16.1), clamped before and after exp, clamped (14), 4.0 not clamped, small
-    [0.5, -0.5, 1, -1, 2], [0.1, -2, 0.4, 1.2, -0.3], [0.2, 0.1, -0.1, 0.0, 0.0], [-3, 2.5, 0.7, -0.2, 0.05],
+    [0.5, -0.5, 1, -1, 2],
+    [0.1, -2, 0.4, 1.2, -0.3],
+    [0.2, 0.1, -0.1, 0.0, 0.0],
+    [-3, 2.5, 0.7, -0.2, 0.05],
   ];
   const logp = logRatio.map((row, b) => row.map((_, t) => -0.3 - 0.4 * ((b * 5 + t) % 7)));
   return {
@@ -124,7 +167,13 @@ function regionBatch(): RefIn {
     refLogp: logp.map((row, b) => row.map((lp, t) => lp + klGap[b][t])),
     entropy: logp.map((row, b) => row.map((_, t) => 0.2 + 0.1 * ((b + 2 * t) % 9))),
     adv: [1.2, -0.8, 0, -1.5, 0.6],
-    mask: [[1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 1, 1, 1]],
+    mask: [
+      [1, 1, 1, 1, 1],
+      [1, 1, 1, 1, 1],
+      [1, 1, 1, 1, 1],
+      [1, 1, 1, 0, 0],
+      [1, 1, 1, 1, 1],
+    ],
   };
 }
 
@@ -139,8 +188,19 @@ test('grpoLoss matches the float64 reference in every region (loss, d/dlogp, d/d
   assert.ok(got.stats.kl > 0 && got.stats.entropy > 0);
   // without KL, clipped (high and low) and dual-capped tokens carry no gradient through logp
   const pgOnly = check(x, { klCoef: 0 }).got.dlogp;
-  for (const [b, t] of [[0, 4], [1, 0], [1, 3], [4, 3]]) assert.ok(pgOnly[b][t] === 0, `token ${b},${t}`);
-  for (const [b, t] of [[0, 0], [1, 1], [1, 4]]) assert.notEqual(pgOnly[b][t], 0, `token ${b},${t}`);
+  for (const [b, t] of [
+    [0, 4],
+    [1, 0],
+    [1, 3],
+    [4, 3],
+  ])
+    assert.ok(pgOnly[b][t] === 0, `token ${b},${t}`);
+  for (const [b, t] of [
+    [0, 0],
+    [1, 1],
+    [1, 4],
+  ])
+    assert.notEqual(pgOnly[b][t], 0, `token ${b},${t}`);
 });
 
 test('grpoLoss: KL clamp, entropy term and each coefficient switched on alone', () => {
@@ -158,17 +218,25 @@ test('grpoLoss: KL clamp, entropy term and each coefficient switched on alone', 
 test('grpoLoss: klMarkCoef weighs the KL on mark tokens alone; unset or equal, the loss is unchanged', () => {
   const x = regionBatch();
   // Marks on a few tokens of several rows (where the KL is not clamped, so it has a gradient), a padded one included.
-  const marks = [[0, 0, 0, 1, 1], [0, 0, 1, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 1, 0]];
+  const marks = [
+    [0, 0, 0, 1, 1],
+    [0, 0, 1, 0, 0],
+    [1, 0, 0, 0, 0],
+    [0, 0, 0, 0, 1],
+    [0, 0, 0, 1, 0],
+  ];
   const withMarks = { ...x, marks };
   check(withMarks, { klCoef: 0.001, klMarkCoef: 0.3 }); // the mark tokens' KL at 0.3, the rest at 0.001
   check(withMarks, { klCoef: 0, klMarkCoef: 0.3, entropyCoef: 0 }); // KL on the marks only
   const onlyMarks = runTf(withMarks, { klCoef: 0, klMarkCoef: 0.3, entropyCoef: 0 });
   const none = runTf(withMarks, { klCoef: 0, entropyCoef: 0 });
   // The gradient differs from the KL-free one exactly at the (unpadded) mark tokens.
-  onlyMarks.dlogp.forEach((row, b) => row.forEach((g, t) => {
-    const onMark = marks[b][t] === 1 && x.mask[b][t] === 1;
-    assert.equal(g !== none.dlogp[b][t], onMark, `row ${b} token ${t}`);
-  }));
+  onlyMarks.dlogp.forEach((row, b) =>
+    row.forEach((g, t) => {
+      const onMark = marks[b][t] === 1 && x.mask[b][t] === 1;
+      assert.equal(g !== none.dlogp[b][t], onMark, `row ${b} token ${t}`);
+    }),
+  );
   // Unset, or equal to klCoef: the same loss, bit for bit, as without marks.
   const plain = runTf(x, { klCoef: 0.3 });
   for (const c of [{ klCoef: 0.3 }, { klCoef: 0.3, klMarkCoef: 0.3 }]) {
@@ -183,7 +251,13 @@ test('grpoLoss: klMarkCoef weighs the KL on mark tokens alone; unset or equal, t
 test("grpoLoss: pgMarks 'ok' takes the `no` marks out of the policy gradient alone; KL, entropy and token count stay", () => {
   const x = regionBatch();
   // `no` marks on tokens of every region: unclipped (0,1), clipped high (0,4), clipped low (1,0), dual-capped (1,3), A = 0 (2,2), padding (3,4).
-  const noMarks = [[0, 1, 0, 0, 1], [1, 0, 0, 1, 0], [0, 0, 1, 0, 0], [0, 1, 0, 0, 1], [0, 0, 0, 0, 0]];
+  const noMarks = [
+    [0, 1, 0, 0, 1],
+    [1, 0, 0, 1, 0],
+    [0, 0, 1, 0, 0],
+    [0, 1, 0, 0, 1],
+    [0, 0, 0, 0, 0],
+  ];
   const withNo = { ...x, noMarks };
   const { ref } = check(withNo, { pgMarks: 'ok' });
   assert.equal(ref.tokens, 23); // the marks still count as loss tokens (KL, entropy, the token mean)
@@ -193,10 +267,12 @@ test("grpoLoss: pgMarks 'ok' takes the `no` marks out of the policy gradient alo
   // With no KL and no entropy, the marked (unpadded) tokens have no gradient at all, and the others the plain loss's.
   const pgOnly = runTf(withNo, { pgMarks: 'ok', klCoef: 0, entropyCoef: 0 });
   const plain = runTf(x, { klCoef: 0, entropyCoef: 0 });
-  pgOnly.dlogp.forEach((row, b) => row.forEach((g, t) => {
-    if (noMarks[b][t] === 1) assert.equal(g, 0, `row ${b} token ${t}`);
-    else assert.equal(g, plain.dlogp[b][t], `row ${b} token ${t}`);
-  }));
+  pgOnly.dlogp.forEach((row, b) =>
+    row.forEach((g, t) => {
+      if (noMarks[b][t] === 1) assert.equal(g, 0, `row ${b} token ${t}`);
+      else assert.equal(g, plain.dlogp[b][t], `row ${b} token ${t}`);
+    }),
+  );
   // 'all', or absent: the same bytes as without the tensor.
   for (const c of [{}, { pgMarks: 'all' as const }]) {
     const got = runTf(withNo, c);
@@ -239,7 +315,8 @@ test('grpoLoss matches the reference on random batches (3 seeds, all regions mix
   const nearKink = (r: number) => [1 - c.epsLow, 1 + c.epsHigh, c.dualClip].some((k) => Math.abs(r - k) < 1e-3);
   for (const seed of [1, 2, 3]) {
     const rng = new Rng(seed);
-    const B = 8, T = 12;
+    const B = 8,
+      T = 12;
     const x: RefIn = { logp: [], oldLogp: [], refLogp: [], entropy: [], adv: [], mask: [] };
     const rewards = Array.from({ length: B }, () => (rng.next() < 0.4 ? 1 : 0));
     rewards[0] = 1;
@@ -254,9 +331,17 @@ test('grpoLoss matches the reference on random batches (3 seeds, all regions mix
         while (nearKink(Math.exp(lr))) lr += 0.01;
         let d = 1.5 * rng.normal();
         while (Math.abs(Math.exp(d) - d - 1 - c.klClamp) < 1e-3) d += 0.01;
-        row.lp.push(lp); row.old.push(lp - lr); row.ref.push(lp + d); row.ent.push(3 * rng.next()); row.m.push(t < len && rng.next() > 0.1 ? 1 : 0);
+        row.lp.push(lp);
+        row.old.push(lp - lr);
+        row.ref.push(lp + d);
+        row.ent.push(3 * rng.next());
+        row.m.push(t < len && rng.next() > 0.1 ? 1 : 0);
       }
-      x.logp.push(row.lp); x.oldLogp.push(row.old); x.refLogp!.push(row.ref); x.entropy.push(row.ent); x.mask.push(row.m);
+      x.logp.push(row.lp);
+      x.oldLogp.push(row.old);
+      x.refLogp!.push(row.ref);
+      x.entropy.push(row.ent);
+      x.mask.push(row.m);
     }
     check(x, { klCoef: 0.05, entropyCoef: 0.01 });
     check(x, {});
@@ -271,7 +356,8 @@ test('the float64 reference gradient agrees with central finite differences', ()
   for (let b = 0; b < x.logp.length; b++) {
     for (let t = 0; t < x.logp[0].length; t++) {
       for (const field of ['logp', 'entropy'] as const) {
-        const plus = structuredClone(x), minus = structuredClone(x);
+        const plus = structuredClone(x),
+          minus = structuredClone(x);
         plus[field][b][t] += h;
         minus[field][b][t] -= h;
         const fd = (refLoss(plus, c).loss - refLoss(minus, c).loss) / (2 * h);
@@ -283,12 +369,24 @@ test('the float64 reference gradient agrees with central finite differences', ()
 });
 
 test('grpoLoss rejects bad shapes and bad config; frees its temporaries', () => {
-  const a = tf.zeros([2, 3]), b = tf.zeros([2, 4]), adv = tf.zeros([2]), adv3 = tf.zeros([3]);
+  const a = tf.zeros([2, 3]),
+    b = tf.zeros([2, 4]),
+    adv = tf.zeros([2]),
+    adv3 = tf.zeros([3]);
   assert.throws(() => grpoLoss({ logp: a, oldLogp: b, entropy: a, adv, mask: a }), /oldLogp has shape \[2,4\]/);
   assert.throws(() => grpoLoss({ logp: a, oldLogp: a, entropy: a, adv: adv3, mask: a }), /adv must be \[2\]/);
   assert.throws(() => grpoConfig({ epsLow: 'x' } as unknown as Partial<GrpoConfig>), /epsLow/);
   assert.throws(() => grpoConfig({ epsHi: 0.3 } as unknown as Partial<GrpoConfig>), /epsHi/);
-  assert.deepEqual(grpoConfig(), { epsLow: 0.2, epsHigh: 0.35, dualClip: 3, klCoef: 0.001, klClamp: 10, entropyCoef: 0.001, positiveOnly: false, maskMarks: false });
+  assert.deepEqual(grpoConfig(), {
+    epsLow: 0.2,
+    epsHigh: 0.35,
+    dualClip: 3,
+    klCoef: 0.001,
+    klClamp: 10,
+    entropyCoef: 0.001,
+    positiveOnly: false,
+    maskMarks: false,
+  });
   const before = tf.memory().numTensors;
   const { loss } = grpoLoss({ logp: a, oldLogp: a, refLogp: a, entropy: a, adv, mask: tf.onesLike(a) });
   assert.equal(tf.memory().numTensors, before + 2); // the loss and the ones mask we made
@@ -314,8 +412,14 @@ test('groupAdvantages: hand cases, sample std, zero-variance groups counted and 
 });
 
 test('crossEntropyLoss is minus the token-mean of logp over the mask', () => {
-  const logp = tf.tensor2d([[-1, -2, -3], [-0.5, NaN, -4]]);
-  const mask = tf.tensor2d([[1, 1, 0], [1, 0, 0]]);
+  const logp = tf.tensor2d([
+    [-1, -2, -3],
+    [-0.5, NaN, -4],
+  ]);
+  const mask = tf.tensor2d([
+    [1, 1, 0],
+    [1, 0, 0],
+  ]);
   const l = crossEntropyLoss(logp, mask);
   assert.ok(Math.abs(l.dataSync()[0] - (1 + 2 + 0.5) / 3) < 1e-6);
   tf.dispose([logp, mask, l]);

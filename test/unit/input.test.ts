@@ -37,7 +37,10 @@ test('not an object: numbers, booleans, null and arrays are refused, saying what
 });
 
 test('an unknown key (a typo) is refused, naming it and the known keys', () => {
-  rejects({ config: 'tiny', overide: { seed: 3 } }, /^pipeline input: overide: unknown key \(expected config, overrides, runId, lineage\)$/);
+  rejects(
+    { config: 'tiny', overide: { seed: 3 } },
+    /^pipeline input: overide: unknown key \(expected config, overrides, runId, lineage\)$/,
+  );
   rejects({ Config: 'tiny' }, /^pipeline input: Config: unknown key/);
 });
 

@@ -1,6 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { evalKey, evalPrefix, meanPassAtK, passAtK, passAtKMetrics, summarizeResponses, trainKey, type ResponseRecord } from '../../ml/metrics';
+import {
+  evalKey,
+  evalPrefix,
+  meanPassAtK,
+  passAtK,
+  passAtKMetrics,
+  summarizeResponses,
+  trainKey,
+  type ResponseRecord,
+} from '../../ml/metrics';
 
 /** Exact binomial with BigInt, for the closed form 1 − C(n−c, k)/C(n, k). */
 function choose(n: number, k: number): bigint {
@@ -49,7 +58,11 @@ test('pass@k rejects bad arguments with the field named', () => {
 });
 
 test('mean pass@k over problems and eval keys carry the budget', () => {
-  const problems = [{ n: 8, c: 0 }, { n: 8, c: 8 }, { n: 8, c: 2 }];
+  const problems = [
+    { n: 8, c: 0 },
+    { n: 8, c: 8 },
+    { n: 8, c: 2 },
+  ];
   assert.ok(Math.abs(meanPassAtK(problems, 1) - (0 + 1 + 0.25) / 3) < 1e-12);
   const m = passAtKMetrics(evalPrefix(512), problems, [1, 2, 8, 16]);
   assert.deepEqual(Object.keys(m), ['eval/b512/pass@1', 'eval/b512/pass@2', 'eval/b512/pass@8']); // 16 > n: left out

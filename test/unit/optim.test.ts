@@ -15,13 +15,26 @@ before(async () => {
 });
 
 /** float64 AdamW with torch.nn.utils.clip_grad_norm_ semantics, over named flat arrays. */
-function refAdamW(p0: Record<string, number[]>, grads: Array<Record<string, number[]>>, c: AdamWConfig, decay: (n: string) => boolean = () => true) {
+function refAdamW(
+  p0: Record<string, number[]>,
+  grads: Array<Record<string, number[]>>,
+  c: AdamWConfig,
+  decay: (n: string) => boolean = () => true,
+) {
   const p = structuredClone(p0);
-  const m: Record<string, number[]> = {}, v: Record<string, number[]> = {};
-  for (const k of Object.keys(p)) { m[k] = p[k].map(() => 0); v[k] = p[k].map(() => 0); }
+  const m: Record<string, number[]> = {},
+    v: Record<string, number[]> = {};
+  for (const k of Object.keys(p)) {
+    m[k] = p[k].map(() => 0);
+    v[k] = p[k].map(() => 0);
+  }
   grads.forEach((g, i) => {
     const t = i + 1;
-    const norm = Math.sqrt(Object.values(g).flat().reduce((a, x) => a + x * x, 0));
+    const norm = Math.sqrt(
+      Object.values(g)
+        .flat()
+        .reduce((a, x) => a + x * x, 0),
+    );
     const scale = Math.min(1, c.maxGradNorm / (norm + 1e-6));
     for (const k of Object.keys(g)) {
       const wd = decay(k) ? c.weightDecay : 0;
@@ -76,8 +89,15 @@ test('AdamW matches the float64 reference for 3 steps (decoupled decay, bias cor
   const one = makeVars(P0);
   const opt1 = new AdamW(one, cfg);
   stepWith(opt1, G[0]);
-  closeTo(one.w.dataSync(), P0.w.map((p, i) => p * (1 - 0.01) - 0.1 * Math.sign(G[0].w[i])), 1e-6, 'w after 1 step');
-  opt.dispose(); opt1.dispose(); tf.dispose([...Object.values(vars), ...Object.values(one)]);
+  closeTo(
+    one.w.dataSync(),
+    P0.w.map((p, i) => p * (1 - 0.01) - 0.1 * Math.sign(G[0].w[i])),
+    1e-6,
+    'w after 1 step',
+  );
+  opt.dispose();
+  opt1.dispose();
+  tf.dispose([...Object.values(vars), ...Object.values(one)]);
 });
 
 test('global grad-norm clipping scales every gradient by maxGradNorm / norm', () => {
@@ -96,17 +116,20 @@ test('global grad-norm clipping scales every gradient by maxGradNorm / norm', ()
   stepWith(opt, G[0]); // norm < 1: unclipped
   assert.equal(stepWith(opt, { w: [10, 10, -10, 0], b: [0, 0] }).clipScale < 1, true);
   closeTo(vars.w.dataSync(), ref.p.w, 1e-6, 'w');
-  opt.dispose(); tf.dispose(Object.values(vars));
+  opt.dispose();
+  tf.dispose(Object.values(vars));
 });
 
 test('getState / setState round-trip exactly and continue identically', () => {
-  const a = makeVars(P0), b = makeVars(P0);
+  const a = makeVars(P0),
+    b = makeVars(P0);
   const optA = new AdamW(a, cfg);
   stepWith(optA, G[0]);
   stepWith(optA, G[1]);
   const st = optA.getState();
   // b starts from a's parameters and state
-  b.w.assign(a.w); b.b.assign(a.b);
+  b.w.assign(a.w);
+  b.b.assign(a.b);
   const optB = new AdamW(b, cfg);
   optB.setState(structuredClone(st));
   assert.deepEqual(optB.getState(), st);
@@ -116,14 +139,17 @@ test('getState / setState round-trip exactly and continue identically', () => {
   assert.deepEqual(optB.getState(), optA.getState());
   assert.throws(() => optB.setState({ ...st, m: { w: st.m.w } }), /m names do not match/);
   assert.throws(() => optB.setState({ ...st, v: { ...st.v, b: new Float32Array(3) } }), /v\["b"\] has 3 values/);
-  optA.dispose(); optB.dispose(); tf.dispose([...Object.values(a), ...Object.values(b)]);
+  optA.dispose();
+  optB.dispose();
+  tf.dispose([...Object.values(a), ...Object.values(b)]);
 });
 
 test('a non-finite gradient throws NonFiniteError and changes nothing', () => {
   const vars = makeVars(P0);
   const opt = new AdamW(vars, cfg);
   stepWith(opt, G[0]);
-  const w0 = Array.from(vars.w.dataSync()), st0 = opt.getState();
+  const w0 = Array.from(vars.w.dataSync()),
+    st0 = opt.getState();
   const tensors0 = tf.memory().numTensors;
   for (const bad of [NaN, Infinity, -Infinity]) {
     let err: unknown;
@@ -139,7 +165,8 @@ test('a non-finite gradient throws NonFiniteError and changes nothing', () => {
   assert.deepEqual(Array.from(vars.w.dataSync()), w0);
   assert.deepEqual(opt.getState(), st0);
   assert.equal(tf.memory().numTensors, tensors0);
-  opt.dispose(); tf.dispose(Object.values(vars));
+  opt.dispose();
+  tf.dispose(Object.values(vars));
 });
 
 test('AdamW leaks no tensors, rejects unknown names, shapes and config keys', () => {

@@ -20,7 +20,10 @@ function randomPolicy(seed: number, eosBias = -3): Policy {
   const rng = new Rng(seed);
   const values = new Map<string, Float32Array>();
   for (const [name, v] of p.params) {
-    values.set(name, Float32Array.from({ length: v.size }, () => (name.endsWith('.g') ? 1 : 0) + 0.3 * rng.normal()));
+    values.set(
+      name,
+      Float32Array.from({ length: v.size }, () => (name.endsWith('.g') ? 1 : 0) + 0.3 * rng.normal()),
+    );
   }
   values.get('lnf.g')![0] = 0;
   values.get('lnf.b')!.fill(0)[0] = 1;
@@ -40,7 +43,10 @@ const opts = (o: Partial<SampleOptions> & { seeds: number[] }): SampleOptions =>
 /** Random prompts of lengths 2..12 starting with token 1. */
 function prompts(n: number, seed: number): number[][] {
   const rng = new Rng(seed);
-  return Array.from({ length: n }, () => [1, ...Array.from({ length: 1 + Math.floor(rng.next() * 11) }, () => 3 + Math.floor(rng.next() * (CFG.vocab - 3)))]);
+  return Array.from({ length: n }, () => [
+    1,
+    ...Array.from({ length: 1 + Math.floor(rng.next() * 11) }, () => 3 + Math.floor(rng.next() * (CFG.vocab - 3))),
+  ]);
 }
 
 /**
@@ -80,7 +86,10 @@ test('ORT decode-step logits match tfjs forwardLogits at every position up to 2,
   };
   let maxDiff = 0;
   let maxAbs = 0;
-  for (const [r, seq, first] of [[0, long, 4], [1, short, 8]] as const) {
+  for (const [r, seq, first] of [
+    [0, long, 4],
+    [1, short, 8],
+  ] as const) {
     const ref = refOf(seq);
     got[r].forEach((l, i) => {
       const at = (first + i) * CFG.vocab;
@@ -132,21 +141,32 @@ test('ORT and tfjs sample the same tokens for the same seeds (most rows identica
   assert.ok(maxDiff < 1e-4, `logp diff ${maxDiff}`);
 });
 
-test('scoreResponses: the tfjs sampler\'s log-probs by the full forward (< 1e-5), 0 at forced tokens, the same bits whatever rows are scored together', async () => {
+test("scoreResponses: the tfjs sampler's log-probs by the full forward (< 1e-5), 0 at forced tokens, the same bits whatever rows are scored together", async () => {
   const ps = prompts(10, 8);
   const forced = (row: number, soFar: number[]) => (row % 3 === 0 && soFar.length === 4 ? [5, 6] : []);
   const out = await sample(policy, ps, opts({ seeds: seedsFor(10, 2), temperature: 0.7, forced }));
   const all = scoreResponses(policy, ps, out.responses, out.forcedMask, 0.7);
   let maxDiff = 0;
-  all.forEach((lp, r) => lp.forEach((x, k) => {
-    if (out.forcedMask[r][k]) assert.equal(x, 0);
-    maxDiff = Math.max(maxDiff, Math.abs(x - out.logp[r][k]));
-  }));
+  all.forEach((lp, r) =>
+    lp.forEach((x, k) => {
+      if (out.forcedMask[r][k]) assert.equal(x, 0);
+      maxDiff = Math.max(maxDiff, Math.abs(x - out.logp[r][k]));
+    }),
+  );
   assert.ok(maxDiff < 1e-5, `max |rescored - sampled| ${maxDiff}`);
   assert.ok(out.forcedMask.some((m) => m.includes(1)));
   const odd = [1, 3, 5, 7, 9];
-  const part = scoreResponses(policy, odd.map((r) => ps[r]), odd.map((r) => out.responses[r]), odd.map((r) => out.forcedMask[r]), 0.7);
-  assert.deepEqual(part, odd.map((r) => all[r]));
+  const part = scoreResponses(
+    policy,
+    odd.map((r) => ps[r]),
+    odd.map((r) => out.responses[r]),
+    odd.map((r) => out.forcedMask[r]),
+    0.7,
+  );
+  assert.deepEqual(
+    part,
+    odd.map((r) => all[r]),
+  );
 });
 
 test('engine option: ort has no recompute mode; unknown engines are refused by name', async () => {

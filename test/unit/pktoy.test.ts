@@ -16,7 +16,13 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../ml/backend';
 import {
-  runPkToy, runPkToyPaper, paperInitialLogits, samplePaperEpisode, addPaperGradient, PAPER_PKTOY, PKTOY_PRESETS,
+  runPkToy,
+  runPkToyPaper,
+  paperInitialLogits,
+  samplePaperEpisode,
+  addPaperGradient,
+  PAPER_PKTOY,
+  PKTOY_PRESETS,
 } from '../../ml/pktoy';
 import { Rng } from '../../ml/rng';
 
@@ -35,13 +41,16 @@ test('p^k toy: GRPO lengthens responses and finds a*; GRPOMask does neither as w
   const mask = runPkToy({ seed: 0, grpo: { positiveOnly: true } }).history;
   assert.equal(grpo.length, 80);
 
-  const gLen = windows(grpo, 'train/response_len'), mLen = windows(mask, 'train/response_len');
-  const gS = windows(grpo, 'train/reward_mean'), mS = windows(mask, 'train/reward_mean');
+  const gLen = windows(grpo, 'train/response_len'),
+    mLen = windows(mask, 'train/response_len');
+  const gS = windows(grpo, 'train/reward_mean'),
+    mS = windows(mask, 'train/reward_mean');
   const [g0, m0] = [gLen[0], mLen[0]];
   // the initial stop logit gives mean length ~15
   assert.ok(g0 > 12 && g0 < 18 && m0 > 12 && m0 < 18, `initial lengths ${g0}, ${m0}`);
   // GRPO: length rises (measured 14.9 -> 24.7) and success goes near 1 (measured 0.95)
-  const gMax = Math.max(...gLen), mMax = Math.max(...mLen);
+  const gMax = Math.max(...gLen),
+    mMax = Math.max(...mLen);
   assert.ok(gMax >= 1.3 * g0 && gMax >= 20, `GRPO max length ${gMax} (start ${g0})`);
   assert.ok(gS[gS.length - 1] >= 0.9, `GRPO final success ${gS[gS.length - 1]}`);
   // GRPOMask: no length growth (measured max 14.5, last 10.9), success lags (0.83)
@@ -79,7 +88,8 @@ test('p^k toy options: skewed start keeps the initial length, a* by rank, temper
   // distinct actions per episode never exceed the actions written
   assert.ok(hl['pktoy/distinct'] > 1 && hl['pktoy/distinct'] < hl['train/response_len']);
   // a temperature rescales the table, not the starting distribution; the runs then diverge only through learning
-  const t1 = runPkToy({ seed: 3, steps: 2 }), t2 = runPkToy({ seed: 3, steps: 2, temperature: 2 });
+  const t1 = runPkToy({ seed: 3, steps: 2 }),
+    t2 = runPkToy({ seed: 3, steps: 2, temperature: 2 });
   assert.ok(Math.abs(t1.history[0]['pktoy/p_stop'] - t2.history[0]['pktoy/p_stop']) < 1e-6);
   assert.ok(Math.abs(t1.history[0]['train/response_len'] - t2.history[0]['train/response_len']) < 1e-9);
   assert.notDeepEqual(t1.history[1], t2.history[1]);
@@ -89,14 +99,17 @@ test('p^k toy options: skewed start keeps the initial length, a* by rank, temper
 
 // ---- the paper preset (appendix C.3) ----
 
-const K = 100, N = K + 1;
+const K = 100,
+  N = K + 1;
 
 test('paper preset: init rows are U[-3, 3] with M(stop) = 4 and M(a*) = -4', () => {
   assert.equal(PKTOY_PRESETS.paper, PAPER_PKTOY);
   const aStar = 17;
   const M = paperInitialLogits(PAPER_PKTOY, aStar, new Rng(5));
   assert.equal(M.length, K * N); // rows = states 𝒜 (stop is never a state), columns = 𝒜 ∪ {stop}
-  let lo = Infinity, hi = -Infinity, sum = 0;
+  let lo = Infinity,
+    hi = -Infinity,
+    sum = 0;
   for (let s = 0; s < K; s++) {
     assert.equal(M[s * N + K], 4);
     assert.equal(M[s * N + aStar], -4);
@@ -153,7 +166,10 @@ test('paper preset MDP: pi0 never gives a*; reward 1 exactly when a* is written,
   const counts = new Array<number>(K).fill(0);
   for (let i = 0; i < 19800; i++) counts[samplePaperEpisode(stopAlways, K, 100, aStar, rng).tokens[0]]++;
   assert.equal(counts[aStar], 0);
-  assert.ok(Math.min(...counts.filter((_, j) => j !== aStar)) > 120 && Math.max(...counts) < 290, `${Math.min(...counts)} ${Math.max(...counts)}`);
+  assert.ok(
+    Math.min(...counts.filter((_, j) => j !== aStar)) > 120 && Math.max(...counts) < 290,
+    `${Math.min(...counts)} ${Math.max(...counts)}`,
+  );
 });
 
 test('paper preset: the hand-written gradient of the token-mean loss matches central differences (float64)', () => {
@@ -176,7 +192,8 @@ test('paper preset: the hand-written gradient of the token-mean loss matches cen
   const g = new Float64Array(M.length);
   addPaperGradient(M, K, tokens, adv, 1, g);
   const h = 1e-5;
-  let maxErr = 0, checked = 0;
+  let maxErr = 0,
+    checked = 0;
   for (const s of [3, 5, 99, 0, 1]) {
     for (let j = 0; j < N; j++) {
       const k = s * N + j;
@@ -199,7 +216,10 @@ test('paper preset: the hand-written gradient of the token-mean loss matches cen
 test('paper preset: GRPOMask makes no update on failures; plain SGD and Adam differ; determinism', () => {
   // from the literal init a* is almost never found in 200 updates, so every trajectory fails
   const masked = runPkToyPaper({ seed: 1, updates: 200, mask: true, optimizer: 'adam' });
-  assert.equal(masked.reward.reduce((a, b) => a + b, 0), 0);
+  assert.equal(
+    masked.reward.reduce((a, b) => a + b, 0),
+    0,
+  );
   assert.equal(masked.steps, 0);
   assert.deepEqual([masked.pStop[0], masked.pStar[0]], [masked.pStop.at(-1), masked.pStar.at(-1)]);
   // same init and draws unmasked: every failure is a step (A = -0.5) and P(stop) falls
@@ -212,7 +232,10 @@ test('paper preset: GRPOMask makes no update on failures; plain SGD and Adam dif
   assert.equal(sgd.steps, 200);
   assert.ok(sgd.pStop.at(-1)! < sgd.pStop[0] && sgd.pStop.at(-1)! > 0.99 * sgd.pStop[0], `${sgd.pStop[0]} -> ${sgd.pStop.at(-1)}`);
   // the literal init: P(stop) ~ e^4 / (e^4 + 99 E[e^U]) = 0.14, entropy ~3.7 nats
-  assert.ok(Math.abs(grpo.pStop[0] - 0.142) < 0.01 && Math.abs(grpo.stateEntropy[0] - 3.67) < 0.05, `${grpo.pStop[0]} ${grpo.stateEntropy[0]}`);
+  assert.ok(
+    Math.abs(grpo.pStop[0] - 0.142) < 0.01 && Math.abs(grpo.stateEntropy[0] - 3.67) < 0.05,
+    `${grpo.pStop[0]} ${grpo.stateEntropy[0]}`,
+  );
   assert.equal(grpo.evalAt.length, 5); // 0, 50, 100, 150, 200
   // determinism: same seed, same curves; another seed differs
   const again = runPkToyPaper({ seed: 1, updates: 200, optimizer: 'adam' });

@@ -4,7 +4,19 @@ import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../ml/backend';
 import type { Policy, PolicyConfig } from '../../ml/policy';
 import {
-  assignParams, countParams, createPolicy, disposePolicy, forwardLogits, growContext, layerNorm, linear, mm, paramShapes, readParams, tokenLogProbs, useFastSlice,
+  assignParams,
+  countParams,
+  createPolicy,
+  disposePolicy,
+  forwardLogits,
+  growContext,
+  layerNorm,
+  linear,
+  mm,
+  paramShapes,
+  readParams,
+  tokenLogProbs,
+  useFastSlice,
 } from '../../ml/policy';
 import { Rng } from '../../ml/rng';
 
@@ -103,8 +115,12 @@ test('config validation, stable parameter order, seeded init', () => {
   const b = createPolicy(CFG);
   const c = createPolicy({ ...CFG, seed: 12 });
   try {
-    assert.deepEqual([...a.params.keys()], paramShapes(CFG).map(([n]) => n));
-    const d = CFG.dModel, V = CFG.vocab;
+    assert.deepEqual(
+      [...a.params.keys()],
+      paramShapes(CFG).map(([n]) => n),
+    );
+    const d = CFG.dModel,
+      V = CFG.vocab;
     const perLayer = 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + 2 * d + (d * 4 * d + 4 * d) + (4 * d * d + d);
     assert.equal(countParams(a), V * d + CFG.context * d + CFG.layers * perLayer + 2 * d + d * V);
     const [va, vb, vc] = [a, b, c].map((p) => readParams(p).get('h1.attn.wqkv')!);
@@ -127,7 +143,9 @@ test('forwardLogits matches a float64 reference implementation (max abs diff < 1
   const got = logits.arraySync();
   logits.dispose();
   let maxDiff = 0;
-  TOKENS.forEach((toks, b) => refLogits(CFG, ref, toks).forEach((row, t) => row.forEach((v, k) => (maxDiff = Math.max(maxDiff, Math.abs(v - got[b][t][k]))))));
+  TOKENS.forEach((toks, b) =>
+    refLogits(CFG, ref, toks).forEach((row, t) => row.forEach((v, k) => (maxDiff = Math.max(maxDiff, Math.abs(v - got[b][t][k]))))),
+  );
   assert.ok(maxDiff < 1e-5, `max abs diff ${maxDiff}`);
   console.log(`reference parity: max abs logit diff ${maxDiff.toExponential(2)}`);
   disposePolicy(policy);
@@ -205,15 +223,30 @@ test('gradient of sum(logp) + 0.3 sum(entropy) matches float64 finite difference
 
 test('custom-gradient mm / linear / layerNorm equal tfjs built-in gradients (1e-5)', () => {
   const rng = new Rng(3);
-  const rand = (shape: number[]) => tf.tensor(Float32Array.from({ length: shape.reduce((a, b) => a * b) }, () => rng.normal()), shape);
-  const a = rand([5, 7]) as tf.Tensor2D, w = rand([7, 3]) as tf.Tensor2D, w2 = rand([7, 30]) as tf.Tensor2D, b = rand([3]) as tf.Tensor1D;
-  const g = rand([7]) as tf.Tensor1D, beta = rand([7]) as tf.Tensor1D, dy = rand([5, 3]);
+  const rand = (shape: number[]) =>
+    tf.tensor(
+      Float32Array.from({ length: shape.reduce((a, b) => a * b) }, () => rng.normal()),
+      shape,
+    );
+  const a = rand([5, 7]) as tf.Tensor2D,
+    w = rand([7, 3]) as tf.Tensor2D,
+    w2 = rand([7, 30]) as tf.Tensor2D,
+    b = rand([3]) as tf.Tensor1D;
+  const g = rand([7]) as tf.Tensor1D,
+    beta = rand([7]) as tf.Tensor1D,
+    dy = rand([5, 3]);
   const close = (x: tf.Tensor[], y: tf.Tensor[]) =>
     x.forEach((t, i) => assert.ok(tf.max(tf.abs(tf.sub(t, y[i]))).dataSync()[0] < 1e-5, `gradient ${i}`));
-  close(tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.mul(mm(p as tf.Tensor2D, q as tf.Tensor2D), dy))([a, w]), tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.mul(tf.matMul(p, q), dy))([a, w]));
+  close(
+    tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.mul(mm(p as tf.Tensor2D, q as tf.Tensor2D), dy))([a, w]),
+    tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.mul(tf.matMul(p, q), dy))([a, w]),
+  );
   // The other weightGrad branch: transpose(transpose(dy) @ a) when the activation is wider.
   const dy2 = rand([5, 30]);
-  close(tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.mul(mm(p as tf.Tensor2D, q as tf.Tensor2D), dy2))([a, w2]), tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.mul(tf.matMul(p, q), dy2))([a, w2]));
+  close(
+    tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.mul(mm(p as tf.Tensor2D, q as tf.Tensor2D), dy2))([a, w2]),
+    tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.mul(tf.matMul(p, q), dy2))([a, w2]),
+  );
   close(
     tf.grads((p: tf.Tensor, q: tf.Tensor, r: tf.Tensor) => tf.mul(linear(p as tf.Tensor2D, q as tf.Tensor2D, r), dy))([a, w, b]),
     tf.grads((p: tf.Tensor, q: tf.Tensor, r: tf.Tensor) => tf.mul(tf.add(tf.matMul(p, q), r), dy))([a, w, b]),
@@ -232,8 +265,14 @@ test('custom-gradient mm / linear / layerNorm equal tfjs built-in gradients (1e-
 test('the fast wasm Slice kernel returns what the original computes', () => {
   useFastSlice();
   const rng = new Rng(8);
-  const x2 = tf.tensor2d(Float32Array.from({ length: 12 * 10 }, () => rng.normal()), [12, 10]);
-  const x3 = tf.tensor3d(Float32Array.from({ length: 4 * 5 * 6 }, () => rng.normal()), [4, 5, 6]);
+  const x2 = tf.tensor2d(
+    Float32Array.from({ length: 12 * 10 }, () => rng.normal()),
+    [12, 10],
+  );
+  const x3 = tf.tensor3d(
+    Float32Array.from({ length: 4 * 5 * 6 }, () => rng.normal()),
+    [4, 5, 6],
+  );
   const cases: Array<[tf.Tensor, number[], number[]]> = [
     [x2, [3, 0], [4, 10]], // contiguous rows
     [x2, [2, 3], [5, 4]], // a 2-D window
@@ -243,7 +282,8 @@ test('the fast wasm Slice kernel returns what the original computes', () => {
   ];
   const cpu = (t: tf.Tensor, begin: number[], size: number[]) => {
     const data = t.arraySync() as number[][] | number[][][];
-    const pick = (a: unknown, dim: number): unknown => (Array.isArray(a) ? a.slice(begin[dim], begin[dim] + size[dim]).map((e) => pick(e, dim + 1)) : a);
+    const pick = (a: unknown, dim: number): unknown =>
+      Array.isArray(a) ? a.slice(begin[dim], begin[dim] + size[dim]).map((e) => pick(e, dim + 1)) : a;
     return pick(data, 0);
   };
   for (const [t, begin, size] of cases) {
@@ -267,7 +307,8 @@ test('growContext keeps every parameter and old position, so short sequences sco
   randomize(policy, 9);
   const grown = growContext(policy, CFG.context + 24);
   assert.equal(grown.cfg.context, CFG.context + 24);
-  const before = readParams(policy), after = readParams(grown);
+  const before = readParams(policy),
+    after = readParams(grown);
   for (const [name, v] of before) {
     const w = after.get(name)!;
     if (name === 'wpe') assert.deepEqual(w.subarray(0, v.length), v);

@@ -14,8 +14,31 @@ import type { RlSettings } from '../../ml/rollouts';
 
 const model = { vocab: VOCAB_SIZE, layers: 2, dModel: 32, heads: 2, context: 128, seed: 3 };
 const d = { count: 3, min: 1, max: 9, ops: '+-*' };
-const s: RlSettings = { seed: 5, nodeId: 'st', stream: 'st', difficulty: d, prompts: 5, samples: 4, temperature: 0.8, topP: 1, miniBatches: 2, microBatch: 3, skipZeroStd: false, grpo: grpoConfig({ klCoef: 0.001 }) };
-const evalSpec = { seed: 2, split: 'eval' as const, difficulty: d, budgets: [16, 48], prompts: 5, samples: 3, temperature: 0.6, ks: [1], offset: 0 };
+const s: RlSettings = {
+  seed: 5,
+  nodeId: 'st',
+  stream: 'st',
+  difficulty: d,
+  prompts: 5,
+  samples: 4,
+  temperature: 0.8,
+  topP: 1,
+  miniBatches: 2,
+  microBatch: 3,
+  skipZeroStd: false,
+  grpo: grpoConfig({ klCoef: 0.001 }),
+};
+const evalSpec = {
+  seed: 2,
+  split: 'eval' as const,
+  difficulty: d,
+  budgets: [16, 48],
+  prompts: 5,
+  samples: 3,
+  temperature: 0.6,
+  ks: [1],
+  offset: 0,
+};
 const hash = (x: unknown) => sha256Hex(new TextEncoder().encode(JSON.stringify(x)));
 
 /** 2 SFT steps, 2 RL iterations and an evaluation; the hashes of everything they produce. */
@@ -76,14 +99,19 @@ async function poolMatchesInProcess(engine: 'tfjs' | 'ort') {
   }
 }
 
-test('compute pool: 1 and 2 threads give the in-process trainer\'s bytes (fixed reduction order, per-row sampling seeds)', () => poolMatchesInProcess('tfjs'));
+test("compute pool: 1 and 2 threads give the in-process trainer's bytes (fixed reduction order, per-row sampling seeds)", () =>
+  poolMatchesInProcess('tfjs'));
 
-test('compute pool, engine ort: 1 and 2 threads give the in-process trainer\'s bytes (rollouts, rescored old log-probs, updates, evaluation)', () => poolMatchesInProcess('ort'));
+test("compute pool, engine ort: 1 and 2 threads give the in-process trainer's bytes (rollouts, rescored old log-probs, updates, evaluation)", () =>
+  poolMatchesInProcess('ort'));
 
-test('compute pool: a thread\'s deterministic error comes back typed; a lost thread fails its sessions, not the pool', async () => {
+test("compute pool: a thread's deterministic error comes back typed; a lost thread fails its sessions, not the pool", async () => {
   const pool = await ComputePool.start(2);
   try {
-    await assert.rejects(PooledTrainer.open(pool, 'r/n', { model: { ...model, heads: 3 }, optim: {}, toolArithmetic: true }), (e: Error) => e.name === 'InvalidArgumentError' || e.name === 'ShapeMismatchError');
+    await assert.rejects(
+      PooledTrainer.open(pool, 'r/n', { model: { ...model, heads: 3 }, optim: {}, toolArithmetic: true }),
+      (e: Error) => e.name === 'InvalidArgumentError' || e.name === 'ShapeMismatchError',
+    );
     const tr = await PooledTrainer.open(pool, 'r/n', { model, optim: {}, toolArithmetic: true });
     // Kill one thread the hard way: its pending work and every session opened before fail as lost.
     void (pool as unknown as { threads: Array<{ worker: { terminate(): Promise<number> } }> }).threads[1].worker.terminate();
@@ -110,7 +138,13 @@ test('compute pool: dispose never frees replicas under an operation in flight; t
     const graded = gradeRollouts(s.seed, s.stream, 0, s.prompts, d, true, r);
     // s.miniBatches = 2: the update takes two optimiser steps; dispose arrives during the first.
     const order: string[] = [];
-    const update = old.update(s, 0, graded).then(() => 'completed', (e: Error) => e.name).finally(() => order.push('update settled'));
+    const update = old
+      .update(s, 0, graded)
+      .then(
+        () => 'completed',
+        (e: Error) => e.name,
+      )
+      .finally(() => order.push('update settled'));
     assert.equal(old.busy, true);
     const disposed = old.dispose().then(() => order.push('replicas freed'));
     // A re-open of the same node (its own pool key) meanwhile, then its reference bytes.

@@ -21,7 +21,9 @@ const L = { run: 'r1', node: 'stage1', config: 'tiny' };
 /** The value of one series in the registry (undefined when absent). */
 async function value(m: E3Metrics, name: string, labels: Record<string, string>): Promise<number | undefined> {
   const metric = (await m.registry.getMetricsAsJSON()).find((x) => x.name === name);
-  const v = (metric?.values ?? []).find((x) => Object.entries(labels).every(([k, want]) => String((x.labels as Record<string, unknown>)[k]) === want));
+  const v = (metric?.values ?? []).find((x) =>
+    Object.entries(labels).every(([k, want]) => String((x.labels as Record<string, unknown>)[k]) === want),
+  );
   return v?.value;
 }
 
@@ -70,7 +72,12 @@ test('opening a session marks progress and exports its step counter from 0; only
 
 test("the schedules' last outcomes replace the previous set", async () => {
   const m = new E3Metrics();
-  m.schedules(new Map([['nightly', true], ['weekly', false]]));
+  m.schedules(
+    new Map([
+      ['nightly', true],
+      ['weekly', false],
+    ]),
+  );
   assert.equal(await value(m, 'e3_schedule_last_run_failed', { schedule: 'nightly' }), 1);
   assert.equal(await value(m, 'e3_schedule_last_run_failed', { schedule: 'weekly' }), 0);
   m.schedules(new Map([['weekly', true]]));
@@ -79,7 +86,13 @@ test("the schedules' last outcomes replace the previous set", async () => {
 });
 
 test('sampled tokens exclude the tokens the environment wrote', () => {
-  assert.equal(sampledTokens([{ response: [1, 2, 3, 4], forced: [2] }, { response: [5, 6], forced: [] }]), 5);
+  assert.equal(
+    sampledTokens([
+      { response: [1, 2, 3, 4], forced: [2] },
+      { response: [5, 6], forced: [] },
+    ]),
+    5,
+  );
 });
 
 test('series of the oldest runs are removed beyond MAX_RUNS; a run seen again comes back', async () => {
@@ -91,7 +104,9 @@ test('series of the oldest runs are removed beyond MAX_RUNS; a run seen again co
   assert.equal(await value(m, 'e3_rl_iterations_total', { run: 'run-0' }), undefined);
   assert.equal(await value(m, 'e3_rl_iterations_total', { run: 'run-1' }), 1);
   assert.equal(await value(m, 'e3_rl_iterations_total', { run: `run-${MAX_RUNS}` }), 1);
-  const runs = new Set((await m.registry.getMetricsAsJSON()).flatMap((x) => x.values.map((v) => (v.labels as Record<string, string>).run)).filter(Boolean));
+  const runs = new Set(
+    (await m.registry.getMetricsAsJSON()).flatMap((x) => x.values.map((v) => (v.labels as Record<string, string>).run)).filter(Boolean),
+  );
   assert.equal(runs.size, MAX_RUNS);
   m.rlIteration({ ...L, run: 'run-0' });
   assert.equal(await value(m, 'e3_rl_iterations_total', { run: 'run-0' }), 1);
@@ -153,10 +168,16 @@ test('classified activities count failures by type and SessionLost as a rewind; 
     },
     (activity, _arg, _err, type) => seen.push([activity, type]),
   );
-  await assert.rejects(acts.lost({ runId: 'r', nodeId: 'n' }), (e: ApplicationFailure) => e.type === ErrorTypes.sessionLost && e.nonRetryable);
+  await assert.rejects(
+    acts.lost({ runId: 'r', nodeId: 'n' }),
+    (e: ApplicationFailure) => e.type === ErrorTypes.sessionLost && e.nonRetryable,
+  );
   await assert.rejects(acts.flaky(), /ECONNRESET/);
   await assert.rejects(acts.cancelled(), /stop/);
-  assert.deepEqual(seen, [['lost', ErrorTypes.sessionLost], ['flaky', 'Retryable']]);
+  assert.deepEqual(seen, [
+    ['lost', ErrorTypes.sessionLost],
+    ['flaky', 'Retryable'],
+  ]);
 });
 
 test('an untrusted object-store certificate is non-retryable, and its message names the endpoint and the problem', () => {
@@ -174,14 +195,20 @@ test('an untrusted object-store certificate is non-retryable, and its message na
 test('the metrics address: off unless E3_METRICS_PORT is set, the SDK one port above, bad ports named', () => {
   assert.equal(metricsAddress({}), undefined);
   assert.deepEqual(metricsAddress({ E3_METRICS_PORT: '9464' }), { host: '127.0.0.1', port: 9464, sdkPort: 9465 });
-  assert.deepEqual(metricsAddress({ E3_METRICS_PORT: '9464', E3_SDK_METRICS_PORT: '9500', E3_METRICS_HOST: '0.0.0.0' }), { host: '0.0.0.0', port: 9464, sdkPort: 9500 });
+  assert.deepEqual(metricsAddress({ E3_METRICS_PORT: '9464', E3_SDK_METRICS_PORT: '9500', E3_METRICS_HOST: '0.0.0.0' }), {
+    host: '0.0.0.0',
+    port: 9464,
+    sdkPort: 9500,
+  });
   assert.throws(() => metricsAddress({ E3_METRICS_PORT: 'x' }), /E3_METRICS_PORT must be a TCP port/);
   assert.throws(() => metricsAddress({ E3_METRICS_PORT: '9464', E3_SDK_METRICS_PORT: '70000' }), /E3_SDK_METRICS_PORT must be a TCP port/);
   assert.throws(() => metricsAddress({ E3_METRICS_PORT: '9464', E3_SDK_METRICS_PORT: '9464' }), /must differ/);
 });
 
 test("one scrape target: e3's metrics followed by the SDK exporter's, and a scrape still answers when the SDK's is down", async () => {
-  const sdk = createServer((_req, res) => res.end('# TYPE temporal_worker_start_total counter\ntemporal_worker_start_total{service_name="temporal-core-sdk"} 1\n'));
+  const sdk = createServer((_req, res) =>
+    res.end('# TYPE temporal_worker_start_total counter\ntemporal_worker_start_total{service_name="temporal-core-sdk"} 1\n'),
+  );
   await new Promise<void>((r) => sdk.listen(0, '127.0.0.1', r));
   const sdkPort = (sdk.address() as AddressInfo).port;
   const m = new E3Metrics();
@@ -205,7 +232,11 @@ test("one scrape target: e3's metrics followed by the SDK exporter's, and a scra
 });
 
 test("watchSchedules reads each schedule's most recent run: failed, timed out or terminated is 1, else 0", async () => {
-  const status: Record<string, string> = { 'nightly-workflow-2026-01-02T03:04:05Z': 'FAILED', 'weekly-workflow-2026-01-01T00:00:00Z': 'COMPLETED', 'hourly-workflow-2026-01-02T03:00:00Z': 'TERMINATED' };
+  const status: Record<string, string> = {
+    'nightly-workflow-2026-01-02T03:04:05Z': 'FAILED',
+    'weekly-workflow-2026-01-01T00:00:00Z': 'COMPLETED',
+    'hourly-workflow-2026-01-02T03:00:00Z': 'TERMINATED',
+  };
   const recent: Record<string, string[]> = {
     nightly: ['nightly-workflow-2026-01-01T03:04:05Z', 'nightly-workflow-2026-01-02T03:04:05Z'],
     weekly: ['weekly-workflow-2026-01-01T00:00:00Z'],
@@ -217,14 +248,19 @@ test("watchSchedules reads each schedule's most recent run: failed, timed out or
       async *list() {
         for (const scheduleId of Object.keys(recent)) yield { scheduleId };
       },
-      getHandle: (id: string) => ({ describe: async () => ({ info: { recentActions: recent[id].map((workflowId) => ({ action: { workflow: { workflowId } } })) } }) }),
+      getHandle: (id: string) => ({
+        describe: async () => ({ info: { recentActions: recent[id].map((workflowId) => ({ action: { workflow: { workflowId } } })) } }),
+      }),
     },
     workflow: { getHandle: (id: string) => ({ describe: async () => ({ status: { name: status[id] } }) }) },
   } as unknown as Client;
   const m = new E3Metrics();
   const stop = watchSchedules(m, fake, 60_000);
   try {
-    const got = async () => Object.fromEntries(await Promise.all(Object.keys(recent).map(async (k) => [k, await value(m, 'e3_schedule_last_run_failed', { schedule: k })])));
+    const got = async () =>
+      Object.fromEntries(
+        await Promise.all(Object.keys(recent).map(async (k) => [k, await value(m, 'e3_schedule_last_run_failed', { schedule: k })])),
+      );
     for (let i = 0; i < 100 && (await got()).fresh === undefined; i++) await new Promise((r) => setTimeout(r, 10));
     assert.deepEqual(await got(), { nightly: 1, weekly: 0, hourly: 1, fresh: 0 });
   } finally {

@@ -34,7 +34,12 @@ function evalMetrics(budgets: number[], ks: number[], explore: boolean): Record<
 const results: Record<string, NodeResult> = {
   warmstart: { kind: 'sft', checkpoint: { step: 12 }, metrics: { 'sft/loss': 1.2 } },
   stage1: { kind: 'rl', checkpoint: { step: 4 }, budget: 48, metrics: { 'train/reward_mean': 0.3 } },
-  select: { kind: 'select-budget', budget: 96, warning: 'Eq. 6.1: no B qualified; took 96', metrics: { ...evalMetrics(GRID, [1], false), 'select/budget': 96 } },
+  select: {
+    kind: 'select-budget',
+    budget: 96,
+    warning: 'Eq. 6.1: no B qualified; took 96',
+    metrics: { ...evalMetrics(GRID, [1], false), 'select/budget': 96 },
+  },
   stage2: { kind: 'rl', checkpoint: { step: 2 }, budget: 96, metrics: {} },
   eval: { kind: 'eval', metrics: evalMetrics(EVAL_BUDGETS, [1, 4], true) },
   [ODD]: { kind: 'eval', metrics: evalMetrics([48, 96], [1], false) },
@@ -43,8 +48,23 @@ const results: Record<string, NodeResult> = {
 
 const metrics: Array<Record<string, number | string>> = [
   ...[6, 12].map((step) => ({ node: 'warmstart', step, 'sft/loss': 2 / step, 'sft/grad_norm': 1 })),
-  ...[1, 2, 3, 4].map((step) => ({ node: 'stage1', step, 'train/reward_mean': 0.1 * step, 'train/response_len': 30 + step, 'train/response_len_correct': 25 + step, 'train/truncated_frac': 0.5 / step, 'train/attempts': 1 + step / 4, 'train/entropy': 1.5 })),
-  ...[1, 2].map((step) => ({ node: 'stage2', step, 'train/reward_mean': 0.2 * step, 'train/response_len': 50 + step, 'train/zero_std_frac': 0.5 })),
+  ...[1, 2, 3, 4].map((step) => ({
+    node: 'stage1',
+    step,
+    'train/reward_mean': 0.1 * step,
+    'train/response_len': 30 + step,
+    'train/response_len_correct': 25 + step,
+    'train/truncated_frac': 0.5 / step,
+    'train/attempts': 1 + step / 4,
+    'train/entropy': 1.5,
+  })),
+  ...[1, 2].map((step) => ({
+    node: 'stage2',
+    step,
+    'train/reward_mean': 0.2 * step,
+    'train/response_len': 50 + step,
+    'train/zero_std_frac': 0.5,
+  })),
 ];
 
 const input = { runId: 'run-1', config, results, metrics, backend: 'cpu' };
@@ -69,9 +89,21 @@ test('report: every chart is a well-formed SVG rendered by vega, inlined in one 
   assert.deepEqual(
     names,
     [
-      'explore-attempts', 'explore-false_ok', 'explore-marks_true', 'explore-response_len', 'explore-unique_attempts',
-      'extrapolation', 'extrapolation-passk', 'sft-loss', 'stop-reasons',
-      'train-attempts', 'train-entropy', 'train-response_len', 'train-reward_mean', 'train-truncated_frac', 'train-zero_std_frac',
+      'explore-attempts',
+      'explore-false_ok',
+      'explore-marks_true',
+      'explore-response_len',
+      'explore-unique_attempts',
+      'extrapolation',
+      'extrapolation-passk',
+      'sft-loss',
+      'stop-reasons',
+      'train-attempts',
+      'train-entropy',
+      'train-response_len',
+      'train-reward_mean',
+      'train-truncated_frac',
+      'train-zero_std_frac',
     ].sort(),
   );
   for (const [name, svg] of Object.entries(svgs)) {
@@ -89,31 +121,41 @@ test('report: every chart is a well-formed SVG rendered by vega, inlined in one 
   assertBalanced(html.replace(/^<!doctype html>/, '').replace(/<meta [^>]*>/g, ''), 'page');
 });
 
-test('report: the extrapolation chart has a point per (node, budget) and the training budgets as labelled rules', { timeout: 60_000 }, async () => {
-  const { svgs } = await renderReportHtml(input);
-  const svg = svgs.extrapolation;
-  assert.ok(svg.includes('>Extrapolation: pass@1 vs test budget</text>'), 'title');
-  const points: Array<[string, number]> = [...GRID.map((b) => ['select', b] as [string, number]), ...EVAL_BUDGETS.map((b) => ['eval', b] as [string, number]), [ODD, 48], [ODD, 96]];
-  assert.equal(count(svg, 'aria-roledescription="point"'), points.length);
-  for (const [node, b] of points) assert.ok(svg.includes(`aria-label="${escAttr(`${node} B=${b} pass@1=`)}`), `point ${node} B=${b}`);
-  // Held-out evaluations and Eq. 6.1's J(B) on a stage's own data are told apart in the legend.
-  for (const m of ['held-out eval', 'Eq. 6.1 J(B)']) assert.ok(svg.includes(`>${m}</text>`), `legend entry ${m}`);
-  for (const label of ['stage1: B=48', 'stage2: B=96']) {
-    assert.ok(svg.includes(`>${label}</text>`), `rule label ${label}`);
-    assert.ok(svg.includes(`aria-label="${label}"`), `rule ${label}`);
-  }
-  // pass@k: pass@1 and pass@4 of eval, pass@1 of the others.
-  assert.equal(count(svgs['extrapolation-passk'], 'aria-roledescription="point"'), points.length + EVAL_BUDGETS.length);
-  // Stop reasons: a bar per (budget, reason) of the one node that has them.
-  assert.equal(count(svgs['stop-reasons'], 'aria-roledescription="bar"'), EVAL_BUDGETS.length * 5);
-  // Training curves: a point per metrics row of each node that has the key.
-  assert.equal(count(svgs['train-reward_mean'], 'aria-roledescription="point"'), 6);
-  assert.equal(count(svgs['train-response_len'], 'aria-roledescription="point"'), 4 + 4 + 2);
-});
+test(
+  'report: the extrapolation chart has a point per (node, budget) and the training budgets as labelled rules',
+  { timeout: 60_000 },
+  async () => {
+    const { svgs } = await renderReportHtml(input);
+    const svg = svgs.extrapolation;
+    assert.ok(svg.includes('>Extrapolation: pass@1 vs test budget</text>'), 'title');
+    const points: Array<[string, number]> = [
+      ...GRID.map((b) => ['select', b] as [string, number]),
+      ...EVAL_BUDGETS.map((b) => ['eval', b] as [string, number]),
+      [ODD, 48],
+      [ODD, 96],
+    ];
+    assert.equal(count(svg, 'aria-roledescription="point"'), points.length);
+    for (const [node, b] of points) assert.ok(svg.includes(`aria-label="${escAttr(`${node} B=${b} pass@1=`)}`), `point ${node} B=${b}`);
+    // Held-out evaluations and Eq. 6.1's J(B) on a stage's own data are told apart in the legend.
+    for (const m of ['held-out eval', 'Eq. 6.1 J(B)']) assert.ok(svg.includes(`>${m}</text>`), `legend entry ${m}`);
+    for (const label of ['stage1: B=48', 'stage2: B=96']) {
+      assert.ok(svg.includes(`>${label}</text>`), `rule label ${label}`);
+      assert.ok(svg.includes(`aria-label="${label}"`), `rule ${label}`);
+    }
+    // pass@k: pass@1 and pass@4 of eval, pass@1 of the others.
+    assert.equal(count(svgs['extrapolation-passk'], 'aria-roledescription="point"'), points.length + EVAL_BUDGETS.length);
+    // Stop reasons: a bar per (budget, reason) of the one node that has them.
+    assert.equal(count(svgs['stop-reasons'], 'aria-roledescription="bar"'), EVAL_BUDGETS.length * 5);
+    // Training curves: a point per metrics row of each node that has the key.
+    assert.equal(count(svgs['train-reward_mean'], 'aria-roledescription="point"'), 6);
+    assert.equal(count(svgs['train-response_len'], 'aria-roledescription="point"'), 4 + 4 + 2);
+  },
+);
 
 test('report: absent metrics draw no chart and do not crash', { timeout: 60_000 }, async () => {
   const names = reportCharts(input).map((c) => c.name);
-  for (const absent of ['train-marks_true', 'train-false_ok', 'train-unique_attempts', 'explore-false_no', 'explore-truncated_frac']) assert.ok(!names.includes(absent), absent);
+  for (const absent of ['train-marks_true', 'train-false_ok', 'train-unique_attempts', 'explore-false_no', 'explore-truncated_frac'])
+    assert.ok(!names.includes(absent), absent);
   const { html } = await renderReportHtml(input);
   assert.ok(!html.includes('id="chart-train-marks_true"'));
 
@@ -136,7 +178,10 @@ test('report: node ids are escaped in the page and in the SVGs; warnings are sho
   assert.ok(!html.includes(ODD), 'raw node id never reaches the page');
   assert.ok(!html.includes('ev<al>'));
   assert.ok(html.includes('<td>ev&lt;al&gt;&amp;&quot;x&quot;</td>'), 'escaped in the table');
-  assert.ok(svgs.extrapolation.includes('>ev&lt;al&gt;&amp;"x"</text>') || svgs.extrapolation.includes('>ev&lt;al&gt;&amp;&quot;x&quot;</text>'), 'escaped in the legend');
+  assert.ok(
+    svgs.extrapolation.includes('>ev&lt;al&gt;&amp;"x"</text>') || svgs.extrapolation.includes('>ev&lt;al&gt;&amp;&quot;x&quot;</text>'),
+    'escaped in the legend',
+  );
   assert.match(html, /<section class="warnings" role="alert">.*<b>select<\/b>: Eq\. 6\.1: no B qualified; took 96/s);
   assert.match(html, /<tr class="warned"><td>select<\/td>.*<span class="warning">Eq\. 6\.1: no B qualified; took 96<\/span>/);
 });
@@ -150,19 +195,46 @@ test('Eq. 6.1 table: every candidate with J(B), J(2B), their ratio against kappa
     m[`select/b${b}/qualifies`] = J[2 * b] <= 1.2 * J[b] && b >= 90.5 ? 1 : 0;
   }
   m['select/b128/qualifies'] = 1; // as if J(256) had come out lower
-  const { html } = await renderReportHtml({ runId: 'r', config, results: { s1: { kind: 'select-budget', budget: 128, metrics: m } }, metrics: [], backend: 'wasm' });
+  const { html } = await renderReportHtml({
+    runId: 'r',
+    config,
+    results: { s1: { kind: 'select-budget', budget: 128, metrics: m } },
+    metrics: [],
+    backend: 'wasm',
+  });
   const table = /<table class="eq61" aria-label="Eq\. 6\.1 s1">(.*?)<\/table>/s.exec(html)?.[1];
   assert.ok(table, 'the report has an Eq. 6.1 table for s1');
-  const rows = [...table.matchAll(/<tr( class="chosen")?><td>(\d+)<\/td><td>([^<]*)<\/td><td>([^<]*)<\/td><td>([^<]*)<\/td><td>(yes|no)<\/td><td>([^<]*)<\/td><\/tr>/g)];
-  assert.deepEqual(rows.map((r) => Number(r[2])), [32, 64, 128]);
+  const rows = [
+    ...table.matchAll(
+      /<tr( class="chosen")?><td>(\d+)<\/td><td>([^<]*)<\/td><td>([^<]*)<\/td><td>([^<]*)<\/td><td>(yes|no)<\/td><td>([^<]*)<\/td><\/tr>/g,
+    ),
+  ];
+  assert.deepEqual(
+    rows.map((r) => Number(r[2])),
+    [32, 64, 128],
+  );
   assert.equal(rows[0][4], '0.332'); // J(2B) for B = 32 is J(64)
   assert.equal(Number(rows[1][5]).toFixed(2), (0.496 / 0.332).toFixed(2));
-  assert.deepEqual(rows.map((r) => r[6]), ['no', 'no', 'yes']);
-  assert.deepEqual(rows.map((r) => Boolean(r[1])), [false, false, true]);
+  assert.deepEqual(
+    rows.map((r) => r[6]),
+    ['no', 'no', 'yes'],
+  );
+  assert.deepEqual(
+    rows.map((r) => Boolean(r[1])),
+    [false, false, true],
+  );
   assert.equal(rows[2][7], 'chosen');
   assert.match(table, /kappa 1\.2, B0 90\.5 tokens/);
   // a select node that found nothing says the budget was taken, not chosen
-  const { html: warned } = await renderReportHtml({ runId: 'r', config, results: { s1: { kind: 'select-budget', budget: 128, warning: 'w', metrics: { ...m, 'select/qualified': 0, 'select/b128/qualifies': 0 } } }, metrics: [], backend: 'wasm' });
+  const { html: warned } = await renderReportHtml({
+    runId: 'r',
+    config,
+    results: {
+      s1: { kind: 'select-budget', budget: 128, warning: 'w', metrics: { ...m, 'select/qualified': 0, 'select/b128/qualifies': 0 } },
+    },
+    metrics: [],
+    backend: 'wasm',
+  });
   assert.match(warned, /<td>taken \(no candidate qualifies\)<\/td>/);
 });
 
@@ -170,7 +242,8 @@ test('gain over the base: each trained policy against the base evaluated on the 
   const demo = loadConfig('demo');
   const budgets = [32, 64, 128, 256, 512];
   const problems = 8;
-  const ramp = (lift: (b: number) => number) => new Map(budgets.map((b) => [b, Array.from({ length: problems }, (_, i) => Math.min(1, ((i % 4) / 8) + lift(b)))]));
+  const ramp = (lift: (b: number) => number) =>
+    new Map(budgets.map((b) => [b, Array.from({ length: problems }, (_, i) => Math.min(1, (i % 4) / 8 + lift(b)))]));
   const rates = { 'eval-base': ramp(() => 0), 'eval-stage1': ramp(() => 0.125), 'eval-stage2': ramp((b) => (b >= 256 ? 0.25 : 0.125)) };
   const res: Record<string, NodeResult> = {
     stage1: { kind: 'rl', budget: 64, metrics: {} },
@@ -180,12 +253,21 @@ test('gain over the base: each trained policy against the base evaluated on the 
     'eval-stage2': { kind: 'eval', metrics: {} },
   };
   const { html, gains } = await renderReportHtml({ runId: 'r', config: demo, results: res, metrics: [], backend: 'wasm', rates });
-  assert.deepEqual(gains.map((g) => [g.node, g.base, g.trainBudget]), [['eval-stage1', 'eval-base', 64], ['eval-stage2', 'eval-base', 128]]);
+  assert.deepEqual(
+    gains.map((g) => [g.node, g.base, g.trainBudget]),
+    [
+      ['eval-stage1', 'eval-base', 64],
+      ['eval-stage2', 'eval-base', 128],
+    ],
+  );
   const m = gainMetrics(gains);
   assert.equal(m['gain/eval-stage1/b64/mean'], 0.125);
   assert.equal(m['gain/eval-stage2/b512/mean'], 0.25);
   // stage 2 trained at 128: 2x = 256 and 4x = 512 gain 0.125 more than 1x on every problem
-  assert.deepEqual([m['gain/eval-stage2/x2_vs_x1/mean'], m['gain/eval-stage2/x2_vs_x1/lo'], m['gain/eval-stage2/x4_vs_x1/hi']], [0.125, 0.125, 0.125]);
+  assert.deepEqual(
+    [m['gain/eval-stage2/x2_vs_x1/mean'], m['gain/eval-stage2/x2_vs_x1/lo'], m['gain/eval-stage2/x4_vs_x1/hi']],
+    [0.125, 0.125, 0.125],
+  );
   assert.equal(m['gain/eval-stage1/x4_vs_x1/mean'], 0.125 - 0.125);
   assert.equal(m['gain/eval-base/b64/mean'], undefined, 'the base is not compared with itself');
   assert.match(html, /<table class="gain" aria-label="gain eval-stage2">/);

@@ -9,10 +9,18 @@ test('deriveSeed is a pure function of the coordinates', () => {
 });
 
 test('Rng repeats for a seed, differs across seeds, and is roughly uniform', () => {
-  const a = new Rng(42), b = new Rng(42), c = new Rng(43);
+  const a = new Rng(42),
+    b = new Rng(42),
+    c = new Rng(43);
   const xa = Array.from({ length: 5 }, () => a.next());
-  assert.deepEqual(xa, Array.from({ length: 5 }, () => b.next()));
-  assert.notDeepEqual(xa, Array.from({ length: 5 }, () => c.next()));
+  assert.deepEqual(
+    xa,
+    Array.from({ length: 5 }, () => b.next()),
+  );
+  assert.notDeepEqual(
+    xa,
+    Array.from({ length: 5 }, () => c.next()),
+  );
   const r = new Rng(1);
   const n = 100000;
   let sum = 0;

@@ -60,22 +60,42 @@ test('policy cache: bounded, keyed by sha, least recently used out, one load per
   assert.ok(freed.includes('policy-e'));
 
   // A failed load is not kept: the next get loads again.
-  await assert.rejects(cache.with('h', async () => Promise.reject(new Error('store down')), async () => undefined), /store down/);
+  await assert.rejects(
+    cache.with(
+      'h',
+      async () => Promise.reject(new Error('store down')),
+      async () => undefined,
+    ),
+    /store down/,
+  );
   assert.equal(await cache.with('h', load('h'), async (v) => v), 'policy-h');
   assert.throws(() => new PolicyCache<string>(0, () => undefined), /capacity must be a positive integer/);
 });
 
-const part = (t: number, k: number, n: number, policy: string): RolloutPartResult => ({ t, part: k, parts: n, policy, key: `k${t}-${k}`, rows: 4 });
+const part = (t: number, k: number, n: number, policy: string): RolloutPartResult => ({
+  t,
+  part: k,
+  parts: n,
+  policy,
+  key: `k${t}-${k}`,
+  rows: 4,
+});
 
 test('the trainer refuses a part sampled from another policy (PolicyMismatch, non-retryable), drops and logs a part of another iteration', () => {
   const A = 'a'.repeat(64);
   const B = 'b'.repeat(64);
   const log: string[] = [];
   // In part order whatever order they came back in; a duplicate of the same part once.
-  assert.deepEqual(acceptParts(3, A, [part(3, 1, 2, A), part(3, 0, 2, A), part(3, 1, 2, A)], (m) => log.push(m)).map((p) => p.part), [0, 1]);
+  assert.deepEqual(
+    acceptParts(3, A, [part(3, 1, 2, A), part(3, 0, 2, A), part(3, 1, 2, A)], (m) => log.push(m)).map((p) => p.part),
+    [0, 1],
+  );
   assert.equal(log.length, 0);
   // A part that came back after its iteration moved on.
-  assert.deepEqual(acceptParts(3, A, [part(2, 0, 2, B), part(3, 0, 2, A), part(3, 1, 2, A)], (m) => log.push(m)).map((p) => p.key), ['k3-0', 'k3-1']);
+  assert.deepEqual(
+    acceptParts(3, A, [part(2, 0, 2, B), part(3, 0, 2, A), part(3, 1, 2, A)], (m) => log.push(m)).map((p) => p.key),
+    ['k3-0', 'k3-1'],
+  );
   assert.deepEqual(log, ['rollout part 0/2 of iteration 2 dropped: the trainer is at iteration 3']);
   // Another policy.
   let err: unknown;
@@ -96,9 +116,22 @@ test('the trainer refuses a part sampled from another policy (PolicyMismatch, no
 
 const model = { vocab: VOCAB_SIZE, layers: 1, dModel: 32, heads: 2, context: 96, seed: 4 };
 const d = { count: 3, min: 1, max: 9, ops: '+-*' };
-const s: RlSettings = { seed: 9, nodeId: 'st', stream: 'st', difficulty: d, prompts: 5, samples: 3, temperature: 0.7, topP: 1, miniBatches: 1, microBatch: 4, skipZeroStd: false, grpo: grpoConfig({}) };
+const s: RlSettings = {
+  seed: 9,
+  nodeId: 'st',
+  stream: 'st',
+  difficulty: d,
+  prompts: 5,
+  samples: 3,
+  temperature: 0.7,
+  topP: 1,
+  miniBatches: 1,
+  microBatch: 4,
+  skipZeroStd: false,
+  grpo: grpoConfig({}),
+};
 
-test('parts sampled from the published bytes and joined are the trainer session\'s own graded rollouts, byte for byte, for 1, 2 and 3 parts', async () => {
+test("parts sampled from the published bytes and joined are the trainer session's own graded rollouts, byte for byte, for 1, 2 and 3 parts", async () => {
   await initBackend();
   const init = Trainer.create({ model, optim: {}, toolArithmetic: true });
   const w0 = init.snapshot().weights;
@@ -115,7 +148,12 @@ test('parts sampled from the published bytes and joined are the trainer session\
       const pol = await PooledPolicy.open(pool, `policy:${sha256Hex(weights).slice(0, 8)}`, weights, true, 'tfjs');
       const parts: GradedRollout[][] = [];
       // In reverse: the order parts finish in does not matter.
-      for (let k = n - 1; k >= 0; k--) parts.push(JSON.parse(JSON.stringify(gradeAgainst(problems, t, true, await pol.sample(s, shardRows(s, t, k, n, problems), 24)))) as GradedRollout[]);
+      for (let k = n - 1; k >= 0; k--)
+        parts.push(
+          JSON.parse(
+            JSON.stringify(gradeAgainst(problems, t, true, await pol.sample(s, shardRows(s, t, k, n, problems), 24))),
+          ) as GradedRollout[],
+        );
       await pol.dispose();
       const got = joinGraded(parts, s.prompts * s.samples);
       assert.equal(JSON.stringify(got), JSON.stringify(want), `${n} parts`);

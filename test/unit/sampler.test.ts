@@ -10,7 +10,12 @@ import { DeviceKVDecoder, KVCacheDecoder, drawToken, sample, sampleNoCache } fro
 
 const CFG: PolicyConfig = { vocab: 12, layers: 2, dModel: 16, heads: 2, context: 40, seed: 21 };
 const EOS = 2;
-const PROMPTS = [[1, 5, 6, 7], [1, 8], [1, 9, 10, 11, 3, 4, 5], [1, 5, 6, 7]];
+const PROMPTS = [
+  [1, 5, 6, 7],
+  [1, 8],
+  [1, 9, 10, 11, 3, 4, 5],
+  [1, 5, 6, 7],
+];
 const seedsFor = (n: number, salt = 0) => Array.from({ length: n }, (_, i) => deriveSeed(123, 'test', salt, i));
 
 let policy: Policy;
@@ -24,7 +29,10 @@ function randomPolicy(seed: number, eosBias = -4): Policy {
   const rng = new Rng(seed);
   const values = new Map<string, Float32Array>();
   for (const [name, v] of p.params) {
-    values.set(name, Float32Array.from({ length: v.size }, () => (name.endsWith('.g') ? 1 : 0) + 0.4 * rng.normal()));
+    values.set(
+      name,
+      Float32Array.from({ length: v.size }, () => (name.endsWith('.g') ? 1 : 0) + 0.4 * rng.normal()),
+    );
   }
   values.get('lnf.g')![0] = 0;
   values.get('lnf.b')!.fill(0)[0] = 1;
@@ -51,7 +59,10 @@ function lastLogitsRef(p: Policy, seq: number[]): Float32Array {
 
 test('KV-cache logits (prefill, steps, multi-token extends) equal full-recompute logits (max abs diff < 1e-4)', () => {
   const steps = 20;
-  const dec = new KVCacheDecoder(policy, PROMPTS.map((p) => Math.min(CFG.context, p.length + 3 * steps)));
+  const dec = new KVCacheDecoder(
+    policy,
+    PROMPTS.map((p) => Math.min(CFG.context, p.length + 3 * steps)),
+  );
   const seqs = PROMPTS.map((p) => p.slice());
   let logits = dec.prefill(PROMPTS);
   const rng = new Rng(4);
@@ -67,7 +78,13 @@ test('KV-cache logits (prefill, steps, multi-token extends) equal full-recompute
     const rows = [0, 1, 2, 3].filter((r) => r === 0 || rng.next() < 0.7);
     const chunks = rows.map(() => Array.from({ length: s % 5 === 4 ? rng.int(1, 3) : 1 }, () => rng.int(0, CFG.vocab - 1)));
     rows.forEach((r, i) => seqs[r].push(...chunks[i]));
-    const out = s % 5 === 4 ? dec.extend(rows, chunks) : dec.step(rows, chunks.map((c) => c[0]));
+    const out =
+      s % 5 === 4
+        ? dec.extend(rows, chunks)
+        : dec.step(
+            rows,
+            chunks.map((c) => c[0]),
+          );
     rows.forEach((r, i) => (logits[r] = out[i]));
   }
   assert.ok(maxDiff < 1e-4, `max abs diff ${maxDiff}`);
@@ -190,7 +207,11 @@ test('eos stops a row (sampled or forced); the budget truncates; forced tokens a
     assert.ok(resp.length <= 3);
     assert.equal(short.truncated[i], resp.length === 3 && resp[2] !== EOS);
   });
-  const cut = await sample(policy, PROMPTS, opts({ seeds: seedsFor(4), budget: 3, forced: (_r, so) => (so.length === 1 ? [3, 3, 3, 3, 3] : []) }));
+  const cut = await sample(
+    policy,
+    PROMPTS,
+    opts({ seeds: seedsFor(4), budget: 3, forced: (_r, so) => (so.length === 1 ? [3, 3, 3, 3, 3] : []) }),
+  );
   cut.responses.forEach((resp, i) => {
     if (resp[0] === EOS) return;
     assert.deepEqual(resp.slice(1), [3, 3]);
@@ -206,7 +227,11 @@ test('drawToken follows softmax(logits / T) and top-p keeps only the nucleus', (
   const logits = Float32Array.from([2, 1, 0.5, 0, -1]);
   const rng = new Rng(5);
   const n = 40000;
-  for (const [temperature, topP] of [[1, 1], [0.5, 1], [1, 0.7]] as const) {
+  for (const [temperature, topP] of [
+    [1, 1],
+    [0.5, 1],
+    [1, 0.7],
+  ] as const) {
     const z = Array.from(logits, (l) => Math.exp(l / temperature));
     const total = z.reduce((a, b) => a + b, 0);
     let keep = z.map((_, i) => i);
@@ -254,20 +279,27 @@ test('sampling yields to the event loop and leaks no tensors across 20 sample + 
     tf.dispose([value, toks, ...Object.values(grads)]);
     counts.push(tf.memory().numTensors);
   }
-  assert.ok(counts.every((c) => c === counts[0]), `tensor counts ${counts.join(',')}`);
+  assert.ok(
+    counts.every((c) => c === counts[0]),
+    `tensor counts ${counts.join(',')}`,
+  );
   disposePolicy(p);
 });
 
-test('device-resident KV cache: the host cache\'s logits (< 1e-4 of full recompute) and the same samples, on every backend that initialises here; no tensors left', async () => {
+test("device-resident KV cache: the host cache's logits (< 1e-4 of full recompute) and the same samples, on every backend that initialises here; no tensors left", async () => {
   const was = tf.getBackend();
   try {
     // Parity holds within tolerances on any backend (the tensorflow one where tfjs-node installed).
     for (const backend of ['wasm', 'cpu', 'tensorflow'].filter((b) => tf.findBackendFactory(b) !== null)) {
       if (!(await tf.setBackend(backend))) continue;
-      if (backend !== 'tensorflow') assert.equal(deviceResident(), false, `${backend} keeps tensors on the host: the host cache is the default`);
+      if (backend !== 'tensorflow')
+        assert.equal(deviceResident(), false, `${backend} keeps tensors on the host: the host cache is the default`);
       const p = randomPolicy(1);
       const before = tf.memory().numTensors;
-      const dec = new DeviceKVDecoder(p, PROMPTS.map((q) => q.length + 16));
+      const dec = new DeviceKVDecoder(
+        p,
+        PROMPTS.map((q) => q.length + 16),
+      );
       const seqs = PROMPTS.map((q) => q.slice());
       let logits = dec.prefill(PROMPTS);
       const rng = new Rng(5);
@@ -292,7 +324,9 @@ test('device-resident KV cache: the host cache\'s logits (< 1e-4 of full recompu
       const host = await sample(p, PROMPTS, { ...o, cache: 'host' });
       const device = await sample(p, PROMPTS, { ...o, cache: 'device' });
       assert.deepEqual(device.responses, host.responses, backend);
-      device.logp.forEach((l, r) => l.forEach((v, i) => assert.ok(Math.abs(v - host.logp[r][i]) < 1e-5, `${backend}: logp ${v} vs ${host.logp[r][i]}`)));
+      device.logp.forEach((l, r) =>
+        l.forEach((v, i) => assert.ok(Math.abs(v - host.logp[r][i]) < 1e-5, `${backend}: logp ${v} vs ${host.logp[r][i]}`)),
+      );
       assert.equal(tf.memory().numTensors, before, `${backend}: the device cache leaves no tensors`);
       disposePolicy(p);
       console.log(`device kv cache on ${backend}: max abs logit diff vs recompute ${maxDiff.toExponential(2)}`);

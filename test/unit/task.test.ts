@@ -33,8 +33,10 @@ const addition: Task = {
     const hi = 10 ** d.count - 1;
     // Draw until the pair belongs to the split asked for: a pure function of the coordinates.
     for (;;) {
-      const a = rng.int(lo, hi), b = rng.int(lo, hi);
-      if (splitOfSum(a, b) === split) return { id: `add${d.count}-${split}-${String(index).padStart(6, '0')}`, numbers: [a, b], target: a + b };
+      const a = rng.int(lo, hi),
+        b = rng.int(lo, hi);
+      if (splitOfSum(a, b) === split)
+        return { id: `add${d.count}-${split}-${String(index).padStart(6, '0')}`, numbers: [a, b], target: a + b };
     }
   },
   prompt: (p) => `${p.numbers[0]}+${p.numbers[1]}:`,
@@ -46,7 +48,9 @@ const addition: Task = {
     if (truncated) return { ...base, reward: 0, reason: 'truncated' };
     if (!wellFormed) return { ...base, reward: 0, reason: 'malformed' };
     if (last![2] !== 'ok') return { ...base, reward: 0, reason: 'no-ok' };
-    return last![1] === String(p.numbers[0] + p.numbers[1]) ? { ...base, reward: 1, reason: 'ok' } : { ...base, reward: 0, reason: 'wrong-answer' };
+    return last![1] === String(p.numbers[0] + p.numbers[1])
+      ? { ...base, reward: 1, reason: 'ok' }
+      : { ...base, reward: 0, reason: 'wrong-answer' };
   },
 };
 
@@ -71,7 +75,11 @@ function checkContract<P extends Problem>({ task, d, splitOf, right, wrong }: Su
       const ok = task.verify(p, right(p), false);
       assert.deepEqual([ok.reward, ok.attempts], [1, 1], `${task.name}: the right answer, checked ok`);
       const retry = task.verify(p, wrong(p) + 'no;' + right(p), false);
-      assert.deepEqual([retry.reward, retry.attempts, retry.checks], [1, 2, 2], `${task.name}: a wrong attempt marked no, then the right one`);
+      assert.deepEqual(
+        [retry.reward, retry.attempts, retry.checks],
+        [1, 2, 2],
+        `${task.name}: a wrong attempt marked no, then the right one`,
+      );
       assert.equal(task.verify(p, wrong(p) + 'ok;', false).reward, 0, `${task.name}: a wrong answer marked ok`);
       assert.equal(task.verify(p, right(p), true).reward, 0, `${task.name}: truncated`);
       // Anything the policy can write is graded, never thrown on.
@@ -117,14 +125,21 @@ test('a new task runs through the sampler and its grades give GRPO group advanta
     const d = { count: 2, min: 0, max: 0, ops: '+' };
     const problems = [0, 1].map((i) => addition.generate(7, i, d, 'train'));
     const samples = 4;
-    const rows = problems.flatMap((p, i) => Array.from({ length: samples }, (_, j) => ({ p, seed: deriveSeed(7, 'sample', 'addition', 0, i, j) })));
-    const out = await sample(policy, rows.map((r) => [BOS, ...encode(addition.prompt(r.p))]), { budget: 12, temperature: 1, topP: 1, seeds: rows.map((r) => r.seed), eos: EOS });
+    const rows = problems.flatMap((p, i) =>
+      Array.from({ length: samples }, (_, j) => ({ p, seed: deriveSeed(7, 'sample', 'addition', 0, i, j) })),
+    );
+    const out = await sample(
+      policy,
+      rows.map((r) => [BOS, ...encode(addition.prompt(r.p))]),
+      { budget: 12, temperature: 1, topP: 1, seeds: rows.map((r) => r.seed), eos: EOS },
+    );
     const grades = rows.map((r, k) => addition.verify(r.p, decode(out.responses[k]), out.truncated[k]));
     const rewards = grades.map((g) => g.reward);
     const { adv } = groupAdvantages(rewards, samples);
     assert.equal(adv.length, rows.length);
     // Eq. 2.1: within each prompt's group the advantages sum to zero (all zero when the rewards agree).
-    for (let i = 0; i < problems.length; i++) assert.ok(Math.abs(adv.slice(i * samples, (i + 1) * samples).reduce((a, b) => a + b, 0)) < 1e-9);
+    for (let i = 0; i < problems.length; i++)
+      assert.ok(Math.abs(adv.slice(i * samples, (i + 1) * samples).reduce((a, b) => a + b, 0)) < 1e-9);
   } finally {
     disposePolicy(policy);
   }

@@ -1,6 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { EASY, MEDIUM, HARD, exploreResponse, generateCountdown, gradeAttempt, parseResponse, splitOf, verifyCountdown } from '../../ml/countdown';
+import {
+  EASY,
+  MEDIUM,
+  HARD,
+  exploreResponse,
+  generateCountdown,
+  gradeAttempt,
+  parseResponse,
+  splitOf,
+  verifyCountdown,
+} from '../../ml/countdown';
 import type { Difficulty } from '../../ml/task';
 import { TRACE_DEFAULTS, makeTrace, sftBatch, wrongAttempt } from '../../ml/traces';
 import { encode } from '../../ml/tokenizer';
@@ -10,7 +20,12 @@ const C3 = { ...EASY, ops: '+-*/' };
 const gen = (seed: number, i: number, d: Difficulty) => generateCountdown(seed, i, d, 'train');
 
 void test('traces: every trace verifies, encodes, fits the budget, and every check is true', () => {
-  for (const [d, budget] of [[C3, 256], [MEDIUM, 256], [HARD, 256], [MEDIUM, 48]] as const) {
+  for (const [d, budget] of [
+    [C3, 256],
+    [MEDIUM, 256],
+    [HARD, 256],
+    [MEDIUM, 48],
+  ] as const) {
     for (let step = 0; step < 10; step++) {
       for (const ex of sftBatch(1, step, 20, d, { budget })) {
         const g = verifyCountdown(ex.problem, ex.response, false);
@@ -26,8 +41,14 @@ void test('traces: every trace verifies, encodes, fits the budget, and every che
         assert.equal(splitOf(ex.problem), 'train', 'warm-start problems come from the train split only');
         const attempts = parsed.attempts;
         // Every attempt copies the target next to its last result before its mark.
-        assert.ok(attempts.every((t) => t.copied === ex.problem.target), ex.response);
-        assert.deepEqual(attempts.map((t) => t.mark), [...attempts.slice(1).map(() => 'no'), 'ok']);
+        assert.ok(
+          attempts.every((t) => t.copied === ex.problem.target),
+          ex.response,
+        );
+        assert.deepEqual(
+          attempts.map((t) => t.mark),
+          [...attempts.slice(1).map(() => 'no'), 'ok'],
+        );
         for (const w of attempts.slice(0, -1)) {
           // Wrong attempts are legal with true arithmetic: they fail only by missing the target.
           assert.equal(gradeAttempt(ex.problem, w.steps).reason, 'wrong-target', w.text);
@@ -39,7 +60,8 @@ void test('traces: every trace verifies, encodes, fits the budget, and every che
 });
 
 void test('traces: attempt counts follow the geometric law and its caps; lengths vary', () => {
-  let attempts = 0, n = 0;
+  let attempts = 0,
+    n = 0;
   const lens = new Set<number>();
   const stepsInAnswer = new Set<number>();
   for (let step = 0; step < 20; step++) {
@@ -57,7 +79,8 @@ void test('traces: attempt counts follow the geometric law and its caps; lengths
   assert.ok(lens.size > 30, `${lens.size} distinct lengths`);
   assert.deepEqual([...stepsInAnswer].sort(), [1, 2, 3], 'answers of every length');
   for (const ex of sftBatch(3, 0, 40, MEDIUM, { meanWrong: 0 })) assert.equal(parseResponse(ex.response).attempts.length, 1);
-  for (const ex of sftBatch(3, 0, 40, MEDIUM, { meanWrong: 20, maxAttempts: 3 })) assert.ok(parseResponse(ex.response).attempts.length <= 3);
+  for (const ex of sftBatch(3, 0, 40, MEDIUM, { meanWrong: 20, maxAttempts: 3 }))
+    assert.ok(parseResponse(ex.response).attempts.length <= 3);
   const many = sftBatch(3, 0, 40, MEDIUM, { meanWrong: 20, maxAttempts: 5 }).map((ex) => parseResponse(ex.response).attempts.length);
   assert.ok(many.filter((k) => k === 5).length > 20, `${many}`);
 });
@@ -65,7 +88,8 @@ void test('traces: attempt counts follow the geometric law and its caps; lengths
 void test('traces: the budget drops wrong attempts, never the answer', () => {
   const count = (budget: number): number =>
     sftBatch(4, 0, 60, MEDIUM, { meanWrong: 4, budget }).reduce((n, ex) => n + parseResponse(ex.response).attempts.length, 0);
-  const wide = count(1000), tight = count(40);
+  const wide = count(1000),
+    tight = count(40);
   assert.ok(wide > 3 * 60 && tight < 0.6 * wide, `${wide} vs ${tight} attempts`);
   const p = gen(1, 0, HARD);
   const t = makeTrace(p, new Rng(1), { meanWrong: 5, budget: 1 }); // below the answer's own length
@@ -85,7 +109,8 @@ void test('sftBatch is a pure function of (seed, step)', () => {
 void test('traces: the next mark is not predictable from its position; near misses are near', () => {
   // P(ok | attempt index) is flat under a geometric count (a constant hazard 1 / (1 + meanWrong)).
   const okAt = new Map<number, { ok: number; n: number }>();
-  let near = 0, far = 0;
+  let near = 0,
+    far = 0;
   for (let step = 0; step < 30; step++) {
     for (const ex of sftBatch(6, step, 40, { ...MEDIUM, max: 9, ops: '+-*' }, { meanWrong: 3, maxAttempts: 24 })) {
       const attempts = parseResponse(ex.response).attempts;
@@ -133,7 +158,10 @@ void test('search traces: marks true, the first attempt that reaches the target 
       const parsed = parseResponse(ex.response);
       const a = exploreResponse(ex.problem, parsed, ex.response.length, false);
       assert.deepEqual([a.marks - a.marksTrue, a.falseOk, a.falseNo, a.repeats, a.stop], [0, 0, 0, 0, 'correct'], ex.response);
-      assert.deepEqual(parsed.attempts.map((t) => t.mark), [...parsed.attempts.slice(1).map(() => 'no'), 'ok']);
+      assert.deepEqual(
+        parsed.attempts.map((t) => t.mark),
+        [...parsed.attempts.slice(1).map(() => 'no'), 'ok'],
+      );
     }
   }
   // 2. The hazard of `ok` at attempt k (given k misses) with an endless geometric count: the
@@ -143,17 +171,26 @@ void test('search traces: marks true, the first attempt that reaches the target 
   const hazard = (search: boolean): number[] => {
     const at = [0, 1, 2, 3].map(() => ({ ok: 0, n: 0 }));
     for (const ex of sftBatch(3, 0, 400, d, { search, meanWrong: 1000, maxAttempts: 16, budget: 2000 })) {
-      parseResponse(ex.response).attempts.slice(0, 4).forEach((t, k) => {
-        at[k].n++;
-        if (t.mark === 'ok') at[k].ok++;
-      });
+      parseResponse(ex.response)
+        .attempts.slice(0, 4)
+        .forEach((t, k) => {
+          at[k].n++;
+          if (t.mark === 'ok') at[k].ok++;
+        });
     }
     return at.map((e) => e.ok / e.n);
   };
-  const s = hazard(true), h = hazard(false);
-  assert.ok(s.every((r) => r > 0.12 && r < 0.6), `search hazard ${s.map((r) => r.toFixed(3))}`);
+  const s = hazard(true),
+    h = hazard(false);
+  assert.ok(
+    s.every((r) => r > 0.12 && r < 0.6),
+    `search hazard ${s.map((r) => r.toFixed(3))}`,
+  );
   assert.ok(Math.max(...s) - Math.min(...s) < 0.15, `search hazard not flat: ${s.map((r) => r.toFixed(3))}`);
-  assert.ok(h.every((r) => r < 0.02), `historical hazard ${h}`);
+  assert.ok(
+    h.every((r) => r < 0.02),
+    `historical hazard ${h}`,
+  );
 });
 
 void test('wrongAttempt(avoid=false): a blind proposal ends at the step that reaches the target', () => {

@@ -11,7 +11,20 @@ import { VOCAB_SIZE } from '../../ml/tokenizer';
 
 const model = { vocab: VOCAB_SIZE, layers: 1, dModel: 32, heads: 2, context: 96, seed: 3 };
 const d = { count: 3, min: 1, max: 9, ops: '+-*' };
-const settings: RlSettings = { seed: 5, nodeId: 'stage', stream: 'stage', difficulty: d, prompts: 3, samples: 4, temperature: 0.6, topP: 1, miniBatches: 2, microBatch: 5, skipZeroStd: false, grpo: grpoConfig({ klCoef: 0.001 }) };
+const settings: RlSettings = {
+  seed: 5,
+  nodeId: 'stage',
+  stream: 'stage',
+  difficulty: d,
+  prompts: 3,
+  samples: 4,
+  temperature: 0.6,
+  topP: 1,
+  miniBatches: 2,
+  microBatch: 5,
+  skipZeroStd: false,
+  grpo: grpoConfig({ klCoef: 0.001 }),
+};
 
 async function rlIteration(tr: Trainer, t: number) {
   const rollouts = await tr.sampleShard(settings, t, 0, 1, 24);
@@ -31,7 +44,14 @@ test('a trainer restored from a snapshot continues byte-identically (the crash-e
   a.sftStep(1, 2, 6, [d], { meanWrong: 1.5 });
   await rlIteration(a, 0);
   // Interrupted after step 2: a new trainer from the snapshot redoes the rest.
-  const b = Trainer.create({ model, weights: snap.weights, optimState: snap.optim, refWeights: ref, optim: { lr: 3e-3 }, toolArithmetic: true });
+  const b = Trainer.create({
+    model,
+    weights: snap.weights,
+    optimState: snap.optim,
+    refWeights: ref,
+    optim: { lr: 3e-3 },
+    toolArithmetic: true,
+  });
   b.sftStep(1, 2, 6, [d], { meanWrong: 1.5 });
   await rlIteration(b, 0);
   assert.equal(sha256Hex(b.snapshot().weights), sha256Hex(a.snapshot().weights));
@@ -83,7 +103,10 @@ test('a snapshot of another model shape is refused with a shape error', async ()
   const a = Trainer.create({ model, optim: {}, toolArithmetic: true });
   const w = a.snapshot().weights;
   a.dispose();
-  assert.throws(() => Trainer.create({ model: { ...model, dModel: 64 }, weights: w, optim: {}, toolArithmetic: true }), /ShapeMismatch|model\.dModel is 32, the config says 64/);
+  assert.throws(
+    () => Trainer.create({ model: { ...model, dModel: 64 }, weights: w, optim: {}, toolArithmetic: true }),
+    /ShapeMismatch|model\.dModel is 32, the config says 64/,
+  );
 });
 
 test('micro-batches: at most `micro` rows, fewer for long rows so a pass stays under the activation budget', async () => {
@@ -121,7 +144,18 @@ test('rlPlan with grpo.maskMarks: the check-mark tokens leave the loss, nothing 
   const graded = examples.map((ex, k) => {
     const response = [...encode(ex.response), EOS];
     // Pretend the environment wrote the first token (as tool arithmetic would), to check forced positions survive.
-    return { i: Math.floor(k / 4), j: k % 4, problemId: ex.id, prompt: [BOS, ...encode(ex.prompt)], response, logp: response.map(() => -1), forced: [0], truncated: false, reward: k % 2, grade: { reward: k % 2 } as never };
+    return {
+      i: Math.floor(k / 4),
+      j: k % 4,
+      problemId: ex.id,
+      prompt: [BOS, ...encode(ex.prompt)],
+      response,
+      logp: response.map(() => -1),
+      forced: [0],
+      truncated: false,
+      reward: k % 2,
+      grade: { reward: k % 2 } as never,
+    };
   });
   const cfgModel = { ...model, context: 512 };
   const plain = rlPlan(cfgModel, { ...settings, samples: 4, miniBatches: 1 }, 0, graded);
@@ -144,22 +178,49 @@ test('rlGrads with grpo.klMarkCoef: the KL reaches the check-mark tokens and not
   const base = Trainer.create({ model: { ...model, context: 512 }, optim: { lr: 3e-3 }, toolArithmetic: true });
   const ref = base.snapshot().weights;
   for (let s = 0; s < 3; s++) base.sftStep(1, s, 6, [d], { meanWrong: 1.5 });
-  const tr = Trainer.create({ model: { ...model, context: 512 }, weights: base.snapshot().weights, refWeights: ref, optim: {}, toolArithmetic: true });
+  const tr = Trainer.create({
+    model: { ...model, context: 512 },
+    weights: base.snapshot().weights,
+    refWeights: ref,
+    optim: {},
+    toolArithmetic: true,
+  });
   base.dispose();
   const examples = sftBatch(4, 0, 8, d, { meanWrong: 3 });
   const rows = (dropMarks: boolean) =>
     examples.map((ex, k) => {
       const response = [...encode(ex.response), EOS].filter((id) => !(dropMarks && isMark(id)));
-      return { i: Math.floor(k / 4), j: k % 4, problemId: ex.id, prompt: [BOS, ...encode(ex.prompt)], response, logp: response.map(() => -1), forced: [], truncated: false, reward: k % 2, grade: { reward: k % 2 } as never };
+      return {
+        i: Math.floor(k / 4),
+        j: k % 4,
+        problemId: ex.id,
+        prompt: [BOS, ...encode(ex.prompt)],
+        response,
+        logp: response.map(() => -1),
+        forced: [],
+        truncated: false,
+        reward: k % 2,
+        grade: { reward: k % 2 } as never,
+      };
     });
   const grads = (graded: ReturnType<typeof rows>, grpo: Parameters<typeof grpoConfig>[0]) => {
     const s = { ...settings, samples: 4, miniBatches: 1, microBatch: 64, grpo: grpoConfig(grpo) };
     const plan = rlPlan(tr.policy.cfg, s, 0, graded);
     const { grads: g } = tr.rlGrads(s, plan.miniBatches[0].chunks[0], plan.miniBatches[0].tokens);
-    return sha256Hex(Buffer.concat(Object.keys(g).sort().map((n) => Buffer.from(g[n].buffer, g[n].byteOffset, g[n].byteLength))));
+    return sha256Hex(
+      Buffer.concat(
+        Object.keys(g)
+          .sort()
+          .map((n) => Buffer.from(g[n].buffer, g[n].byteOffset, g[n].byteLength)),
+      ),
+    );
   };
-  const marked = rows(false), unmarked = rows(true);
-  assert.ok(marked.some((r) => r.response.some(isMark)), 'the traces hold marks');
+  const marked = rows(false),
+    unmarked = rows(true);
+  assert.ok(
+    marked.some((r) => r.response.some(isMark)),
+    'the traces hold marks',
+  );
   // With marks: a KL on them alone changes the gradient.
   assert.notEqual(grads(marked, { klCoef: 0, klMarkCoef: 0.5 }), grads(marked, { klCoef: 0 }));
   // Without marks: it has nothing to act on.
@@ -167,7 +228,10 @@ test('rlGrads with grpo.klMarkCoef: the KL reaches the check-mark tokens and not
   // Equal to klCoef: the same bytes as leaving it unset.
   assert.equal(grads(marked, { klCoef: 0.05, klMarkCoef: 0.05 }), grads(marked, { klCoef: 0.05 }));
   // pgMarks 'ok': the `no` marks leave the policy gradient; with no `no` mark it has nothing to act on.
-  assert.ok(marked.some((r) => r.response.includes(NO)), 'the traces hold `no` marks');
+  assert.ok(
+    marked.some((r) => r.response.includes(NO)),
+    'the traces hold `no` marks',
+  );
   assert.notEqual(grads(marked, { pgMarks: 'ok' }), grads(marked, {}));
   assert.equal(grads(unmarked, { pgMarks: 'ok' }), grads(unmarked, {}));
   assert.equal(grads(marked, { pgMarks: 'all' }), grads(marked, {}));
@@ -197,7 +261,8 @@ test('on ONNX Runtime too: a trainer restored from a snapshot continues byte-ide
   const init = Trainer.create({ model, optim: {}, toolArithmetic: true });
   const ref = init.snapshot().weights;
   init.dispose();
-  const make = (weights: Uint8Array, optimState?: Uint8Array) => Trainer.create({ model, weights, optimState, refWeights: ref, optim: { lr: 3e-3 }, toolArithmetic: true, engine: 'ort' });
+  const make = (weights: Uint8Array, optimState?: Uint8Array) =>
+    Trainer.create({ model, weights, optimState, refWeights: ref, optim: { lr: 3e-3 }, toolArithmetic: true, engine: 'ort' });
   // Uninterrupted: two RL iterations sampled on ORT (old log-probs rescored by tfjs).
   const a = make(ref);
   await rlIteration(a, 0);
