@@ -81,6 +81,8 @@ export interface LiveSession {
    * and must not apply it a second time.
    */
   applied?: { kind: 'sft' | 'rl'; from: number; to: number; metrics: Record<string, number> };
+  /** The policy this session published for rollout workers at iteration t (its sha256): parts of t must carry it. */
+  published?: { t: number; sha256: string };
   /** Wall-clock ms of the last activity on this session (for evicting abandoned sessions only). */
   lastUsed: number;
   /**

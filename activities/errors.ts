@@ -38,6 +38,17 @@ export class BackendMismatchError extends Error {
   }
 }
 
+/**
+ * A rollout part sampled with another policy than the one its trainer published for the
+ * iteration: applying it would train on off-policy rows under the wrong old log-probs.
+ */
+export class PolicyMismatchError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'PolicyMismatchError';
+  }
+}
+
 /** Stage data too hard for the policy entering it (select-budget measured J ~ 0): retrying cannot help. */
 export class UncalibratedError extends Error {
   constructor(message: string) {
@@ -61,6 +72,7 @@ export function classify(err: unknown): unknown {
   if (err instanceof UncalibratedError) return nonRetryable(ErrorTypes.uncalibrated);
   if (err instanceof BackendMismatchError) return nonRetryable(ErrorTypes.backend);
   if (err instanceof StoreTlsError) return nonRetryable(ErrorTypes.storeTls);
+  if (err instanceof PolicyMismatchError) return nonRetryable(ErrorTypes.policyMismatch);
   return err;
 }
 

@@ -12,6 +12,7 @@ import type { WorkerContext } from './env';
 import { evaluateActivities } from './evaluate';
 import { legacyActivities } from './legacy';
 import { reportActivities } from './report';
+import { rolloutActivities } from './rollout';
 import { runActivities } from './run';
 import { trainerSessionActivities } from './session';
 import { trainActivities } from './train';
@@ -27,6 +28,7 @@ export function createActivities(ctx: WorkerContext) {
       ...runActivities(env),
       ...trainerSessionActivities(env),
       ...trainActivities(env),
+      ...rolloutActivities(env),
       ...legacyActivities(env),
       ...evaluateActivities(env),
       ...reportActivities(env),

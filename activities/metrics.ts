@@ -20,7 +20,7 @@ export interface RunLabels {
   config: string;
 }
 
-export type Phase = 'sample' | 'grade' | 'update' | 'commit';
+export type Phase = 'sample' | 'grade' | 'update' | 'commit' | 'publish';
 
 /** Runs whose series a worker keeps (the oldest run's series go when one more starts). */
 export const MAX_RUNS = 32;
@@ -85,7 +85,7 @@ export class E3Metrics {
     });
     this.phaseSeconds = new Histogram({
       name: 'e3_iteration_phase_seconds',
-      help: 'Wall seconds of each phase of an RL iteration (sample, grade, update, commit)',
+      help: 'Wall seconds of each phase of an RL iteration (sample, grade, update, commit; publish: the policy for rollout workers)',
       labelNames: [...RUN, 'phase'],
       buckets: SECONDS_BUCKETS,
       registers,

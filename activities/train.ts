@@ -9,11 +9,15 @@ import type { CountdownProblem } from '../ml/countdown';
 import { dataMetrics, gradeAgainst, iterationProblems, rolloutMetrics, shardRows } from '../ml/rollouts';
 import type { GradedRollout, RlSettings } from '../ml/rollouts';
 import { keys } from '../storage/layout';
-import type { Session } from './types';
+import { sha256Hex } from '../storage/store';
+import type { RolloutPartResult, Session } from './types';
+import type { StoredPart } from './rollout';
+import { acceptParts, joinGraded } from './rollout';
 import type { Env, IterationRollouts, LiveSession } from './env';
 import { trainerSessionActivities } from './session';
 import { atStep, rlSettings, runLabels, sftSettings, withHeartbeat } from './env';
 import { sampledTokens, since } from './metrics';
+import { SessionLostError } from './errors';
 
 /** The session already applied RL iteration t's update in memory (a retry after it must not train twice). */
 export const rlApplied = (l: LiveSession, t: number): l is LiveSession & Required<Pick<LiveSession, 'applied'>> =>
@@ -88,7 +92,7 @@ export function rlSteps(env: Env) {
 }
 
 export function trainActivities(env: Env) {
-  const { live, drop, writeMetrics } = env;
+  const { ctx, store, live, drop, writeMetrics } = env;
   const { commitCheckpoint } = trainerSessionActivities(env);
   const steps = rlSteps(env);
   return {
@@ -144,6 +148,80 @@ export function trainActivities(env: Env) {
         const rl = rlSettings(l.config, s.nodeId);
         const rollouts = l.rollouts?.t === t ? l.rollouts : await steps.rollouts(s, l, rl, t, budget);
         metrics = await steps.update(s, l, rl, rollouts);
+      }
+      if (commit) {
+        const t0 = performance.now();
+        await commitCheckpoint(s, t + 1, metrics);
+        env.metrics.phase(runLabels(s.runId, s.nodeId, l.config), 'commit', since(t0));
+      }
+      return { metrics };
+    },
+    /**
+     * Publish the session's policy at iteration t for rollout workers (docs/ARCHITECTURE.md
+     * "Rollout fan-out"): its serialised weights under keys.policy, content-addressed by their
+     * sha256 (not uploaded again when the key exists). The session remembers the sha: the
+     * parts of t it applies must carry it.
+     */
+    async publishPolicy(s: Session, t: number): Promise<{ sha256: string }> {
+      const l = live(s);
+      atStep(s, l, t, 'publish its policy');
+      return withHeartbeat(
+        () => ({ publishing: t, at: (l.lastUsed = Date.now()) }),
+        async () => {
+          const t0 = performance.now();
+          const { weights } = await l.trainer.snapshot();
+          const sha256 = sha256Hex(weights);
+          const key = keys.policy(s.runId, sha256);
+          if (!(await store.exists(key))) await store.put(key, weights);
+          l.published = { t, sha256 };
+          env.metrics.phase(runLabels(s.runId, s.nodeId, l.config), 'publish', since(t0));
+          return { sha256 };
+        },
+      );
+    },
+    /**
+     * RL iteration t from rollout parts sampled elsewhere: the parts are checked against the
+     * policy this session published for t (acceptParts), joined in row order, stored as the
+     * iteration's graded rollouts, then the update and the commit as in rlIteration (a retry
+     * after the update only writes its metrics and commits).
+     */
+    async rlIterationFromParts(
+      s: Session,
+      t: number,
+      commit: boolean,
+      parts: RolloutPartResult[],
+    ): Promise<{ metrics: Record<string, number> }> {
+      const l = live(s);
+      let metrics: Record<string, number>;
+      if (rlApplied(l, t)) {
+        metrics = l.applied.metrics;
+        await writeMetrics(s.runId, s.nodeId, t + 1, metrics);
+      } else {
+        atStep(s, l, t, 'update');
+        // Re-opened since it published (the same weights, unless it changed backend): publish again.
+        if (l.published?.t !== t)
+          throw new SessionLostError(`session ${s.runId}/${s.nodeId} did not publish its policy for iteration ${t} (re-opened since)`);
+        const sha = l.published.sha256;
+        const rl = rlSettings(l.config, s.nodeId);
+        const accepted = acceptParts(t, sha, parts, (m) => ctx.log(`${s.runId}/${s.nodeId}: ${m}`));
+        const stored = await withHeartbeat(
+          () => ({ t, at: (l.lastUsed = Date.now()) }),
+          () => Promise.all(accepted.map((p) => store.getJson<StoredPart>(p.key))),
+        );
+        // What the store holds must be what the part reported (a write from another policy under the same key is refused too).
+        acceptParts(
+          t,
+          sha,
+          stored.map((x, k) => ({ ...accepted[k], t: x.t, part: x.part, parts: x.parts, policy: x.policy })),
+          () => undefined,
+        );
+        const graded = joinGraded(
+          stored.map((x) => x.graded),
+          rl.prompts * rl.samples,
+        );
+        await store.putJson(keys.graded(s.runId, s.nodeId, t), graded);
+        const problems = iterationProblems(rl.seed, rl.stream, t, rl.prompts, rl.difficulty);
+        metrics = await steps.update(s, l, rl, { t, problems, graded, metrics: rolloutMetrics(graded, rl.samples) });
       }
       if (commit) {
         const t0 = performance.now();

@@ -7,6 +7,11 @@ import type { RunConfig } from '../configs/schema';
 export const TASK_QUEUE = 'e3';
 /** Any trainer worker answers `openTrainer` here; its session then lives on its own queue. */
 export const TRAINER_QUEUE = 'e3-trainer';
+/**
+ * Parts of an RL iteration's rollouts (an RL node's `rolloutParts`): sampled and graded by any
+ * worker that serves it (every `all` worker, and `--queues rollout` workers on other machines).
+ */
+export const ROLLOUT_QUEUE = 'e3-rollout';
 
 /** The pipeline's one input; every field has a default, so `{}` runs the demo config. */
 export interface PipelineInput {
@@ -60,6 +65,29 @@ export interface Session {
   step: number;
 }
 
+/** One part of an RL iteration's rollouts, to sample and grade on the rollout queue. */
+export interface RolloutPartInput {
+  runId: string;
+  nodeId: string;
+  t: number;
+  budget: number;
+  /** Part `part` of `parts`: the iteration's prompts i with i mod parts = part (ml/rollouts.ts shardRows). */
+  part: number;
+  parts: number;
+  /** sha256 of the serialised policy the trainer published for iteration t (storage/layout.ts keys.policy). */
+  policy: string;
+}
+
+/** What a rollout part returns: where its graded rows are, and the policy that sampled them. */
+export interface RolloutPartResult {
+  t: number;
+  part: number;
+  parts: number;
+  policy: string;
+  key: string;
+  rows: number;
+}
+
 export interface IterationStats {
   iteration: number;
   metrics: Record<string, number>;
@@ -92,6 +120,8 @@ export const ErrorTypes = {
   invalid: 'InvalidArgument',
   /** The object store's TLS certificate is not trusted (activities/errors.ts). */
   storeTls: 'ObjectStoreTLS',
+  /** A rollout part was sampled from another policy than the one the trainer published for its iteration. */
+  policyMismatch: 'PolicyMismatch',
 } as const;
 
 /**

@@ -24,7 +24,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { renameSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
-import { TASK_QUEUE, TRAINER_QUEUE } from '../activities/types';
+import { ROLLOUT_QUEUE, TASK_QUEUE, TRAINER_QUEUE } from '../activities/types';
 import type { PipelineInput, Progress } from '../activities/types';
 import { configDescription, configNames, configRunName, loadConfig, userConfigNames } from '../configs/load';
 import { checkId, keys } from '../storage/layout';
@@ -228,10 +228,10 @@ const ago = (ms: number): string => {
  * iteration and the time of its last step.
  */
 async function printStatus(client: Client): Promise<void> {
-  for (const queue of [TASK_QUEUE, TRAINER_QUEUE]) {
+  for (const queue of [TASK_QUEUE, TRAINER_QUEUE, ROLLOUT_QUEUE]) {
     const pollers = new Map<string, { kinds: string[]; last: number }>();
     for (const { type, name } of QUEUE_TYPES) {
-      if (queue === TRAINER_QUEUE && name === 'workflow') continue; // activities only
+      if (queue !== TASK_QUEUE && name === 'workflow') continue; // activities only
       const r = await client.workflowService.describeTaskQueue({
         namespace: client.options.namespace,
         taskQueue: { name: queue },
@@ -299,7 +299,7 @@ program
 program
   .command('worker')
   .description('run a worker process')
-  .option('--queues <which>', 'all | general | trainer', 'all')
+  .option('--queues <which>', 'all | general | trainer | rollout', 'all')
   .option('--concurrency <n>', 'general-queue activity concurrency', '2')
   .action(async (o) => {
     const { startWorkers } = await import('../workers/worker');

@@ -416,6 +416,23 @@ export class PooledPolicy {
     return new PooledPolicy(pool, key, toolArithmetic, engine);
   }
 
+  /**
+   * Sample RL rows as a trainer session holding the same weights would (PooledTrainer.sample:
+   * the node's temperature and top-p, old log-probs rescored by tfjs when another engine
+   * samples): each row depends only on its seed, prompt and the weights.
+   */
+  sample(s: Pick<RlSettings, 'temperature' | 'topP'>, rows: SampleRow[], budget: number): Promise<Rollout[]> {
+    return sampleOn(this.pool, this.key, {
+      rows,
+      budget,
+      temperature: s.temperature,
+      topP: s.topP,
+      tool: this.toolArithmetic,
+      engine: this.engine,
+      rescore: true,
+    });
+  }
+
   /** Trainer.evaluate's pieces: rows here, sampling on the threads, counting here. */
   async evaluate(spec: EvalSpec): Promise<EvalCounts> {
     const rows: SampleRow[] = evalRows(spec);

@@ -140,6 +140,13 @@ export const RlNodeSchema = z
     optim: OptimSchema.prefault({}),
     /** Commit a checkpoint every this many iterations (and always at the end). @default 5 */
     ckptEvery: z.number().int().min(1).default(5),
+    /**
+     * Split each iteration's rollouts into this many parts, each sampled and graded by any
+     * worker serving the rollout queue `e3-rollout` (docs/ARCHITECTURE.md "Rollout fan-out").
+     * An operations knob: the rows, and every byte after them, are the same for any value.
+     * Absent: the trainer's worker samples them itself, in the iteration's one activity.
+     */
+    rolloutParts: z.number().int().min(1).max(256).optional(),
   })
   .strict();
 

@@ -24,6 +24,11 @@ export const keys = {
   ckpt: (run: string, node: string, step: number) => `runs/${run}/${node}/ckpt/${pad6(step)}/`,
   latest: (run: string, node: string) => `runs/${run}/${node}/ckpt/LATEST`,
   rollouts: (run: string, node: string, step: number, shard: number) => `runs/${run}/${node}/rollouts/${pad6(step)}/shard-${shard}.json`,
+  /** An RL node's policy as its trainer published it for rollout workers: content-addressed by the sha256 of its bytes. */
+  policy: (run: string, sha256: string) => `runs/${run}/policies/${sha256}.e3w`,
+  /** Graded rows of part `part` of `parts` of iteration `step`, sampled with the policy whose sha256 starts with `policy`. */
+  rolloutPart: (run: string, node: string, step: number, part: number, parts: number, policy: string) =>
+    `runs/${run}/${node}/rollouts/${pad6(step)}/part-${part}-of-${parts}-${policy.slice(0, 16)}.json`,
   graded: (run: string, node: string, step: number) => `runs/${run}/${node}/rollouts/${pad6(step)}/graded.json`,
   /** Counts of an evaluation's problems [from, from + chunk), written as it goes (a retry resumes from its heartbeat cursor). */
   evalChunk: (run: string, node: string, from: number) => `runs/${run}/${node}/eval/${pad6(from)}.json`,

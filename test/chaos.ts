@@ -222,7 +222,7 @@ const payloadJson = (p: { data?: Uint8Array | null } | undefined): unknown =>
   p?.data ? JSON.parse(Buffer.from(p.data).toString('utf8')) : undefined;
 
 export interface Work {
-  /** Units scheduled (SFT steps summed over chunk inputs; RL iterations started = rlIteration, or in recorded runs rlRollouts / rlSample of shard 0). */
+  /** Units scheduled (SFT steps summed over chunk inputs; RL iterations started = rlIteration, publishPolicy with rolloutParts, or in recorded runs rlRollouts / rlSample of shard 0). */
   scheduled: number;
   /** Units the node needs (steps / iterations). */
   needed: number;
@@ -289,7 +289,8 @@ export async function runWork(
         const args = (sch.input?.payloads ?? []).map(payloadJson);
         if (name === 'openTrainer') w.reopens++;
         if (name === 'sftChunk') w.scheduled += (args[2] as number) - (args[1] as number);
-        if (name === 'rlIteration' || name === 'rlRollouts' || (name === 'rlSample' && args[2] === 0)) w.scheduled++;
+        if (name === 'rlIteration' || name === 'publishPolicy' || name === 'rlRollouts' || (name === 'rlSample' && args[2] === 0))
+          w.scheduled++;
       }
       if (e.activityTaskTimedOutEventAttributes) w.timeouts++;
     }
@@ -646,7 +647,7 @@ function parseArgs(argv: string[]): ChaosOptions {
  * its code (1 on an error).
  */
 export function runWithOwnServers(
-  name: 'chaos' | 'soak' | 'load',
+  name: 'chaos' | 'soak' | 'load' | 'fanout',
   ports: { temporal: number; ui: number; s3: number },
   body: () => Promise<number>,
 ): void {

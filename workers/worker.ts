@@ -1,10 +1,11 @@
 /**
  * A worker process: workflows and general activities on `e3`, `openTrainer` on
- * `e3-trainer`, and this process's own trainer-session queue. The ML work runs on the
+ * `e3-trainer`, this process's own trainer-session queue, and rollout parts on `e3-rollout`
+ * (`--queues rollout`: that queue alone, a machine that only samples). The ML work runs on the
  * process's compute pool (compute/pool.ts: E3_THREADS threads, one per core by default), so
  * the event loop stays free for polling and heartbeats. Run several on several machines.
  * With E3_METRICS_PORT set, it serves Prometheus metrics there (workers/metrics.ts).
- *   tsx workers/worker.ts [--queues all|general|trainer] [--concurrency N]
+ *   tsx workers/worker.ts [--queues all|general|trainer|rollout] [--concurrency N]
  */
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode } from '@temporalio/worker';
@@ -16,7 +17,7 @@ import * as path from 'node:path';
 import { formatWithOptions } from 'node:util';
 import { createActivities } from '../activities';
 import { ComputePool } from '../compute/pool';
-import { TASK_QUEUE, TRAINER_QUEUE } from '../activities/types';
+import { ROLLOUT_QUEUE, TASK_QUEUE, TRAINER_QUEUE } from '../activities/types';
 import { processMetrics } from '../activities/metrics';
 import { ObjectStore, dataDir } from '../storage/store';
 import { StoreTlsError } from '../storage/errors';
@@ -28,8 +29,9 @@ import { metricsAddress, sdkTelemetry, serveMetrics, watchSchedules } from './me
 import { adoptIfNoCurrent, deploymentVersion, formatVersion, workerDeploymentOptions } from './deployment';
 
 export interface WorkerOptions {
-  queues: 'all' | 'general' | 'trainer';
-  /** Activities run at once on the general queue (trainer queues always run one at a time). */
+  /** `all`: every queue; `general`: e3; `trainer`: the trainer queues and e3-rollout; `rollout`: e3-rollout. */
+  queues: 'all' | 'general' | 'trainer' | 'rollout';
+  /** Activities run at once on the general queue and on the rollout queue (trainer queues always run one at a time). */
   concurrency: number;
   log?: (msg: string) => void;
   /** A compute pool to use (tests: one with injected faults), else one of E3_THREADS threads; closed with the worker either way. */
@@ -55,6 +57,9 @@ const format = (x: unknown): string => formatWithOptions({ colors: false }, x);
 
 export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<void>; shutdown: () => void; queue: string }> {
   const metricsAt = metricsAddress();
+  const general = opts.queues === 'all' || opts.queues === 'general';
+  const trainer = opts.queues === 'all' || opts.queues === 'trainer';
+  const rollout = opts.queues !== 'general';
   if (!runtimeInstalled) {
     // The SDK's INFO lines (worker state changes) drown the training log; keep warnings,
     // except the one every activity-only queue (the trainer queues) raises by design.
@@ -111,8 +116,8 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
   let stopSchedules = () => {};
   let stopLine = async () => {};
   let clientConnection: Connection | undefined;
-  const lineMs = opts.queues !== 'trainer' ? parseLinePollMs(process.env.E3_LINE_POLL_MS) : 0;
-  const watchSchedulesToo = metricsAt && opts.queues !== 'trainer';
+  const lineMs = general ? parseLinePollMs(process.env.E3_LINE_POLL_MS) : 0;
+  const watchSchedulesToo = metricsAt && general;
   if (watchSchedulesToo || lineMs > 0)
     clientConnection = await Connection.connect({ address: target.address, tls: target.tls, apiKey: target.apiKey });
   if (watchSchedulesToo) {
@@ -148,7 +153,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
     ...workerDeploymentOptions(version),
   };
   const workers: Worker[] = [];
-  if (opts.queues !== 'trainer') {
+  if (general) {
     workers.push(
       await Worker.create({
         ...common,
@@ -161,7 +166,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
       }),
     );
   }
-  if (opts.queues !== 'general') {
+  if (trainer) {
     // Polled only while a session slot is free (workers/admission.ts): opens that find every
     // trainer full wait in the task queue, in arrival order, instead of being refused and retried.
     workers.push(await Worker.create({ ...common, taskQueue: TRAINER_QUEUE, tuner: admission.tuner() }));
@@ -175,6 +180,12 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
       }),
     );
   }
+  if (rollout) {
+    // Parts of fanned-out RL iterations (activities/rollout.ts): each spreads its rows over the
+    // compute pool, so a few at once only queue there.
+    workers.push(await Worker.create({ ...common, taskQueue: ROLLOUT_QUEUE, maxConcurrentActivityTaskExecutions: opts.concurrency }));
+  }
+  const polled = [...(general ? [TASK_QUEUE] : []), ...(trainer ? [TRAINER_QUEUE, queue] : []), ...(rollout ? [ROLLOUT_QUEUE] : [])];
   // E3_MEMORY_LOG_MS: log this process's RSS and each compute thread's wasm heap and live
   // tensors that often (npm run soak reads it).
   const every = Number(process.env.E3_MEMORY_LOG_MS ?? 0);
@@ -204,7 +215,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
   let versionNote = '';
   if (version) {
     versionNote = ` as version ${formatVersion(version)}`;
-    if (opts.queues !== 'trainer') {
+    if (general) {
       const deployConnection = await Connection.connect({ address: target.address, tls: target.tls, apiKey: target.apiKey });
       try {
         versionNote += `; ${await adoptIfNoCurrent(new Client({ connection: deployConnection, namespace: target.namespace }), version)}`;
@@ -223,7 +234,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
     }
   }
   log(
-    `polling ${opts.queues === 'trainer' ? '' : TASK_QUEUE + ' '}${opts.queues === 'general' ? '' : `${TRAINER_QUEUE} ${queue}`} on ${target.address}${versionNote} (backend ${pool.backend}: ${pool.backendReason}; ${pool.size} compute thread${pool.size === 1 ? '' : 's'})`,
+    `polling ${polled.join(' ')} on ${target.address}${versionNote} (backend ${pool.backend}: ${pool.backendReason}; ${pool.size} compute thread${pool.size === 1 ? '' : 's'})`,
   );
   return { run, queue, shutdown };
 }
@@ -235,7 +246,8 @@ async function main() {
     return i >= 0 && args[i + 1] ? args[i + 1] : dflt;
   };
   const queues = get('--queues', 'all');
-  if (!['all', 'general', 'trainer'].includes(queues)) throw new Error(`--queues must be all, general or trainer (got ${queues})`);
+  if (!['all', 'general', 'trainer', 'rollout'].includes(queues))
+    throw new Error(`--queues must be all, general, trainer or rollout (got ${queues})`);
   const concurrency = Number(get('--concurrency', '2'));
   if (!(Number.isInteger(concurrency) && concurrency >= 1)) throw new Error(`--concurrency must be a positive integer`);
   const w = await startWorkers({ queues: queues as WorkerOptions['queues'], concurrency });

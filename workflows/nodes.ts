@@ -21,7 +21,7 @@ import {
 import type { SearchAttributeUpdatePair } from '@temporalio/common';
 import type { Activities } from '../activities';
 import type { IterationStats, NodeInput, NodeResult, Progress, Session } from '../activities/types';
-import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES } from '../activities/types';
+import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES, ROLLOUT_QUEUE } from '../activities/types';
 import type { RlNode, SftNode } from '../configs/schema';
 import { legacyRlIteration } from './legacy';
 import { E3Budget, E3Iteration, E3Node, E3PassAt1, E3Run } from './search';
@@ -37,6 +37,20 @@ const general = proxyActivities<Activities>({
   heartbeatTimeout: '60 seconds',
   retry: { initialInterval: '1s', maximumInterval: '15s', backoffCoefficient: 2, nonRetryableErrorTypes: [...NON_RETRYABLE_ERROR_TYPES] },
 });
+
+/**
+ * Activities of a rollout part, on the queue every worker serves (any worker may take a part).
+ * A worker killed mid-part misses its 10 s heartbeat window and the part runs again on
+ * another: it samples the same rows from the same published policy.
+ */
+const rolloutActivities = (summary: string) =>
+  proxyActivities<Activities>({
+    taskQueue: ROLLOUT_QUEUE,
+    summary,
+    startToCloseTimeout: '30 minutes',
+    heartbeatTimeout: '10 seconds',
+    retry: { initialInterval: '1s', maximumInterval: '10s', backoffCoefficient: 2, nonRetryableErrorTypes: [...NON_RETRYABLE_ERROR_TYPES] },
+  });
 
 /** Continue-as-new well before the history grows large (the limit for a stored config without maxHistoryEvents). */
 const MAX_HISTORY_EVENTS = 4000;
@@ -192,7 +206,37 @@ async function rlIteration(s: Session, t: number, budget: number, node: RlNode):
   const next = t + 1;
   const commit = next % node.ckptEvery === 0 || next === node.iterations;
   if (!patched('iteration-one-activity')) return legacyRlIteration(s, t, budget, node, commit);
+  // Only nodes with rolloutParts take the fan-out, so histories of other nodes never reach this patch.
+  if (node.rolloutParts !== undefined && patched('rollout-fanout')) return fannedRlIteration(s, t, budget, node.rolloutParts, commit);
   const r = await sessionActivities(s, `iteration B=${budget}${commit ? `, commit ${next}` : ''} t=${t}`).rlIteration(s, t, budget, commit);
+  return { iteration: next, metrics: r.metrics };
+}
+
+/**
+ * RL iteration t with its rollouts fanned out (docs/ARCHITECTURE.md "Rollout fan-out"): the
+ * session publishes its policy (content-addressed in the object store), `parts` activities
+ * on the rollout queue sample and grade the iteration's rows from it on whichever workers
+ * serve that queue, then the session checks every part was sampled from the policy it
+ * published, updates and commits. A part refused for another policy (PolicyMismatch) fails
+ * the node: it would mean the published bytes changed under the iteration.
+ */
+async function fannedRlIteration(s: Session, t: number, budget: number, parts: number, commit: boolean): Promise<IterationStats> {
+  const next = t + 1;
+  const { sha256 } = await sessionActivities(s, `publish policy t=${t}`).publishPolicy(s, t);
+  const done = await Promise.all(
+    Array.from({ length: parts }, (_, part) =>
+      rolloutActivities(`rollouts part ${part + 1}/${parts} B=${budget} t=${t}`).rolloutPart({
+        runId: s.runId,
+        nodeId: s.nodeId,
+        t,
+        budget,
+        part,
+        parts,
+        policy: sha256,
+      }),
+    ),
+  );
+  const r = await sessionActivities(s, `update${commit ? `, commit ${next}` : ''} t=${t}`).rlIterationFromParts(s, t, commit, done);
   return { iteration: next, metrics: r.metrics };
 }
 
