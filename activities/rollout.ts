@@ -146,7 +146,7 @@ export function rolloutActivities(env: Env) {
       const rl = rlSettings(cfg, p.nodeId);
       const engine = cfg.engine ?? 'tfjs';
       const labels = runLabels(p.runId, p.nodeId, cfg);
-      const problems = iterationProblems(rl.seed, rl.stream, p.t, rl.prompts, rl.difficulty);
+      const problems = iterationProblems(rl.seed, rl.stream, p.t, rl.prompts, rl.difficulty, rl.task);
       const rows = shardRows(rl, p.t, p.part, p.parts, problems);
       const key = keys.rolloutPart(p.runId, p.nodeId, p.t, p.part, p.parts, p.policy);
       return withHeartbeat(
@@ -167,7 +167,7 @@ export function rolloutActivities(env: Env) {
               const rollouts = await policy.sample(rl, rows, p.budget);
               env.metrics.phase(labels, 'sample', since(t0));
               env.metrics.sampled(labels, sampledTokens(rollouts), since(t0));
-              return gradeAgainst(problems, p.t, cfg.toolArithmetic, rollouts);
+              return gradeAgainst(problems, p.t, cfg.toolArithmetic, rollouts, rl.task);
             },
           );
           const stored: StoredPart = { t: p.t, part: p.part, parts: p.parts, policy: p.policy, graded };

@@ -220,7 +220,7 @@ export function trainActivities(env: Env) {
           rl.prompts * rl.samples,
         );
         await store.putJson(keys.graded(s.runId, s.nodeId, t), graded);
-        const problems = iterationProblems(rl.seed, rl.stream, t, rl.prompts, rl.difficulty);
+        const problems = iterationProblems(rl.seed, rl.stream, t, rl.prompts, rl.difficulty, rl.task);
         metrics = await steps.update(s, l, rl, { t, problems, graded, metrics: rolloutMetrics(graded, rl.samples) });
       }
       if (commit) {

@@ -421,13 +421,14 @@ export class PooledPolicy {
    * the node's temperature and top-p, old log-probs rescored by tfjs when another engine
    * samples): each row depends only on its seed, prompt and the weights.
    */
-  sample(s: Pick<RlSettings, 'temperature' | 'topP'>, rows: SampleRow[], budget: number): Promise<Rollout[]> {
+  sample(s: Pick<RlSettings, 'temperature' | 'topP' | 'task'>, rows: SampleRow[], budget: number): Promise<Rollout[]> {
     return sampleOn(this.pool, this.key, {
       rows,
       budget,
       temperature: s.temperature,
       topP: s.topP,
       tool: this.toolArithmetic,
+      task: s.task,
       engine: this.engine,
       rescore: true,
     });
