@@ -26,6 +26,11 @@ export const rlApplied = (l: LiveSession, t: number): l is LiveSession & Require
 /** The parts of an RL iteration, shared by rlIteration and the activities in ./legacy.ts. */
 export function rlSteps(env: Env) {
   const { store, drop, writeMetrics } = env;
+  /** Iteration t's rollouts from their graded rows (graded elsewhere: another attempt, or rollout parts). */
+  const fromGraded = (rl: RlSettings, t: number, graded: GradedRollout[]): IterationRollouts => {
+    const problems: CountdownProblem[] = iterationProblems(rl.seed, rl.stream, t, rl.prompts, rl.difficulty, rl.task);
+    return { t, problems, graded, metrics: rolloutMetrics(graded, rl.samples) };
+  };
   return {
     /**
      * Iteration t's rollouts: its problems generated once, every row sampled on the compute
@@ -82,11 +87,10 @@ export function rlSteps(env: Env) {
       await writeMetrics(s.runId, s.nodeId, r.t + 1, all);
       return all;
     },
+    fromGraded,
     /** Iteration t's rollouts as another attempt stored them (the session did not keep them). */
     async storedRollouts(s: Session, rl: RlSettings, t: number): Promise<IterationRollouts> {
-      const graded = await store.getJson<GradedRollout[]>(keys.graded(s.runId, s.nodeId, t));
-      const problems: CountdownProblem[] = iterationProblems(rl.seed, rl.stream, t, rl.prompts, rl.difficulty, rl.task);
-      return { t, problems, graded, metrics: rolloutMetrics(graded, rl.samples) };
+      return fromGraded(rl, t, await store.getJson<GradedRollout[]>(keys.graded(s.runId, s.nodeId, t)));
     },
   };
 }
@@ -95,6 +99,31 @@ export function trainActivities(env: Env) {
   const { ctx, store, live, drop, writeMetrics } = env;
   const { commitCheckpoint } = trainerSessionActivities(env);
   const steps = rlSteps(env);
+  /**
+   * The shared tail of an RL iteration activity: an update the session already applied for t
+   * only has its metrics written again; otherwise `update` runs; then the commit at t + 1 when due.
+   */
+  async function iteration(
+    s: Session,
+    l: LiveSession,
+    t: number,
+    commit: boolean,
+    update: () => Promise<Record<string, number>>,
+  ): Promise<{ metrics: Record<string, number> }> {
+    let metrics: Record<string, number>;
+    if (rlApplied(l, t)) {
+      metrics = l.applied.metrics;
+      await writeMetrics(s.runId, s.nodeId, t + 1, metrics);
+    } else {
+      metrics = await update();
+    }
+    if (commit) {
+      const t0 = performance.now();
+      await commitCheckpoint(s, t + 1, metrics);
+      env.metrics.phase(runLabels(s.runId, s.nodeId, l.config), 'commit', since(t0));
+    }
+    return { metrics };
+  }
   return {
     /** SFT steps [from, to), then a commit at `to`. Resumes from its heartbeat on retry. */
     async sftChunk(s: Session, from: number, to: number): Promise<{ step: number; metrics: Record<string, number> }> {
@@ -140,21 +169,11 @@ export function trainActivities(env: Env) {
      */
     async rlIteration(s: Session, t: number, budget: number, commit: boolean): Promise<{ metrics: Record<string, number> }> {
       const l = live(s);
-      let metrics: Record<string, number>;
-      if (rlApplied(l, t)) {
-        metrics = l.applied.metrics;
-        await writeMetrics(s.runId, s.nodeId, t + 1, metrics);
-      } else {
+      return iteration(s, l, t, commit, async () => {
         const rl = rlSettings(l.config, s.nodeId);
         const rollouts = l.rollouts?.t === t ? l.rollouts : await steps.rollouts(s, l, rl, t, budget);
-        metrics = await steps.update(s, l, rl, rollouts);
-      }
-      if (commit) {
-        const t0 = performance.now();
-        await commitCheckpoint(s, t + 1, metrics);
-        env.metrics.phase(runLabels(s.runId, s.nodeId, l.config), 'commit', since(t0));
-      }
-      return { metrics };
+        return steps.update(s, l, rl, rollouts);
+      });
     },
     /**
      * Publish the session's policy at iteration t for rollout workers (docs/ARCHITECTURE.md
@@ -192,11 +211,7 @@ export function trainActivities(env: Env) {
       parts: RolloutPartResult[],
     ): Promise<{ metrics: Record<string, number> }> {
       const l = live(s);
-      let metrics: Record<string, number>;
-      if (rlApplied(l, t)) {
-        metrics = l.applied.metrics;
-        await writeMetrics(s.runId, s.nodeId, t + 1, metrics);
-      } else {
+      return iteration(s, l, t, commit, async () => {
         atStep(s, l, t, 'update');
         // Re-opened since it published (the same weights, unless it changed backend): publish again.
         if (l.published?.t !== t)
@@ -220,15 +235,8 @@ export function trainActivities(env: Env) {
           rl.prompts * rl.samples,
         );
         await store.putJson(keys.graded(s.runId, s.nodeId, t), graded);
-        const problems = iterationProblems(rl.seed, rl.stream, t, rl.prompts, rl.difficulty, rl.task);
-        metrics = await steps.update(s, l, rl, { t, problems, graded, metrics: rolloutMetrics(graded, rl.samples) });
-      }
-      if (commit) {
-        const t0 = performance.now();
-        await commitCheckpoint(s, t + 1, metrics);
-        env.metrics.phase(runLabels(s.runId, s.nodeId, l.config), 'commit', since(t0));
-      }
-      return { metrics };
+        return steps.update(s, l, rl, steps.fromGraded(rl, t, graded));
+      });
     },
   };
 }

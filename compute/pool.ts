@@ -204,6 +204,21 @@ function split<T>(rows: T[], n: number): T[][] {
 }
 
 /** Sample a job's rows spread over the pool's threads, joined in row order. */
+/**
+ * The sampling job of RL rows, the same for a trainer session and a published policy (so a
+ * fanned-out part samples exactly what the session would): the node's temperature, top-p and
+ * task, old log-probs rescored by tfjs when another engine samples.
+ */
+function rlSampleJob(
+  s: Pick<RlSettings, 'temperature' | 'topP' | 'task'>,
+  rows: SampleRow[],
+  budget: number,
+  tool: boolean,
+  engine: SampleJob['engine'],
+): SampleJob {
+  return { rows, budget, temperature: s.temperature, topP: s.topP, tool, task: s.task, engine, rescore: true };
+}
+
 async function sampleOn(pool: ComputePool, key: string, job: SampleJob): Promise<Rollout[]> {
   const parts = split(job.rows, pool.size);
   const outs = await Promise.all(parts.map((rows) => pool.any<Rollout[]>({ op: 'sample', key, job: { ...job, rows } })));
@@ -336,18 +351,7 @@ export class PooledTrainer {
   /** Sample RL rows (`shardRows`) at `budget` with the node's temperature and top-p, spread over the threads. */
   async sample(s: RlSettings, rows: SampleRow[], budget: number): Promise<Rollout[]> {
     this.check();
-    return this.track(
-      sampleOn(this.pool, this.key, {
-        rows,
-        budget,
-        temperature: s.temperature,
-        topP: s.topP,
-        tool: this.toolArithmetic,
-        task: s.task,
-        engine: this.engine,
-        rescore: true,
-      }),
-    );
+    return this.track(sampleOn(this.pool, this.key, rlSampleJob(s, rows, budget, this.toolArithmetic, this.engine)));
   }
 
   /** The in-process Trainer's sampleShard: shard `shard` of `shards` of iteration t's rows. */
@@ -422,16 +426,7 @@ export class PooledPolicy {
    * samples): each row depends only on its seed, prompt and the weights.
    */
   sample(s: Pick<RlSettings, 'temperature' | 'topP' | 'task'>, rows: SampleRow[], budget: number): Promise<Rollout[]> {
-    return sampleOn(this.pool, this.key, {
-      rows,
-      budget,
-      temperature: s.temperature,
-      topP: s.topP,
-      tool: this.toolArithmetic,
-      task: s.task,
-      engine: this.engine,
-      rescore: true,
-    });
+    return sampleOn(this.pool, this.key, rlSampleJob(s, rows, budget, this.toolArithmetic, this.engine));
   }
 
   /** Trainer.evaluate's pieces: rows here, sampling on the threads, counting here. */
