@@ -30,12 +30,12 @@ const MISS_BINS: Array<[number, number]> = [
 ];
 
 async function main() {
-  const { file, weights, difficulty, budgets, prompts, samples, seed } = await readPolicyArgs('hazard', '512', 'budget');
+  const { file, weights, difficulty, budgets, prompts, samples, seed, engine } = await readPolicyArgs('hazard', '512', 'budget');
   if (budgets.length !== 1) throw new Error(`hazard: one budget, got ${budgets.join(',')}`);
   const [budget] = budgets;
   const policy = loadPolicy(weights);
   const rows = evalRows({ seed, split: 'eval', difficulty, budgets: [budget], prompts, samples, temperature: 0.6, ks: [1], offset: 0 });
-  const rollouts = await sampleRows(policy, { rows, budget, temperature: 0.6, topP: 1, tool: true });
+  const rollouts = await sampleRows(policy, { rows, budget, temperature: 0.6, topP: 1, tool: true, engine });
   disposePolicy(policy);
   const buckets: Array<{ n: number; hit: number; full: number; near: number }> = [];
   const misses = MISS_BINS.map(() => ({ n: 0, ok: 0 }));
@@ -62,7 +62,7 @@ async function main() {
       }
     }
   });
-  console.log(JSON.stringify({ file, difficulty, budget, prompts, samples, seed }));
+  console.log(JSON.stringify({ file, difficulty, budget, prompts, samples, seed, engine }));
   console.log(['attempts', 'reached', 'hit_rate', 'all_numbers', 'within_5'].join('\t'));
   buckets.forEach((b, i) =>
     console.log(

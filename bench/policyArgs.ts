@@ -3,9 +3,11 @@
  * difficulty, budgets and sample counts, read and checked in one place, with the backend up.
  *   <weights.e3w> '<difficulty json>' [budgets] [prompts=64] [samples=8] [seed=1] [split=eval]
  *   (split: the held-out set, `eval` or `select`, the one select-budget nodes measure J on)
+ * E3_ENGINE=ort samples on ONNX Runtime (docs/ARCHITECTURE.md "Sampling engines"); default tfjs.
  */
 import { readFileSync } from 'node:fs';
 import { DifficultySchema, type Difficulty } from '../configs/schema';
+import type { SampleEngine } from '../ml/sampler';
 import { initBackend } from '../ml/backend';
 
 export interface PolicyArgs {
@@ -18,6 +20,7 @@ export interface PolicyArgs {
   seed: number;
   split: 'eval' | 'select';
   backend: string;
+  engine: SampleEngine;
 }
 
 export async function readPolicyArgs(tool: string, budgetsDefault: string, budgetsHelp: string): Promise<PolicyArgs> {
@@ -32,6 +35,8 @@ export async function readPolicyArgs(tool: string, budgetsDefault: string, budge
   };
   const budgets = budgetsArg.split(',').map((b) => num('budget', b));
   const difficulty = DifficultySchema.parse(JSON.parse(diff));
+  const engine = process.env.E3_ENGINE ?? 'tfjs';
+  if (engine !== 'tfjs' && engine !== 'ort') throw new Error(`${tool}: E3_ENGINE must be 'tfjs' or 'ort', got '${engine}'`);
   const backend = await initBackend();
   return {
     file,
@@ -43,5 +48,6 @@ export async function readPolicyArgs(tool: string, budgetsDefault: string, budge
     seed: num('seed', seedArg, 0),
     split: splitArg,
     backend,
+    engine,
   };
 }

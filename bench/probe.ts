@@ -13,7 +13,7 @@ import { evalMetrics } from '../ml/evaluation';
 import { readPolicyArgs } from './policyArgs';
 
 async function main() {
-  const { file, weights, difficulty, budgets, prompts, samples, seed, split, backend } = await readPolicyArgs(
+  const { file, weights, difficulty, budgets, prompts, samples, seed, split, backend, engine } = await readPolicyArgs(
     'probe',
     '32,64,128',
     'budgets',
@@ -21,7 +21,7 @@ async function main() {
   const probe = loadPolicy(weights);
   const model = probe.cfg;
   disposePolicy(probe);
-  const tr = Trainer.create({ model, weights, optim: {}, toolArithmetic: true });
+  const tr = Trainer.create({ model, weights, optim: {}, toolArithmetic: true, engine });
   const t0 = Date.now();
   const counts = await tr.evaluate({
     seed,
@@ -40,7 +40,9 @@ async function main() {
     budgets,
     [1, 4, 8].filter((k) => k <= samples),
   );
-  console.log(JSON.stringify({ file, difficulty, budgets, prompts, samples, seed, split, backend, seconds: (Date.now() - t0) / 1000 }));
+  console.log(
+    JSON.stringify({ file, difficulty, budgets, prompts, samples, seed, split, backend, engine, seconds: (Date.now() - t0) / 1000 }),
+  );
   const cols = [
     'pass@1',
     'pass@8',
