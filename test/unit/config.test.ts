@@ -159,8 +159,8 @@ const RECORDED: Record<string, string> = {
   'experiments/extrapolation-search': 'f21bbf00853abe07541640e8a83e2e682b2e010e7863a4d87c0ccc63f20a8bb0',
   full: '2c23aa9ecaa6062b9e48eda7ffc215326e75ae07d93b4da8458a5bc3368d6534',
   gpu: '463c72ae14cec6116ac9291e5c2b9048f7ba299e1e579490d94dfa3e720e2414',
-  // the demo's shape evaluated to 4x on the context-1088 search base, runs pshape-1..3
-  'paper-shape': 'de4670ec1731ecddae32e102a067dc08a4355d39313754b7fefb1f083a456acd',
+  // the demo's shape evaluated to 4x on the context-1088 search base, runs ps-1..3
+  'paper-shape': 'efce9f68cc6ba9831ea8b3d7dbcd4e218331aa41849fe47d7ec9e5c539f7c310',
   'negative-gradients': 'fae81b7d44d35a761c67cfa5a662714d773214ab938aacc317cab0faaa801717',
   soak: '801831cd110a7704ae7d35c93111c6b6bfa37cbc86635d772df7f2f241a08cfe',
   tiny: '1320364658dfc2081c8ea9beac54ebb35710d71ed277e67db805d45838b2e8fb',
