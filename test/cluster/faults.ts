@@ -42,6 +42,8 @@ export interface Injected {
   startMs: number;
   endMs: number;
   detail: string;
+  /** Toxics: connections accepted or terminated on the toxic proxies while they were active. */
+  connections?: number;
 }
 
 export interface Fault {
@@ -250,22 +252,49 @@ export function trainerLinkDown(downMs: number, rlNodes: string[]): Fault {
   };
 }
 
-/** Toxics on every worker's `path` for `windowMs`, from the moment an RL node holds a session. */
-export function toxics(label: string, p: Path, list: Toxic[], windowMs: number, rlNodes: string[]): Fault {
+/**
+ * Connection events on `proxies` in toxiproxy's log text: clients accepted, and connections
+ * terminated (a reset one among them; logged as warnings).
+ */
+export function connectionEvents(log: string, proxies: Set<string>): number {
+  return log
+    .split('\n')
+    .filter((l) => (l.includes('"Accepted client"') || l.includes('"level":"warn"')) && proxies.has(/"name":"([^"]+)"/.exec(l)?.[1] ?? ''))
+    .length;
+}
+
+/**
+ * Toxics on every worker's `path` for `windowMs`, from the moment an RL node holds a session.
+ * With `untilTraffic`, the toxics stay on past `windowMs` until a connection through them
+ * has been accepted or terminated (at most `untilTraffic` ms in all): a reset that met no
+ * traffic tested nothing.
+ */
+export function toxics(label: string, p: Path, list: Toxic[], windowMs: number, rlNodes: string[], untilTraffic?: number): Fault {
   return {
     label,
     inject: async (c, ctl, runId) => {
       const ready = await until(ctl, runId, async () => ((await trainerPid(ctl.client, runId, rlNodes)) !== undefined ? true : undefined));
       if (!ready) throw new NotInjected('the run ended before an RL node held a trainer session');
       const startMs = Date.now();
+      const logFrom = c.toxiproxyLog().length;
+      const proxies = new Set(c.names().map((w) => `${w}-${p}`));
+      const events = () => connectionEvents(c.toxiproxyLog().slice(logFrom), proxies);
       const added: Array<{ w: string; name: string }> = [];
       try {
         for (const w of c.names()) for (const t of list) added.push({ w, name: await c.addToxic(w, p, t) });
         await sleep(windowMs);
+        while (untilTraffic !== undefined && events() === 0 && Date.now() - startMs < untilTraffic) await sleep(100);
       } finally {
         for (const a of added) await c.removeToxic(a.w, p, a.name);
       }
-      return { startMs, endMs: Date.now(), detail: `${list.map((t) => t.type).join(' + ')} on every worker -> ${p} for ${windowMs} ms` };
+      const endMs = Date.now();
+      const connections = events();
+      return {
+        startMs,
+        endMs,
+        detail: `${list.map((t) => t.type).join(' + ')} on every worker -> ${p} for ${endMs - startMs} ms (${connections} connection event(s) meanwhile)`,
+        connections,
+      };
     },
   };
 }

@@ -188,16 +188,21 @@ export class Cluster {
     const up = this.infra('up');
     if (up.status !== 0) throw new Error(`infra/up in ${srv} failed: ${up.output}`);
     this.serversUp = true;
-    this.toxiproxy = start('ip', [
-      'netns',
-      'exec',
-      srv,
-      path.join(BIN, 'toxiproxy-server'),
-      '-host',
-      this.serverAddr,
-      '-port',
-      String(INNER.toxiproxy),
-    ]);
+    this.toxiproxy = start(
+      'ip',
+      [
+        'netns',
+        'exec',
+        srv,
+        path.join(BIN, 'toxiproxy-server'),
+        '-host',
+        this.serverAddr,
+        '-port',
+        String(INNER.toxiproxy),
+        // Connections accepted and closed (info), not every byte moved (debug, trace).
+      ],
+      { ...process.env, LOG_LEVEL: 'info' },
+    );
     await waitFor('toxiproxy to answer', 30_000, async () => ((await fetch(`${this.api()}/version`)).ok ? true : undefined));
     // One proxy per worker and path, and the controller's pair (index 99, never toxic).
     for (const [name, idx] of [...[...this.workers.values()].map((w) => [w.spec.name, w.index] as const), ['ctl', 99] as const]) {
@@ -329,6 +334,11 @@ export class Cluster {
   nameOf(pid: number): string | undefined {
     for (const w of this.workers.values()) if (w.proc?.pid === pid) return w.spec.name;
     return undefined;
+  }
+
+  /** toxiproxy's log so far (one JSON object a line: connections accepted and closed, per proxy). */
+  toxiproxyLog(): string {
+    return this.toxiproxy?.output() ?? '';
   }
 
   output(name: string): string {

@@ -83,10 +83,13 @@ async function main(): Promise<number> {
   try {
     const ctl = await controller(c);
     try {
-      for (const w of c.names()) {
-        await c.startWorker(w);
-        log(`worker ${w} polling (pid ${c.pidOf(w)})`);
-      }
+      await Promise.all(c.names().map((w) => c.startWorker(w)));
+      log(
+        `workers polling: ${c
+          .names()
+          .map((w) => `${w} (pid ${c.pidOf(w)})`)
+          .join(', ')}`,
+      );
       const suffix = `${process.pid}-${Date.now().toString(36)}`;
       const base = await uninterrupted(ctl, `cluster-base-${suffix}`, input, RUN_TIMEOUT_MS);
       log(`uninterrupted run cluster-base-${suffix}: ${(base.wallMs / 1000).toFixed(1)} s`);

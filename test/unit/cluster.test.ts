@@ -1,11 +1,11 @@
 /**
- * The recovery measure of test/cluster/faults.ts: the longest time without an activity
- * completing, among the gaps that overlap a fault's window (checked against gaps worked out
- * by hand).
+ * What test/cluster/faults.ts measures: the longest time without an activity completing,
+ * among the gaps that overlap a fault's window, and the connections a toxic met in
+ * toxiproxy's log (each checked against values worked out by hand).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { longestStall } from '../cluster/faults';
+import { connectionEvents, longestStall } from '../cluster/faults';
 
 test('longestStall: the longest gap between completions that overlaps the window', () => {
   const done = [0, 1000, 2000, 9000, 9500, 20000];
@@ -19,4 +19,17 @@ test('longestStall: the longest gap between completions that overlaps the window
   assert.equal(longestStall(done, 21000, 22000), 0);
   // No completion before the window: the gap is measured from the window's start.
   assert.equal(longestStall([5000, 6000], 1000, 2000), 4000);
+});
+
+test('connectionEvents: accepted and terminated connections of the named proxies only', () => {
+  const log = [
+    '{"level":"info","name":"r0-s3","client":"10.233.5.11:4000","message":"Accepted client"}',
+    '{"level":"warn","name":"r0-s3","bytes":12,"error":"read: connection reset by peer","message":"Source terminated"}',
+    '{"level":"info","name":"r0-temporal","client":"10.233.5.11:4001","message":"Accepted client"}',
+    '{"level":"info","name":"t0-s3","message":"Started proxy"}',
+    '',
+  ].join('\n');
+  assert.equal(connectionEvents(log, new Set(['r0-s3', 't0-s3'])), 2);
+  assert.equal(connectionEvents(log, new Set(['r0-temporal'])), 1);
+  assert.equal(connectionEvents(log, new Set(['t1-s3'])), 0);
 });
