@@ -1,6 +1,6 @@
 /**
  * Hosts emulated on one machine (docs/OPERATIONS.md "Emulated hosts and network faults"):
- * Temporal, the object store and toxiproxy in one network namespace (`e3c-<k>-srv`), each
+ * Temporal, the object store and toxiproxy in one network namespace (`e3c-<k>-srv-<pid>`), each
  * worker in its own (`e3c-<k>-<name>`), all joined by veth pairs to a bridge in the server
  * namespace on 10.233.<k>.0/24. Temporal and versitygw bind only the server namespace's
  * loopback; toxiproxy binds the namespace's bridge address and is the only way in, one proxy
@@ -129,7 +129,8 @@ export class Cluster {
     readonly log: (msg: string) => void,
   ) {
     this.k = freeSubnet();
-    this.serverNs = `${PREFIX}${this.k}-srv`;
+    // The controlling process's pid in the name: removeStale leaves a live cluster alone.
+    this.serverNs = `${PREFIX}${this.k}-srv-${process.pid}`;
     this.serverAddr = `10.233.${this.k}.1`;
     this.hostVeth = `e3c${this.k}host`;
     this.dataDir = path.join(dataDir, `c${this.k}`);
@@ -408,6 +409,53 @@ export class Cluster {
     this.log(`cluster ${this.k} down: namespaces ${this.namespaces.join(', ')} deleted`);
     if (errors.length) throw new Error(`cluster clean-up: ${errors.join('; ')}`);
   }
+}
+
+/**
+ * Remove what a cluster whose controlling process died without cleaning up (SIGKILL) left:
+ * for each e3c- namespace of a cluster whose controller (the pid in its server namespace's
+ * name) is gone, the processes in it (`ip netns pids`: only this harness starts processes
+ * there) get SIGKILL, then the namespace and its host veth are deleted. Returns the
+ * namespaces removed.
+ */
+export function removeStale(log: (msg: string) => void = () => {}): string[] {
+  const list = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+  const names = (list.stdout ?? '')
+    .split('\n')
+    .map((l) => l.split(' ')[0])
+    .filter((n) => n.startsWith(PREFIX));
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  // Clusters (by subnet) whose controlling process still runs.
+  const live = new Set<string>();
+  for (const n of names) {
+    const m = new RegExp(`^${PREFIX}(\\d+)-srv-(\\d+)$`).exec(n);
+    if (m && alive(Number(m[2]))) live.add(m[1]);
+  }
+  const removed: string[] = [];
+  for (const ns of names) {
+    const k = new RegExp(`^${PREFIX}(\\d+)-`).exec(ns)?.[1];
+    if (k && live.has(k)) continue;
+    const pids = (spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).stdout ?? '').split('\n').filter(Boolean).map(Number);
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone meanwhile */
+      }
+    }
+    if (k && ns.includes('-srv-')) ip('link', 'del', `e3c${k}host`);
+    ip('netns', 'del', ns);
+    removed.push(ns);
+    log(`removed ${ns}${pids.length ? ` (killed ${pids.join(', ')})` : ''}`);
+  }
+  return removed;
 }
 
 /** Run `fn` on a fresh cluster and take it down afterwards, whatever happens. */

@@ -8,12 +8,13 @@
  * differs, 2 when namespaces cannot be made here (with the reason).
  *
  *   npm run cluster -- [--seed 7] [--only <label substring>]
+ *   npm run cluster -- --remove-stale   (what a SIGKILLed run left: its namespaces and their processes)
  *
  * Data (server files, worker logs) under E3_CLUSTER_DATA_DIR (default .e3/cluster).
  */
 import { execSync } from 'node:child_process';
 import * as path from 'node:path';
-import { Cluster, ROOT, namespacesUnavailable } from './harness';
+import { Cluster, ROOT, namespacesUnavailable, removeStale } from './harness';
 import { controller, faulted, formatTable, rolloutLinkDown, toxics, trainerLinkDown, uninterrupted } from './faults';
 import type { Fault, FaultResult, RunInput } from './faults';
 
@@ -31,6 +32,11 @@ async function main(): Promise<number> {
   const seed = Number(arg('--seed', '7'));
   if (!Number.isInteger(seed) || seed < 0) throw new Error(`--seed: a non-negative integer is required (got ${arg('--seed', '7')})`);
   const only = process.argv.includes('--only') ? arg('--only', '') : undefined;
+  if (process.argv.includes('--remove-stale')) {
+    const gone = removeStale((m) => console.log(`[cluster] ${m}`));
+    console.log(`[cluster] ${gone.length} stale e3c- namespace(s) removed`);
+    return 0;
+  }
   const why = namespacesUnavailable();
   if (why) {
     console.error(`npm run cluster: cannot emulate hosts here: ${why}`);
