@@ -3,7 +3,9 @@
  * parts, each sampled and graded by an activity on the shared rollout queue, from the policy
  * the trainer published to the object store for that iteration (content-addressed by its
  * sha256). Rollout workers keep a few loaded policies by sha; the trainer joins the parts it
- * gets back only when every one was sampled from the policy it published.
+ * gets back only when every one was sampled from the policy it published. Evaluation and
+ * select-budget nodes with `parts` fan out the same way ("Evaluation fan-out"): their parts
+ * run here too, from the same cache.
  */
 import { PooledPolicy } from '../compute/pool';
 import type { RunConfig } from '../configs/schema';
@@ -12,9 +14,13 @@ import type { GradedRollout } from '../ml/rollouts';
 import { keys } from '../storage/layout';
 import { InvalidArgumentError } from '../ml/errors';
 import { PolicyMismatchError } from './errors';
-import type { RolloutPartInput, RolloutPartResult } from './types';
+import { evalPartProblems } from '../ml/evaluation';
+import { SEEDED_INIT } from './types';
+import type { EvalPartInput, EvalPartResult, RolloutPartInput, RolloutPartResult } from './types';
 import type { Env } from './env';
-import { checkBackend, rlSettings, runLabels, withHeartbeat } from './env';
+import { checkBackend, modelConfig, rlSettings, runLabels, withHeartbeat } from './env';
+import { evalJob } from './evaluate';
+import type { StoredEvalPart } from './evaluate';
 import { sampledTokens, since } from './metrics';
 
 /** Loaded policies a rollout worker keeps (each a replica per compute thread). @default 2 (this iteration's and the next's) */
@@ -173,6 +179,46 @@ export function rolloutActivities(env: Env) {
           const stored: StoredPart = { t: p.t, part: p.part, parts: p.parts, policy: p.policy, graded };
           await store.putJson(key, stored);
           return { t: p.t, part: p.part, parts: p.parts, policy: p.policy, key, rows: graded.length };
+        },
+      );
+    },
+    /**
+     * Part `part` of an evaluation or select-budget node's problems (i with i mod parts =
+     * part), sampled with the policy the node published (`policy`: a sha256 under
+     * keys.policy, or SEEDED_INIT) on the node's evaluation engine and counted problem by
+     * problem; stored under keys.evalPart. A retry, here or on another worker, samples the
+     * same rows again: they depend only on (run seed, split, problem, sample) and the policy's
+     * bytes, never on the part they fall in.
+     */
+    async evalPart(p: EvalPartInput): Promise<EvalPartResult> {
+      const m = await readManifest(p.runId);
+      checkBackend(m, ctx.backend, `evaluation part ${p.part} of ${p.runId}/${p.nodeId}`);
+      const cfg: RunConfig = m.config;
+      const job = evalJob(cfg, p.nodeId);
+      const problems = evalPartProblems(job.prompts, p.part, p.parts);
+      const engine = cfg.evalEngine ?? cfg.engine ?? 'tfjs';
+      const key = keys.evalPart(p.runId, p.nodeId, p.part, p.parts, p.policy);
+      // The seeded init is a function of the config's model and seed: cached by those, not by a sha.
+      const init = p.policy === SEEDED_INIT ? modelConfig(cfg) : undefined;
+      const cacheKey = `${init ? `init:${JSON.stringify(init)}` : p.policy}/${engine}/${cfg.toolArithmetic}`;
+      return withHeartbeat(
+        () => ({ part: p.part }),
+        async () => {
+          const counts = await cache.with(
+            cacheKey,
+            async () =>
+              PooledPolicy.open(
+                await computePool(),
+                `policy:${p.policy.slice(0, 16)}#${++seq}`,
+                init ?? (await store.get(keys.policy(p.runId, p.policy), p.policy)),
+                cfg.toolArithmetic,
+                engine,
+              ),
+            (policy) => policy.evaluateProblems({ seed: cfg.seed, ...job, ks: job.k, ...(cfg.task ? { task: cfg.task } : {}) }, problems),
+          );
+          const stored: StoredEvalPart = { part: p.part, parts: p.parts, policy: p.policy, counts };
+          await store.putJson(key, stored);
+          return { part: p.part, parts: p.parts, policy: p.policy, key, problems: counts.length };
         },
       );
     },

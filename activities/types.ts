@@ -8,8 +8,9 @@ export const TASK_QUEUE = 'e3';
 /** Any trainer worker answers `openTrainer` here; its session then lives on its own queue. */
 export const TRAINER_QUEUE = 'e3-trainer';
 /**
- * Parts of an RL iteration's rollouts (an RL node's `rolloutParts`): sampled and graded by any
- * worker that serves it (every `all` worker, and `--queues rollout` workers on other machines).
+ * Parts of an RL iteration's rollouts (an RL node's `rolloutParts`) and of an evaluation or
+ * select-budget node's problems (its `parts`): sampled by any worker that serves it (every
+ * `all` worker, and `--queues rollout` workers on other machines).
  */
 export const ROLLOUT_QUEUE = 'e3-rollout';
 
@@ -77,6 +78,36 @@ export interface RolloutPartInput {
   /** sha256 of the serialised policy the trainer published for iteration t (storage/layout.ts keys.policy). */
   policy: string;
 }
+
+/**
+ * One part of an evaluation or select-budget node's problems (the node's `parts`), to sample
+ * and count on the rollout queue (activities/rollout.ts evalPart).
+ */
+export interface EvalPartInput {
+  runId: string;
+  nodeId: string;
+  /** Part `part` of `parts`: the node's problems i with i mod parts = part (ml/evaluation.ts evalPartProblems). */
+  part: number;
+  parts: number;
+  /**
+   * The policy evaluated: the sha256 of its weights as published under keys.policy
+   * (activities/evaluate.ts publishEvalPolicy), or SEEDED_INIT for the run's seeded init.
+   */
+  policy: string;
+}
+
+/** What an evaluation part returns: where its per-problem counts are, and the policy that sampled them. */
+export interface EvalPartResult {
+  part: number;
+  parts: number;
+  policy: string;
+  key: string;
+  /** Problems counted. */
+  problems: number;
+}
+
+/** An evaluation part's `policy` when the node evaluates the run's seeded init (no weights to publish: the manifest's config defines it). */
+export const SEEDED_INIT = 'seeded-init';
 
 /** What a rollout part returns: where its graded rows are, and the policy that sampled them. */
 export interface RolloutPartResult {

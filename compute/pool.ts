@@ -20,7 +20,7 @@ import type { TraceOptions } from '../ml/traces';
 import { addGrads, sftMetrics, updateMetrics } from '../ml/batching';
 import { countEval, evalRows } from '../ml/evaluation';
 import { shardRows } from '../ml/rollouts';
-import type { EvalCounts, EvalSpec } from '../ml/evaluation';
+import type { EvalCounts, EvalSpec, ProblemCounts } from '../ml/evaluation';
 import type { Grads, SftOptions } from '../ml/batching';
 import type { GradedRollout, RlSettings, Rollout, SampleJob, SampleRow } from '../ml/rollouts';
 import type { Trainer } from '../ml/trainer';
@@ -432,7 +432,32 @@ export class PooledPolicy {
   /** Trainer.evaluate's pieces: rows here, sampling on the threads, counting here. */
   async evaluate(spec: EvalSpec): Promise<EvalCounts> {
     const rows: SampleRow[] = evalRows(spec);
-    const rollouts = await sampleOn(this.pool, this.key, {
+    const rollouts = await sampleOn(this.pool, this.key, this.evalJob(spec, rows));
+    return countEval(rows, rollouts, spec.budgets, this.toolArithmetic, spec.task);
+  }
+
+  /**
+   * Counts of the given problems of an evaluation (an evaluation part: ml/evaluation.ts
+   * evalPartProblems), one entry per problem: their rows sampled in one job spread over the
+   * threads, as `evaluate` samples them, then counted problem by problem. Each row depends
+   * only on its seed, prompt and the weights, so joined per chunk (joinEvalCounts) these are
+   * `evaluate`'s counts byte for byte.
+   */
+  async evaluateProblems(spec: Omit<EvalSpec, 'range'>, problems: readonly number[]): Promise<ProblemCounts[]> {
+    const per = problems.map((i) => evalRows({ ...spec, range: [i, i + 1] }));
+    const rows = per.flat();
+    if (rows.length === 0) return [];
+    const rollouts = await sampleOn(this.pool, this.key, this.evalJob(spec, rows));
+    let at = 0;
+    return per.map((rs, k) => {
+      const mine = rollouts.slice(at, (at += rs.length));
+      return { i: problems[k], counts: countEval(rs, mine, spec.budgets, this.toolArithmetic, spec.task) };
+    });
+  }
+
+  /** The sampling job of an evaluation's rows: one pass at the largest budget, no rescoring (counts only). */
+  private evalJob(spec: Omit<EvalSpec, 'range'>, rows: SampleRow[]): SampleJob {
+    return {
       rows,
       budget: Math.max(...spec.budgets),
       temperature: spec.temperature,
@@ -440,8 +465,7 @@ export class PooledPolicy {
       tool: this.toolArithmetic,
       task: spec.task,
       engine: this.engine,
-    });
-    return countEval(rows, rollouts, spec.budgets, this.toolArithmetic, spec.task);
+    };
   }
 
   async dispose(): Promise<void> {

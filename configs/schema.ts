@@ -183,8 +183,20 @@ export const SelectBudgetNodeSchema = z
      * candidate. @default "fail"
      */
     onUncalibrated: z.enum(['fail', 'warn']).default('fail'),
+    /**
+     * Split the node's problems into this many parts (problem i in part i mod parts), each
+     * sampled and counted by any worker serving the rollout queue `e3-rollout`
+     * (docs/ARCHITECTURE.md "Evaluation fan-out"). An operations knob: the counts, the stored
+     * chunks and every metric are the same for any value. Absent: one activity on the
+     * general queue evaluates them all on its worker.
+     */
+    parts: z.number().int().min(1).max(256).optional(),
   })
-  .strict();
+  .strict()
+  .refine((n) => n.parts === undefined || n.parts <= n.prompts, {
+    message: 'parts must be <= prompts (a part holds whole problems)',
+    path: ['parts'],
+  });
 
 export const EvalNodeSchema = z
   .object({
@@ -206,9 +218,21 @@ export const EvalNodeSchema = z
      * content-defined split, not from this offset). @default 0
      */
     offset: z.number().int().min(0).default(0),
+    /**
+     * Split the node's problems into this many parts (problem i in part i mod parts), each
+     * sampled and counted by any worker serving the rollout queue `e3-rollout`
+     * (docs/ARCHITECTURE.md "Evaluation fan-out"). An operations knob: the counts, the stored
+     * chunks and every metric are the same for any value. Absent: one activity on the
+     * general queue evaluates them all on its worker.
+     */
+    parts: z.number().int().min(1).max(256).optional(),
   })
   .strict()
-  .refine((e) => e.k.every((k) => k <= e.samples), { message: 'every k must be <= samples', path: ['k'] });
+  .refine((e) => e.k.every((k) => k <= e.samples), { message: 'every k must be <= samples', path: ['k'] })
+  .refine((e) => e.parts === undefined || e.parts <= e.prompts, {
+    message: 'parts must be <= prompts (a part holds whole problems)',
+    path: ['parts'],
+  });
 
 export const ReportNodeSchema = z.object({ kind: z.literal('report'), deps, from }).strict();
 

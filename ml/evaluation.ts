@@ -11,6 +11,7 @@ import type { Difficulty, Split } from './task';
 import { EOS, decode } from './tokenizer';
 import type { Rollout, SampleRow } from './rollouts';
 import { heldOutProblem, taskFor } from './rollouts';
+import { InvalidArgumentError } from './errors';
 
 export interface EvalSpec {
   seed: number;
@@ -95,6 +96,59 @@ export function evalMetrics(counts: EvalCounts[], budgets: number[], ks: number[
     const problems = counts.flatMap((c) => c[b]?.problems ?? []);
     const records = counts.flatMap((c) => c[b]?.records ?? []);
     Object.assign(out, passAtKMetrics(`eval/b${b}`, problems, ks), summarizeResponses(`eval/b${b}`, records));
+  }
+  return out;
+}
+
+/**
+ * The problems of part `part` of `parts` of an evaluation of J(pi; D, B) over `prompts`
+ * problems: i with i mod parts = part (as an RL iteration's parts, ml/rollouts.ts shardRows),
+ * so a part's cost does not depend on where in the set the hard problems fall.
+ */
+export function evalPartProblems(prompts: number, part: number, parts: number): number[] {
+  if (!Number.isInteger(parts) || parts < 1)
+    throw new InvalidArgumentError(`evalPartProblems: parts must be a positive integer (got ${parts})`);
+  if (!Number.isInteger(part) || part < 0 || part >= parts)
+    throw new InvalidArgumentError(`evalPartProblems: part must be an integer in [0, ${parts}) (got ${part})`);
+  const out: number[] = [];
+  for (let i = part; i < prompts; i += parts) out.push(i);
+  return out;
+}
+
+/** One problem's counts (countEval over its `samples` rows), as an evaluation part stores them. */
+export interface ProblemCounts {
+  i: number;
+  counts: EvalCounts;
+}
+
+/**
+ * Counts of problems i in [from, to) from per-problem counts in any order: per budget, the
+ * problems' entries and then their records in problem order. countEval over a contiguous
+ * range groups per problem in row order (problem i, then sample j), so this is exactly
+ * countEval over the range's rows (test/unit/evaluation.test.ts), whatever the parts the
+ * problems were sampled in. A problem of the range missing or given twice is an
+ * InvalidArgument; problems outside the range are ignored.
+ */
+export function joinEvalCounts(pieces: readonly ProblemCounts[], from: number, to: number, budgets: readonly number[]): EvalCounts {
+  const byProblem = new Map<number, EvalCounts>();
+  for (const p of pieces) {
+    if (p.i < from || p.i >= to) continue;
+    if (byProblem.has(p.i)) throw new InvalidArgumentError(`joinEvalCounts: problem ${p.i} is counted twice`);
+    byProblem.set(p.i, p.counts);
+  }
+  const out: EvalCounts = {};
+  for (const b of budgets) {
+    const problems: EvalCounts[number]['problems'] = [];
+    const records: ResponseRecord[] = [];
+    for (let i = from; i < to; i++) {
+      const c = byProblem.get(i);
+      if (!c) throw new InvalidArgumentError(`joinEvalCounts: problem ${i} of [${from}, ${to}) has no counts`);
+      const at = c[b];
+      if (!at) throw new InvalidArgumentError(`joinEvalCounts: problem ${i} has no counts at budget ${b}`);
+      problems.push(...at.problems);
+      records.push(...at.records);
+    }
+    out[b] = { problems, records };
   }
   return out;
 }

@@ -32,6 +32,12 @@ export const keys = {
   graded: (run: string, node: string, step: number) => `runs/${run}/${node}/rollouts/${pad6(step)}/graded.json`,
   /** Counts of an evaluation's problems [from, from + chunk), written as it goes (a retry resumes from its heartbeat cursor). */
   evalChunk: (run: string, node: string, from: number) => `runs/${run}/${node}/eval/${pad6(from)}.json`,
+  /**
+   * Per-problem counts of part `part` of `parts` of an evaluation or select-budget node, sampled with the policy
+   * `policy` (a sha256, or the seeded init); beside eval/, not in it (readers list eval/ for the chunks).
+   */
+  evalPart: (run: string, node: string, part: number, parts: number, policy: string) =>
+    `runs/${run}/${node}/eval-parts/part-${part}-of-${parts}-${policy.slice(0, 16)}.json`,
   result: (run: string, node: string) => `runs/${run}/${node}/result.json`,
   report: (run: string, file = 'index.html') => `runs/${run}/report/${file}`,
   lineage: (name: string) => `lineages/${name}/LATEST`,

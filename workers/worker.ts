@@ -1,7 +1,7 @@
 /**
  * A worker process: workflows and general activities on `e3`, `openTrainer` on
- * `e3-trainer`, this process's own trainer-session queue, and rollout parts on `e3-rollout`
- * (`--queues rollout`: that queue alone, a machine that only samples). The ML work runs on the
+ * `e3-trainer`, this process's own trainer-session queue, and rollout and evaluation parts on
+ * `e3-rollout` (`--queues rollout`: that queue alone, a machine that only samples). The ML work runs on the
  * process's compute pool (compute/pool.ts: E3_THREADS threads, one per core by default), so
  * the event loop stays free for polling and heartbeats. Run several on several machines.
  * With E3_METRICS_PORT set, it serves Prometheus metrics there (workers/metrics.ts).
@@ -181,8 +181,8 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
     );
   }
   if (rollout) {
-    // Parts of fanned-out RL iterations (activities/rollout.ts): each spreads its rows over the
-    // compute pool, so a few at once only queue there.
+    // Parts of fanned-out RL iterations and evaluations (activities/rollout.ts): each spreads
+    // its rows over the compute pool, so a few at once only queue there.
     workers.push(await Worker.create({ ...common, taskQueue: ROLLOUT_QUEUE, maxConcurrentActivityTaskExecutions: opts.concurrency }));
   }
   const polled = [...(general ? [TASK_QUEUE] : []), ...(trainer ? [TRAINER_QUEUE, queue] : []), ...(rollout ? [ROLLOUT_QUEUE] : [])];

@@ -1,7 +1,8 @@
 /**
  * One child workflow per DAG node, id `<runId>/<nodeId>` (docs/ARCHITECTURE.md "A run is a DAG").
  * Training nodes (sft, rl) keep their state in a trainer session and commit checkpoints;
- * evaluation nodes are single heartbeating activities that resume from their heartbeat.
+ * evaluation nodes are single heartbeating activities that resume from their heartbeat, or,
+ * with `parts`, parts on the rollout queue joined by one activity.
  */
 import {
   ApplicationFailure,
@@ -22,7 +23,7 @@ import type { SearchAttributeUpdatePair } from '@temporalio/common';
 import type { Activities } from '../activities';
 import type { IterationStats, NodeInput, NodeResult, Progress, Session } from '../activities/types';
 import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES, ROLLOUT_QUEUE } from '../activities/types';
-import type { RlNode, SftNode } from '../configs/schema';
+import type { EvalNode, RlNode, SelectBudgetNode, SftNode } from '../configs/schema';
 import { legacyRlIteration } from './legacy';
 import { E3Budget, E3Iteration, E3Node, E3PassAt1, E3Run } from './search';
 import { openSession, sessionActivities, withRewind } from './session';
@@ -39,9 +40,9 @@ const general = proxyActivities<Activities>({
 });
 
 /**
- * Activities of a rollout part, on the queue every worker serves (any worker may take a part).
- * A worker killed mid-part misses its 10 s heartbeat window and the part runs again on
- * another: it samples the same rows from the same published policy.
+ * Activities of a rollout or evaluation part, on the queue every worker serves (any worker may
+ * take a part). A worker killed mid-part misses its 10 s heartbeat window and the part runs
+ * again on another: it samples the same rows from the same published policy.
  */
 const rolloutActivities = (summary: string) =>
   proxyActivities<Activities>({
@@ -260,11 +261,31 @@ export async function rlStage(input: NodeInput & { carry?: Carry }): Promise<Nod
   return { kind: 'rl', checkpoint: { step: st.iteration }, budget, metrics: st.metrics };
 }
 
+/**
+ * An evaluation or select-budget node's counts fanned out (docs/ARCHITECTURE.md "Evaluation
+ * fan-out"): the node publishes the policy it evaluates (content-addressed in the object
+ * store), `parts` activities on the rollout queue sample and count its problems from it on
+ * whichever workers serve that queue, then one activity joins their counts into the stored
+ * chunks and computes the node's result, as the single activity would have.
+ */
+async function fannedEvaluation(input: NodeInput, parts: number, kind: 'eval' | 'select'): Promise<NodeResult> {
+  const { policy } = await general.publishEvalPolicy(input);
+  const done = await Promise.all(
+    Array.from({ length: parts }, (_, part) =>
+      rolloutActivities(`${kind} part ${part + 1}/${parts}`).evalPart({ runId: input.runId, nodeId: input.nodeId, part, parts, policy }),
+    ),
+  );
+  return kind === 'eval' ? general.evaluateFromParts(input, policy, done) : general.selectBudgetFromParts(input, policy, done);
+}
+
 /** Eq. 6.1: measure J(B) on a grid of budgets, pick the smallest B >= B0 with J(2B) <= kappa J(B). */
 export async function selectBudgetNode(input: NodeInput): Promise<NodeResult> {
   controls(input, 'select-budget', 1, {});
   setCurrentDetails(`**${input.nodeId}** (select-budget) — measuring J(B) on the select split`);
-  const r = await general.selectBudget(input);
+  const parts = (input.config.nodes[input.nodeId] as SelectBudgetNode).parts;
+  // Only nodes with parts take the fan-out, so histories of other nodes never reach this patch.
+  const r =
+    parts !== undefined && patched('eval-fanout') ? await fannedEvaluation(input, parts, 'select') : await general.selectBudget(input);
   upsertSearchAttributes([{ key: E3Budget, value: r.budget! }]);
   setCurrentDetails(evalDetails(input.nodeId, r));
   return r;
@@ -274,7 +295,8 @@ export async function selectBudgetNode(input: NodeInput): Promise<NodeResult> {
 export async function evalNode(input: NodeInput): Promise<NodeResult> {
   controls(input, 'eval', 1, {});
   setCurrentDetails(`**${input.nodeId}** (eval) — evaluating on the eval split`);
-  const r = await general.evaluate(input);
+  const parts = (input.config.nodes[input.nodeId] as EvalNode).parts;
+  const r = parts !== undefined && patched('eval-fanout') ? await fannedEvaluation(input, parts, 'eval') : await general.evaluate(input);
   setCurrentDetails(evalDetails(input.nodeId, r));
   const p1 = Object.entries(r.metrics ?? {}).filter(([k]) => k.endsWith('/pass@1'));
   if (p1.length) upsertSearchAttributes([{ key: E3PassAt1, value: Math.max(...p1.map(([, v]) => v)) }]);

@@ -1,9 +1,12 @@
 /**
- * Rollout fan-out (docs/ARCHITECTURE.md "Rollout fan-out") on real servers and real worker
- * processes: the tiny DAG with its RL stages' rollouts in parts (stage1 in 2, stage2 in 3)
- * ends with the same final weights and optimiser bytes on 1, 2 and 3 workers as the
- * single-activity path; and a rollout worker SIGKILLed mid-part costs only that part, run
- * again on another worker within its heartbeat window, with the same bytes at the end.
+ * Rollout and evaluation fan-out (docs/ARCHITECTURE.md "Rollout fan-out", "Evaluation
+ * fan-out") on real servers and real worker processes: the tiny DAG with its RL stages'
+ * rollouts in parts (stage1 in 2, stage2 in 3) and its select-budget and eval nodes' problems
+ * in parts (select in 4, eval in 3) ends with the same final weights and optimiser bytes, the
+ * same select and eval results, the same stored evaluation chunks and the same report data
+ * on 1, 2 and 3 workers as the single-activity path; and rollout workers SIGKILLed mid-part
+ * (a rollout part, then an evaluation part) cost only that part, run again on another worker
+ * within its heartbeat window, with the same bytes at the end.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,14 +16,59 @@ import * as path from 'node:path';
 import type { Client } from '@temporalio/client';
 import { WorkerPool, awaitPipeline, finalCheckpoints, startPipeline, temporalClient, trainingNodes } from '../chaos';
 import type { NodeFinal } from '../chaos';
+import { keys } from '../../storage/layout';
+import { sha256Hex } from '../../storage/store';
+import type { ObjectStore } from '../../storage/store';
 import { ROOT, store, uid } from './env';
 import { start, waitFor } from './procs';
 
-const FANNED = { nodes: { stage1: { rolloutParts: 2 }, stage2: { rolloutParts: 3 } } };
+const FANNED = { nodes: { stage1: { rolloutParts: 2 }, stage2: { rolloutParts: 3 }, select: { parts: 4 }, eval: { parts: 3 } } };
 const RL = ['stage1', 'stage2'];
+const EVALS = ['select', 'eval'];
 
-/** The tiny run's final checkpoints on the single-activity path (the first test sets it). */
+/** The tiny run's final checkpoints and evaluation outputs on the single-activity path (the first test sets them). */
 let baseline: Record<string, NodeFinal> | undefined;
+let baselineEvals: EvalOutputs | undefined;
+
+/**
+ * What a run's evaluation and select-budget nodes leave, and what its report read from them:
+ * their results (metrics, the chosen budget, any warning), their stored chunks (the per-problem
+ * counts the report and bench/beyond.ts read) by sha256, the report's metrics.jsonl and charts
+ * by sha256, and the report node's metrics.
+ */
+interface EvalOutputs {
+  results: Record<string, unknown>;
+  objects: Record<string, string>;
+  report: unknown;
+}
+
+async function evalOutputs(s: ObjectStore, runId: string): Promise<EvalOutputs> {
+  const results: Record<string, unknown> = {};
+  const objects: Record<string, string> = {};
+  const add = async (prefix: string) => {
+    for (const key of await s.list(prefix)) objects[key.slice(`runs/${runId}/`.length)] = sha256Hex(await s.get(key));
+  };
+  for (const n of EVALS) {
+    results[n] = await s.getJson(keys.result(runId, n));
+    await add(`runs/${runId}/${n}/eval/`);
+  }
+  await add(`runs/${runId}/report/`);
+  // The page names the run and shows its config (which holds the parts); the report node's result.json names the page's key.
+  delete objects['report/index.html'];
+  delete objects['report/result.json'];
+  objects['metrics.jsonl'] = sha256Hex(await s.get(keys.metrics(runId)));
+  const report = await s.getJson<{ metrics?: unknown }>(keys.result(runId, 'report'));
+  return { results, objects, report: report.metrics };
+}
+
+/** The run's evaluation outputs equal the single-activity run's. */
+function sameEvals(got: EvalOutputs, what: string): void {
+  assert.ok(baselineEvals);
+  assert.deepEqual(got.results, baselineEvals.results, `${what}: select / eval results differ from the single-activity run`);
+  assert.ok(Object.keys(got.objects).filter((k) => k.includes('/eval/')).length >= 2, `${what}: no stored chunks`);
+  assert.deepEqual(got.objects, baselineEvals.objects, `${what}: stored chunks or report data differ from the single-activity run`);
+  assert.deepEqual(got.report, baselineEvals.report, `${what}: report metrics differ`);
+}
 
 interface PartRun {
   node: string;
@@ -34,11 +82,15 @@ interface PartRun {
 const ms = (ts: { seconds?: unknown; nanos?: number | null } | null | undefined) =>
   Number(ts?.seconds ?? 0) * 1000 + Math.floor((ts?.nanos ?? 0) / 1e6);
 
-/** Every rolloutPart of the run's RL nodes as its history records it (the attempt that completed), and how many updates each iteration applied. */
-async function partsOf(c: Client, runId: string): Promise<{ parts: PartRun[]; updates: Record<string, number> }> {
+/**
+ * Every rolloutPart of the run's RL nodes and every evalPart of its evaluation nodes as their
+ * histories record them (the attempt that completed), and how many updates each iteration applied.
+ */
+async function partsOf(c: Client, runId: string): Promise<{ parts: PartRun[]; evalParts: PartRun[]; updates: Record<string, number> }> {
   const parts: PartRun[] = [];
+  const evalParts: PartRun[] = [];
   const updates: Record<string, number> = {};
-  for (const node of RL) {
+  for (const node of [...RL, ...EVALS]) {
     const events = (await c.workflow.getHandle(`${runId}/${node}`).fetchHistory()).events ?? [];
     const scheduled = new Map<string, { type: string; args: unknown[] }>();
     for (const e of events) {
@@ -53,6 +105,10 @@ async function partsOf(c: Client, runId: string): Promise<{ parts: PartRun[]; up
         const a = scheduled.get(String(st.scheduledEventId))!.args[0] as { t: number; part: number };
         parts.push({ node, t: a.t, part: a.part, identity: st.identity ?? '', attempt: st.attempt ?? 1, startedAt: ms(e.eventTime) });
       }
+      if (st && scheduled.get(String(st.scheduledEventId))?.type === 'evalPart') {
+        const a = scheduled.get(String(st.scheduledEventId))!.args[0] as { part: number };
+        evalParts.push({ node, t: 0, part: a.part, identity: st.identity ?? '', attempt: st.attempt ?? 1, startedAt: ms(e.eventTime) });
+      }
       const done = e.activityTaskCompletedEventAttributes;
       const upd = done ? scheduled.get(String(done.scheduledEventId)) : undefined;
       if (upd?.type === 'rlIterationFromParts') {
@@ -61,7 +117,7 @@ async function partsOf(c: Client, runId: string): Promise<{ parts: PartRun[]; up
       }
     }
   }
-  return { parts, updates };
+  return { parts, evalParts, updates };
 }
 
 /**
@@ -105,7 +161,7 @@ async function runOn(workers: number, runIds: Array<{ id: string; overrides: Rec
 }
 
 test(
-  'fanned-out rollouts on 1, 2 and 3 worker processes: final weights and optimiser state identical to the single-activity path',
+  'fanned-out rollouts and evaluations on 1, 2 and 3 worker processes: final weights, optimiser state, select and eval results, stored chunks and report data identical to the single-activity path',
   { timeout: 2_400_000 },
   async () => {
     const nodes = trainingNodes('tiny');
@@ -125,6 +181,7 @@ test(
       await runOn(3, [{ id: ids.w3, overrides: FANNED }], c.client);
       const s = store();
       baseline = await finalCheckpoints(s, ids.single, nodes);
+      baselineEvals = await evalOutputs(s, ids.single);
       for (const [k, id] of Object.entries({ w1: ids.w1, w2: ids.w2, w3: ids.w3 })) {
         const got = await finalCheckpoints(s, id, nodes);
         for (const n of nodes) {
@@ -132,16 +189,22 @@ test(
           assert.equal(got[n].weights, baseline[n].weights, `${k} ${n}: weights.bin differs from the single-activity run`);
           assert.equal(got[n].optim, baseline[n].optim, `${k} ${n}: optim.bin differs from the single-activity run`);
         }
-        const { parts, updates } = await partsOf(c.client, id);
+        sameEvals(await evalOutputs(s, id), k);
+        const { parts, evalParts, updates } = await partsOf(c.client, id);
         // stage1: 4 iterations x 2 parts; stage2: 2 iterations x 3 parts; one update per iteration.
         assert.equal(parts.length, 4 * 2 + 2 * 3, `${k}: rollout parts run`);
+        // select in 4 parts, eval in 3.
+        assert.equal(evalParts.length, 4 + 3, `${k}: evaluation parts run`);
         assert.equal(Object.keys(updates).length, 6, `${k}: iterations updated from parts`);
         assert.ok(
           Object.values(updates).every((n) => n === 1),
           `${k}: an iteration updated twice: ${JSON.stringify(updates)}`,
         );
         const workersSeen = new Set(parts.map((p) => p.identity)).size;
-        console.log(`${k}: ${parts.length} parts on ${workersSeen} worker(s)`);
+        const evalWorkers = new Set(evalParts.map((p) => p.identity)).size;
+        console.log(
+          `${k}: ${parts.length} rollout parts on ${workersSeen} worker(s), ${evalParts.length} evaluation parts on ${evalWorkers}`,
+        );
         if (k === 'w1') assert.equal(workersSeen, 1);
         else assert.ok(workersSeen >= 2, `${k}: every part ran on one worker (${[...new Set(parts.map((p) => p.identity))]})`);
       }
@@ -156,45 +219,62 @@ test(
   },
 );
 
+/** The first activity of `type` that the worker `identity` (pid@) is running in one of `nodes` of the run (a pending, started attempt). */
+async function startedOn(c: Client, runId: string, nodes: string[], type: string, identity: string) {
+  for (const n of nodes) {
+    const d = await c.workflow
+      .getHandle(`${runId}/${n}`)
+      .describe()
+      .catch(() => undefined);
+    const p = d?.raw.pendingActivities?.find(
+      (a) => a.activityType?.name === type && (a.lastWorkerIdentity ?? '').startsWith(identity) && String(a.state) === '2',
+    );
+    if (p) return { node: n, activityId: p.activityId ?? '' };
+  }
+  return undefined;
+}
+
 test(
-  'a rollout worker SIGKILLed mid-part: the part runs again on another worker within its heartbeat window; nothing applied twice; the same bytes',
+  'rollout workers SIGKILLed mid-part (a rollout part, then an evaluation part): each part runs again on another worker within its heartbeat window; nothing applied twice; the same bytes',
   { timeout: 1_200_000 },
   async () => {
-    assert.ok(baseline, 'the first test (the single-activity run) did not finish');
+    assert.ok(baseline && baselineEvals, 'the first test (the single-activity run) did not finish');
     const nodes = trainingNodes('tiny');
     const c = await temporalClient();
     const runId = uid('fan-kill');
     const pool = new WorkerPool(path.join(process.env.E3_DATA_DIR!, 'fanout-kill-logs'), 1);
-    const slow = start(process.execPath, ['--import', 'tsx', path.join(ROOT, 'test', 'integration', 'rolloutworker.ts')], process.env);
+    const slowWorker = () =>
+      start(process.execPath, ['--import', 'tsx', path.join(ROOT, 'test', 'integration', 'rolloutworker.ts')], process.env);
+    // The first is killed in its first rollout part, the second in its first evaluation part.
+    const slow = [slowWorker(), slowWorker()];
     try {
       await pool.start();
-      await waitFor('the slow rollout worker to poll', 180_000, async () => (/polling e3-rollout/.test(slow.output()) ? true : undefined));
+      for (const w of slow)
+        await waitFor('the slow rollout workers to poll', 180_000, async () => (/polling e3-rollout/.test(w.output()) ? true : undefined));
       await startPipeline(c.client, runId, { config: 'tiny', overrides: FANNED });
-      const identity = `${slow.pid}@`;
-      // The first part the slow worker starts (each of its sampling jobs blocks 4 s first).
-      const victim = await waitFor('a rollout part started on the slow worker', 600_000, async () => {
-        for (const n of RL) {
-          const d = await c.client.workflow
-            .getHandle(`${runId}/${n}`)
-            .describe()
-            .catch(() => undefined);
-          const p = d?.raw.pendingActivities?.find(
-            (a) => a.activityType?.name === 'rolloutPart' && (a.lastWorkerIdentity ?? '').startsWith(identity) && String(a.state) === '2',
-          );
-          if (p) return { node: n, activityId: p.activityId ?? '' };
-        }
-        return undefined;
-      });
-      process.kill(slow.pid, 'SIGKILL');
+      // The first part each slow worker starts (each of its sampling jobs blocks 4 s first).
+      const identity = `${slow[0].pid}@`;
+      const victim = await waitFor('a rollout part started on the first slow worker', 600_000, () =>
+        startedOn(c.client, runId, RL, 'rolloutPart', identity),
+      );
+      process.kill(slow[0].pid, 'SIGKILL');
       const killedAt = Date.now();
-      await slow.exited;
+      await slow[0].exited;
+      const evalIdentity = `${slow[1].pid}@`;
+      const evalVictim = await waitFor('an evaluation part started on the second slow worker', 600_000, () =>
+        startedOn(c.client, runId, EVALS, 'evalPart', evalIdentity),
+      );
+      process.kill(slow[1].pid, 'SIGKILL');
+      const evalKilledAt = Date.now();
+      await slow[1].exited;
       await awaitPipeline(c.client, runId, 900_000);
       const got = await finalCheckpoints(store(), runId, nodes);
       for (const n of nodes) {
         assert.equal(got[n].weights, baseline[n].weights, `${n}: weights.bin differs from the uninterrupted run`);
         assert.equal(got[n].optim, baseline[n].optim, `${n}: optim.bin differs from the uninterrupted run`);
       }
-      const { parts, updates } = await partsOf(c.client, runId);
+      sameEvals(await evalOutputs(store(), runId), 'killed workers');
+      const { parts, evalParts, updates } = await partsOf(c.client, runId);
       assert.ok(Object.values(updates).every((n) => n === 1) && Object.keys(updates).length === 6, `updates: ${JSON.stringify(updates)}`);
       const again = parts.find((p) => p.node === victim.node && p.attempt > 1);
       assert.ok(again, `no part of ${victim.node} ran a second attempt: ${JSON.stringify(parts)}`);
@@ -205,8 +285,17 @@ test(
         `killed the rollout worker mid-part (${victim.node}); the part started again on ${again.identity} ${after.toFixed(1)} s later`,
       );
       assert.ok(after < 20, `the part started again ${after} s after the kill`);
+      assert.equal(evalParts.length, 4 + 3, 'evaluation parts completed (one attempt each completes)');
+      const evalAgain = evalParts.find((p) => p.node === evalVictim.node && p.attempt > 1);
+      assert.ok(evalAgain, `no evaluation part of ${evalVictim.node} ran a second attempt: ${JSON.stringify(evalParts)}`);
+      assert.ok(!evalAgain.identity.startsWith(evalIdentity), 'the evaluation part retry ran on the killed worker');
+      const evalAfter = (evalAgain.startedAt - evalKilledAt) / 1000;
+      console.log(
+        `killed the rollout worker mid evaluation part (${evalVictim.node}); the part started again on ${evalAgain.identity} ${evalAfter.toFixed(1)} s later`,
+      );
+      assert.ok(evalAfter < 20, `the evaluation part started again ${evalAfter} s after the kill`);
     } finally {
-      await slow.stop(5000);
+      for (const w of slow) await w.stop(5000);
       await pool.stop();
       await c.close();
     }
