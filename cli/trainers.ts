@@ -66,7 +66,7 @@ export function trainerQueue(nodes: NodeActivity[]): { waiting: Waiter[]; holder
         !n.activity || n.activity.type === 'between activities'
           ? 'between activities'
           : n.activity.type === 'openTrainer'
-            ? 'opening its session'
+            ? 'opening its session, then training its first window'
             : n.activity.started
               ? n.activity.type
               : `${n.activity.type} (scheduled)`,
