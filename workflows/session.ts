@@ -55,15 +55,16 @@ export const SESSION_ACTIVITY_BACKSTOP: Duration = '4 hours';
 
 /**
  * The open that also trains the session's first commit window (`openTrainer` with `first`,
- * patch "commit-windows"): the opener's queue and retries (a worker lost during the window is
- * an open to retry on any trainer, from the last commit), a session activity's backstop and
- * heartbeat window (it heartbeats every second from the free main thread while it trains).
+ * patch "commit-windows"): the opener's queue, retries and heartbeat window (a worker lost
+ * during the open or the window is an open to retry on any trainer, from the last commit; the
+ * opener's 10 s, as the loading part of the open needs on a loaded host, not a session
+ * activity's 6 s), and a session activity's backstop.
  */
 const openerTraining = proxyActivities<Activities>({
   taskQueue: TRAINER_QUEUE,
   summary: 'open trainer session, then train to its first commit (waits in e3-trainer for a free trainer)',
   startToCloseTimeout: SESSION_ACTIVITY_BACKSTOP,
-  heartbeatTimeout: '6 seconds',
+  heartbeatTimeout: '10 seconds',
   retry: { initialInterval: '1s', maximumInterval: '10s', backoffCoefficient: 2, nonRetryableErrorTypes: [...NON_RETRYABLE_ERROR_TYPES] },
 });
 
