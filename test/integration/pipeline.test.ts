@@ -168,17 +168,18 @@ test('pause and resume signals hold a stage at its next commit; the progress que
   const c = await client();
   const runId = uid('pause');
   try {
-    // A longer stage 1 so the signals land while it runs.
-    const h = await start(c.client, runId, { overrides: { nodes: { stage1: { iterations: 30, ckptEvery: 10 } } } });
+    // A longer stage 1 so the signals land while it runs; a commit every 5 iterations, where a pause holds.
+    const h = await start(c.client, runId, { overrides: { nodes: { stage1: { iterations: 30, ckptEvery: 5 } } } });
     const stage = c.client.workflow.getHandle(`${runId}/stage1`);
     type P = { iteration: number; paused: boolean; total: number; kind: string };
-    await waitFor('stage1 running', async () => ((await stage.query<P>('progress').catch(() => null))?.iteration ?? -1) >= 1);
+    // Past its first window (the open trains it), on a loaded host too.
+    await waitFor('stage1 running', async () => ((await stage.query<P>('progress').catch(() => null))?.iteration ?? -1) >= 1, 300_000);
     await stage.signal('pause');
     await waitFor('paused', async () => (await stage.query<P>('progress')).paused);
     // The commit window in flight (up to the next commit) finishes; then nothing is scheduled.
     await waitFor('the window in flight to end', async () => ((await stage.describe()).raw.pendingActivities?.length ?? 0) === 0);
     const held = (await stage.query<P>('progress')).iteration;
-    assert.equal(held % 10, 0, `held at a commit (ckptEvery 10), not at ${held}`);
+    assert.equal(held % 5, 0, `held at a commit (ckptEvery 5), not at ${held}`);
     await new Promise((r) => setTimeout(r, 4000));
     const p = await stage.query<P>('progress');
     assert.equal(p.kind, 'rl');
