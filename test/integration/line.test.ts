@@ -76,6 +76,15 @@ test('a waiting node shows its place in line and the holder in the Web UI, kept 
     // Once the holder resumes, c gets the trainer and its details become its progress.
     await c.workflow.getHandle(`${ids.holder}/warmstart`).signal('resume');
     await until('c to leave the line', async () => ((await waiting(c, ids.c)) ? undefined : true));
+    // Its open trains the first commit window before it returns (meanwhile the announcer says
+    // it is opening); a page loaded then may keep those details, so load it once the open returned.
+    await until("c's open to return", async () => {
+      const p = await c.workflow
+        .getHandle(`${ids.c}/warmstart`)
+        .query<{ iteration: number }>('progress')
+        .catch(() => undefined);
+      return (p?.iteration ?? 0) >= 1 ? true : undefined;
+    });
     await open(`${ids.c}/warmstart`);
     await frameText(page, /warmstart \(sft\) — step \d+ of \d+/, 300_000);
   } finally {
