@@ -27,6 +27,7 @@ export function createActivities(ctx: WorkerContext) {
     {
       ...runActivities(env),
       ...trainerSessionActivities(env),
+      // After the session's: its openTrainer opens through the session's and may train the first window.
       ...trainActivities(env),
       ...rolloutActivities(env),
       ...legacyActivities(env),

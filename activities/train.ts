@@ -1,16 +1,19 @@
 /**
  * Training on an open session: SFT chunks, and the RL iteration (docs/ARCHITECTURE.md "One RL
  * iteration"): rollouts, then the GRPO update, then a commit when one is due, in one activity
- * (rlIteration). Retries find work already applied in memory and do not apply it twice.
+ * (rlIteration), or a commit window of iterations in one (rlIterations, docs/ARCHITECTURE.md
+ * "Commit windows"), the first of which the open trains too (openTrainer with `first`).
+ * Retries find work already applied in memory and do not apply it twice.
  * The activities that scheduled the parts one by one are in ./legacy.ts, over the same steps.
  */
-import type { SftNode } from '../configs/schema';
+import type { RlNode, SftNode } from '../configs/schema';
 import type { CountdownProblem } from '../ml/countdown';
 import { dataMetrics, gradeAgainst, iterationProblems, rolloutMetrics, shardRows } from '../ml/rollouts';
 import type { GradedRollout, RlSettings } from '../ml/rollouts';
 import { keys } from '../storage/layout';
 import { sha256Hex } from '../storage/store';
-import type { RolloutPartResult, Session } from './types';
+import type { FirstWindow, NodeInput, OpenedSession, RolloutPartResult, Session, WindowStats } from './types';
+import { windowEnd } from './types';
 import type { StoredPart } from './rollout';
 import { acceptParts, joinGraded } from './rollout';
 import type { Env, IterationRollouts, LiveSession } from './env';
@@ -18,6 +21,8 @@ import { trainerSessionActivities } from './session';
 import { atStep, rlSettings, runLabels, sftSettings, withHeartbeat } from './env';
 import { sampledTokens, since } from './metrics';
 import { SessionLostError } from './errors';
+import { InvalidArgumentError } from '../ml/errors';
+import { ReplicaLostError } from '../compute/errors';
 
 /** The session already applied RL iteration t's update in memory (a retry after it must not train twice). */
 export const rlApplied = (l: LiveSession, t: number): l is LiveSession & Required<Pick<LiveSession, 'applied'>> =>
@@ -96,8 +101,8 @@ export function rlSteps(env: Env) {
 }
 
 export function trainActivities(env: Env) {
-  const { ctx, store, live, drop, writeMetrics } = env;
-  const { commitCheckpoint } = trainerSessionActivities(env);
+  const { ctx, store, live, drop, writeMetrics, sessions, sessionKey, sessionsChanged } = env;
+  const { commitCheckpoint, closeTrainer, openTrainer: open } = trainerSessionActivities(env);
   const steps = rlSteps(env);
   /**
    * The shared tail of an RL iteration activity: an update the session already applied for t
@@ -124,41 +129,133 @@ export function trainActivities(env: Env) {
     }
     return { metrics };
   }
-  return {
-    /** SFT steps [from, to), then a commit at `to`. Resumes from its heartbeat on retry. */
-    async sftChunk(s: Session, from: number, to: number): Promise<{ step: number; metrics: Record<string, number> }> {
-      const l = live(s);
-      const redo = l.applied?.kind === 'sft' && l.applied.from === from && l.applied.to === to && l.step === to;
-      if (!redo) atStep(s, l, from, 'train');
-      let metrics: Record<string, number> = redo ? l.applied!.metrics : {};
-      if (!redo) {
-        const node = l.config.nodes[s.nodeId] as SftNode;
-        const sft = sftSettings(l.config, s.nodeId);
-        try {
-          await withHeartbeat(
-            () => ({ step: l.step, at: (l.lastUsed = Date.now()) }),
-            async (signal) => {
-              while (l.step < to && !signal?.aborted) {
-                metrics = await l.trainer.sftStep(sft.seed, l.step, node.batchSize, node.difficulty, sft.traces, {
-                  markWeight: sft.markWeight,
-                  ...(sft.task ? { task: sft.task } : {}),
-                });
-                l.step++;
-                env.metrics.sftSteps(runLabels(s.runId, s.nodeId, l.config), 1);
-              }
-            },
-          );
-        } catch (e) {
-          // Cancelled (or failed) between commits: the session is ahead of its last commit.
-          await drop(s, l);
-          throw e;
-        }
-        l.applied = { kind: 'sft', from, to, metrics };
+  /** SFT steps [from, to) on session `l`, then a commit at `to`. */
+  async function sftWindow(
+    s: Session,
+    l: LiveSession,
+    from: number,
+    to: number,
+  ): Promise<{ step: number; metrics: Record<string, number> }> {
+    const redo = l.applied?.kind === 'sft' && l.applied.from === from && l.applied.to === to && l.step === to;
+    if (!redo) atStep(s, l, from, 'train');
+    let metrics: Record<string, number> = redo ? l.applied!.metrics : {};
+    if (!redo) {
+      const node = l.config.nodes[s.nodeId] as SftNode;
+      const sft = sftSettings(l.config, s.nodeId);
+      try {
+        await withHeartbeat(
+          () => ({ step: l.step, at: (l.lastUsed = Date.now()) }),
+          async (signal) => {
+            while (l.step < to && !signal?.aborted) {
+              metrics = await l.trainer.sftStep(sft.seed, l.step, node.batchSize, node.difficulty, sft.traces, {
+                markWeight: sft.markWeight,
+                ...(sft.task ? { task: sft.task } : {}),
+              });
+              l.step++;
+              env.metrics.sftSteps(runLabels(s.runId, s.nodeId, l.config), 1);
+            }
+          },
+        );
+      } catch (e) {
+        // Cancelled (or failed) between commits: the session is ahead of its last commit.
+        await drop(s, l);
+        throw e;
       }
-      // A retry that finds the chunk already trained in memory (its commit failed) only commits.
-      await writeMetrics(s.runId, s.nodeId, to, metrics);
-      await commitCheckpoint(s, to, metrics);
-      return { step: to, metrics };
+      l.applied = { kind: 'sft', from, to, metrics };
+    }
+    // A retry that finds the chunk already trained in memory (its commit failed) only commits.
+    await writeMetrics(s.runId, s.nodeId, to, metrics);
+    await commitCheckpoint(s, to, metrics);
+    return { step: to, metrics };
+  }
+
+  /**
+   * RL iterations [t, to) on session `l`, each as rlIteration runs it, the commit at `to` only
+   * (`to` is a commit window's end: windowEnd). A retry resumes where the attempt stopped: the
+   * session at t' in (t, to] with the update of t' - 1 applied redoes only that iteration's
+   * tail (its metrics written again, the commit when t' = to); anywhere else it is lost.
+   */
+  async function rlWindow(s: Session, l: LiveSession, t: number, to: number, budget: number): Promise<Record<string, number>> {
+    const resumed = l.step > t && l.step <= to && l.applied?.kind === 'rl' && rlApplied(l, l.step - 1);
+    let metrics: Record<string, number> = {};
+    for (let i = resumed ? l.step - 1 : t; i < to; i++) {
+      ({ metrics } = await iteration(s, l, i, i + 1 === to, async () => {
+        const rl = rlSettings(l.config, s.nodeId);
+        const rollouts = l.rollouts?.t === i ? l.rollouts : await steps.rollouts(s, l, rl, i, budget);
+        return steps.update(s, l, rl, rollouts);
+      }));
+    }
+    return metrics;
+  }
+
+  /** A window that ends the node closes its session once committed: the slot frees with the last commit. */
+  async function closeIf(s: Session, close: boolean | undefined): Promise<boolean> {
+    if (close) await closeTrainer(s);
+    return close === true;
+  }
+
+  return {
+    /**
+     * Open a trainer session on this worker (./session.ts); with `first`, also train its first
+     * commit window from the step it opened at, as rlIterations / sftChunk would, and close it
+     * when that window ends the node: one activity, so the trainer waits for no workflow task
+     * between the open and the first steps. A failure after the open frees the session (the
+     * workflow never saw it); a retry opens again from the last commit.
+     */
+    async openTrainer(input: NodeInput, first?: FirstWindow): Promise<OpenedSession> {
+      const s = await open(input);
+      if (!first) return s;
+      const key = sessionKey(s.runId, s.nodeId);
+      const l = sessions.get(key);
+      if (!l) throw new SessionLostError(`session ${key} was replaced while it opened`);
+      const node = l.config.nodes[s.nodeId] as RlNode | SftNode;
+      const total = node.kind === 'sft' ? node.steps : node.iterations;
+      if (s.step >= total) return s;
+      const to = windowEnd(s.step, total, node.ckptEvery);
+      try {
+        let metrics: Record<string, number>;
+        if (node.kind === 'sft') metrics = (await sftWindow(s, l, s.step, to)).metrics;
+        else {
+          if (first.budget === undefined)
+            throw new InvalidArgumentError(`openTrainer first.budget: required to train the first window of RL node ${s.nodeId}`);
+          metrics = await rlWindow(s, l, s.step, to, first.budget);
+        }
+        const closed = await closeIf(s, to === total);
+        return { ...s, first: { iteration: to, metrics, closed } };
+      } catch (e) {
+        if (sessions.get(key) === l) {
+          sessions.delete(key);
+          sessionsChanged();
+          // Freed now, or once an operation still computing on it stops (a cancelled attempt).
+          const freed = l.trainer.dispose();
+          if (!l.trainer.busy) await freed;
+        }
+        // Lost here (its replicas gone under it) is not the node's failure: the open is retried
+        // (any trainer, from the last commit), as a lost session activity makes the workflow re-open.
+        if (e instanceof SessionLostError || e instanceof ReplicaLostError)
+          throw new Error(`session ${key} was lost while training its first window (${e.message}); opening it again`);
+        throw e;
+      }
+    },
+    /**
+     * SFT steps [from, to), then a commit at `to`; with `close`, the session closes after the
+     * commit (the node's last chunk). Resumes from its heartbeat on retry.
+     */
+    async sftChunk(s: Session, from: number, to: number, close?: boolean): Promise<{ step: number; metrics: Record<string, number> }> {
+      const r = await sftWindow(s, live(s), from, to);
+      await closeIf(s, close);
+      return r;
+    },
+    /**
+     * RL iterations [t, to) in one activity, `to` being a commit window's end (windowEnd): the
+     * steps rlIteration would take one by one, the commit at `to`, and, with `close`, the
+     * session closed after it (the node's last window). The workflow hears of the window once,
+     * with its last iteration's metrics; each iteration's are in the store as rlIteration writes them.
+     */
+    async rlIterations(s: Session, t: number, to: number, budget: number, close?: boolean): Promise<WindowStats> {
+      const l = live(s);
+      const metrics = await rlWindow(s, l, t, to, budget);
+      return { iteration: to, metrics, closed: await closeIf(s, close) };
     },
     /**
      * RL iteration t in one activity: rollouts, the update, and the commit at t + 1 when

@@ -124,6 +124,38 @@ export interface IterationStats {
   metrics: Record<string, number>;
 }
 
+/**
+ * A training node's steps from `from` up to its next commit (docs/ARCHITECTURE.md "Commit
+ * windows"): the step after `from` that is a multiple of `ckptEvery`, or the node's last. An RL
+ * iteration commits exactly there (t + 1 a multiple of ckptEvery, or the last), and an SFT
+ * chunk is one such window, so a window ends at the commit the steps one by one would make.
+ */
+export function windowEnd(from: number, total: number, ckptEvery: number): number {
+  if (!Number.isInteger(from) || from < 0 || from >= total)
+    throw new RangeError(`windowEnd: from must be an integer step in [0, ${total}), got ${from}`);
+  if (!Number.isInteger(ckptEvery) || ckptEvery < 1)
+    throw new RangeError(`windowEnd: ckptEvery must be a positive integer, got ${ckptEvery}`);
+  return Math.min(total, (Math.floor(from / ckptEvery) + 1) * ckptEvery);
+}
+
+/** What a commit window returns: the step it reached (and committed), its last step's metrics, whether it closed the session. */
+export interface WindowStats extends IterationStats {
+  closed: boolean;
+}
+
+/**
+ * `openTrainer`'s optional second argument: train the opened session's first commit window in
+ * the same activity (RL iterations at `budget`, or SFT steps), and close the session when that
+ * window ends the node. Nodes with rollout parts never ask (their iterations need the workflow).
+ */
+export interface FirstWindow {
+  /** The RL node's token budget (the workflow resolves a budget chosen upstream); absent for SFT. */
+  budget?: number;
+}
+
+/** What `openTrainer` returns: the session, and the first window's stats when it was asked to train one (none when opened at the node's end). */
+export type OpenedSession = Session & { first?: WindowStats };
+
 export interface Progress {
   runId: string;
   nodeId: string;

@@ -38,6 +38,8 @@ export interface Waiter {
 
 export interface Holder {
   workflowId: string;
+  /** Its open has been taken by a trainer and is still running (loading, or training its first commit window). */
+  opening?: boolean;
   worker?: string;
   /** What it is doing: the activity type, or "between activities". */
   doing: string;
@@ -61,6 +63,7 @@ export function trainerQueue(nodes: NodeActivity[]): { waiting: Waiter[]; holder
     .filter((n) => !(n.activity?.type === 'openTrainer' && !n.activity.started))
     .map((n) => ({
       workflowId: n.workflowId,
+      ...(n.activity?.type === 'openTrainer' ? { opening: true } : {}),
       worker: n.activity?.worker,
       doing:
         !n.activity || n.activity.type === 'between activities'

@@ -211,18 +211,41 @@ export async function finalCheckpoints(store: ObjectStore, runId: string, nodes:
 }
 
 interface HistEvent {
+  eventId?: { toString(): string } | null;
   activityTaskTimedOutEventAttributes?: unknown;
   activityTaskScheduledEventAttributes?: {
     activityType?: { name?: string | null } | null;
     input?: { payloads?: Array<{ data?: Uint8Array | null }> | null } | null;
   } | null;
+  activityTaskStartedEventAttributes?: {
+    scheduledEventId?: { toString(): string } | null;
+    attempt?: number | null;
+    lastFailure?: { timeoutFailureInfo?: unknown } | null;
+  } | null;
+  activityTaskCompletedEventAttributes?: {
+    scheduledEventId?: { toString(): string } | null;
+    result?: { payloads?: Array<{ data?: Uint8Array | null }> | null } | null;
+  } | null;
 }
+
+/**
+ * A retried attempt of an open that trains its first commit window (`openTrainer` with a
+ * second argument) after a timeout: its worker was lost mid-open or mid-window. The retry is
+ * the re-open (a history keeps only an activity's last attempt, so no timed-out event shows it).
+ */
+const reopenedOpen = (name: string, args: unknown[], st: NonNullable<HistEvent['activityTaskStartedEventAttributes']>): boolean =>
+  name === 'openTrainer' && args.length > 1 && (st.attempt ?? 1) > 1 && Boolean(st.lastFailure?.timeoutFailureInfo);
 
 const payloadJson = (p: { data?: Uint8Array | null } | undefined): unknown =>
   p?.data ? JSON.parse(Buffer.from(p.data).toString('utf8')) : undefined;
 
 export interface Work {
-  /** Units scheduled (SFT steps summed over chunk inputs; RL iterations started = rlIteration, publishPolicy with rolloutParts, or in recorded runs rlRollouts / rlSample of shard 0). */
+  /**
+   * Units scheduled (SFT steps summed over chunk inputs; RL iterations started = rlIteration,
+   * the window of rlIterations, publishPolicy with rolloutParts, or in recorded runs rlRollouts
+   * / rlSample of shard 0; the first window an open trained, from its result: the window of an
+   * open attempt lost with its worker is not in the history, so not counted).
+   */
   scheduled: number;
   /** Units the node needs (steps / iterations). */
   needed: number;
@@ -282,15 +305,29 @@ export async function runWork(
       timeouts: 0,
       failed: failures.filter((f) => f.workflowId === id).length,
     };
+    const byId = new Map<string, { name: string; args: unknown[] }>();
     for (const e of (hist.events ?? []) as HistEvent[]) {
       const sch = e.activityTaskScheduledEventAttributes;
       if (sch) {
         const name = sch.activityType?.name ?? '?';
         const args = (sch.input?.payloads ?? []).map(payloadJson);
+        byId.set(String(e.eventId), { name, args });
         if (name === 'openTrainer') w.reopens++;
-        if (name === 'sftChunk') w.scheduled += (args[2] as number) - (args[1] as number);
+        if (name === 'sftChunk' || name === 'rlIterations') w.scheduled += (args[2] as number) - (args[1] as number);
         if (name === 'rlIteration' || name === 'publishPolicy' || name === 'rlRollouts' || (name === 'rlSample' && args[2] === 0))
           w.scheduled++;
+      }
+      const st = e.activityTaskStartedEventAttributes;
+      const a = st && byId.get(String(st.scheduledEventId));
+      if (st && a && reopenedOpen(a.name, a.args, st)) {
+        w.timeouts++;
+        w.reopens++;
+      }
+      const done = e.activityTaskCompletedEventAttributes;
+      const o = done && byId.get(String(done.scheduledEventId));
+      if (done && o?.name === 'openTrainer') {
+        const r = payloadJson(done.result?.payloads?.[0]) as { step: number; first?: { iteration: number } } | undefined;
+        if (r?.first) w.scheduled += r.first.iteration - r.step;
       }
       if (e.activityTaskTimedOutEventAttributes) w.timeouts++;
     }
@@ -516,34 +553,33 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
 
 /**
  * Time from each SIGKILL of a session holder to the node computing again: the first training
- * activity (not openTrainer) started after the session was re-opened, read from the node's
- * history (server timestamps; the server runs on this machine, so one clock).
+ * activity (not openTrainer) started after the session was re-opened, or the retried attempt of
+ * an open that trains its first window (it computes once it has loaded the commit, so this
+ * leaves out the load), read from the node's history (server timestamps; the server runs on
+ * this machine, so one clock).
  */
 async function recoveries(c: Client, runId: string, nodes: string[], kills: number[]): Promise<number[]> {
   const starts: number[] = [];
   for (const n of nodes) {
-    const events = ((await c.workflow.getHandle(`${runId}/${n}`).fetchHistory()).events ?? []) as Array<{
-      eventId?: { toString(): string } | null;
-      eventTime?: { seconds?: { toString(): string } | null; nanos?: number | null } | null;
-      activityTaskScheduledEventAttributes?: { activityType?: { name?: string | null } | null } | null;
-      activityTaskStartedEventAttributes?: { scheduledEventId?: { toString(): string } | null } | null;
-    }>;
-    const names = new Map<string, string>();
+    const events = ((await c.workflow.getHandle(`${runId}/${n}`).fetchHistory()).events ?? []) as Array<
+      HistEvent & { eventTime?: { seconds?: { toString(): string } | null; nanos?: number | null } | null }
+    >;
+    const scheduled = new Map<string, { name: string; args: unknown[] }>();
     let reopened = false;
     for (const e of events) {
+      const at = () => Number(e.eventTime?.seconds ?? 0) * 1000 + (e.eventTime?.nanos ?? 0) / 1e6;
       const sch = e.activityTaskScheduledEventAttributes;
       if (sch) {
         const name = sch.activityType?.name ?? '?';
-        names.set(String(e.eventId), name);
+        scheduled.set(String(e.eventId), { name, args: (sch.input?.payloads ?? []).map(payloadJson) });
         if (name === 'openTrainer') reopened = true;
       }
       const st = e.activityTaskStartedEventAttributes;
-      if (st && reopened) {
-        const name = names.get(String(st.scheduledEventId));
-        if (name && name !== 'openTrainer') {
-          starts.push(Number(e.eventTime?.seconds ?? 0) * 1000 + (e.eventTime?.nanos ?? 0) / 1e6);
-          reopened = false;
-        }
+      const a = st && scheduled.get(String(st.scheduledEventId));
+      if (st && a && reopenedOpen(a.name, a.args, st)) starts.push(at());
+      else if (st && reopened && a && a.name !== 'openTrainer') {
+        starts.push(at());
+        reopened = false;
       }
     }
   }

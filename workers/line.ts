@@ -13,14 +13,21 @@ import { trainerQueue, trainingNodes } from '../cli/trainers';
 import type { TrainerLine } from '../workflows/story';
 
 /** The place a waiter shows, in a canonical form (holders sorted) so equal places compare equal. */
-export const lineKey = (l: TrainerLine): string => JSON.stringify([l.ahead, l.sinceMs, [...l.holders].sort()]);
+export const lineKey = (l: TrainerLine): string => JSON.stringify([l.ahead, l.sinceMs, [...l.holders].sort(), l.openedOn ?? null]);
 
-/** Each waiter's line from one look at the training nodes (pure: what the announcer would send). */
+/**
+ * Each waiter's line from one look at the training nodes (pure: what the announcer would send);
+ * and, for a node whose open a trainer has taken, that it is opening there (the open may train
+ * the first commit window before it returns, and until it returns the node shows its wait).
+ */
 export function linesOf(q: ReturnType<typeof trainerQueue>): Map<string, TrainerLine> {
   // Holders by workflow only: which activity a holder runs, and on which worker, changes every
   // iteration, and a signal per change would grow the waiter's history for nothing.
   const holders = q.holders.map((h) => h.workflowId).sort();
-  return new Map(q.waiting.map((w) => [w.workflowId, { ahead: w.ahead, sinceMs: w.sinceMs, holders }]));
+  const lines = new Map<string, TrainerLine>(q.waiting.map((w) => [w.workflowId, { ahead: w.ahead, sinceMs: w.sinceMs, holders }]));
+  for (const h of q.holders)
+    if (h.opening) lines.set(h.workflowId, { ahead: 0, sinceMs: h.sinceMs ?? 0, holders, openedOn: h.worker ?? 'a trainer' });
+  return lines;
 }
 
 export function parseLinePollMs(v: string | undefined): number {

@@ -21,8 +21,8 @@ import {
 } from '@temporalio/workflow';
 import type { SearchAttributeUpdatePair } from '@temporalio/common';
 import type { Activities } from '../activities';
-import type { IterationStats, NodeInput, NodeResult, Progress, Session } from '../activities/types';
-import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES, ROLLOUT_QUEUE } from '../activities/types';
+import type { FirstWindow, IterationStats, NodeInput, NodeResult, Progress, Session, WindowStats } from '../activities/types';
+import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES, ROLLOUT_QUEUE, windowEnd } from '../activities/types';
 import type { EvalNode, RlNode, SelectBudgetNode, SftNode } from '../configs/schema';
 import { legacyRlIteration } from './legacy';
 import { E3Budget, E3Iteration, E3Node, E3PassAt1, E3Run } from './search';
@@ -122,10 +122,29 @@ const shouldContinueAsNew = (input: NodeInput): boolean =>
 type Controls = ReturnType<typeof controls>;
 
 /**
+ * Steps in commit windows (docs/ARCHITECTURE.md "Commit windows"; patch "commit-windows"): each
+ * activity trains from the node's step to its next commit (windowEnd) and commits there, the
+ * open trains the first window, and the window that ends the node closes the session. The
+ * trainer then waits for the workflow only between windows, not between steps, nor after the
+ * open or before the close. Recorded histories without the patch replay step by step.
+ */
+const COMMIT_WINDOWS = 'commit-windows';
+
+/** How a node kind trains in commit windows. */
+interface Windows {
+  /** What the open needs to train the first window. */
+  first: FirstWindow;
+  ckptEvery: number;
+  /** Steps [from, to) and the commit at `to`; with `close`, the session closes after it. */
+  run: (s: Session, from: number, to: number, close: boolean) => Promise<WindowStats>;
+}
+
+/**
  * The loop both training node kinds share: open (or carry) the session, then step until
  * `total` — waiting while paused, rewinding to the last commit when the session is lost,
  * publishing progress (search attributes, live details), continuing-as-new when the history
- * is long — and close the session at the end.
+ * is long — and close the session at the end. With `windows` (and the patch), it steps a
+ * commit window at a time, so a pause holds, and progress shows, at the next commit.
  */
 async function trainLoop(
   input: NodeInput & { carry?: Carry },
@@ -133,19 +152,44 @@ async function trainLoop(
   total: number,
   step: (s: Session, from: number) => Promise<IterationStats>,
   attrs: (metrics: Record<string, number>) => SearchAttributeUpdatePair[] = () => [],
+  windows?: Windows,
 ): Promise<void> {
-  let session = input.carry?.session ?? (await openSession(input));
-  if (!input.carry) st.iteration = session.step;
+  /** Progress from a step or window the session has applied (and committed, when due). */
+  const advance = (v: IterationStats) => {
+    st.iteration = v.iteration;
+    st.metrics = v.metrics;
+    st.updatedAt = Date.now();
+    upsertSearchAttributes([{ key: E3Iteration, value: st.iteration }, ...attrs(st.metrics)]);
+    st.show();
+  };
+  let session: Session;
+  /** The last window closed the session itself. */
+  let closed = false;
+  if (input.carry) session = input.carry.session;
+  else {
+    const { first, ...opened } = await openSession(input, windows && patched(COMMIT_WINDOWS) ? windows.first : undefined);
+    session = opened;
+    st.iteration = session.step;
+    if (first) {
+      advance(first);
+      closed = first.closed;
+    }
+  }
   st.show();
   const steps = async (): Promise<void> => {
     while (st.iteration < total) {
       await condition(() => !st.paused);
       const from = st.iteration;
+      const windowed = windows !== undefined && patched(COMMIT_WINDOWS);
       const r = await withRewind(
         () => session,
         (s) => (session = s),
         input,
-        (s) => step(s, from),
+        async (s): Promise<WindowStats> => {
+          if (!windowed) return { ...(await step(s, from)), closed: false };
+          const to = windowEnd(from, total, windows.ckptEvery);
+          return windows.run(s, from, to, to === total);
+        },
       );
       if (!r.ok) {
         st.iteration = r.rewindTo;
@@ -153,11 +197,8 @@ async function trainLoop(
         st.show();
         continue;
       }
-      st.iteration = r.value.iteration;
-      st.metrics = r.value.metrics;
-      st.updatedAt = Date.now();
-      upsertSearchAttributes([{ key: E3Iteration, value: st.iteration }, ...attrs(st.metrics)]);
-      st.show();
+      advance(r.value);
+      closed = r.value.closed;
       if (shouldContinueAsNew(input) && st.iteration < total) {
         // Same workflow type, same node: the carried state replaces what the history held.
         await continueAsNew({
@@ -180,6 +221,7 @@ async function trainLoop(
     }
     throw err;
   }
+  if (closed) return;
   await sessionActivities(session, 'close session')
     .closeTrainer(session)
     .catch(() => undefined);
@@ -189,10 +231,19 @@ async function trainLoop(
 export async function sftNode(input: NodeInput & { carry?: Carry }): Promise<NodeResult> {
   const node = input.config.nodes[input.nodeId] as SftNode;
   const st = controls(input, 'sft', node.steps, input.carry ?? {});
-  await trainLoop(input, st, node.steps, async (s, from) => {
-    const to = Math.min(node.steps, (Math.floor(from / node.ckptEvery) + 1) * node.ckptEvery);
-    const r = await sessionActivities(s, `sft steps ${from}→${to}, commit`).sftChunk(s, from, to);
-    return { iteration: to, metrics: r.metrics };
+  const chunk = async (s: Session, from: number, to: number, close: boolean): Promise<WindowStats> => {
+    const r = await sessionActivities(s, `sft steps ${from}→${to}, commit${close ? ', close session' : ''}`).sftChunk(
+      s,
+      from,
+      to,
+      ...(close ? [true] : []),
+    );
+    return { iteration: to, metrics: r.metrics, closed: close };
+  };
+  await trainLoop(input, st, node.steps, (s, from) => chunk(s, from, windowEnd(from, node.steps, node.ckptEvery), false), undefined, {
+    first: {},
+    ckptEvery: node.ckptEvery,
+    run: chunk,
   });
   return { kind: 'sft', checkpoint: { step: st.iteration }, metrics: st.metrics };
 }
@@ -257,7 +308,23 @@ export async function rlStage(input: NodeInput & { carry?: Carry }): Promise<Nod
   upsertSearchAttributes([{ key: E3Budget, value: budget }]);
   const passAt1 = (m: Record<string, number>) =>
     Number.isFinite(m['train/reward_mean']) ? [{ key: E3PassAt1, value: m['train/reward_mean'] }] : [];
-  await trainLoop(input, st, node.iterations, (s, t) => rlIteration(s, t, budget, node), passAt1);
+  // A node with rollout parts steps one iteration at a time: its parts run between the session's activities.
+  const windows: Windows | undefined =
+    node.rolloutParts === undefined
+      ? {
+          first: { budget },
+          ckptEvery: node.ckptEvery,
+          run: (s, from, to, close) =>
+            sessionActivities(s, `iterations ${from}→${to} B=${budget}, commit ${to}${close ? ', close session' : ''}`).rlIterations(
+              s,
+              from,
+              to,
+              budget,
+              close,
+            ),
+        }
+      : undefined;
+  await trainLoop(input, st, node.iterations, (s, t) => rlIteration(s, t, budget, node), passAt1, windows);
   return { kind: 'rl', checkpoint: { step: st.iteration }, budget, metrics: st.metrics };
 }
 

@@ -18,7 +18,7 @@ import {
 } from '@temporalio/workflow';
 import type { Duration } from '@temporalio/common';
 import type { Activities } from '../activities';
-import type { NodeInput, Session } from '../activities/types';
+import type { FirstWindow, NodeInput, OpenedSession, Session } from '../activities/types';
 import {
   ErrorTypes,
   HEARTBEAT_TIMEOUT_TYPE,
@@ -52,6 +52,21 @@ const opener = proxyActivities<Activities>({
  * workflow's commands, so changing it keeps recorded histories replaying.
  */
 export const SESSION_ACTIVITY_BACKSTOP: Duration = '4 hours';
+
+/**
+ * The open that also trains the session's first commit window (`openTrainer` with `first`,
+ * patch "commit-windows"): the opener's queue, retries and heartbeat window (a worker lost
+ * during the open or the window is an open to retry on any trainer, from the last commit; the
+ * opener's 10 s, as the loading part of the open needs on a loaded host, not a session
+ * activity's 6 s), and a session activity's backstop.
+ */
+const openerTraining = proxyActivities<Activities>({
+  taskQueue: TRAINER_QUEUE,
+  summary: 'open trainer session, then train to its first commit (waits in e3-trainer for a free trainer)',
+  startToCloseTimeout: SESSION_ACTIVITY_BACKSTOP,
+  heartbeatTimeout: '10 seconds',
+  retry: { initialInterval: '1s', maximumInterval: '10s', backoffCoefficient: 2, nonRetryableErrorTypes: [...NON_RETRYABLE_ERROR_TYPES] },
+});
 
 /** Activities of an open session, pinned to the worker that holds it. */
 export function sessionActivities(s: Session, summary?: string) {
@@ -90,9 +105,10 @@ export const trainerLineQuery = defineQuery<{ waiting: boolean; line?: TrainerLi
  * Open the node's trainer session. Until a trainer takes it, the node's current details in the
  * Web UI say it waits, and, once a worker's line announcer has signalled it, how many opens are
  * ahead of it and who holds the trainers (the caller's next update replaces them). Handlers and
- * details are not commands: histories recorded before them replay unchanged.
+ * details are not commands: histories recorded before them replay unchanged. With `first`, the
+ * open also trains the session's first commit window (what it returns says how far).
  */
-export const openSession = async (input: NodeInput): Promise<Session> => {
+export const openSession = async (input: NodeInput, first?: FirstWindow): Promise<OpenedSession> => {
   const st: { waiting: boolean; line?: TrainerLine } = { waiting: true };
   setHandler(trainerLineSignal, (line) => {
     // A signal sent just before the open was taken must not overwrite the node's progress.
@@ -103,7 +119,7 @@ export const openSession = async (input: NodeInput): Promise<Session> => {
   setHandler(trainerLineQuery, () => ({ waiting: st.waiting, ...(st.waiting && st.line ? { line: st.line } : {}) }));
   setCurrentDetails(waitingDetails(input.runId, input.nodeId));
   try {
-    return await opener.openTrainer(input);
+    return await (first ? openerTraining.openTrainer(input, first) : opener.openTrainer(input));
   } finally {
     st.waiting = false;
   }

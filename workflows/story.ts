@@ -99,12 +99,16 @@ export interface TrainerLine {
   sinceMs: number;
   /** The node workflows holding (or opening) a trainer session. */
   holders: string[];
+  /** A trainer took the node's open (this worker): it loads the last commit, and may train the first commit window, before the open returns. */
+  openedOn?: string;
 }
 
 const clock = (t: number) => new Date(t).toISOString().slice(11, 19);
 
 /** A node's live details while its open waits for a trainer; `line` is its place once announced. */
 export function waitingDetails(runId: string, nodeId: string, line?: TrainerLine): string {
+  if (line?.openedOn)
+    return `**${nodeId}** — opening its trainer session on \`${line.openedOn}\` (since ${clock(line.sinceMs)} UTC): loading its last commit, then training to its first commit`;
   if (!line)
     return `**${nodeId}** — waiting for a trainer: queued in \`e3-trainer\` behind earlier opens of the same or a higher priority (\`e3 status\` lists them and the holders)`;
   const held = line.holders.length ? line.holders.map((h) => `\`${h}\``).join(', ') : 'none (a trainer is about to take an open)';

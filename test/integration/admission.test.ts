@@ -10,18 +10,7 @@ import type { Client } from '@temporalio/client';
 import { TASK_QUEUE } from '../../activities/types';
 import { formatTrainerQueue, trainerQueue, trainingNodes } from '../../cli/trainers';
 import { client, e3, inProcessWorker, uid } from './env';
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 300_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(300);
-  }
-}
+import { until } from './webui';
 
 /** Server time (ms) the node's first openTrainer started, if it has. */
 async function openStarted(c: Client, workflowId: string): Promise<number | undefined> {
@@ -53,9 +42,13 @@ test('waiting opens: N ahead in e3 status, served by priority then arrival, none
       ...(priorityKey ? { priority: { priorityKey } } : {}),
     });
   try {
-    // The holder opens the only slot and pauses there, so every later open has to wait.
+    // The holder opens the only slot and pauses there, so every later open has to wait. Its
+    // open is pending and started (a started activity shows in history only once it ends, and
+    // the open trains the first commit window first): the pause holds at that window's commit.
     await start(ids.holder);
-    await until('the holder to open its session', () => openStarted(c, `${ids.holder}/warmstart`));
+    await until('the holder to open its session', async () =>
+      trainerQueue(await trainingNodes(c)).holders.some((h) => h.workflowId === `${ids.holder}/warmstart`) ? true : undefined,
+    );
     await c.workflow.getHandle(`${ids.holder}/warmstart`).signal('pause');
     for (const id of [ids.b, ids.c, ids.d]) {
       await start(id);

@@ -12,60 +12,27 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { chromium } from 'playwright-core';
 import type { Browser } from 'playwright-core';
 import { TASK_QUEUE } from '../../activities/types';
 import type { PipelineResult } from '../../workflows/pipeline';
 import { E3Config } from '../../workflows/search';
 import { client, inProcessWorker, store, uid } from './env';
+import { frameText, launchBrowser, webUi } from './webui';
 
 const NODES = ['warmstart', 'stage1', 'select', 'stage2', 'eval', 'report'];
 
-/** Wait until some frame of the page shows text matching `re` (the Web UI renders markdown in frames). */
-async function frameText(page: import('playwright-core').Page, re: RegExp, ms = 60_000): Promise<void> {
-  const end = Date.now() + ms;
-  let seen: string[] = [];
-  while (Date.now() < end) {
-    seen = await Promise.all(
-      page
-        .frames()
-        .map((f) =>
-          f
-            .evaluate(() => (globalThis as unknown as { document: { body?: { innerText: string } } }).document.body?.innerText ?? '')
-            .catch(() => ''),
-        ),
-    );
-    if (seen.some((t) => re.test(t))) return;
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  assert.fail(`no frame shows ${re}; frames: ${JSON.stringify(seen.map((t) => t.slice(0, 200)))}`);
-}
 const INPUT = '{"config":"tiny"}';
 /** configs/tiny.json: the select node's measured budgets (grid and 2 x its largest) and the eval budgets (one point each on pass@1 vs budget). */
 const TINY_POINTS = 3 + 3;
 
-const launch = () =>
-  chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--no-first-run',
-      '--disable-gpu',
-      '--disable-sync',
-    ],
-  });
-
 test('a tiny run started from the Web UI "Start Workflow" form completes with the whole DAG', { timeout: 420_000 }, async () => {
-  const ui = `http://127.0.0.1:${process.env.E3_TEMPORAL_UI_PORT}`;
+  const ui = webUi();
   const id = uid('ui-tiny');
   const w = await inProcessWorker();
   let browser: Browser | undefined;
   const c = await client();
   try {
-    browser = await launch();
+    browser = await launchBrowser();
     const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
     page.setDefaultTimeout(60_000);
 
@@ -123,7 +90,7 @@ test('a tiny run started from the Web UI "Start Workflow" form completes with th
 
     // The run's pages tell the story. Each node workflow has a one-line summary; its activities
     // say what they do; and while a node runs, its live details (markdown) say where it is.
-    browser = await launch();
+    browser = await launchBrowser();
     const ui2 = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
     ui2.setDefaultTimeout(60_000);
     await ui2.goto(`${ui}/namespaces/default/workflows/${encodeURIComponent(`${id}/stage1`)}`, {
@@ -138,7 +105,8 @@ test('a tiny run started from the Web UI "Start Workflow" form completes with th
       e.userMetadata?.summary?.data ? JSON.parse(Buffer.from(e.userMetadata.summary.data).toString('utf8')) : undefined,
     );
     assert.ok(
-      summaries.includes('iteration B=32 t=0') && summaries.includes('iteration B=32, commit 4 t=3'),
+      summaries.includes('open trainer session, then train to its first commit (waits in e3-trainer for a free trainer)') &&
+        summaries.includes('iterations 2→4 B=32, commit 4, close session'),
       `activity summaries: ${summaries.join(', ')}`,
     );
     // A paused stage shows its progress live.
@@ -189,7 +157,7 @@ test('a tiny run started from the Web UI "Start Workflow" form completes with th
       await store().exists(r.report!.key.replace(/index\.html$/, 'extrapolation.svg')),
       'report/extrapolation.svg is stored next to the page',
     );
-    browser = await launch();
+    browser = await launchBrowser();
     const report = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
     const fetched: string[] = [];
     report.on('request', (q) => {

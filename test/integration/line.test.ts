@@ -10,66 +10,19 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { statSync } from 'node:fs';
 import * as path from 'node:path';
-import { chromium } from 'playwright-core';
-import type { Browser, Page } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import type { Client } from '@temporalio/client';
 import { TASK_QUEUE } from '../../activities/types';
 import { trainerQueue, trainingNodes } from '../../cli/trainers';
 import { dataDir } from '../../storage/store';
 import { client, inProcessWorker, uid } from './env';
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 300_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(300);
-  }
-}
-
-/** Wait until some frame of the page shows text matching `re` (the Web UI renders markdown in frames); returns that text. */
-async function frameText(page: Page, re: RegExp, ms = 60_000): Promise<string> {
-  const end = Date.now() + ms;
-  let seen: string[] = [];
-  while (Date.now() < end) {
-    seen = await Promise.all(
-      page
-        .frames()
-        .map((f) =>
-          f
-            .evaluate(() => (globalThis as unknown as { document: { body?: { innerText: string } } }).document.body?.innerText ?? '')
-            .catch(() => ''),
-        ),
-    );
-    const hit = seen.find((t) => re.test(t));
-    if (hit !== undefined) return hit;
-    await sleep(500);
-  }
-  assert.fail(`no frame shows ${re}; frames: ${JSON.stringify(seen.map((t) => t.slice(0, 300)))}`);
-}
-
-const launch = () =>
-  chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--no-first-run',
-      '--disable-gpu',
-      '--disable-sync',
-    ],
-  });
+import { frameText, launchBrowser, until, webUi } from './webui';
 
 const waiting = async (c: Client, id: string) =>
   trainerQueue(await trainingNodes(c)).waiting.some((x) => x.workflowId === `${id}/warmstart`) ? true : undefined;
 
 test('a waiting node shows its place in line and the holder in the Web UI, kept up to date', { timeout: 10 * 60_000 }, async () => {
-  const ui = `http://127.0.0.1:${process.env.E3_TEMPORAL_UI_PORT}`;
+  const ui = webUi();
   const w = await inProcessWorker();
   const { client: c, close } = await client();
   const ids = { holder: uid('line-a'), b: uid('line-b'), c: uid('line-c') };
@@ -87,7 +40,7 @@ test('a waiting node shows its place in line and the holder in the Web UI, kept 
       await until(`${id} to wait`, () => waiting(c, id));
     }
 
-    browser = await launch();
+    browser = await launchBrowser();
     const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
     page.setDefaultTimeout(60_000);
     const open = async (workflowId: string) => {
@@ -123,6 +76,15 @@ test('a waiting node shows its place in line and the holder in the Web UI, kept 
     // Once the holder resumes, c gets the trainer and its details become its progress.
     await c.workflow.getHandle(`${ids.holder}/warmstart`).signal('resume');
     await until('c to leave the line', async () => ((await waiting(c, ids.c)) ? undefined : true));
+    // Its open trains the first commit window before it returns (meanwhile the announcer says
+    // it is opening); a page loaded then may keep those details, so load it once the open returned.
+    await until("c's open to return", async () => {
+      const p = await c.workflow
+        .getHandle(`${ids.c}/warmstart`)
+        .query<{ iteration: number }>('progress')
+        .catch(() => undefined);
+      return (p?.iteration ?? 0) >= 1 ? true : undefined;
+    });
     await open(`${ids.c}/warmstart`);
     await frameText(page, /warmstart \(sft\) — step \d+ of \d+/, 300_000);
   } finally {

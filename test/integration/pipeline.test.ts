@@ -163,24 +163,28 @@ test('a worker SIGKILLed mid-stage: a new worker takes over from the last commit
   }
 });
 
-test('pause and resume signals hold a stage between iterations; the progress query reports it', async () => {
+test('pause and resume signals hold a stage at its next commit; the progress query reports it', async () => {
   const w = await inProcessWorker();
   const c = await client();
   const runId = uid('pause');
   try {
-    // A longer stage 1 so the signals land while it runs.
-    const h = await start(c.client, runId, { overrides: { nodes: { stage1: { iterations: 30, ckptEvery: 10 } } } });
+    // A longer stage 1 so the signals land while it runs; a commit every 5 iterations, where a pause holds.
+    const h = await start(c.client, runId, { overrides: { nodes: { stage1: { iterations: 30, ckptEvery: 5 } } } });
     const stage = c.client.workflow.getHandle(`${runId}/stage1`);
     type P = { iteration: number; paused: boolean; total: number; kind: string };
-    await waitFor('stage1 running', async () => ((await stage.query<P>('progress').catch(() => null))?.iteration ?? -1) >= 1);
+    // Past its first window (the open trains it), on a loaded host too.
+    await waitFor('stage1 running', async () => ((await stage.query<P>('progress').catch(() => null))?.iteration ?? -1) >= 1, 300_000);
     await stage.signal('pause');
     await waitFor('paused', async () => (await stage.query<P>('progress')).paused);
-    await new Promise((r) => setTimeout(r, 2000)); // an iteration in flight may still finish
+    // The commit window in flight (up to the next commit) finishes; then nothing is scheduled.
+    await waitFor('the window in flight to end', async () => ((await stage.describe()).raw.pendingActivities?.length ?? 0) === 0);
     const held = (await stage.query<P>('progress')).iteration;
+    assert.equal(held % 5, 0, `held at a commit (ckptEvery 5), not at ${held}`);
     await new Promise((r) => setTimeout(r, 4000));
     const p = await stage.query<P>('progress');
     assert.equal(p.kind, 'rl');
     assert.equal(p.iteration, held, 'no iteration may start while paused');
+    assert.equal(((await stage.describe()).raw.pendingActivities ?? []).length, 0, 'no activity scheduled while paused');
     assert.ok(held < p.total);
     await stage.signal('resume');
     const r = (await h.result()) as PipelineResult;
@@ -191,15 +195,16 @@ test('pause and resume signals hold a stage between iterations; the progress que
   }
 });
 
-test('pause survives continue-as-new: a stage that continues-as-new every iteration holds while paused and ends byte-identical to one that never does', async () => {
+test('pause survives continue-as-new: a stage that continues-as-new every commit window holds while paused and ends byte-identical to one that never does', async () => {
   const w = await inProcessWorker();
   const c = await client();
   const base = uid('can-base');
   const runId = uid('can');
-  const stage1 = { iterations: 10, ckptEvery: 5 };
+  // A commit every iteration: ten windows of one iteration each.
+  const stage1 = { iterations: 10, ckptEvery: 1 };
   try {
     await (await start(c.client, base, { overrides: { nodes: { stage1 } } })).result();
-    // 20 events is about one iteration: the stage continues-as-new after (nearly) every one.
+    // 20 events is about one window: the stage continues-as-new after (nearly) every one.
     const h = await start(c.client, runId, { overrides: { maxHistoryEvents: 20, nodes: { stage1 } } });
     const stage = c.client.workflow.getHandle(`${runId}/stage1`);
     type P = { iteration: number; paused: boolean };
@@ -207,7 +212,7 @@ test('pause survives continue-as-new: a stage that continues-as-new every iterat
     const firstRun = (await stage.describe()).runId;
     await stage.signal('pause');
     await waitFor('paused', async () => (await stage.query<P>('progress')).paused);
-    await new Promise((r) => setTimeout(r, 2000)); // an iteration in flight finishes, then the run continues-as-new, paused
+    await new Promise((r) => setTimeout(r, 2000)); // a window in flight finishes, then the run continues-as-new, paused
     const held = (await stage.query<P>('progress')).iteration;
     await new Promise((r) => setTimeout(r, 4000));
     const p = await stage.query<P>('progress');

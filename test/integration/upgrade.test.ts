@@ -4,10 +4,11 @@
  * histories: before every patch in use) is mid-stage when the old worker is stopped with
  * SIGTERM and a worker of this release starts. The run completes on the new worker; no workflow
  * task fails (no non-determinism); the stage that was in flight replays its recorded iterations
- * on the old command path (rlSample/rlGrade, rlUpdate: `patched('iteration-one-activity')` and
- * `patched('rollouts-one-activity')` are false where the history has no marker) and runs the
- * rest on the new one (rlIteration: rollouts, update and commit in one activity); the stage that
- * starts after the upgrade is new throughout; and the mixed histories replay from scratch.
+ * on the old command path (rlSample/rlGrade, rlUpdate: `patched('iteration-one-activity')`,
+ * `patched('rollouts-one-activity')` and `patched('commit-windows')` are false where the history
+ * has no marker) and runs the rest on the new one (rlIterations: the iterations up to the next
+ * commit in one activity); the stage that starts after the upgrade is new throughout (its open
+ * trains its first window); and the mixed histories replay from scratch.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -111,7 +112,6 @@ test(`a run in flight on a ${OLD} worker completes on this release's workers aft
   await until('stage1 to complete an update on the old worker', 180_000, async () =>
     (await completed(`${runId}/stage1`)).includes('rlUpdate') ? true : undefined,
   );
-  const iterations = (names: string[]) => names.filter((n) => n === 'rlUpdate' || n === 'rlIteration').length;
   // The deploy: the old worker stopped the way a deploy stops it (SIGTERM), then this release's
   // worker started. (Started the other way round, an old worker may for a moment pick up a
   // task whose history already has a new marker, fail it and leave it to a new worker:
@@ -122,8 +122,9 @@ test(`a run in flight on a ${OLD} worker completes on this release's workers aft
   old.kill('SIGTERM');
   await exited;
   const fresh = await inProcessWorker();
+  let result: { results: Record<string, { checkpoint?: { step: number } }> };
   try {
-    await h.result();
+    result = (await h.result()) as typeof result;
   } finally {
     await fresh.stop();
   }
@@ -140,20 +141,20 @@ test(`a run in flight on a ${OLD} worker completes on this release's workers aft
   // stage1: the iterations recorded by the old worker replay on the old path; the first one
   // this release runs records the patch marker and takes the new one, for good.
   const stage1 = scheduled(await history(`${runId}/stage1`));
-  const first = stage1.indexOf('rlIteration');
+  const first = stage1.indexOf('rlIterations');
   assert.ok(
     stage1.indexOf('rlSample') >= 0 && stage1.indexOf('rlSample') < first,
     `stage1 should start on the old path: ${stage1.join(', ')}`,
   );
   const after = stage1.slice(first);
   assert.ok(
-    first > 0 && !['rlSample', 'rlGrade', 'rlRollouts', 'rlUpdate', 'commitCheckpoint'].some((n) => after.includes(n)),
-    `stage1 should switch once, to rlIteration: ${stage1.join(', ')}`,
+    first > 0 && !['rlSample', 'rlGrade', 'rlRollouts', 'rlUpdate', 'rlIteration', 'commitCheckpoint'].some((n) => after.includes(n)),
+    `stage1 should switch once, to rlIterations: ${stage1.join(', ')}`,
   );
-  assert.ok(iterations(stage1) >= ITERATIONS, `stage1 did not run all ${ITERATIONS} iterations: ${stage1.join(', ')}`);
+  assert.equal(result.results.stage1.checkpoint?.step, ITERATIONS, `stage1 did not run all ${ITERATIONS} iterations: ${stage1.join(', ')}`);
   const stage2 = scheduled(await history(`${runId}/stage2`));
   assert.ok(
-    stage2.includes('rlIteration') && !['rlSample', 'rlRollouts', 'rlUpdate'].some((n) => stage2.includes(n)),
+    stage2.includes('rlIterations') && !['rlSample', 'rlRollouts', 'rlUpdate', 'rlIteration'].some((n) => stage2.includes(n)),
     `stage2 (started after the upgrade) should take the new path: ${stage2.join(', ')}`,
   );
   // And the mixed histories replay from the start with this release's workflows (a worker restart).

@@ -173,6 +173,26 @@ test("line announcer: each waiter's place and the holders; a change of a holder'
   assert.equal(lineKey({ ahead: 1, sinceMs: 5, holders: ['x', 'a'] }), lineKey({ ahead: 1, sinceMs: 5, holders: ['a', 'x'] }));
 });
 
+test('line announcer: a node whose open a trainer took is told it is opening there, once', () => {
+  const opening = {
+    workflowId: 'b/warmstart',
+    activity: { type: 'openTrainer', started: true, startedMs: 4000, worker: '42@host', attempt: 1 },
+  };
+  const waiter = { workflowId: 'c/warmstart', activity: { type: 'openTrainer', started: false, scheduledMs: 3000, attempt: 1 } };
+  const lines = linesOf(trainerQueue([opening, waiter]));
+  assert.deepEqual(lines.get('b/warmstart'), { ahead: 0, sinceMs: 4000, holders: ['b/warmstart'], openedOn: '42@host' });
+  assert.deepEqual(lines.get('c/warmstart'), { ahead: 0, sinceMs: 3000, holders: ['b/warmstart'] });
+  // Still opening at the next look: the same line, so no second signal.
+  assert.equal(lineKey(linesOf(trainerQueue([opening, waiter])).get('b/warmstart')!), lineKey(lines.get('b/warmstart')!));
+  // Once the open returned, the node is no waiter and gets no line.
+  const next = { workflowId: 'b/warmstart', activity: { type: 'sftChunk', started: true, worker: '42@host', attempt: 1 } };
+  assert.equal(linesOf(trainerQueue([next, waiter])).has('b/warmstart'), false);
+  assert.equal(
+    waitingDetails('b', 'warmstart', lines.get('b/warmstart')),
+    '**warmstart** — opening its trainer session on `42@host` (since 00:00:04 UTC): loading its last commit, then training to its first commit',
+  );
+});
+
 test("a waiting node's details: its place, the run, node and since, and the holders", () => {
   const t = Date.UTC(2026, 0, 2, 13, 4, 5);
   assert.equal(

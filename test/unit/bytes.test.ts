@@ -20,6 +20,7 @@ import { createActivities } from '../../activities';
 import { ComputePool } from '../../compute/pool';
 import { loadCheckpoint } from '../../storage/checkpoints';
 import { MissingObjectError } from '../../storage/errors';
+import { keys } from '../../storage/layout';
 import type { ObjectStore } from '../../storage/store';
 
 // The bytes are the wasm backend's (what CI and the recorded runs use): pin it for the pool's threads.
@@ -175,6 +176,77 @@ test('tiny: warm start (SFT 0→6→12) and stage1 iterations 0, 1 commit the re
       shards ? 'rlSample + rlGrade + rlUpdate' : 'rlRollouts + rlUpdate',
     );
   }
+});
+
+/** Copy run `from`'s warm-start commits to run `to` (prepared from the same config), so `to`'s RL nodes start from them. */
+function shareWarmStart(from: string, to: string) {
+  for (const [k, o] of store.objects)
+    if (k.startsWith(`runs/${from}/warmstart/ckpt/`)) store.objects.set(k.replace(`runs/${from}/`, `runs/${to}/`), o);
+}
+
+/** The metrics each step of a node wrote (keys.metricsPart), without the node and step fields. */
+async function stepMetrics(runId: string, nodeId: string, steps: number[]) {
+  return Promise.all(
+    steps.map(async (step) => {
+      const { node: _node, step: _step, ...m } = await store.getJson<Record<string, unknown>>(keys.metricsPart(runId, nodeId, step));
+      return m;
+    }),
+  );
+}
+
+test('commit windows: the open training the first window, rlIterations and a closing last window commit the bytes of step-by-step training', async () => {
+  const runId = 'bytes-windows';
+  const { config } = await acts.prepareRun({ config: 'tiny', runId });
+  // Warm start: the open trains 0→6 (the first window), the last chunk closes the session.
+  const opened = await acts.openTrainer({ runId, nodeId: 'warmstart', config, upstream: {} }, {});
+  const { first, ...s } = opened;
+  assert.deepEqual({ iteration: first?.iteration, closed: first?.closed }, { iteration: 6, closed: false });
+  const last = await acts.sftChunk(s, 6, 12, true);
+  assert.deepEqual(await committed(store, runId, 'warmstart', [first!.metrics, last.metrics]), TINY.warmstart);
+  // Stage 1 (4 iterations, ckptEvery 2): the open trains 0→2, rlIterations 2→4 commits and closes.
+  const o1 = await acts.openTrainer({ runId, nodeId: 'stage1', config, upstream: {} }, { budget: 32 });
+  assert.deepEqual({ iteration: o1.first?.iteration, closed: o1.first?.closed }, { iteration: 2, closed: false });
+  assert.deepEqual(await committed(store, runId, 'stage1', await stepMetrics(runId, 'stage1', [1, 2])), TINY.stage1);
+  assert.deepEqual(o1.first!.metrics, (await stepMetrics(runId, 'stage1', [2]))[0], 'the window returns its last iteration metrics');
+  const { first: _f, ...s1 } = o1;
+  const w = await acts.rlIterations(s1, 2, 4, 32, true);
+  assert.deepEqual({ iteration: w.iteration, closed: w.closed }, { iteration: 4, closed: true });
+  const windowed = await committed(store, runId, 'stage1', await stepMetrics(runId, 'stage1', [1, 2, 3, 4]));
+  // Step by step (one rlIteration each, commits at 2 and 4) from the same warm start: the same bytes.
+  const ref = 'bytes-windows-ref';
+  await acts.prepareRun({ config: 'tiny', runId: ref });
+  shareWarmStart(runId, ref);
+  const r = await acts.openTrainer({ runId: ref, nodeId: 'stage1', config, upstream: {} });
+  for (let t = 0; t < 4; t++) await acts.rlIteration(r, t, 32, (t + 1) % 2 === 0);
+  await acts.closeTrainer(r);
+  assert.deepEqual(windowed, await committed(store, ref, 'stage1', await stepMetrics(ref, 'stage1', [1, 2, 3, 4])));
+  // Both windows closed their sessions: the worker's one slot is free (a held session would refuse this open).
+  const again = await acts.openTrainer({ runId: ref, nodeId: 'stage2', config, upstream: {} });
+  await acts.closeTrainer(again);
+});
+
+test('a retried window redoes only what the failed attempt did not apply; an open asked to train RL without a budget is refused naming the field', async () => {
+  const runId = 'bytes-window-retry';
+  const { config } = await acts.prepareRun({ config: 'tiny', runId });
+  shareWarmStart('bytes-windows', runId);
+  const s = await acts.openTrainer({ runId, nodeId: 'stage1', config, upstream: {} });
+  // An attempt of the window 0→2 applied iteration 0, then failed (say, a store write): the retry finds the session at 1.
+  await acts.rlIteration(s, 0, 32, false);
+  const w = await acts.rlIterations(s, 0, 2, 32);
+  assert.equal(w.closed, false);
+  assert.deepEqual(await committed(store, runId, 'stage1', await stepMetrics(runId, 'stage1', [1, 2])), TINY.stage1);
+  // Again after the commit at 2 (the completion was lost): the same commit, nothing trained twice.
+  await acts.rlIterations(s, 0, 2, 32);
+  assert.deepEqual(await committed(store, runId, 'stage1', await stepMetrics(runId, 'stage1', [1, 2])), TINY.stage1);
+  await acts.closeTrainer(s);
+  const err = await acts.openTrainer({ runId, nodeId: 'stage2', config, upstream: {} }, {}).then(
+    () => assert.fail('accepted'),
+    (e: unknown) => e as ApplicationFailure,
+  );
+  assert.equal(err.type, 'InvalidArgument');
+  assert.match(err.message, /^openTrainer first\.budget: required/);
+  // The refused open freed its session: the slot is free again.
+  await acts.closeTrainer(await acts.openTrainer({ runId, nodeId: 'stage2', config, upstream: {} }));
 });
 
 test('extrapolation-kl (the published (a) runs): stage1 iterations 0, 1 from the committed base (budget 32) commit the recorded bytes', async () => {
