@@ -158,26 +158,42 @@ export function rolloutActivities(env: Env) {
       return withHeartbeat(
         () => ({ t: p.t, part: p.part }),
         async () => {
+          const t0 = performance.now();
+          let loadMs = 0;
+          let sampleMs = 0;
+          let tokens = 0;
           const graded = await cache.with(
             `${p.policy}/${engine}/${cfg.toolArithmetic}`,
-            async () =>
-              PooledPolicy.open(
+            async () => {
+              const l0 = performance.now();
+              const opened = await PooledPolicy.open(
                 await computePool(),
                 `policy:${p.policy.slice(0, 16)}#${++seq}`,
                 await store.get(keys.policy(p.runId, p.policy), p.policy),
                 cfg.toolArithmetic,
                 engine,
-              ),
+              );
+              loadMs = performance.now() - l0;
+              return opened;
+            },
             async (policy) => {
-              const t0 = performance.now();
+              const s0 = performance.now();
               const rollouts = await policy.sample(rl, rows, p.budget);
-              env.metrics.phase(labels, 'sample', since(t0));
-              env.metrics.sampled(labels, sampledTokens(rollouts), since(t0));
-              return gradeAgainst(problems, p.t, cfg.toolArithmetic, rollouts, rl.task);
+              env.metrics.phase(labels, 'sample', since(s0));
+              tokens = sampledTokens(rollouts);
+              env.metrics.sampled(labels, tokens, since(s0));
+              const g = gradeAgainst(problems, p.t, cfg.toolArithmetic, rollouts, rl.task);
+              sampleMs = performance.now() - s0;
+              return g;
             },
           );
           const stored: StoredPart = { t: p.t, part: p.part, parts: p.parts, policy: p.policy, graded };
           await store.putJson(key, stored);
+          // One line per part (bench/scaling.ts reads it): where a part's time went on this worker.
+          ctx.log(
+            `rollout part ${p.part}/${p.parts} ${p.runId}/${p.nodeId} t=${p.t}: ${graded.length} rows, ${tokens} tokens, ` +
+              `load ${loadMs.toFixed(1)} ms, sample+grade ${sampleMs.toFixed(1)} ms, total ${(performance.now() - t0).toFixed(1)} ms`,
+          );
           return { t: p.t, part: p.part, parts: p.parts, policy: p.policy, key, rows: graded.length };
         },
       );
