@@ -95,13 +95,27 @@ async function main(): Promise<number> {
       for await (const ex of list) {
         const h = await c.client.workflow.getHandle(id, ex.runId).fetchHistory();
         if (ex.status.name === 'CONTINUED_AS_NEW') cans++;
-        const names = new Map<string, string>();
+        const names = new Map<string, { type: string; args: unknown[] }>();
+        let last: number | undefined;
         for (const e of h.events ?? []) {
-          if (e.activityTaskScheduledEventAttributes)
-            names.set(String(e.eventId), e.activityTaskScheduledEventAttributes.activityType?.name ?? '');
+          const sched = e.activityTaskScheduledEventAttributes;
+          if (sched)
+            names.set(String(e.eventId), {
+              type: sched.activityType?.name ?? '',
+              args: (sched.input?.payloads ?? []).map((p) => (p.data ? JSON.parse(Buffer.from(p.data).toString('utf8')) : undefined)),
+            });
           const done = e.activityTaskCompletedEventAttributes;
-          if (done && ['rlIteration', 'rlUpdate'].includes(names.get(String(done.scheduledEventId)) ?? ''))
-            ends.push(Number(e.eventTime?.seconds ?? 0) * 1000 + (e.eventTime?.nanos ?? 0) / 1e6);
+          const act = done ? names.get(String(done.scheduledEventId)) : undefined;
+          if (!act) continue;
+          const at = Number(e.eventTime?.seconds ?? 0) * 1000 + (e.eventTime?.nanos ?? 0) / 1e6;
+          if (['rlIteration', 'rlUpdate'].includes(act.type)) ends.push(at);
+          // a commit window (rlIterations(s, t, to, ...)): its iterations spread evenly since the
+          // history's previous session activity ended (the open's own first window is not counted)
+          if (act.type === 'rlIterations' && last !== undefined) {
+            const n = Number(act.args[2]) - Number(act.args[1]);
+            for (let k = 1; k <= n; k++) ends.push(last + ((at - last) * k) / n);
+          }
+          if (['openTrainer', 'rlIterations', 'rlIteration', 'rlUpdate'].includes(act.type)) last = at;
         }
       }
     }
