@@ -123,8 +123,8 @@ test('a run pinned to version A finishes on A after `e3 deploy set-current B`, w
   const a = await versionWorker('A');
   assert.match(a.output(), new RegExp(`version ${DEPLOYMENT}/A; no current version: made this one current`));
   const first = uid('deploy-a');
-  // A longer stage 1, continuing-as-new every few iterations, so it is paused mid-stage.
-  const overrides = { maxHistoryEvents: 40, nodes: { stage1: { iterations: 12, ckptEvery: 4 } } };
+  // A longer stage 1, continuing-as-new every few iterations (one commit window each), so it is paused mid-stage.
+  const overrides = { maxHistoryEvents: 40, nodes: { stage1: { iterations: 12, ckptEvery: 1 } } };
   const h1 = await c.client.workflow.start('pipeline', {
     taskQueue: TASK_QUEUE,
     workflowId: first,
