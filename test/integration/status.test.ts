@@ -30,7 +30,7 @@ test('e3 status lists the polling workers and a running node with its iteration 
     const h = await c.client.workflow.start('pipeline', {
       taskQueue: TASK_QUEUE,
       workflowId: runId,
-      args: [{ config: 'tiny', runId, overrides: { nodes: { stage1: { iterations: 400, ckptEvery: 100 } } } }],
+      args: [{ config: 'tiny', runId, overrides: { nodes: { stage1: { iterations: 400, ckptEvery: 2 } } } }],
     });
     const node = c.client.workflow.getHandle(`${runId}/stage1`);
     const p = await waitFor('stage1 to complete an iteration', 600_000, async () => {
