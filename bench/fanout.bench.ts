@@ -18,6 +18,7 @@ import type { Client } from '@temporalio/client';
 import * as path from 'node:path';
 import { WorkerPool, awaitPipeline, finalCheckpoints, runWithOwnServers, startPipeline, temporalClient } from '../test/chaos';
 import { ObjectStore, dataDir } from '../storage/store';
+import { demoStage1Overrides } from './demoStage';
 
 const arg = (flag: string, dflt: string) => {
   const i = process.argv.indexOf(flag);
@@ -52,18 +53,7 @@ async function stageTimes(c: Client, runId: string): Promise<{ stageS: number; i
   return { stageS: (d.closeTime!.getTime() - d.startTime.getTime()) / 1000, iterS: (last - first) / 1000 };
 }
 
-const overrides = (parts: number) => ({
-  nodes: {
-    select1: null,
-    select2: null,
-    stage2: null,
-    'eval-base': null,
-    'eval-stage1': null,
-    'eval-stage2': null,
-    report: null,
-    stage1: { deps: [], budget, iterations, ckptEvery: iterations, ...(parts > 0 ? { rolloutParts: parts } : {}) },
-  },
-});
+const overrides = (parts: number) => demoStage1Overrides({ budget, iterations, rolloutParts: parts > 0 ? parts : undefined });
 
 runWithOwnServers('fanout', { temporal: 47633, ui: 48633, s3: 47270 }, async () => {
   const pool = new WorkerPool(path.join(dataDir(), 'bench-logs'), 1);

@@ -47,6 +47,7 @@ import { ROOT, awaitPipeline, finalCheckpoints, runWithOwnServers, startPipeline
 import { ObjectStore, dataDir } from '../storage/store';
 import { loadConfig } from '../configs/load';
 import { VOCAB } from '../ml/tokenizer';
+import { demoStage1Overrides } from './demoStage';
 import { iterationTime, partRows, scaleCosts, stageTime } from './scalingModel';
 import type { ModelSize, StageCosts, StageShape } from './scalingModel';
 
@@ -222,18 +223,7 @@ async function measure(c: Client, store: ObjectStore, l: Layout): Promise<Measur
   try {
     await startPipeline(c, runId, {
       config: 'demo',
-      overrides: {
-        nodes: {
-          select1: null,
-          select2: null,
-          stage2: null,
-          'eval-base': null,
-          'eval-stage1': null,
-          'eval-stage2': null,
-          report: null,
-          stage1: { deps: [], budget: BUDGET, iterations, ckptEvery: iterations, rolloutParts: parts },
-        },
-      },
+      overrides: demoStage1Overrides({ budget: BUDGET, iterations, rolloutParts: parts }),
     });
     await awaitPipeline(c, runId, 3_600_000);
   } finally {
