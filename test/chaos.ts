@@ -338,14 +338,24 @@ export async function runWork(
 }
 
 /**
- * The pid of the worker holding the session of the training node running now: the queue of
- * the node's last scheduled activity is that worker's own (`e3-trainer-<host>-<pid>-<id>`).
+ * The pid of the worker holding the session of the training node running now: a started
+ * session activity (the open, which trains the first commit window, or a later window) names
+ * its worker (`<pid>@<host>`); between activities, the queue of the node's last scheduled
+ * activity is that worker's own (`e3-trainer-<host>-<pid>-<id>`).
  */
 export async function trainerPid(c: Client, runId: string, nodes: string[]): Promise<number | undefined> {
   for (const n of nodes) {
     const h = c.workflow.getHandle(`${runId}/${n}`);
     try {
-      if ((await h.describe()).status.name !== 'RUNNING') continue;
+      const d = await h.describe();
+      if (d.status.name !== 'RUNNING') continue;
+      for (const a of d.raw.pendingActivities ?? []) {
+        const name = a.activityType?.name ?? '';
+        // Rollout and evaluation parts run on any worker; every other activity of a training node is its session's.
+        if (String(a.state) !== '2' || name === 'rolloutPart' || name === 'evalPart') continue;
+        const m = /^(\d+)@/.exec(a.lastWorkerIdentity ?? '');
+        if (m) return Number(m[1]);
+      }
       const events = (await h.fetchHistory()).events ?? [];
       for (let i = events.length - 1; i >= 0; i--) {
         const q = events[i].activityTaskScheduledEventAttributes?.taskQueue?.name;

@@ -43,8 +43,9 @@ test(
       while (finished < RUNS / 3) await sleep(500);
       let killed: { slot: number; pid: number } | undefined;
       while (!killed && finished < RUNS) {
-        for (const id of ids) {
-          const pid = await trainerPid(c.client, id, nodes);
+        // All runs at once: a session lives only as long as its node's few commit windows.
+        const pids = await Promise.all(ids.map((id) => trainerPid(c.client, id, nodes)));
+        for (const pid of pids) {
           const slot = pid === undefined ? undefined : pool.slotOf(pid);
           if (pid !== undefined && slot !== undefined) {
             killed = { slot, pid };

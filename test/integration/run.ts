@@ -1,7 +1,8 @@
 /**
  * Integration tier: starts the real servers from infra/ on test ports with a fresh data
  * dir, runs test/integration/*.test.ts against them (one file at a time: they share the
- * servers and two cores), and stops exactly what it started.
+ * servers and two cores; workflows a file left running are terminated before the next), and
+ * stops exactly what it started.
  *   tsx test/integration/run.ts [file-filter...]
  */
 import { spawnSync } from 'node:child_process';
@@ -43,12 +44,24 @@ const sh = (script: string, ...args: string[]) =>
 let rc = sh('up');
 try {
   if (rc === 0) {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', ...files], {
-      env,
-      stdio: 'inherit',
-      cwd: ROOT,
-    });
-    rc = r.status ?? 1;
+    // One file at a time, each in its own runner, the shared server swept in between (./sweep.ts).
+    const failed: string[] = [];
+    for (const f of files) {
+      const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', f], {
+        env,
+        stdio: 'inherit',
+        cwd: ROOT,
+      });
+      if ((r.status ?? 1) !== 0) failed.push(f);
+      spawnSync(process.execPath, ['--import', 'tsx', path.join(__dirname, 'sweep.ts'), path.basename(f)], {
+        env,
+        stdio: 'inherit',
+        cwd: ROOT,
+      });
+    }
+    if (failed.length > 0) console.log(`\nintegration: ${failed.length} of ${files.length} file(s) failed: ${failed.join(', ')}`);
+    else console.log(`\nintegration: all ${files.length} file(s) passed`);
+    rc = failed.length > 0 ? 1 : 0;
   }
 } finally {
   sh('down');
