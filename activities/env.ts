@@ -75,6 +75,8 @@ export interface LiveSession {
   config: RunConfig;
   /** The current iteration's rollouts, kept for its update (no store read between the two). */
   rollouts?: IterationRollouts;
+  /** Off-policy (`offPolicy: 1`): the next iteration's rollouts, sampled from the policy before the current update. */
+  ahead?: IterationRollouts;
   /**
    * The last SFT chunk / RL update applied in memory, with its metrics: a retry of the same
    * activity (a store write after it failed, or its completion was lost) finds the work done
@@ -83,6 +85,12 @@ export interface LiveSession {
   applied?: { kind: 'sft' | 'rl'; from: number; to: number; metrics: Record<string, number> };
   /** The policy this session published for rollout workers at iteration t (its sha256): parts of t must carry it. */
   published?: { t: number; sha256: string };
+  /**
+   * Off-policy fan-out (`offPolicy: 1` with `rolloutParts`): the published policy iteration t's
+   * parts are sampled from (the session's policy at t − 1; at 0, its first). Recorded in each
+   * commit's state, so a session opened at commit t knows it.
+   */
+  sampler?: { t: number; sha256: string };
   /** Wall-clock ms of the last activity on this session (for evicting abandoned sessions only). */
   lastUsed: number;
   /**

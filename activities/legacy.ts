@@ -22,7 +22,7 @@ export function legacyActivities(env: Env) {
     /** Iteration t's rollouts (sampled, graded, stored, kept in the session); returns the stored key and the train/* metrics. */
     async rlRollouts(s: Session, t: number, budget: number): Promise<{ key: string; rows: number; metrics: Record<string, number> }> {
       const l = live(s);
-      const r = await steps.rollouts(s, l, rlSettings(l.config, s.nodeId), t, budget);
+      const r = (l.rollouts = await steps.sampled(s, l, rlSettings(l.config, s.nodeId), t, budget));
       return { key: keys.graded(s.runId, s.nodeId, t), rows: r.graded.length, metrics: r.metrics };
     },
     /** Sample shard k of iteration t into the store (the node's `shards`, a field configs then had); returns its key. */
@@ -59,7 +59,7 @@ export function legacyActivities(env: Env) {
       }
       atStep(s, l, t, 'update');
       const rl = rlSettings(l.config, s.nodeId);
-      const rollouts = l.rollouts?.t === t ? l.rollouts : await steps.storedRollouts(s, rl, t);
+      const rollouts = l.rollouts?.t === t ? l.rollouts : await steps.stored(s, rl, t);
       return { metrics: await steps.update(s, l, rl, rollouts) };
     },
   };

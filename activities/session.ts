@@ -74,7 +74,17 @@ export function trainerSessionActivities(env: Env) {
           // Another open of the node finished meanwhile (a retry that overlapped this attempt): replace it.
           const other = sessions.get(key);
           if (other) void other.trainer.dispose();
-          sessions.set(key, { trainer, runId: input.runId, node: input.nodeId, step, config: cfg, lastUsed: Date.now() });
+          // Off-policy fan-out: the commit records the policy its next iteration's parts come from.
+          const sampler = own ? (JSON.parse(own.files['state.json'].toString('utf8')) as { sampler?: string }).sampler : undefined;
+          sessions.set(key, {
+            trainer,
+            runId: input.runId,
+            node: input.nodeId,
+            step,
+            config: cfg,
+            lastUsed: Date.now(),
+            ...(sampler ? { sampler: { t: step, sha256: sampler } } : {}),
+          });
           env.metrics.opened(runLabels(input.runId, input.nodeId, cfg), Boolean(own), node.kind === 'sft' ? 'sft' : 'rl');
           sessionsChanged();
           ctx.log(`session ${key} opened on ${ctx.queue} at step ${step}${own ? '' : ' (fresh)'}`);
@@ -108,7 +118,14 @@ export function trainerSessionActivities(env: Env) {
           const m = { config: l.config };
           const t0 = performance.now();
           const { weights, optim } = await l.trainer.snapshot();
-          const state = { step, cursor: step, backend: ctx.backend, node: s.nodeId, config: m.config };
+          const state = {
+            step,
+            cursor: step,
+            backend: ctx.backend,
+            node: s.nodeId,
+            config: m.config,
+            ...(l.sampler?.t === step ? { sampler: l.sampler.sha256 } : {}),
+          };
           const score = metrics['train/reward_mean'];
           await commit(
             store,

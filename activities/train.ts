@@ -20,7 +20,7 @@ import type { Env, IterationRollouts, LiveSession } from './env';
 import { trainerSessionActivities } from './session';
 import { atStep, rlSettings, runLabels, sftSettings, withHeartbeat } from './env';
 import { sampledTokens, since } from './metrics';
-import { SessionLostError } from './errors';
+import { MissingCheckpointError, SessionLostError } from './errors';
 import { InvalidArgumentError } from '../ml/errors';
 import { ReplicaLostError } from '../compute/errors';
 
@@ -36,18 +36,18 @@ export function rlSteps(env: Env) {
     const problems: CountdownProblem[] = iterationProblems(rl.seed, rl.stream, t, rl.prompts, rl.difficulty, rl.task);
     return { t, problems, graded, metrics: rolloutMetrics(graded, rl.samples) };
   };
-  return {
+  const steps = {
     /**
      * Iteration t's rollouts: its problems generated once, every row sampled on the compute
-     * pool (split over its threads), graded here, stored once (for audit, and for an update on
-     * another attempt), and kept in the session for the update.
+     * pool (split over its threads) from the session's policy at step `at`, graded here, stored
+     * once (for audit, and for an update on another attempt). Not kept in the session: callers do.
      */
-    async rollouts(s: Session, l: LiveSession, rl: RlSettings, t: number, budget: number): Promise<IterationRollouts> {
-      atStep(s, l, t, 'sample');
+    async sampled(s: Session, l: LiveSession, rl: RlSettings, t: number, budget: number, at = t): Promise<IterationRollouts> {
+      atStep(s, l, at, 'sample');
       const problems = iterationProblems(rl.seed, rl.stream, t, rl.prompts, rl.difficulty, rl.task);
       const labels = runLabels(s.runId, s.nodeId, l.config);
       const graded = await withHeartbeat(
-        () => ({ t, at: (l.lastUsed = Date.now()) }),
+        () => ({ t: at, at: (l.lastUsed = Date.now()) }),
         async () => {
           let t0 = performance.now();
           const rollouts = await l.trainer.sample(rl, shardRows(rl, t, 0, 1, problems), budget);
@@ -60,7 +60,34 @@ export function rlSteps(env: Env) {
           return g;
         },
       );
-      return (l.rollouts = { t, problems, graded, metrics: rolloutMetrics(graded, rl.samples) });
+      return { t, problems, graded, metrics: rolloutMetrics(graded, rl.samples) };
+    },
+    /**
+     * Iteration t's rollouts for its update, kept in the session. On-policy (the default):
+     * sampled now from the policy at t, unless the session holds them already. One-step
+     * off-policy (node `offPolicy: 1`; prime-rl's and AReaL's schedule): iteration t's rows
+     * were sampled from the policy at t − 1 (iteration 0's from the stage's first policy) and
+     * are in the session or, for a session opened at commit t, in the store; then, still
+     * before update t, iteration t + 1's rows are sampled from the policy at t and stored, so
+     * every commit at t + 1 finds them stored.
+     */
+    async forUpdate(s: Session, l: LiveSession, rl: RlSettings, t: number, budget: number): Promise<IterationRollouts> {
+      const node = l.config.nodes[s.nodeId] as RlNode;
+      if (!node.offPolicy) return l.rollouts?.t === t ? l.rollouts : (l.rollouts = await steps.sampled(s, l, rl, t, budget));
+      if (l.rollouts?.t !== t) {
+        if (t === 0) l.rollouts = await steps.sampled(s, l, rl, 0, budget);
+        else {
+          const key = keys.graded(s.runId, s.nodeId, t);
+          if (!(await store.exists(key)))
+            throw new MissingCheckpointError(
+              `off-policy rollouts of ${s.runId}/${s.nodeId} iteration ${t} are not in the store (${key}): they are sampled before update ${t - 1} and stored before its commit`,
+            );
+          l.rollouts = await steps.stored(s, rl, t);
+        }
+      }
+      const r = l.rollouts;
+      if (t + 1 < node.iterations && l.ahead?.t !== t + 1) l.ahead = await steps.sampled(s, l, rl, t + 1, budget, t);
+      return r;
     },
     /**
      * The GRPO update from iteration t's rollouts; the session advances to t + 1. The
@@ -83,7 +110,9 @@ export function rlSteps(env: Env) {
       }
       const all = { ...r.metrics, ...dataMetrics('data', r.problems, rl.task), ...metrics };
       l.step = r.t + 1;
-      l.rollouts = undefined;
+      // Off-policy: the next iteration's rows, sampled before this update, are now the current ones.
+      l.rollouts = l.ahead?.t === r.t + 1 ? l.ahead : undefined;
+      l.ahead = undefined;
       l.applied = { kind: 'rl', from: r.t, to: r.t + 1, metrics: all };
       const labels = runLabels(s.runId, s.nodeId, l.config);
       env.metrics.phase(labels, 'update', since(t0));
@@ -94,10 +123,24 @@ export function rlSteps(env: Env) {
     },
     fromGraded,
     /** Iteration t's rollouts as another attempt stored them (the session did not keep them). */
-    async storedRollouts(s: Session, rl: RlSettings, t: number): Promise<IterationRollouts> {
+    async stored(s: Session, rl: RlSettings, t: number): Promise<IterationRollouts> {
       return fromGraded(rl, t, await store.getJson<GradedRollout[]>(keys.graded(s.runId, s.nodeId, t)));
     },
   };
+  return steps;
+}
+
+/**
+ * Off-policy fan-out: the published policy iteration t's parts must come from: the one the
+ * session published before update t − 1 (recorded in memory, or in the commit it opened at),
+ * or at t = 0 the session's first, which it has just published.
+ */
+function samplerOf(s: Session, l: LiveSession, t: number): string {
+  if (l.sampler?.t === t) return l.sampler.sha256;
+  if (t === 0 && l.published?.t === 0) return (l.sampler = { t: 0, sha256: l.published.sha256 }).sha256;
+  throw new MissingCheckpointError(
+    `session ${s.runId}/${s.nodeId} at ${l.step} does not know which policy iteration ${t}'s off-policy rollouts come from (its commit records none)`,
+  );
 }
 
 export function trainActivities(env: Env) {
@@ -181,8 +224,7 @@ export function trainActivities(env: Env) {
     for (let i = resumed ? l.step - 1 : t; i < to; i++) {
       ({ metrics } = await iteration(s, l, i, i + 1 === to, async () => {
         const rl = rlSettings(l.config, s.nodeId);
-        const rollouts = l.rollouts?.t === i ? l.rollouts : await steps.rollouts(s, l, rl, i, budget);
-        return steps.update(s, l, rl, rollouts);
+        return steps.update(s, l, rl, await steps.forUpdate(s, l, rl, i, budget));
       }));
     }
     return metrics;
@@ -268,8 +310,7 @@ export function trainActivities(env: Env) {
       const l = live(s);
       return iteration(s, l, t, commit, async () => {
         const rl = rlSettings(l.config, s.nodeId);
-        const rollouts = l.rollouts?.t === t ? l.rollouts : await steps.rollouts(s, l, rl, t, budget);
-        return steps.update(s, l, rl, rollouts);
+        return steps.update(s, l, rl, await steps.forUpdate(s, l, rl, t, budget));
       });
     },
     /**
@@ -278,7 +319,7 @@ export function trainActivities(env: Env) {
      * sha256 (not uploaded again when the key exists). The session remembers the sha: the
      * parts of t it applies must carry it.
      */
-    async publishPolicy(s: Session, t: number): Promise<{ sha256: string }> {
+    async publishPolicy(s: Session, t: number): Promise<{ sha256: string; sampler?: string }> {
       const l = live(s);
       atStep(s, l, t, 'publish its policy');
       return withHeartbeat(
@@ -291,7 +332,8 @@ export function trainActivities(env: Env) {
           if (!(await store.exists(key))) await store.put(key, weights);
           l.published = { t, sha256 };
           env.metrics.phase(runLabels(s.runId, s.nodeId, l.config), 'publish', since(t0));
-          return { sha256 };
+          if (!(l.config.nodes[s.nodeId] as RlNode).offPolicy) return { sha256 };
+          return { sha256, sampler: samplerOf(s, l, t) };
         },
       );
     },
@@ -313,7 +355,8 @@ export function trainActivities(env: Env) {
         // Re-opened since it published (the same weights, unless it changed backend): publish again.
         if (l.published?.t !== t)
           throw new SessionLostError(`session ${s.runId}/${s.nodeId} did not publish its policy for iteration ${t} (re-opened since)`);
-        const sha = l.published.sha256;
+        const off = (l.config.nodes[s.nodeId] as RlNode).offPolicy === 1;
+        const sha = off ? samplerOf(s, l, t) : l.published.sha256;
         const rl = rlSettings(l.config, s.nodeId);
         const accepted = acceptParts(t, sha, parts, (m) => ctx.log(`${s.runId}/${s.nodeId}: ${m}`));
         const stored = await withHeartbeat(
@@ -332,7 +375,10 @@ export function trainActivities(env: Env) {
           rl.prompts * rl.samples,
         );
         await store.putJson(keys.graded(s.runId, s.nodeId, t), graded);
-        return steps.update(s, l, rl, steps.fromGraded(rl, t, graded));
+        const metrics = await steps.update(s, l, rl, steps.fromGraded(rl, t, graded));
+        // Off-policy: iteration t + 1's parts are sampled from the policy published at t (before this update).
+        if (off) l.sampler = { t: t + 1, sha256: l.published.sha256 };
+        return metrics;
       });
     },
   };

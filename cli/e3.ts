@@ -299,10 +299,14 @@ program
 program
   .command('worker')
   .description('run a worker process')
-  .option('--queues <which>', 'all | general | trainer | rollout', 'all')
+  .option('--queues <which>', 'all | general | trainer | trainer-only | rollout', 'all')
   .option('--concurrency <n>', 'general-queue activity concurrency', '2')
   .action(async (o) => {
-    const { startWorkers } = await import('../workers/worker');
+    const { QUEUE_CHOICES, startWorkers } = await import('../workers/worker');
+    if (!QUEUE_CHOICES.includes(o.queues)) {
+      console.error(`e3 worker: --queues must be one of ${QUEUE_CHOICES.join(', ')} (got ${o.queues})`);
+      process.exit(2);
+    }
     const w = await startWorkers({ queues: o.queues, concurrency: Number(o.concurrency) });
     for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => w.shutdown());
     await w.run;

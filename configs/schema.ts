@@ -147,6 +147,14 @@ export const RlNodeSchema = z
      * Absent: the trainer's worker samples them itself, in the iteration's one activity.
      */
     rolloutParts: z.number().int().min(1).max(256).optional(),
+    /**
+     * One-step off-policy rollouts (as prime-rl and AReaL schedule them): 1 samples iteration
+     * t's rows from the policy before update t − 1 (iterations 0 and 1 from the stage's first
+     * policy), so that iteration t + 1's sampling can run while t's update does; the clipped
+     * ratio's old log-probs are the sampler's (docs/ARCHITECTURE.md "Off-policy rollouts").
+     * Absent or 0: on-policy, iteration t's rows from the policy after update t − 1.
+     */
+    offPolicy: z.number().int().min(0).max(1).optional(),
   })
   .strict();
 

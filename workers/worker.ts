@@ -5,7 +5,7 @@
  * process's compute pool (compute/pool.ts: E3_THREADS threads, one per core by default), so
  * the event loop stays free for polling and heartbeats. Run several on several machines.
  * With E3_METRICS_PORT set, it serves Prometheus metrics there (workers/metrics.ts).
- *   tsx workers/worker.ts [--queues all|general|trainer|rollout] [--concurrency N]
+ *   tsx workers/worker.ts [--queues all|general|trainer|trainer-only|rollout] [--concurrency N]
  */
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode } from '@temporalio/worker';
@@ -29,14 +29,21 @@ import { metricsAddress, sdkTelemetry, serveMetrics, watchSchedules } from './me
 import { adoptIfNoCurrent, deploymentVersion, formatVersion, workerDeploymentOptions } from './deployment';
 
 export interface WorkerOptions {
-  /** `all`: every queue; `general`: e3; `trainer`: the trainer queues and e3-rollout; `rollout`: e3-rollout. */
-  queues: 'all' | 'general' | 'trainer' | 'rollout';
+  /**
+   * `all`: every queue; `general`: e3; `trainer`: the trainer queues and e3-rollout;
+   * `trainer-only`: the trainer queues alone (its threads only train: rollout parts go to
+   * other workers); `rollout`: e3-rollout.
+   */
+  queues: 'all' | 'general' | 'trainer' | 'trainer-only' | 'rollout';
   /** Activities run at once on the general queue and on the rollout queue (trainer queues always run one at a time). */
   concurrency: number;
   log?: (msg: string) => void;
   /** A compute pool to use (tests: one with injected faults), else one of E3_THREADS threads; closed with the worker either way. */
   pool?: ComputePool;
 }
+
+/** The values of `--queues`. */
+export const QUEUE_CHOICES: ReadonlyArray<WorkerOptions['queues']> = ['all', 'general', 'trainer', 'trainer-only', 'rollout'];
 
 let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
 /** The workflow bundle, built once per process. */
@@ -58,8 +65,8 @@ const format = (x: unknown): string => formatWithOptions({ colors: false }, x);
 export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<void>; shutdown: () => void; queue: string }> {
   const metricsAt = metricsAddress();
   const general = opts.queues === 'all' || opts.queues === 'general';
-  const trainer = opts.queues === 'all' || opts.queues === 'trainer';
-  const rollout = opts.queues !== 'general';
+  const trainer = opts.queues === 'all' || opts.queues === 'trainer' || opts.queues === 'trainer-only';
+  const rollout = opts.queues !== 'general' && opts.queues !== 'trainer-only';
   if (!runtimeInstalled) {
     // The SDK's INFO lines (worker state changes) drown the training log; keep warnings,
     // except the one every activity-only queue (the trainer queues) raises by design.
@@ -246,8 +253,8 @@ async function main() {
     return i >= 0 && args[i + 1] ? args[i + 1] : dflt;
   };
   const queues = get('--queues', 'all');
-  if (!['all', 'general', 'trainer', 'rollout'].includes(queues))
-    throw new Error(`--queues must be all, general, trainer or rollout (got ${queues})`);
+  if (!QUEUE_CHOICES.includes(queues as WorkerOptions['queues']))
+    throw new Error(`--queues must be one of ${QUEUE_CHOICES.join(', ')} (got ${queues})`);
   const concurrency = Number(get('--concurrency', '2'));
   if (!(Number.isInteger(concurrency) && concurrency >= 1)) throw new Error(`--concurrency must be a positive integer`);
   const w = await startWorkers({ queues: queues as WorkerOptions['queues'], concurrency });

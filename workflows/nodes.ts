@@ -21,7 +21,16 @@ import {
 } from '@temporalio/workflow';
 import type { SearchAttributeUpdatePair } from '@temporalio/common';
 import type { Activities } from '../activities';
-import type { FirstWindow, IterationStats, NodeInput, NodeResult, Progress, Session, WindowStats } from '../activities/types';
+import type {
+  FirstWindow,
+  IterationStats,
+  NodeInput,
+  NodeResult,
+  Progress,
+  RolloutPartResult,
+  Session,
+  WindowStats,
+} from '../activities/types';
 import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES, ROLLOUT_QUEUE, windowEnd } from '../activities/types';
 import type { EvalNode, RlNode, SelectBudgetNode, SftNode } from '../configs/schema';
 import { legacyRlIteration } from './legacy';
@@ -254,12 +263,16 @@ export async function sftNode(input: NodeInput & { carry?: Carry }): Promise<Nod
  * iteration"). Histories recorded without the "iteration-one-activity" patch replay through
  * the parts they scheduled (./legacy.ts).
  */
-async function rlIteration(s: Session, t: number, budget: number, node: RlNode): Promise<IterationStats> {
+async function rlIteration(s: Session, t: number, budget: number, node: RlNode, ahead: Ahead): Promise<IterationStats> {
   const next = t + 1;
   const commit = next % node.ckptEvery === 0 || next === node.iterations;
   if (!patched('iteration-one-activity')) return legacyRlIteration(s, t, budget, node, commit);
   // Only nodes with rolloutParts take the fan-out, so histories of other nodes never reach this patch.
-  if (node.rolloutParts !== undefined && patched('rollout-fanout')) return fannedRlIteration(s, t, budget, node.rolloutParts, commit);
+  if (node.rolloutParts !== undefined && patched('rollout-fanout')) {
+    // Likewise only off-policy nodes reach this one.
+    if (node.offPolicy === 1 && patched('off-policy-fanout')) return offPolicyFannedIteration(s, t, budget, node, ahead);
+    return fannedRlIteration(s, t, budget, node.rolloutParts, commit);
+  }
   const r = await sessionActivities(s, `iteration B=${budget}${commit ? `, commit ${next}` : ''} t=${t}`).rlIteration(s, t, budget, commit);
   return { iteration: next, metrics: r.metrics };
 }
@@ -275,7 +288,14 @@ async function rlIteration(s: Session, t: number, budget: number, node: RlNode):
 async function fannedRlIteration(s: Session, t: number, budget: number, parts: number, commit: boolean): Promise<IterationStats> {
   const next = t + 1;
   const { sha256 } = await sessionActivities(s, `publish policy t=${t}`).publishPolicy(s, t);
-  const done = await Promise.all(
+  const done = await rolloutParts(s, t, budget, parts, sha256);
+  const r = await sessionActivities(s, `update${commit ? `, commit ${next}` : ''} t=${t}`).rlIterationFromParts(s, t, commit, done);
+  return { iteration: next, metrics: r.metrics };
+}
+
+/** The parts of iteration `t`, sampled from `policy`. */
+function rolloutParts(s: Session, t: number, budget: number, parts: number, policy: string): Promise<RolloutPartResult[]> {
+  return Promise.all(
     Array.from({ length: parts }, (_, part) =>
       rolloutActivities(`rollouts part ${part + 1}/${parts} B=${budget} t=${t}`).rolloutPart({
         runId: s.runId,
@@ -284,11 +304,46 @@ async function fannedRlIteration(s: Session, t: number, budget: number, parts: n
         budget,
         part,
         parts,
-        policy: sha256,
+        policy,
       }),
     ),
   );
-  const r = await sessionActivities(s, `update${commit ? `, commit ${next}` : ''} t=${t}`).rlIterationFromParts(s, t, commit, done);
+}
+
+/** Off-policy fan-out: the next iteration's parts, scheduled while this iteration's update runs. */
+interface Ahead {
+  next?: { t: number; policy: string; parts: Promise<RolloutPartResult[]> };
+}
+
+/**
+ * RL iteration t with one-step off-policy rollouts fanned out (docs/ARCHITECTURE.md
+ * "Off-policy rollouts"): the session publishes its policy at t; iteration t + 1's parts are
+ * scheduled from it at once, and run on the rollout workers while the session updates on
+ * iteration t's parts, sampled from the policy it published at t − 1 (scheduled one iteration
+ * earlier, or, after a re-open or a continue-as-new, now, from the policy its commit records).
+ */
+async function offPolicyFannedIteration(s: Session, t: number, budget: number, node: RlNode, ahead: Ahead): Promise<IterationStats> {
+  const next = t + 1;
+  const commit = next % node.ckptEvery === 0 || next === node.iterations;
+  const parts = node.rolloutParts!;
+  const { sha256, sampler } = await sessionActivities(s, `publish policy t=${t}`).publishPolicy(s, t);
+  if (sampler === undefined)
+    throw ApplicationFailure.nonRetryable(`publishPolicy of off-policy node ${s.nodeId} returned no sampler`, ErrorTypes.config);
+  const current = ahead.next?.t === t && ahead.next.policy === sampler ? ahead.next.parts : rolloutParts(s, t, budget, parts, sampler);
+  ahead.next = undefined;
+  if (next < node.iterations) {
+    const p = rolloutParts(s, next, budget, parts, sha256);
+    // Awaited by the next iteration; a rewind before then drops it (its parts are sampled again from the commit's record).
+    p.catch(() => undefined);
+    ahead.next = { t: next, policy: sha256, parts: p };
+  }
+  const done = await current;
+  const r = await sessionActivities(s, `update${commit ? `, commit ${next}` : ''} t=${t} (off-policy)`).rlIterationFromParts(
+    s,
+    t,
+    commit,
+    done,
+  );
   return { iteration: next, metrics: r.metrics };
 }
 
@@ -324,7 +379,8 @@ export async function rlStage(input: NodeInput & { carry?: Carry }): Promise<Nod
             ),
         }
       : undefined;
-  await trainLoop(input, st, node.iterations, (s, t) => rlIteration(s, t, budget, node), passAt1, windows);
+  const ahead: Ahead = {};
+  await trainLoop(input, st, node.iterations, (s, t) => rlIteration(s, t, budget, node, ahead), passAt1, windows);
   return { kind: 'rl', checkpoint: { step: st.iteration }, budget, metrics: st.metrics };
 }
 
