@@ -14,11 +14,10 @@
  * (E3_FANOUT_TEMPORAL_PORT / _TEMPORAL_UI_PORT / _S3_PORT / _DATA_DIR; defaults 47633 /
  * 48633 / 47270 / .e3/fanout) and stops exactly what it started.
  */
-import type { Client } from '@temporalio/client';
 import * as path from 'node:path';
 import { WorkerPool, awaitPipeline, finalCheckpoints, runWithOwnServers, startPipeline, temporalClient } from '../test/chaos';
 import { ObjectStore, dataDir } from '../storage/store';
-import { demoStage1Overrides } from './demoStage';
+import { demoStage1Overrides, stageTimes } from './demoStage';
 
 const arg = (flag: string, dflt: string) => {
   const i = process.argv.indexOf(flag);
@@ -28,30 +27,6 @@ const iterations = Number(arg('--iterations', '6'));
 const reps = Number(arg('--reps', '2'));
 const modes = arg('--parts', '0,1,2').split(',').map(Number);
 const budget = Number(arg('--budget', '128'));
-
-const ms = (t: { seconds?: { toString(): string } | null; nanos?: number | null } | null | undefined): number =>
-  Number(t?.seconds ?? 0) * 1000 + (t?.nanos ?? 0) / 1e6;
-const ITERATION_ACTIVITIES = new Set(['rlIteration', 'publishPolicy', 'rolloutPart', 'rlIterationFromParts']);
-
-/** The stage's node workflow: its wall seconds, and its iterations' (first iteration activity scheduled to the last completed). */
-async function stageTimes(c: Client, runId: string): Promise<{ stageS: number; iterS: number }> {
-  const h = c.workflow.getHandle(`${runId}/stage1`);
-  const d = await h.describe();
-  const events = (await h.fetchHistory()).events ?? [];
-  const sched = new Map<string, string>();
-  let first = Infinity;
-  let last = 0;
-  for (const e of events) {
-    const s = e.activityTaskScheduledEventAttributes;
-    if (s) {
-      sched.set(String(e.eventId), s.activityType?.name ?? '');
-      if (ITERATION_ACTIVITIES.has(s.activityType?.name ?? '')) first = Math.min(first, ms(e.eventTime));
-    }
-    const done = e.activityTaskCompletedEventAttributes;
-    if (done && ITERATION_ACTIVITIES.has(sched.get(String(done.scheduledEventId)) ?? '')) last = Math.max(last, ms(e.eventTime));
-  }
-  return { stageS: (d.closeTime!.getTime() - d.startTime.getTime()) / 1000, iterS: (last - first) / 1000 };
-}
 
 const overrides = (parts: number) => demoStage1Overrides({ budget, iterations, rolloutParts: parts > 0 ? parts : undefined });
 

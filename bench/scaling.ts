@@ -38,16 +38,17 @@
  * Never fails on speed; exits 1 when the final weights differ between layouts.
  */
 import type { Client } from '@temporalio/client';
-import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ROOT, awaitPipeline, finalCheckpoints, runWithOwnServers, startPipeline, temporalClient } from '../test/chaos';
+import { awaitPipeline, finalCheckpoints, runWithOwnServers, startPipeline, temporalClient } from '../test/chaos';
 import { ObjectStore, dataDir } from '../storage/store';
 import { loadConfig } from '../configs/load';
 import { VOCAB } from '../ml/tokenizer';
 import { demoStage1Overrides } from './demoStage';
+import { startLayout, stopLayout } from './layout';
+import type { Layout } from './layout';
 import { iterationTime, partRows, scaleCosts, stageTime } from './scalingModel';
 import type { ModelSize, StageCosts, StageShape } from './scalingModel';
 
@@ -61,13 +62,7 @@ const BUDGET = 128;
 const demoStage1 = loadConfig('demo').nodes.stage1 as { prompts: number; samples: number };
 const DEMO_PROMPTS = demoStage1.prompts;
 const DEMO_SAMPLES = demoStage1.samples;
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-interface Layout {
-  name: string;
-  what: string;
-  workers: Array<{ role: string; queues: string; threads: number }>;
-}
 const LAYOUTS: Layout[] = [
   { name: 'a', what: 'one worker, 2 threads', workers: [{ role: 'trainer', queues: 'all', threads: 2 }] },
   {
@@ -89,43 +84,6 @@ const LAYOUTS: Layout[] = [
   },
 ];
 const chosen = arg('--layouts', 'a,b,c').split(',');
-
-/** Start the layout's workers (each logging to its own file) and wait until each polls. */
-async function startLayout(l: Layout, logDir: string): Promise<Array<{ role: string; proc: ChildProcess; log: string }>> {
-  mkdirSync(logDir, { recursive: true });
-  const out = l.workers.map((w) => {
-    const log = path.join(logDir, `${l.name}-${w.role}.log`);
-    const fd = openSync(log, 'a');
-    const proc = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'workers', 'worker.ts'), '--queues', w.queues], {
-      cwd: ROOT,
-      env: { ...process.env, E3_THREADS: String(w.threads) },
-      stdio: ['ignore', fd, fd],
-    });
-    closeSync(fd);
-    return { role: w.role, proc, log };
-  });
-  const end = Date.now() + 180_000;
-  while (!out.every((w) => /\] polling /.test(readFileSync(w.log, 'utf8')))) {
-    const dead = out.find((w) => w.proc.exitCode !== null);
-    if (dead) throw new Error(`worker ${dead.role} exited during start-up; log: ${dead.log}`);
-    if (Date.now() > end) throw new Error(`workers did not start polling within 180 s; logs in ${logDir}`);
-    await sleep(200);
-  }
-  return out;
-}
-
-async function stopLayout(ws: Array<{ proc: ChildProcess }>): Promise<void> {
-  await Promise.all(
-    ws.map(async ({ proc }) => {
-      if (proc.exitCode !== null || proc.signalCode !== null) return;
-      const gone = new Promise<void>((r) => proc.once('exit', () => r()));
-      proc.kill('SIGTERM');
-      const t = setTimeout(() => proc.kill('SIGKILL'), 15_000);
-      await gone;
-      clearTimeout(t);
-    }),
-  );
-}
 
 const ms = (t: { seconds?: { toString(): string } | null; nanos?: number | null } | null | undefined): number =>
   Number(t?.seconds ?? 0) * 1000 + (t?.nanos ?? 0) / 1e6;

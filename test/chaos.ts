@@ -693,7 +693,7 @@ function parseArgs(argv: string[]): ChaosOptions {
  * its code (1 on an error).
  */
 export function runWithOwnServers(
-  name: 'chaos' | 'soak' | 'load' | 'fanout' | 'evalfan' | 'scaling',
+  name: 'chaos' | 'soak' | 'load' | 'fanout' | 'evalfan' | 'scaling' | 'offpolicy',
   ports: { temporal: number; ui: number; s3: number },
   body: () => Promise<number>,
 ): void {
