@@ -650,7 +650,7 @@ export function reportActivities(env: Env) {
       const parts = await store.list(`runs/${input.runId}/metrics/`);
       const rows = await Promise.all(parts.map((k) => store.getJson<Record<string, number | string>>(k)));
       await store.put(keys.metrics(input.runId), rows.map((r) => JSON.stringify(r)).join('\n') + '\n', 'application/x-ndjson');
-      const rates = await evalRates(input.runId, m.config, input.upstream);
+      const rates = await evalRates(store, input.runId, m.config, input.upstream);
       const { html, svgs, gains } = await renderReportHtml({
         runId: input.runId,
         config: m.config,
@@ -670,23 +670,24 @@ export function reportActivities(env: Env) {
       return { kind: 'report', report: { key, path: file }, metrics: gainMetrics(gains) };
     },
   };
+}
 
-  /** Each finished eval node's per-problem pass rates by budget, read back from its stored chunks (activities/evaluate.ts). */
-  async function evalRates(
-    runId: string,
-    config: RunConfig,
-    results: Record<string, NodeResult>,
-  ): Promise<Record<string, Map<number, number[]>>> {
-    const out: Record<string, Map<number, number[]>> = {};
-    for (const [id, n] of Object.entries(config.nodes)) {
-      if (n.kind !== 'eval' || results[id]?.kind !== 'eval') continue;
-      const rates = new Map<number, number[]>(n.budgets.map((b) => [b, []]));
-      for (let at = 0; at < n.prompts; at += EVAL_CHUNK) {
-        const c = await store.getJson<{ counts: EvalCounts }>(keys.evalChunk(runId, id, at));
-        for (const b of n.budgets) rates.get(b)!.push(...c.counts[b].problems.map((p) => p.c / p.n));
-      }
-      out[id] = rates;
+/** Each finished eval node's per-problem pass rates by budget, read back from its stored chunks (activities/evaluate.ts). */
+export async function evalRates(
+  store: Env['store'],
+  runId: string,
+  config: RunConfig,
+  results: Record<string, NodeResult>,
+): Promise<Record<string, Map<number, number[]>>> {
+  const out: Record<string, Map<number, number[]>> = {};
+  for (const [id, n] of Object.entries(config.nodes)) {
+    if (n.kind !== 'eval' || results[id]?.kind !== 'eval') continue;
+    const rates = new Map<number, number[]>(n.budgets.map((b) => [b, []]));
+    for (let at = 0; at < n.prompts; at += EVAL_CHUNK) {
+      const c = await store.getJson<{ counts: EvalCounts }>(keys.evalChunk(runId, id, at));
+      for (const b of n.budgets) rates.get(b)!.push(...c.counts[b].problems.map((p) => p.c / p.n));
     }
-    return out;
+    out[id] = rates;
   }
+  return out;
 }
