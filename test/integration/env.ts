@@ -1,6 +1,6 @@
 /** Shared set-up for integration tests: the servers test/integration/run.ts started. */
 import { Client, Connection } from '@temporalio/client';
-import { spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { startWorkers } from '../../workers/worker';
 import { temporalTarget } from '../../workers/connection';
@@ -53,4 +53,13 @@ export function e3(
     p.on('error', reject);
     p.on('close', (code) => resolve({ code, stdout, stderr, ms: Date.now() - t0 }));
   });
+}
+
+/** A workflow's history as proto JSON (the format `Worker.runReplayHistory` reads), via the CLI. */
+export function historyJson(id: string): string {
+  return execFileSync(
+    path.join(ROOT, 'infra', 'bin', 'temporal'),
+    ['workflow', 'show', '-w', id, '--output', 'json', '--address', `127.0.0.1:${process.env.E3_TEMPORAL_PORT}`],
+    { encoding: 'utf8', maxBuffer: 64 << 20 },
+  );
 }

@@ -12,7 +12,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { createActivities } from '../../activities';
@@ -22,7 +22,7 @@ import { readLatest } from '../../storage/checkpoints';
 import { keys } from '../../storage/layout';
 import { sha256Hex } from '../../storage/store';
 import { awaitPipeline, finalCheckpoints, startPipeline, trainingNodes } from '../chaos';
-import { client, inProcessWorker, store, uid } from './env';
+import { client, historyJson, inProcessWorker, store, uid } from './env';
 
 const ITERATIONS = 6;
 const overrides = (offPolicy: boolean) => ({
@@ -121,6 +121,13 @@ test(
         finals,
         `${parts ? `in ${parts} rollout parts, ` : ''}resumed at commit ${at}, the run ended with other bytes`,
       );
+      // Replay fixtures of the off-policy fan-out (test/fixtures/histories: copied from here by hand).
+      if (parts) {
+        const dir = path.join(process.env.E3_DATA_DIR!, 'histories-offpolicy');
+        mkdirSync(dir, { recursive: true });
+        for (const n of ['pipeline', 'warmstart', 'stage1', 'select', 'stage2', 'eval', 'report'])
+          writeFileSync(path.join(dir, `${n}.json`), historyJson(n === 'pipeline' ? b : `${b}/${n}`));
+      }
     }
 
     // On-policy, the same seed: other weights from stage 1 on.

@@ -15,18 +15,9 @@ import type { PipelineInput } from '../../activities/types';
 import { loadCheckpoint, readLatest } from '../../storage/checkpoints';
 import { keys } from '../../storage/layout';
 import type { PipelineResult } from '../../workflows/pipeline';
-import { ROOT, client, e3, inProcessWorker, store, uid } from './env';
+import { ROOT, client, e3, historyJson, inProcessWorker, store, uid } from './env';
 
 const NODES = ['warmstart', 'stage1', 'select', 'stage2', 'eval', 'report'];
-
-/** A workflow's history as proto JSON (the format `Worker.runReplayHistory` reads), via the CLI. */
-function historyJson(id: string): string {
-  return execFileSync(
-    path.join(ROOT, 'infra', 'bin', 'temporal'),
-    ['workflow', 'show', '-w', id, '--output', 'json', '--address', `127.0.0.1:${process.env.E3_TEMPORAL_PORT}`],
-    { encoding: 'utf8', maxBuffer: 64 << 20 },
-  );
-}
 
 /** Largest payload (decoded bytes) anywhere in a proto-JSON history. */
 function largestPayload(x: unknown): number {
