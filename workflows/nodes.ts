@@ -270,7 +270,7 @@ async function rlIteration(s: Session, t: number, budget: number, node: RlNode, 
   // Only nodes with rolloutParts take the fan-out, so histories of other nodes never reach this patch.
   if (node.rolloutParts !== undefined && patched('rollout-fanout')) {
     // Likewise only off-policy nodes reach this one.
-    if (node.offPolicy === 1 && patched('off-policy-fanout')) return offPolicyFannedIteration(s, t, budget, node, ahead);
+    if (node.offPolicy === 1 && patched('off-policy-fanout')) return offPolicyFannedIteration(s, t, budget, node, commit, ahead);
     return fannedRlIteration(s, t, budget, node.rolloutParts, commit);
   }
   const r = await sessionActivities(s, `iteration B=${budget}${commit ? `, commit ${next}` : ''} t=${t}`).rlIteration(s, t, budget, commit);
@@ -322,9 +322,15 @@ interface Ahead {
  * iteration t's parts, sampled from the policy it published at t − 1 (scheduled one iteration
  * earlier, or, after a re-open or a continue-as-new, now, from the policy its commit records).
  */
-async function offPolicyFannedIteration(s: Session, t: number, budget: number, node: RlNode, ahead: Ahead): Promise<IterationStats> {
+async function offPolicyFannedIteration(
+  s: Session,
+  t: number,
+  budget: number,
+  node: RlNode,
+  commit: boolean,
+  ahead: Ahead,
+): Promise<IterationStats> {
   const next = t + 1;
-  const commit = next % node.ckptEvery === 0 || next === node.iterations;
   const parts = node.rolloutParts!;
   const { sha256, sampler } = await sessionActivities(s, `publish policy t=${t}`).publishPolicy(s, t);
   if (sampler === undefined)
