@@ -1,6 +1,7 @@
 /**
  * Many runs at once with a fault (workers/admission.ts): 12 tiny runs started together on two
- * worker processes; mid-way the worker holding a trainer session is SIGKILLed and started
+ * worker processes; one single run's time after they start (mid-way through their training,
+ * which shares the trainer), the worker holding a trainer session is SIGKILLed and started
  * again. Every run completes with the final checkpoints of one run alone (same seed), and no
  * open waited by failing: no worker refused an open as busy.
  */
@@ -26,21 +27,26 @@ test(
     try {
       await pool.start();
       const single = `load-single-${suffix}`;
+      const t0 = Date.now();
       await startPipeline(c.client, single, input);
       await awaitPipeline(c.client, single);
+      const singleMs = Date.now() - t0;
       const want = await finalCheckpoints(store, single, nodes);
 
       const ids = Array.from({ length: RUNS }, (_, k) => `load-${k}-${suffix}`);
+      const started = Date.now();
       await Promise.all(ids.map((id) => startPipeline(c.client, id, input)));
       const done = Promise.all(ids.map((id) => awaitPipeline(c.client, id, 35 * 60_000)));
-      // Mid-way: once a third of the runs have finished, kill whichever worker holds a session.
+      // Mid-way: the runs share the trainer, so their training takes several single runs' time
+      // and they finish close together, after it. Once one single run's time has passed since
+      // they started, kill the worker holding a session.
       let finished = 0;
       for (const id of ids)
         void awaitPipeline(c.client, id, 35 * 60_000).then(
           () => finished++,
           () => undefined,
         );
-      while (finished < RUNS / 3) await sleep(500);
+      while (Date.now() - started < singleMs && finished < RUNS) await sleep(250);
       let killed: { slot: number; pid: number } | undefined;
       while (!killed && finished < RUNS) {
         // All runs at once: a session lives only as long as its node's few commit windows.
@@ -58,7 +64,9 @@ test(
       await pool.kill(killed.slot);
       await sleep(1000);
       pool.spawn(killed.slot);
-      console.log(`killed worker pid ${killed.pid} (slot ${killed.slot}) holding a session with ${RUNS - finished} runs left; restarted`);
+      console.log(
+        `killed worker pid ${killed.pid} (slot ${killed.slot}) holding a session ${((Date.now() - started) / 1000).toFixed(1)} s after the runs started (a single run: ${(singleMs / 1000).toFixed(1)} s), with ${RUNS - finished} runs left; restarted`,
+      );
 
       await done;
       for (const id of ids)
