@@ -37,6 +37,11 @@ export interface WorkerContext {
   reportDir: string;
   /** Trainer sessions this worker holds at once. @default 1 */
   maxSessions?: number;
+  /**
+   * Train a session's next commit window while its workflow records the last one
+   * (LiveSession.workingAhead; E3_WORK_AHEAD, on in `e3 worker`). @default false
+   */
+  workAhead?: boolean;
   /** The worker's compute pool (compute/pool.ts); started on first use (E3_THREADS threads) when not given. */
   pool?: ComputePool;
   /**
@@ -91,6 +96,17 @@ export interface LiveSession {
    * commit's state, so a session opened at commit t knows it.
    */
   sampler?: { t: number; sha256: string };
+  /**
+   * The next commit window's steps [from, to), trained without their commit as soon as the
+   * last window's activity returned, while the workflow records that window and schedules
+   * this one (a workflow-task round trip per window in which the trainer would sit idle:
+   * bench/NOTES.md "Working ahead"). The window's activity waits for `done`, finds the steps
+   * applied (as a retry would) and commits. The same steps in the same order on the same
+   * session: the bytes do not change. A workflow that asks for anything else (a pause holds
+   * it, a cancel closes the session) finds the session ahead of its commit, as after a
+   * failed attempt: closed, or refused as lost and re-opened from the last commit.
+   */
+  workingAhead?: { from: number; to: number; done: Promise<void> };
   /** Wall-clock ms of the last activity on this session (for evicting abandoned sessions only). */
   lastUsed: number;
   /**

@@ -23,6 +23,7 @@ import { sampledTokens, since } from './metrics';
 import { MissingCheckpointError, SessionLostError } from './errors';
 import { InvalidArgumentError } from '../ml/errors';
 import { ReplicaLostError } from '../compute/errors';
+import { asyncLocalStorage } from '@temporalio/activity';
 
 /** The session already applied RL iteration t's update in memory (a retry after it must not train twice). */
 export const rlApplied = (l: LiveSession, t: number): l is LiveSession & Required<Pick<LiveSession, 'applied'>> =>
@@ -172,6 +173,37 @@ export function trainActivities(env: Env) {
     }
     return { metrics };
   }
+  /**
+   * SFT steps [from, to) on session `l`, recorded as applied (no commit); stops early, leaving
+   * nothing applied, when `go` turns false (the session was given up while working ahead).
+   */
+  async function sftSteps(s: Session, l: LiveSession, from: number, to: number, go: () => boolean = () => true): Promise<void> {
+    atStep(s, l, from, 'train');
+    let metrics: Record<string, number> = {};
+    const node = l.config.nodes[s.nodeId] as SftNode;
+    const sft = sftSettings(l.config, s.nodeId);
+    try {
+      await withHeartbeat(
+        () => ({ step: l.step, at: (l.lastUsed = Date.now()) }),
+        async (signal) => {
+          while (l.step < to && !signal?.aborted && go()) {
+            metrics = await l.trainer.sftStep(sft.seed, l.step, node.batchSize, node.difficulty, sft.traces, {
+              markWeight: sft.markWeight,
+              ...(sft.task ? { task: sft.task } : {}),
+            });
+            l.step++;
+            env.metrics.sftSteps(runLabels(s.runId, s.nodeId, l.config), 1);
+          }
+        },
+      );
+    } catch (e) {
+      // Cancelled (or failed) between commits: the session is ahead of its last commit.
+      await drop(s, l);
+      throw e;
+    }
+    if (l.step === to) l.applied = { kind: 'sft', from, to, metrics };
+  }
+
   /** SFT steps [from, to) on session `l`, then a commit at `to`. */
   async function sftWindow(
     s: Session,
@@ -179,34 +211,10 @@ export function trainActivities(env: Env) {
     from: number,
     to: number,
   ): Promise<{ step: number; metrics: Record<string, number> }> {
+    // A retry that finds the chunk already trained in memory (its commit failed, or the session worked ahead) only commits.
     const redo = l.applied?.kind === 'sft' && l.applied.from === from && l.applied.to === to && l.step === to;
-    if (!redo) atStep(s, l, from, 'train');
-    let metrics: Record<string, number> = redo ? l.applied!.metrics : {};
-    if (!redo) {
-      const node = l.config.nodes[s.nodeId] as SftNode;
-      const sft = sftSettings(l.config, s.nodeId);
-      try {
-        await withHeartbeat(
-          () => ({ step: l.step, at: (l.lastUsed = Date.now()) }),
-          async (signal) => {
-            while (l.step < to && !signal?.aborted) {
-              metrics = await l.trainer.sftStep(sft.seed, l.step, node.batchSize, node.difficulty, sft.traces, {
-                markWeight: sft.markWeight,
-                ...(sft.task ? { task: sft.task } : {}),
-              });
-              l.step++;
-              env.metrics.sftSteps(runLabels(s.runId, s.nodeId, l.config), 1);
-            }
-          },
-        );
-      } catch (e) {
-        // Cancelled (or failed) between commits: the session is ahead of its last commit.
-        await drop(s, l);
-        throw e;
-      }
-      l.applied = { kind: 'sft', from, to, metrics };
-    }
-    // A retry that finds the chunk already trained in memory (its commit failed) only commits.
+    if (!redo) await sftSteps(s, l, from, to);
+    const metrics = l.applied?.kind === 'sft' && l.applied.to === to ? l.applied.metrics : {};
     await writeMetrics(s.runId, s.nodeId, to, metrics);
     await commitCheckpoint(s, to, metrics);
     return { step: to, metrics };
@@ -218,11 +226,19 @@ export function trainActivities(env: Env) {
    * session at t' in (t, to] with the update of t' - 1 applied redoes only that iteration's
    * tail (its metrics written again, the commit when t' = to); anywhere else it is lost.
    */
-  async function rlWindow(s: Session, l: LiveSession, t: number, to: number, budget: number): Promise<Record<string, number>> {
+  async function rlWindow(
+    s: Session,
+    l: LiveSession,
+    t: number,
+    to: number,
+    budget: number,
+    ahead?: { go: () => boolean },
+  ): Promise<Record<string, number>> {
     const resumed = l.step > t && l.step <= to && l.applied?.kind === 'rl' && rlApplied(l, l.step - 1);
     let metrics: Record<string, number> = {};
-    for (let i = resumed ? l.step - 1 : t; i < to; i++) {
-      ({ metrics } = await iteration(s, l, i, i + 1 === to, async () => {
+    // Working ahead (LiveSession.workingAhead): the same steps, without the commit, while the session is still held.
+    for (let i = resumed ? l.step - 1 : t; i < to && (!ahead || ahead.go()); i++) {
+      ({ metrics } = await iteration(s, l, i, i + 1 === to && !ahead, async () => {
         const rl = rlSettings(l.config, s.nodeId);
         return steps.update(s, l, rl, await steps.forUpdate(s, l, rl, i, budget));
       }));
@@ -234,6 +250,51 @@ export function trainActivities(env: Env) {
   async function closeIf(s: Session, close: boolean | undefined): Promise<boolean> {
     if (close) await closeTrainer(s);
     return close === true;
+  }
+
+  /**
+   * Start training the node's next commit window, from `from`, without its commit
+   * (LiveSession.workingAhead), outside the activity that returns now: no heartbeats, no
+   * cancellation but the session's end (closed, replaced or dropped: it stops at its next step).
+   * Only for windows (an RL node without rollout parts), and only with ctx.workAhead.
+   */
+  function workAhead(s: Session, l: LiveSession, from: number, budget?: number): void {
+    if (!ctx.workAhead) return;
+    const node = l.config.nodes[s.nodeId] as RlNode | SftNode;
+    if (node.kind === 'rl' && (node.rolloutParts !== undefined || budget === undefined)) return;
+    const total = node.kind === 'sft' ? node.steps : node.iterations;
+    if (from >= total || l.step !== from) return;
+    const to = windowEnd(from, total, node.ckptEvery);
+    const key = sessionKey(s.runId, s.nodeId);
+    const go = () => sessions.get(key) === l;
+    const t0 = Date.now();
+    const w = { from, to, done: Promise.resolve() };
+    w.done = asyncLocalStorage.exit(async () => {
+      try {
+        if (node.kind === 'sft') await sftSteps(s, l, from, to, go);
+        else await rlWindow(s, l, from, to, budget!, { go });
+        const t1 = Date.now();
+        ctx.log(
+          `session ${key} worked ahead ${from}→${l.step} in ${((t1 - t0) / 1000).toFixed(2)} s (${new Date(t0).toISOString()} → ${new Date(t1).toISOString()})`,
+        );
+      } catch (e) {
+        // The window's activity finds the session where this left it: lost (dropped), or at a step to resume from.
+        ctx.log(`session ${key}: working ahead ${from}→${to} stopped at ${l.step}: ${(e as Error).message}`);
+      } finally {
+        if (l.workingAhead === w) l.workingAhead = undefined;
+      }
+    });
+    l.workingAhead = w;
+  }
+
+  /** Wait (heartbeating) until the session held for `s` no longer works ahead. */
+  async function settled(s: Session): Promise<void> {
+    const w = sessions.get(sessionKey(s.runId, s.nodeId))?.workingAhead;
+    if (w)
+      await withHeartbeat(
+        () => ({ workingAhead: `${w.from}→${w.to}` }),
+        () => w.done,
+      );
   }
 
   return {
@@ -263,6 +324,7 @@ export function trainActivities(env: Env) {
           metrics = await rlWindow(s, l, s.step, to, first.budget);
         }
         const closed = await closeIf(s, to === total);
+        if (!closed) workAhead(s, l, to, first.budget);
         return { ...s, first: { iteration: to, metrics, closed } };
       } catch (e) {
         if (sessions.get(key) === l) {
@@ -284,8 +346,10 @@ export function trainActivities(env: Env) {
      * commit (the node's last chunk). Resumes from its heartbeat on retry.
      */
     async sftChunk(s: Session, from: number, to: number, close?: boolean): Promise<{ step: number; metrics: Record<string, number> }> {
-      const r = await sftWindow(s, live(s), from, to);
-      await closeIf(s, close);
+      await settled(s);
+      const l = live(s);
+      const r = await sftWindow(s, l, from, to);
+      if (!(await closeIf(s, close))) workAhead(s, l, to);
       return r;
     },
     /**
@@ -295,9 +359,12 @@ export function trainActivities(env: Env) {
      * with its last iteration's metrics; each iteration's are in the store as rlIteration writes them.
      */
     async rlIterations(s: Session, t: number, to: number, budget: number, close?: boolean): Promise<WindowStats> {
+      await settled(s);
       const l = live(s);
       const metrics = await rlWindow(s, l, t, to, budget);
-      return { iteration: to, metrics, closed: await closeIf(s, close) };
+      const closed = await closeIf(s, close);
+      if (!closed) workAhead(s, l, to, budget);
+      return { iteration: to, metrics, closed };
     },
     /**
      * RL iteration t in one activity: rollouts, the update, and the commit at t + 1 when
@@ -307,6 +374,7 @@ export function trainActivities(env: Env) {
      * are written again), and a commit is the same bytes when written again.
      */
     async rlIteration(s: Session, t: number, budget: number, commit: boolean): Promise<{ metrics: Record<string, number> }> {
+      await settled(s);
       const l = live(s);
       return iteration(s, l, t, commit, async () => {
         const rl = rlSettings(l.config, s.nodeId);

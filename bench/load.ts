@@ -12,10 +12,15 @@
  *   - each worker's peak RSS (its E3_MEMORY_LOG_MS lines, every 500 ms);
  *   - failed activity attempts (the workers' "Activity failed" entries), openTrainer's apart:
  *     an open that waits for a trainer must wait in the task queue, not fail and retry;
+ *   - the same idle fraction with the sessions' work ahead counted as busy (E3_WORK_AHEAD:
+ *     a session trains its next commit window between its activities; the workers log when);
  *   - whether every run's final stage-2 weights (sha256) equal the single run's.
  * Never fails on speed; exits 1 when a run's bytes differ.
  *
- *   npx tsx bench/load.ts [--ns 1,4,12,32] [--workers 1,2] [--config tiny] [--seed 7] [--node stage2]
+ *   npx tsx bench/load.ts [--ns 1,4,12,32] [--workers 1,2] [--work-ahead 0,1] [--config tiny] [--seed 7] [--node stage2]
+ *
+ * Each worker count runs once per --work-ahead setting (default 1, the workers' default),
+ * side by side in one invocation.
  *
  * Starts its own servers (E3_LOAD_TEMPORAL_PORT / _TEMPORAL_UI_PORT / _S3_PORT / _DATA_DIR;
  * defaults 47433 / 48433 / 47170 / .e3/load) and stops exactly what it started.
@@ -38,8 +43,11 @@ interface Row {
   n: number;
   makespanS: number;
   singleS: number;
+  workAhead: boolean;
   busy: number[];
   idleWhileWaiting: number[];
+  /** Idle while waiting, the sessions' work ahead (between their activities) counted as busy. */
+  idleComputing: number[];
   waitS: number;
   peakRssMb: number[];
   failed: number;
@@ -112,6 +120,21 @@ function sessionIntervals(
       }
     }
   }
+}
+
+/**
+ * The intervals [start, end] (ms) in which a session of one of `runs` worked ahead
+ * (activities/train.ts workAhead), from the workers' logs, keyed by worker pid.
+ */
+export function workAheadIntervals(logs: string, runs: string[]): Map<number, Array<[number, number]>> {
+  const out = new Map<number, Array<[number, number]>>();
+  const re = /\[worker (\d+)\] session (\S+)\/\S+ worked ahead \d+→\d+ in [\d.]+ s \((\S+) → (\S+)\)/g;
+  for (const m of logs.matchAll(re)) {
+    if (!runs.includes(m[2])) continue;
+    const pid = Number(m[1]);
+    out.set(pid, [...(out.get(pid) ?? []), [Date.parse(m[3]), Date.parse(m[4])]]);
+  }
+  return out;
 }
 
 /** Length of the union of intervals clipped to [lo, hi]. */
@@ -201,6 +224,8 @@ async function measure(
     }
   }
   const logs = pool.logs().slice(before);
+  const ahead = workAheadIntervals(logs, ids);
+  const computing = [...busy.entries()].map(([pid, iv]) => [...iv, ...(ahead.get(pid) ?? [])]);
   const failures = ids.flatMap((id) => failedAttempts(logs, id));
   const rss = new Map<string, number>();
   for (const m of logs.matchAll(/\[worker (\d+)\] memory rss=(\d+)/g)) rss.set(m[1], Math.max(rss.get(m[1]) ?? 0, Number(m[2])));
@@ -209,6 +234,7 @@ async function measure(
     makespanS: (last - first) / 1000,
     busy: [...busy.values()].map((iv) => unionLength(iv, first, last) / (last - first)),
     idleWhileWaiting: [...busy.values()].map((iv) => idleWhileWaiting(waits, iv, first, last)),
+    idleComputing: computing.map((iv) => idleWhileWaiting(waits, iv, first, last)),
     waitS: unionLength(waits, first, last) / 1000,
     gaps: [...labelled.values()].map((iv) => idleGaps(waits, iv, first, last)),
     peakRssMb: [...rss.values()].map((b) => b / 2 ** 20),
@@ -233,6 +259,12 @@ function parseArgs(argv: string[]) {
   return {
     ns: [...new Set(ns)].sort((a, b) => a - b),
     workers: list('--workers', '1,2'),
+    workAhead: get('--work-ahead', '1')
+      .split(',')
+      .map((x) => {
+        if (x !== '0' && x !== '1') throw new Error(`--work-ahead must be a comma-separated list of 0 and 1, got "${x}"`);
+        return x === '1';
+      }),
     config: get('--config', 'tiny'),
     seed: Number(get('--seed', '7')),
     node: get('--node', 'stage2'),
@@ -243,7 +275,7 @@ const pad = (s: string | number, n: number) => String(s).padStart(n);
 
 function format(r: Row): string {
   const seq = r.n * r.singleS;
-  return `${pad(r.workers, 7)} ${pad(r.n, 4)} ${pad(r.makespanS.toFixed(1), 10)} ${pad(seq.toFixed(1), 12)} ${pad((r.makespanS / seq).toFixed(2), 6)} ${pad(r.busy.map((b) => b.toFixed(2)).join('/'), 10)} ${pad(r.waitS.toFixed(1), 7)} ${pad(r.idleWhileWaiting.map((b) => b.toFixed(3)).join('/'), 12)} ${pad(r.peakRssMb.map((m) => m.toFixed(0)).join('/'), 12)} ${pad(`${r.failed} (${r.failedOpen})`, 14)}  ${r.identical ? 'yes' : 'NO'}`;
+  return `${pad(r.workers, 7)} ${pad(r.workAhead ? 'on' : 'off', 5)} ${pad(r.n, 4)} ${pad(r.makespanS.toFixed(1), 10)} ${pad(seq.toFixed(1), 12)} ${pad((r.makespanS / seq).toFixed(2), 6)} ${pad(r.busy.map((b) => b.toFixed(2)).join('/'), 10)} ${pad(r.waitS.toFixed(1), 7)} ${pad(r.idleWhileWaiting.map((b) => b.toFixed(3)).join('/'), 12)} ${pad(r.idleComputing.map((b) => b.toFixed(3)).join('/'), 14)} ${pad(r.peakRssMb.map((m) => m.toFixed(0)).join('/'), 12)} ${pad(`${r.failed} (${r.failedOpen})`, 14)}  ${r.identical ? 'yes' : 'NO'}`;
 }
 
 if (require.main === module) {
@@ -258,49 +290,67 @@ if (require.main === module) {
     console.log(
       `config ${o.config} seed ${o.seed}; E3_TRAINER_SESSIONS=${process.env.E3_TRAINER_SESSIONS ?? 1}, E3_THREADS=${process.env.E3_THREADS ?? 'one per core'}`,
     );
-    console.log('workers    N  makespan_s  N x single_s  ratio  busy(per w)  wait_s  idle|waiting  peakRSS_MB  failed (open)  same bytes');
+    console.log(
+      'workers  ahead    N  makespan_s  N x single_s  ratio  busy(per w)  wait_s  idle|waiting  (computing)  peakRSS_MB  failed (open)  same bytes',
+    );
     try {
-      for (const w of o.workers) {
-        const pool = new WorkerPool(path.join(dataDir(), 'load-logs', `${tag}-${w}w`), w);
-        try {
-          await pool.start();
-          let single = NaN;
-          for (const n of o.ns) {
-            const m = await measure(c.client, pool, store, { workers: w, n, config: o.config, seed: o.seed, node: o.node, tag });
-            if (n === 1) single = m.makespanS;
-            reference ??= m.shas[0];
-            const row: Row = {
-              workers: w,
-              n,
-              makespanS: m.makespanS,
-              singleS: single,
-              busy: m.busy,
-              idleWhileWaiting: m.idleWhileWaiting,
-              waitS: m.waitS,
-              peakRssMb: m.peakRssMb,
-              failed: m.failed,
-              failedOpen: m.failedOpen,
-              identical: m.shas.every((s) => s === reference),
-              stage2: m.shas[0],
-            };
-            rows.push(row);
-            console.log(format(row));
-            // Where the idle-while-waiting time went (per worker), largest first.
-            m.gaps.forEach((g, k) => {
-              for (const [what, e] of [...g.entries()].sort((a, b) => b[1].s - a[1].s).slice(0, 6))
-                console.log(`        idle while waiting, worker ${k + 1}: ${e.s.toFixed(1)} s in ${e.n} gaps, ${what}`);
-            });
+      for (const w of o.workers)
+        for (const ahead of o.workAhead) {
+          const env = { E3_WORK_AHEAD: ahead ? '1' : '0' };
+          const pool = new WorkerPool(path.join(dataDir(), 'load-logs', `${tag}-${w}w-ahead${env.E3_WORK_AHEAD}`), w, env);
+          try {
+            await pool.start();
+            let single = NaN;
+            for (const n of o.ns) {
+              const m = await measure(c.client, pool, store, {
+                workers: w,
+                n,
+                config: o.config,
+                seed: o.seed,
+                node: o.node,
+                tag: `${tag}-a${env.E3_WORK_AHEAD}`,
+              });
+              if (n === 1) single = m.makespanS;
+              reference ??= m.shas[0];
+              const row: Row = {
+                workers: w,
+                workAhead: ahead,
+                n,
+                makespanS: m.makespanS,
+                singleS: single,
+                busy: m.busy,
+                idleWhileWaiting: m.idleWhileWaiting,
+                idleComputing: m.idleComputing,
+                waitS: m.waitS,
+                peakRssMb: m.peakRssMb,
+                failed: m.failed,
+                failedOpen: m.failedOpen,
+                identical: m.shas.every((s) => s === reference),
+                stage2: m.shas[0],
+              };
+              rows.push(row);
+              console.log(format(row));
+              // Where the idle-while-waiting time went (per worker), largest first.
+              m.gaps.forEach((g, k) => {
+                for (const [what, e] of [...g.entries()].sort((a, b) => b[1].s - a[1].s).slice(0, 6))
+                  console.log(`        idle while waiting, worker ${k + 1}: ${e.s.toFixed(1)} s in ${e.n} gaps, ${what}`);
+              });
+            }
+          } finally {
+            await pool.stop();
           }
-        } finally {
-          await pool.stop();
         }
-      }
     } finally {
       await c.close().catch(() => undefined);
     }
-    const one = rows.find((r) => r.workers === 1 && r.n === Math.max(...o.ns));
-    const two = rows.find((r) => r.workers === 2 && r.n === Math.max(...o.ns));
-    if (one && two) console.log(`${one.n} runs: two workers' makespan / one worker's = ${(two.makespanS / one.makespanS).toFixed(2)}`);
+    for (const ahead of o.workAhead) {
+      const one = rows.find((r) => r.workers === 1 && r.workAhead === ahead && r.n === Math.max(...o.ns));
+      const two = rows.find((r) => r.workers === 2 && r.workAhead === ahead && r.n === Math.max(...o.ns));
+      if (one && two)
+        console.log(
+          `${one.n} runs, work ahead ${ahead ? 'on' : 'off'}: two workers' makespan / one worker's = ${(two.makespanS / one.makespanS).toFixed(2)}`,
+        );
+    }
     console.log(`${o.node} weights sha256 of the single run: ${reference}`);
     return rows.every((r) => r.identical) ? 0 : 1;
   });

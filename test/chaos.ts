@@ -71,6 +71,8 @@ export class WorkerPool {
   constructor(
     readonly logDir: string,
     readonly size: number,
+    /** Set in every worker's environment over this process's. */
+    readonly env: NodeJS.ProcessEnv = {},
   ) {
     mkdirSync(logDir, { recursive: true });
   }
@@ -82,7 +84,7 @@ export class WorkerPool {
     const fd = openSync(file, 'a');
     const p = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'workers', 'worker.ts')], {
       cwd: ROOT,
-      env: process.env,
+      env: { ...process.env, ...this.env },
       stdio: ['ignore', fd, fd],
     });
     closeSync(fd);

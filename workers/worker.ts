@@ -62,6 +62,16 @@ let metricsServer: Promise<Server> | undefined;
 const EXPECTED_WARNING = 'No workflows registered, not polling for workflow tasks';
 const format = (x: unknown): string => formatWithOptions({ colors: false }, x);
 
+/**
+ * E3_WORK_AHEAD: `1` (the default) or `0`. On, a trainer session trains its next commit window
+ * while its workflow records the last one (activities/env.ts LiveSession.workingAhead).
+ */
+export function parseWorkAhead(v: string | undefined): boolean {
+  if (v === undefined || v === '' || v === '1') return true;
+  if (v === '0') return false;
+  throw new Error(`E3_WORK_AHEAD must be 1 (on, the default) or 0 (off), got "${v}"`);
+}
+
 export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<void>; shutdown: () => void; queue: string }> {
   const metricsAt = metricsAddress();
   const general = opts.queues === 'all' || opts.queues === 'general';
@@ -107,6 +117,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
   }
   const queue = `${TRAINER_QUEUE}-${os.hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
   const maxSessions = Number(process.env.E3_TRAINER_SESSIONS ?? 1);
+  const workAhead = parseWorkAhead(process.env.E3_WORK_AHEAD);
   const pool = opts.pool ?? (await ComputePool.start());
   metrics.watchPool(pool);
   const admission = new TrainerAdmission();
@@ -143,6 +154,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
     reportDir: path.join(dataDir(), 'reports'),
     log,
     maxSessions,
+    workAhead,
     metrics,
     admission,
   });
