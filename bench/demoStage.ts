@@ -32,7 +32,11 @@ const ms = (t: { seconds?: { toString(): string } | null; nanos?: number | null 
   Number(t?.seconds ?? 0) * 1000 + (t?.nanos ?? 0) / 1e6;
 const ITERATION_ACTIVITIES = new Set(['rlIteration', 'publishPolicy', 'rolloutPart', 'rlIterationFromParts']);
 
-/** The stage's node workflow: its wall seconds, and its iterations' (first iteration activity scheduled to the last completed). */
+/**
+ * The stage's node workflow: its wall seconds, and its iterations' (first iteration activity
+ * scheduled to the last completed; NaN for a stage trained in commit windows, whose open trains
+ * the first window and whose later windows are `rlIterations`).
+ */
 export async function stageTimes(c: Client, runId: string): Promise<{ stageS: number; iterS: number }> {
   const h = c.workflow.getHandle(`${runId}/stage1`);
   const d = await h.describe();
@@ -49,5 +53,6 @@ export async function stageTimes(c: Client, runId: string): Promise<{ stageS: nu
     const done = e.activityTaskCompletedEventAttributes;
     if (done && ITERATION_ACTIVITIES.has(sched.get(String(done.scheduledEventId)) ?? '')) last = Math.max(last, ms(e.eventTime));
   }
-  return { stageS: (d.closeTime!.getTime() - d.startTime.getTime()) / 1000, iterS: (last - first) / 1000 };
+  // A stage trained in commit windows has no iteration activity of its own: the open trains the first window.
+  return { stageS: (d.closeTime!.getTime() - d.startTime.getTime()) / 1000, iterS: first === Infinity ? NaN : (last - first) / 1000 };
 }
