@@ -196,7 +196,7 @@ async function until<T>(ctl: Controller, runId: string, check: () => Promise<T |
       .then((d) => d.status.name)
       .catch(() => 'RUNNING');
     if (st !== 'RUNNING') return undefined;
-    await sleep(250);
+    await sleep(100);
   }
 }
 

@@ -1,7 +1,7 @@
 /**
  * Emulated hosts under network faults, at small scale (`npm run cluster` is the full table):
  * its own servers in a network namespace, a worker on every queue and a rollout worker each in
- * their own (test/cluster/harness.ts). The tiny DAG with stage1's rollouts in 2 parts (six iterations of 16 rows a part) runs
+ * their own (test/cluster/harness.ts). The tiny DAG with stage1's rollouts in 2 parts (eight iterations of 32 rows a part) runs
  * once uninterrupted, then again while the rollout worker's link is down for a few seconds in
  * the middle of a part, followed by connection resets (toxiproxy reset_peer) on every worker's
  * paths to the object store and to Temporal. The final weights and optimiser bytes of every
@@ -21,8 +21,12 @@ test(
   'emulated hosts: a rollout worker link down mid-part and reset connections to S3 and Temporal; final bytes equal the uninterrupted run',
   { timeout: 600_000, skip: why ? `cannot emulate hosts here: ${why}` : false },
   async () => {
-    // Six iterations of 2 parts of 16 rows each: parts long and many enough that one is seen running on r0.
-    const input: RunInput = { config: 'tiny', overrides: { nodes: { stage1: { rolloutParts: 2, iterations: 6, samples: 8 } } } };
+    // Eight iterations of 2 parts of 32 rows each: parts long and many enough that one is seen
+    // running on r0 on a quiet host too (16-row parts took ~0.1 s there, between two looks).
+    const input: RunInput = {
+      config: 'tiny',
+      overrides: { nodes: { stage1: { rolloutParts: 2, iterations: 8, prompts: 8, samples: 8 } } },
+    };
     const rl = ['stage1', 'stage2'];
     const down = rolloutLinkDown('r0', 4_000);
     const resetS3 = toxics('reset S3', 's3', [{ type: 'reset_peer', attributes: { timeout: 0 } }], 3_000, rl, 60_000);
