@@ -374,7 +374,6 @@ export function trainActivities(env: Env) {
      * are written again), and a commit is the same bytes when written again.
      */
     async rlIteration(s: Session, t: number, budget: number, commit: boolean): Promise<{ metrics: Record<string, number> }> {
-      await settled(s);
       const l = live(s);
       return iteration(s, l, t, commit, async () => {
         const rl = rlSettings(l.config, s.nodeId);
