@@ -24,10 +24,12 @@ import type { Policy } from '../policy';
 import { readParams } from '../policy';
 import { InvalidArgumentError, ShapeMismatchError } from '../errors';
 import { CHUNK, MASKED, SPAN, prefillModel, stepModel } from './policyGraph';
+import type { Feeds, OrtSession, Results } from './runtime';
+import { createSession } from './runtime';
 
 interface Sessions {
-  prefill: ort.InferenceSession;
-  step: ort.InferenceSession;
+  prefill: OrtSession;
+  step: OrtSession;
 }
 
 /** One ORT thread per session: the compute pool runs one sampler per pool thread (compute/pool.ts). */
@@ -55,8 +57,8 @@ export function weightsKey(policy: Policy, values: ReadonlyMap<string, Float32Ar
 
 async function createSessions(policy: Policy, values: ReadonlyMap<string, Float32Array>): Promise<Sessions> {
   const [prefill, step] = await Promise.all([
-    ort.InferenceSession.create(prefillModel(policy.cfg, values), SESSION_OPTIONS),
-    ort.InferenceSession.create(stepModel(policy.cfg, values), SESSION_OPTIONS),
+    createSession(prefillModel(policy.cfg, values), SESSION_OPTIONS),
+    createSession(stepModel(policy.cfg, values), SESSION_OPTIONS),
   ]);
   return { prefill, step };
 }
@@ -89,7 +91,12 @@ function release(key: string): void {
     if (cache.size <= KEEP) break;
     if (v.users > 0) continue;
     cache.delete(k);
-    void v.sessions.then((s) => Promise.all([s.prefill.release(), s.step.release()])).catch(() => undefined);
+    void v.sessions
+      .then((s) => {
+        s.prefill.release();
+        s.step.release();
+      })
+      .catch(() => undefined);
   }
 }
 
@@ -107,6 +114,8 @@ export class OrtDecoder implements Decoder {
   private cap = 0;
   private k: Float32Array[] = [];
   private vt: Float32Array[] = [];
+  /** The step's inputs (`allocate`): token, position and mask per slot, written in place each step. */
+  private io = { tok: new Int32Array(0), pos: new Int32Array(0), bias: new Float32Array(0), feeds: {} as Feeds };
 
   /** `capacity[r]`: the longest row r will get (prompt + budget), at most the context. */
   constructor(
@@ -178,13 +187,11 @@ export class OrtDecoder implements Decoder {
   /**
    * Append tokens[i] to row rows[i]; returns those rows' next-token logits. A row left out of
    * a step may be dropped from the cache (sample() leaves out only finished rows): stepping
-   * it later is an error.
+   * it later is an error. Synchronous where the session is (ml/onnx/runtime.ts).
    */
-  async step(rows: number[], tokens: number[]): Promise<Float32Array[]> {
+  step(rows: number[], tokens: number[]): Float32Array[] | Promise<Float32Array[]> {
     const sessions = this.sessions;
     if (!sessions) throw new InvalidArgumentError('sampler: step before prefill');
-    const { layers, vocab, dModel: d } = this.policy.cfg;
-    const { heads, dh } = this;
     let need = 0;
     for (const r of rows) {
       if (this.rowSlot[r] === undefined || this.rowSlot[r] < 0)
@@ -194,30 +201,24 @@ export class OrtDecoder implements Decoder {
       need = Math.max(need, this.len[r] + 1);
     }
     if (need > this.cap || rows.length < 0.75 * this.slotRow.length) this.rebuild(rows, roundUp(need + (need >> 4)));
-    const S = this.slotRow.length;
-    const C = this.cap;
-    const span = roundUp(C, SPAN);
-    const tok = new Int32Array(S);
-    const pos = new Int32Array(S);
-    const bias = new Float32Array(S * span).fill(MASKED);
+    const { tok, pos, bias } = this.io;
+    const span = bias.length / this.slotRow.length;
+    bias.fill(MASKED);
     rows.forEach((r, i) => {
       const s = this.rowSlot[r];
       tok[s] = tokens[i];
       pos[s] = this.len[r];
       bias.fill(0, s * span, s * span + this.len[r]);
     });
-    const feeds: Record<string, ort.Tensor> = {
-      tokens: new ort.Tensor('int32', tok, [S]),
-      pos: new ort.Tensor('int32', pos, [S]),
-      bias: new ort.Tensor('float32', bias, [S, 1, 1, span]),
-      pads: new ort.Tensor('int64', BigInt64Array.of(0n, 0n, 0n, 0n, 0n, 0n, 0n, BigInt(span - C)), [8]),
-      pastEnd: new ort.Tensor('int64', BigInt64Array.of(BigInt(C + 1)), [1]),
-    };
-    for (let l = 0; l < layers; l++) {
-      feeds[`k${l}`] = new ort.Tensor('float32', this.k[l], [S, heads, C, dh]);
-      feeds[`vt${l}`] = new ort.Tensor('float32', this.vt[l], [S, heads, dh, C]);
-    }
-    const res = await sessions.step.run(feeds);
+    const res = sessions.step.run(this.io.feeds);
+    return res instanceof Promise ? res.then((out) => this.stepped(rows, out)) : this.stepped(rows, res);
+  }
+
+  /** Write a step's new k and v rows into the cache; the rows' logits. */
+  private stepped(rows: number[], res: Results): Float32Array[] {
+    const { layers, vocab, dModel: d } = this.policy.cfg;
+    const { heads, dh } = this;
+    const C = this.cap;
     for (let l = 0; l < layers; l++) {
       const kNew = res[`k${l}_new`].data as Float32Array;
       const vNew = res[`v${l}_new`].data as Float32Array;
@@ -244,12 +245,31 @@ export class OrtDecoder implements Decoder {
     return out;
   }
 
+  /** A fresh cache of capacity `cap` for the current slots, and the step's feeds over it (reused every step). */
   private allocate(cap: number): void {
     const { layers } = this.policy.cfg;
-    const size = this.slotRow.length * this.heads * this.dh * cap;
+    const { heads, dh } = this;
+    const S = this.slotRow.length;
+    const size = S * heads * dh * cap;
+    const span = roundUp(cap, SPAN);
     this.cap = cap;
     this.k = Array.from({ length: layers }, () => new Float32Array(size));
     this.vt = Array.from({ length: layers }, () => new Float32Array(size));
+    const tok = new Int32Array(S);
+    const pos = new Int32Array(S);
+    const bias = new Float32Array(S * span);
+    const feeds: Feeds = {
+      tokens: new ort.Tensor('int32', tok, [S]),
+      pos: new ort.Tensor('int32', pos, [S]),
+      bias: new ort.Tensor('float32', bias, [S, 1, 1, span]),
+      pads: new ort.Tensor('int64', BigInt64Array.of(0n, 0n, 0n, 0n, 0n, 0n, 0n, BigInt(span - cap)), [8]),
+      pastEnd: new ort.Tensor('int64', BigInt64Array.of(BigInt(cap + 1)), [1]),
+    };
+    for (let l = 0; l < layers; l++) {
+      feeds[`k${l}`] = new ort.Tensor('float32', this.k[l], [S, heads, cap, dh]);
+      feeds[`vt${l}`] = new ort.Tensor('float32', this.vt[l], [S, heads, dh, cap]);
+    }
+    this.io = { tok, pos, bias, feeds };
   }
 
   /** Keep only `rows` (in slot order), with capacity `cap`: copy their cached positions. */
@@ -282,6 +302,7 @@ export class OrtDecoder implements Decoder {
   dispose(): void {
     this.k = [];
     this.vt = [];
+    this.io = { tok: new Int32Array(0), pos: new Int32Array(0), bias: new Float32Array(0), feeds: {} };
     if (this.key) release(this.key);
     this.key = undefined;
     this.sessions = undefined;

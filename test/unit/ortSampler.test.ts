@@ -174,3 +174,52 @@ test('engine option: ort has no recompute mode; unknown engines are refused by n
   await assert.rejects(sample(policy, [[1, 3]], { ...base, engine: 'ort', kvCache: false }), /engine ort/);
   await assert.rejects(sample(policy, [[1, 3]], { ...base, engine: 'gpu' as never }), /engine must be/);
 });
+
+test('ORT sessions run synchronously through the native binding and give the bits of the public async API', async () => {
+  const { nativeSessions, createSession } = await import('../../ml/onnx/runtime');
+  const { stepModel, MASKED } = await import('../../ml/onnx/policyGraph');
+  const { readParams } = await import('../../ml/policy');
+  const ort = await import('onnxruntime-node');
+  assert.ok(nativeSessions(), 'onnxruntime-node/dist/binding did not load: every ORT step would pay the async wrapper');
+  const model = stepModel(policy.cfg, readParams(policy));
+  const options = { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' } as const;
+  const sync = await createSession(model, options);
+  const pub = await createSession(model, options, false);
+  const { heads, dModel } = CFG;
+  const dh = dModel / heads;
+  const [B, C, S] = [3, 16, 64];
+  const rng = new Rng(77);
+  const bias = new Float32Array(B * S).fill(MASKED);
+  for (let b = 0; b < B; b++) bias.fill(0, b * S, b * S + 5 * b);
+  const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {
+    tokens: new ort.Tensor('int32', Int32Array.of(3, 4, 5), [B]),
+    pos: new ort.Tensor('int32', Int32Array.of(0, 5, 10), [B]),
+    bias: new ort.Tensor('float32', bias, [B, 1, 1, S]),
+    pads: new ort.Tensor('int64', BigInt64Array.of(0n, 0n, 0n, 0n, 0n, 0n, 0n, BigInt(S - C)), [8]),
+    pastEnd: new ort.Tensor('int64', BigInt64Array.of(BigInt(C + 1)), [1]),
+  };
+  for (let l = 0; l < CFG.layers; l++) {
+    feeds[`k${l}`] = new ort.Tensor(
+      'float32',
+      Float32Array.from({ length: B * heads * C * dh }, () => rng.normal()),
+      [B, heads, C, dh],
+    );
+    feeds[`vt${l}`] = new ort.Tensor(
+      'float32',
+      Float32Array.from({ length: B * heads * C * dh }, () => rng.normal()),
+      [B, heads, dh, C],
+    );
+  }
+  const ran = sync.run(feeds);
+  assert.ok(!(ran instanceof Promise), 'the native session returned a promise');
+  const a = ran as Awaited<typeof ran>;
+  const b = await pub.run(feeds);
+  assert.deepEqual(Object.keys(a).sort(), Object.keys(b).sort());
+  for (const name of Object.keys(a)) {
+    const x = new Uint32Array((a[name].data as Float32Array).slice().buffer);
+    const y = new Uint32Array((b[name].data as Float32Array).slice().buffer);
+    assert.deepEqual(x, y, `output ${name} differs between the native and the public session`);
+  }
+  sync.release();
+  pub.release();
+});
