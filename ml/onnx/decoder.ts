@@ -102,6 +102,43 @@ function release(key: string): void {
 
 const roundUp = (n: number, to = CHUNK) => Math.max(to, Math.ceil(n / to) * to);
 
+/**
+ * Cache buffers kept by this thread between rebuilds and between decoders, up to
+ * RETAIN_BYTES. Memory a process writes for the first time costs a page fault per 4 KiB,
+ * ~4 ms per MB on the VMs measured here against ~0.08 ms per MB for memory already written
+ * (bench/NOTES.md "The cache's memory"), which made a fresh cache per rebuild cost more than
+ * the steps. A buffer is allocated with half again the length asked for, so the next few
+ * rebuilds of a growing cache find one. A reused buffer is zeroed (memory already written:
+ * fast), so the step sees what a fresh allocation would give it.
+ */
+const RETAIN_BYTES = 768 * 2 ** 20;
+const free: Float32Array[] = [];
+
+function takeBuffer(n: number): Float32Array {
+  let best = -1;
+  for (let i = 0; i < free.length; i++) if (free[i].length >= n && (best < 0 || free[i].length < free[best].length)) best = i;
+  if (best < 0) return new Float32Array(Math.ceil(n * 1.5)).subarray(0, n);
+  return free.splice(best, 1)[0].subarray(0, n).fill(0);
+}
+
+/** Drop the buffers this thread keeps (tests: a decoder then starts from fresh memory). */
+export function releaseCacheBuffers(): void {
+  free.length = 0;
+}
+
+function giveBuffer(view: Float32Array): void {
+  free.push(new Float32Array(view.buffer));
+  free.sort((a, b) => b.length - a.length);
+  let kept = 0;
+  for (let i = 0; i < free.length; i++) {
+    kept += free[i].byteLength;
+    if (kept > RETAIN_BYTES) {
+      free.length = i;
+      break;
+    }
+  }
+}
+
 export class OrtDecoder implements Decoder {
   private key: string | undefined;
   private sessions: Sessions | undefined;
@@ -141,6 +178,7 @@ export class OrtDecoder implements Decoder {
     this.len = prompts.map(() => 0);
     this.slotRow = prompts.map((_, r) => r);
     this.rowSlot = prompts.map((_, r) => r);
+    for (const a of [...this.k, ...this.vt]) giveBuffer(a);
     this.allocate(roundUp(Math.max(...prompts.map((p) => p.length)) + 1));
     const out: Float32Array[] = new Array(n);
     const groups = new Map<number, number[]>();
@@ -203,6 +241,8 @@ export class OrtDecoder implements Decoder {
     if (need > this.cap || rows.length < 0.75 * this.slotRow.length) this.rebuild(rows, roundUp(need + (need >> 4)));
     const { tok, pos, bias } = this.io;
     const span = bias.length / this.slotRow.length;
+    tok.fill(0);
+    pos.fill(0);
     bias.fill(MASKED);
     rows.forEach((r, i) => {
       const s = this.rowSlot[r];
@@ -245,7 +285,7 @@ export class OrtDecoder implements Decoder {
     return out;
   }
 
-  /** A fresh cache of capacity `cap` for the current slots, and the step's feeds over it (reused every step). */
+  /** A cache of capacity `cap` for the current slots (buffers from takeBuffer), and the step's feeds over it (reused every step). */
   private allocate(cap: number): void {
     const { layers } = this.policy.cfg;
     const { heads, dh } = this;
@@ -253,8 +293,8 @@ export class OrtDecoder implements Decoder {
     const size = S * heads * dh * cap;
     const span = roundUp(cap, SPAN);
     this.cap = cap;
-    this.k = Array.from({ length: layers }, () => new Float32Array(size));
-    this.vt = Array.from({ length: layers }, () => new Float32Array(size));
+    this.k = Array.from({ length: layers }, () => takeBuffer(size));
+    this.vt = Array.from({ length: layers }, () => takeBuffer(size));
     const tok = new Int32Array(S);
     const pos = new Int32Array(S);
     const bias = new Float32Array(S * span);
@@ -297,9 +337,11 @@ export class OrtDecoder implements Decoder {
         }
       });
     });
+    for (const a of [...oldK, ...oldVt]) giveBuffer(a);
   }
 
   dispose(): void {
+    for (const a of [...this.k, ...this.vt]) giveBuffer(a);
     this.k = [];
     this.vt = [];
     this.io = { tok: new Int32Array(0), pos: new Int32Array(0), bias: new Float32Array(0), feeds: {} };

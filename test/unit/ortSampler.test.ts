@@ -223,3 +223,15 @@ test('ORT sessions run synchronously through the native binding and give the bit
   sync.release();
   pub.release();
 });
+
+test('ORT cache buffers kept between decoders give the bits of fresh ones', async () => {
+  const { releaseCacheBuffers } = await import('../../ml/onnx/decoder');
+  const a = prompts(24, 91);
+  const b = prompts(10, 92);
+  const run = (ps: number[][], salt: number) => sample(policy, ps, opts({ budget: 200, seeds: seedsFor(ps.length, salt), engine: 'ort' }));
+  releaseCacheBuffers();
+  const fresh = await run(b, 2);
+  await run(a, 1); // leaves this thread's buffers holding a's keys and values
+  const reused = await run(b, 2);
+  assert.deepEqual(reused, fresh);
+});
