@@ -33,7 +33,7 @@ interface Sessions {
 }
 
 /** One ORT thread per session: the compute pool runs one sampler per pool thread (compute/pool.ts). */
-const SESSION_OPTIONS: ort.InferenceSession.SessionOptions = {
+export const SESSION_OPTIONS: ort.InferenceSession.SessionOptions = {
   intraOpNumThreads: 1,
   interOpNumThreads: 1,
   executionMode: 'sequential',
@@ -105,7 +105,7 @@ const roundUp = (n: number, to = CHUNK) => Math.max(to, Math.ceil(n / to) * to);
 /**
  * Cache buffers kept by this thread between rebuilds and between decoders, up to
  * RETAIN_BYTES. Memory a process writes for the first time costs a page fault per 4 KiB,
- * ~4 ms per MB on the VMs measured here against ~0.08 ms per MB for memory already written
+ * ~4 ms per MB on the VMs measured here against ~0.05 ms per MB for memory already written
  * (bench/NOTES.md "The cache's memory"), which made a fresh cache per rebuild cost more than
  * the steps. A buffer is allocated with half again the length asked for, so the next few
  * rebuilds of a growing cache find one. A reused buffer is zeroed (memory already written:
@@ -139,6 +139,9 @@ function giveBuffer(view: Float32Array): void {
   }
 }
 
+/** A decoder's step inputs before its first allocate and after dispose. */
+const noIo = () => ({ tok: new Int32Array(0), pos: new Int32Array(0), bias: new Float32Array(0), feeds: {} as Feeds });
+
 export class OrtDecoder implements Decoder {
   private key: string | undefined;
   private sessions: Sessions | undefined;
@@ -152,7 +155,7 @@ export class OrtDecoder implements Decoder {
   private k: Float32Array[] = [];
   private vt: Float32Array[] = [];
   /** The step's inputs (`allocate`): token, position and mask per slot, written in place each step. */
-  private io = { tok: new Int32Array(0), pos: new Int32Array(0), bias: new Float32Array(0), feeds: {} as Feeds };
+  private io = noIo();
 
   /** `capacity[r]`: the longest row r will get (prompt + budget), at most the context. */
   constructor(
@@ -344,7 +347,7 @@ export class OrtDecoder implements Decoder {
     for (const a of [...this.k, ...this.vt]) giveBuffer(a);
     this.k = [];
     this.vt = [];
-    this.io = { tok: new Int32Array(0), pos: new Int32Array(0), bias: new Float32Array(0), feeds: {} };
+    this.io = noIo();
     if (this.key) release(this.key);
     this.key = undefined;
     this.sessions = undefined;

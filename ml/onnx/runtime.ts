@@ -1,8 +1,8 @@
 /**
  * ONNX Runtime sessions run synchronously. `ort.InferenceSession.run` defers every call by a
  * `setImmediate` and a promise (onnxruntime-node's dist/backend.js) before it enters the
- * native session, which costs 0.1–0.2 ms a call: a third of the demo model's whole decode step
- * at an empty cache (bench/NOTES.md "Sampling engines"). The native session that
+ * native session, which costs 0.1–0.2 ms a call: a fifth to a third of the demo model's whole
+ * decode step at an empty cache (bench/NOTES.md "Sampling engines"). The native session that
  * `InferenceSession` wraps is the package's own binding (`onnxruntime-node/dist/binding`), the
  * same library and the same kernels, so a synchronous `run` gives the same bits; the sampler
  * yields to the event loop itself every few steps (ml/sampler.ts `yieldEvery`).

@@ -182,9 +182,9 @@ test('ORT sessions run synchronously through the native binding and give the bit
   const ort = await import('onnxruntime-node');
   assert.ok(nativeSessions(), 'onnxruntime-node/dist/binding did not load: every ORT step would pay the async wrapper');
   const model = stepModel(policy.cfg, readParams(policy));
-  const options = { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' } as const;
-  const sync = await createSession(model, options);
-  const pub = await createSession(model, options, false);
+  const { SESSION_OPTIONS } = await import('../../ml/onnx/decoder');
+  const sync = await createSession(model, SESSION_OPTIONS);
+  const pub = await createSession(model, SESSION_OPTIONS, false);
   const { heads, dModel } = CFG;
   const dh = dModel / heads;
   const [B, C, S] = [3, 16, 64];
