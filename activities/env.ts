@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { policySource } from '../configs/schema';
 import { ConfigError } from '../configs/errors';
 import type { RlNode, RunConfig, SftNode } from '../configs/schema';
+import { MICRO_WORK_UNRECORDED } from '../ml/batching';
 import type { CountdownProblem } from '../ml/countdown';
 import type { PolicyConfig } from '../ml/policy';
 import type { PooledTrainer } from '../compute/pool';
@@ -140,6 +141,12 @@ const ROOT = path.resolve(__dirname, '..');
 
 export const modelConfig = (cfg: RunConfig): PolicyConfig => ({ vocab: VOCAB_SIZE, ...cfg.model, seed: cfg.seed });
 
+/**
+ * The run's micro-batch work cap. A manifest's config is the one resolved when the run
+ * started, so one recorded before `microWork` existed has none: those runs trained with 16.
+ */
+const microWork = (cfg: RunConfig): number => (cfg as { microWork?: number }).microWork ?? MICRO_WORK_UNRECORDED;
+
 export function rlSettings(cfg: RunConfig, nodeId: string): RlSettings {
   const n = cfg.nodes[nodeId] as RlNode;
   return {
@@ -153,6 +160,7 @@ export function rlSettings(cfg: RunConfig, nodeId: string): RlSettings {
     topP: n.topP,
     miniBatches: n.miniBatches,
     microBatch: n.microBatch,
+    microWork: microWork(cfg),
     skipZeroStd: n.skipZeroStd,
     grpo: n.grpo,
     ...(cfg.task ? { task: cfg.task } : {}),
@@ -166,6 +174,7 @@ export function sftSettings(cfg: RunConfig, nodeId: string) {
     seed: sftSeed(cfg.seed, n.stream),
     traces: { meanWrong: n.meanWrong, maxAttempts: n.maxAttempts, nearMiss: n.nearMiss, perturbed: n.perturbed, search: n.search },
     markWeight: n.markWeight,
+    microWork: microWork(cfg),
     ...(cfg.task ? { task: cfg.task } : {}),
   };
 }

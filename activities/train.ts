@@ -189,6 +189,7 @@ export function trainActivities(env: Env) {
           while (l.step < to && !signal?.aborted && go()) {
             metrics = await l.trainer.sftStep(sft.seed, l.step, node.batchSize, node.difficulty, sft.traces, {
               markWeight: sft.markWeight,
+              microWork: sft.microWork,
               ...(sft.task ? { task: sft.task } : {}),
             });
             l.step++;

@@ -25,6 +25,7 @@ import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { initBackend } from '../ml/backend';
+import { CHUNK_COST_ROWS } from '../ml/batching';
 import { grpoConfig } from '../ml/grpo';
 import { GraphBuilder } from '../ml/onnx/graph';
 import { OrtDecoder } from '../ml/onnx/decoder';
@@ -79,6 +80,7 @@ const ITER: RlSettings = {
   topP: 1,
   miniBatches: 2,
   microBatch: 32,
+  microWork: CHUNK_COST_ROWS,
   skipZeroStd: false,
   grpo: grpoConfig({ klCoef: 0.05 }),
 };

@@ -20,12 +20,16 @@ import { grpoConfig } from '../ml/grpo';
 import { sha256Hex } from '../ml/serialize';
 import { Trainer } from '../ml/trainer';
 import { gradeRollouts } from '../ml/rollouts';
-import { sftPlan } from '../ml/batching';
+import { CHUNK_COST_ROWS, sftPlan } from '../ml/batching';
 import type { RlSettings, Rollout } from '../ml/rollouts';
 import { VOCAB_SIZE } from '../ml/tokenizer';
 import { tfjsMatmulPeak } from './matmul';
 
 const N = Number(process.argv[2] ?? 2);
+/** Micro-batch work cap (config `microWork`) every variant trains with; E3_BENCH_MICRO_WORK compares others. */
+const MICRO_WORK = Number(process.env.E3_BENCH_MICRO_WORK ?? CHUNK_COST_ROWS);
+/** Rounds of the interleaved 1-thread / N-thread comparison (E3_BENCH_ROUNDS). */
+const ROUNDS = Number(process.env.E3_BENCH_ROUNDS ?? 8);
 const weights = readFileSync(path.join(__dirname, '..', 'configs', 'base', 'base.e3w'));
 const model = { vocab: VOCAB_SIZE, layers: 3, dModel: 96, heads: 4, context: 544, seed: 1 };
 const d = { count: 3, min: 1, max: 9, ops: '+-*' };
@@ -40,6 +44,7 @@ const s: RlSettings = {
   topP: 1,
   miniBatches: 2,
   microBatch: 8,
+  microWork: MICRO_WORK,
   skipZeroStd: false,
   grpo: grpoConfig({}),
 };
@@ -47,7 +52,7 @@ const create = { model, weights, optim: { lr: 1e-4 }, toolArithmetic: true };
 const SFT_STEPS = 4;
 /** The SFT step every variant times: batch 32 of long warm-start traces (seed 3), mark weight 10. */
 const SFT_TRACES = { meanWrong: 3, maxAttempts: 32, perturbed: 0.5 };
-const SFT_OPTS = { markWeight: 10 };
+const SFT_OPTS = { markWeight: 10, microWork: MICRO_WORK };
 const sftStepOf = (tr: Trainer | PooledTrainer, k: number) => tr.sftStep(3, k, 32, [d], SFT_TRACES, SFT_OPTS);
 /**
  * Untimed warm-up steps: each thread's wasm heap grows to its longest pass once, and a
@@ -198,7 +203,44 @@ void (async () => {
   );
   if (!same) process.exitCode = 1;
   await contention(N);
+  await interleaved(N, ROUNDS);
 })();
+
+/**
+ * The N-thread speed-up with the host's drift taken out: a 1-thread and an N-thread pool open
+ * side by side, and in each round both time the same SFT step and the same GRPO update (the
+ * one measured above), in alternating order. The table above times each variant in its own
+ * stretch of seconds, where a host that drifts by 30 % between stretches moves the ratio as
+ * much; here every round's ratio compares neighbouring seconds. Prints the median and range.
+ */
+async function interleaved(n: number, rounds: number): Promise<void> {
+  const pools = [await ComputePool.start(1), await ComputePool.start(n)];
+  const trs = [await PooledTrainer.open(pools[0], 'bench/i1', create), await PooledTrainer.open(pools[1], 'bench/iN', create)];
+  for (const k of WARMUP_STEPS) for (const tr of trs) await sftStepOf(tr, k);
+  const graded = gradeRollouts(s.seed, s.stream, 0, s.prompts, d, true, await trs[0].sampleShard(s, 0, 0, 1, BUDGET));
+  for (const tr of trs) await tr.update(s, 0, graded);
+  const time = async (f: () => unknown) => {
+    const t0 = performance.now();
+    await f();
+    return performance.now() - t0;
+  };
+  const ratios = { sft: [] as number[], update: [] as number[] };
+  for (let r = 0; r < rounds; r++) {
+    const order = r % 2 === 0 ? [0, 1] : [1, 0];
+    const sft = [0, 0];
+    const upd = [0, 0];
+    for (const i of order) sft[i] = await time(() => sftStepOf(trs[i], r % SFT_STEPS));
+    for (const i of order) upd[i] = await time(() => trs[i].update(s, 1 + r, graded));
+    ratios.sft.push(sft[0] / sft[1]);
+    ratios.update.push(upd[0] / upd[1]);
+  }
+  await Promise.all(trs.map((tr) => tr.dispose()));
+  await Promise.all(pools.map((p) => p.close()));
+  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+  const show = (xs: number[]) => `median ${med(xs).toFixed(2)}x [${Math.min(...xs).toFixed(2)}, ${Math.max(...xs).toFixed(2)}]`;
+  console.log(`\nInterleaved, ${rounds} rounds (micro-batch work cap ${MICRO_WORK} rows of 128): ${n} threads over 1, per round`);
+  console.log(`SFT step ${show(ratios.sft)}; GRPO update ${show(ratios.update)}`);
+}
 
 /**
  * Do N threads slow each other, with no dispatch between them? N independent one-thread

@@ -284,6 +284,15 @@ export const RunConfigSchema = z
      * successes) while RL rollouts keep the training backend's bytes. @default engine
      */
     evalEngine: z.enum(['tfjs', 'ort']).optional(),
+    /**
+     * Work cap of one training micro-batch, in rows of 128 tokens (ml/batching.ts
+     * microBatches): smaller caps give a compute pool's threads more, more even pieces of an
+     * optimiser step. It sets where the gradient's sums are split, so it changes every byte
+     * after the first step, and a run's value is part of its resolved config. A resolved
+     * config without it (runs started before the field existed) trains with 16.
+     * @default 4
+     */
+    microWork: z.number().int().min(1).max(1024).default(4),
     model: ModelSchema.prefault({}),
     /**
      * Where the first node's policy comes from: `scratch` (seeded init), a checkpoint file

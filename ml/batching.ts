@@ -42,6 +42,8 @@ export function addGrads(acc: Grads | undefined, g: Grads): Grads {
 
 export interface SftOptions {
   microBatch?: number;
+  /** Work cap of a micro-batch in rows of CHUNK_COST_LEN tokens (config `microWork`). @default CHUNK_COST_ROWS */
+  microWork?: number;
   /** The run's task (ml/tasks.ts); absent: countdown. */
   task?: string;
   /** Loss weight of the check-mark tokens (ok / no): a mark is one token in ~20 of an attempt, so at weight 1 the comparison it needs is learned last. */
@@ -67,7 +69,7 @@ export function sftPlan(
   traces: Partial<TraceOptions>,
   opts: SftOptions = {},
 ): { chunks: SftRow[][]; total: number } {
-  const { microBatch = 16, markWeight = 1 } = opts;
+  const { microBatch = 16, microWork = CHUNK_COST_ROWS, markWeight = 1 } = opts;
   const batch = sftExamples(opts.task, seed, step, batchSize, difficulty, { ...traces, budget: cfg.context });
   const rows: SftRow[] = batch.map((ex) => {
     const response = [...encode(ex.response), EOS];
@@ -76,7 +78,7 @@ export function sftPlan(
   });
   const fits = byLength(rows.filter((r) => r.prompt.length + r.response.length <= cfg.context));
   if (fits.length === 0) throw new ShapeMismatchError(`sft: no trace fits model.context ${cfg.context}`);
-  return { chunks: microBatches(fits, microBatch, cfg), total: fits.reduce((a, r) => a + sftWeight(r), 0) };
+  return { chunks: microBatches(fits, microBatch, cfg, microWork), total: fits.reduce((a, r) => a + sftWeight(r), 0) };
 }
 
 export const sftMetrics = (lossSum: number, gradNorm: number, tokens: number) => ({
@@ -114,7 +116,7 @@ export function rlPlan(
   for (let m = 0; m < shuffled.length; m += mbSize) {
     const mb = shuffled.slice(m, m + mbSize);
     const tokens = mb.reduce((a, r) => a + lossTokens(r, s.grpo.positiveOnly), 0);
-    if (tokens > 0) miniBatches.push({ chunks: microBatches(byLength(mb), s.microBatch, cfg), tokens });
+    if (tokens > 0) miniBatches.push({ chunks: microBatches(byLength(mb), s.microBatch, cfg, s.microWork), tokens });
   }
   return { miniBatches, zeroStdGroups };
 }
@@ -168,13 +170,14 @@ export function microBatches<R extends { prompt: number[]; response: number[] }>
   rows: R[],
   micro: number,
   cfg: PolicyConfig,
+  work = CHUNK_COST_ROWS,
   passBytes = PASS_BYTES,
 ): R[][] {
   const out: R[][] = [];
   let cur: R[] = [];
   let longest = 0;
   const cost = (n: number, t: number) => n * t * (t + 6 * cfg.dModel);
-  const budget = CHUNK_COST_ROWS * CHUNK_COST_LEN * (CHUNK_COST_LEN + 6 * cfg.dModel);
+  const budget = work * CHUNK_COST_LEN * (CHUNK_COST_LEN + 6 * cfg.dModel);
   for (const r of rows) {
     const t = Math.max(longest, r.prompt.length + r.response.length);
     if (
@@ -191,8 +194,15 @@ export function microBatches<R extends { prompt: number[]; response: number[] }>
   return out;
 }
 
-/** A micro-batch does at most the work of CHUNK_COST_ROWS rows of CHUNK_COST_LEN tokens (see microBatches). */
-export const CHUNK_COST_ROWS = 16;
+/**
+ * A micro-batch does at most the work of `work` rows of CHUNK_COST_LEN tokens (see
+ * microBatches; the run config's `microWork`). By default 4: with 16 the demo's SFT steps came
+ * in micro-batches too few and too uneven for two threads to share (bench/NOTES.md "Smaller
+ * micro-batches, measured"). MICRO_WORK_UNRECORDED is what a run whose resolved config
+ * predates `microWork` trains with.
+ */
+export const CHUNK_COST_ROWS = 4;
+export const MICRO_WORK_UNRECORDED = 16;
 export const CHUNK_COST_LEN = 128;
 
 /**

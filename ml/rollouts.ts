@@ -53,6 +53,8 @@ export interface RlSettings {
   topP: number;
   miniBatches: number;
   microBatch: number;
+  /** Work cap of a micro-batch in rows of 128 tokens (config `microWork`; ml/batching.ts microBatches). */
+  microWork: number;
   skipZeroStd: boolean;
   grpo: GrpoConfig;
   /** The run's task (ml/tasks.ts); absent: countdown. */

@@ -17,6 +17,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import type { ApplicationFailure } from '@temporalio/common';
 import { createActivities } from '../../activities';
+import { loadConfig } from '../../configs/load';
 import { ComputePool } from '../../compute/pool';
 import { loadCheckpoint } from '../../storage/checkpoints';
 import { MissingObjectError } from '../../storage/errors';
@@ -113,7 +114,23 @@ async function iterationsInParts(
   return metrics;
 }
 
+/** `tiny` at the default micro-batch work cap (`microWork` 4). */
 const TINY = {
+  warmstart: {
+    step: 12,
+    weights: 'af3321492f69c338f9f3e099023b0292bb3ecd692c80d005cfd7e1c194dc0a8c',
+    optim: 'b302cbbca6d6a05229cf26179a57f181e64612122b965dd76a9410fc7c39fd46',
+    metrics: '1dd25711f768e92a15cf2ec4e5ee83062611bb5e96fddc61b4f31be1a379b2ab',
+  },
+  stage1: {
+    step: 2,
+    weights: '036c6fe7f2d5f78238fdb7be4466715256b9c90884b671dacac31e042a0b002d',
+    optim: '26dc56def5fa7c8c50bda5e34ee3d700e8e128f45cc5d80940c3cd13b5cf96de',
+    metrics: '12f57d58cdb85c42bbf53df8064577e531e535dee091ec9cdf600c0b74923be8',
+  },
+};
+/** `tiny` as runs resolved before `microWork` existed recorded it (they trained with a cap of 16). */
+const TINY_W16 = {
   warmstart: {
     step: 12,
     weights: '3fe5f9f4d2f35e5b5084b22df5974c50570f8a83021248d0bbb31770238b5d85',
@@ -127,6 +144,7 @@ const TINY = {
     metrics: '03d2b444adbbb20f6af71ee2814df6f2610f3f31faf72c7fa35ded2c6dee9c77',
   },
 };
+/** `experiments/extrapolation-kl`'s stage 1 as its published runs (resolved before `microWork`) recorded it. */
 const DEMO_STAGE1 = {
   step: 2,
   weights: '69108280995de4158fe749dba4b4736dc7edcd2375d76a2d357767c53a38a299',
@@ -249,11 +267,42 @@ test('a retried window redoes only what the failed attempt did not apply; an ope
   await acts.closeTrainer(await acts.openTrainer({ runId, nodeId: 'stage2', config, upstream: {} }));
 });
 
+/**
+ * Prepare `runId` as a run started before the config had `microWork`: its manifest's resolved
+ * config, the one every activity of the run reads, has no such key.
+ */
+async function preparedBeforeMicroWork(config: string, runId: string) {
+  const { config: resolved } = await acts.prepareRun({ config, runId });
+  const { microWork: _w, ...recorded } = resolved;
+  const m = await store.getJson<Record<string, unknown>>(keys.manifest(runId));
+  await store.putJson(keys.manifest(runId), { ...m, config: recorded });
+  return recorded as typeof resolved;
+}
+
 test('extrapolation-kl (the published (a) runs): stage1 iterations 0, 1 from the committed base (budget 32) commit the recorded bytes', async () => {
   const runId = 'bytes-demo';
-  const { config } = await acts.prepareRun({ config: 'experiments/extrapolation-kl', runId });
+  const config = await preparedBeforeMicroWork('experiments/extrapolation-kl', runId);
   const got = await committed(store, runId, 'stage1', await iterations(acts, runId, config, 'stage1', 32, 2));
   assert.deepEqual(got, DEMO_STAGE1);
+});
+
+test('microWork: a run resolved before the key existed keeps its cap of 16, and --set microWork=16 reproduces it', async () => {
+  assert.equal(loadConfig('tiny').microWork, 4);
+  const before = 'bytes-tiny-w16';
+  const old = await preparedBeforeMicroWork('tiny', before);
+  const s = await acts.openTrainer({ runId: before, nodeId: 'warmstart', config: old, upstream: {} });
+  const sft = [(await acts.sftChunk(s, 0, 6)).metrics, (await acts.sftChunk(s, 6, 12)).metrics];
+  await acts.closeTrainer(s);
+  assert.deepEqual(await committed(store, before, 'warmstart', sft), TINY_W16.warmstart);
+  assert.deepEqual(await committed(store, before, 'stage1', await iterations(acts, before, old, 'stage1', 32, 2)), TINY_W16.stage1);
+  // The same cap set explicitly on a new run: the same warm-start bytes.
+  const set = 'bytes-tiny-set16';
+  const { config } = await acts.prepareRun({ config: 'tiny', runId: set, overrides: { microWork: 16 } });
+  assert.equal(config.microWork, 16);
+  const t = await acts.openTrainer({ runId: set, nodeId: 'warmstart', config, upstream: {} });
+  const again = [(await acts.sftChunk(t, 0, 6)).metrics, (await acts.sftChunk(t, 6, 12)).metrics];
+  await acts.closeTrainer(t);
+  assert.deepEqual(await committed(store, set, 'warmstart', again), TINY_W16.warmstart);
 });
 
 test('prepareRun takes an experiment by `experiments/<name>` or by its bare name; the run records the file name', async () => {

@@ -5,6 +5,7 @@ import { classify } from '../../activities/errors';
 import { ErrorTypes } from '../../activities/types';
 import { ComputePool, PooledPolicy, PooledTrainer } from '../../compute/pool';
 import { initBackend } from '../../ml/backend';
+import { CHUNK_COST_ROWS } from '../../ml/batching';
 import { grpoConfig } from '../../ml/grpo';
 import { sha256Hex } from '../../ml/serialize';
 import { VOCAB_SIZE } from '../../ml/tokenizer';
@@ -25,6 +26,7 @@ const s: RlSettings = {
   topP: 1,
   miniBatches: 2,
   microBatch: 3,
+  microWork: CHUNK_COST_ROWS,
   skipZeroStd: false,
   grpo: grpoConfig({ klCoef: 0.001 }),
 };

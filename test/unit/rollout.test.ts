@@ -13,6 +13,7 @@ import { ErrorTypes } from '../../activities/types';
 import type { RolloutPartResult } from '../../activities/types';
 import { ComputePool, PooledPolicy, PooledTrainer } from '../../compute/pool';
 import { initBackend } from '../../ml/backend';
+import { CHUNK_COST_ROWS } from '../../ml/batching';
 import { grpoConfig } from '../../ml/grpo';
 import { gradeAgainst, iterationProblems, shardRows } from '../../ml/rollouts';
 import type { GradedRollout, RlSettings } from '../../ml/rollouts';
@@ -127,6 +128,7 @@ const s: RlSettings = {
   topP: 1,
   miniBatches: 1,
   microBatch: 4,
+  microWork: CHUNK_COST_ROWS,
   skipZeroStd: false,
   grpo: grpoConfig({}),
 };

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../ml/backend';
+import { CHUNK_COST_ROWS } from '../../ml/batching';
 import { grpoConfig } from '../../ml/grpo';
 import { Trainer } from '../../ml/trainer';
 import { gradeRollouts, iterationProblems, rolloutMetrics } from '../../ml/rollouts';
@@ -22,6 +23,7 @@ const settings: RlSettings = {
   topP: 1,
   miniBatches: 2,
   microBatch: 5,
+  microWork: CHUNK_COST_ROWS,
   skipZeroStd: false,
   grpo: grpoConfig({ klCoef: 0.001 }),
 };
@@ -110,30 +112,32 @@ test('a snapshot of another model shape is refused with a shape error', async ()
 });
 
 test('micro-batches: at most `micro` rows, fewer for long rows so a pass stays under the activation budget', async () => {
-  const { microBatches, PASS_BYTES } = await import('../../ml/batching');
+  const { microBatches, PASS_BYTES, CHUNK_COST_LEN, MICRO_WORK_UNRECORDED } = await import('../../ml/batching');
   const { activationBytes } = await import('../../ml/policy');
   const cfg = { vocab: VOCAB_SIZE, layers: 3, dModel: 96, heads: 4, context: 544, seed: 1 };
   const row = (n: number) => ({ prompt: [1], response: Array.from({ length: n - 1 }, () => 2) });
   // 20 short rows then 20 context-long ones, in length order as the trainer passes them.
   const rows = [...Array.from({ length: 20 }, () => row(40)), ...Array.from({ length: 20 }, () => row(544))];
-  const chunks = microBatches(rows, 16, cfg);
-  assert.deepEqual(chunks.flat(), rows, 'every row once, order kept');
-  for (const c of chunks) {
-    const t = Math.max(...c.map((r) => r.prompt.length + r.response.length));
-    assert.ok(c.length <= 16);
-    assert.ok(c.length === 1 || activationBytes(cfg, c.length, t) <= PASS_BYTES, `[${c.length}, ${t}] over budget`);
-  }
-  assert.equal(chunks[0].length, 16, 'short rows fill a whole micro-batch');
-  // ...and no micro-batch does more work than 16 rows of 128 tokens (so threads share a step evenly)
-  const { CHUNK_COST_ROWS, CHUNK_COST_LEN } = await import('../../ml/batching');
   const work = (n: number, t: number) => n * t * (t + 6 * cfg.dModel);
-  for (const c of chunks) {
-    const t = Math.max(...c.map((r) => r.prompt.length + r.response.length));
-    assert.ok(c.length === 1 || work(c.length, t) <= work(CHUNK_COST_ROWS, CHUNK_COST_LEN), `[${c.length}, ${t}] over the work budget`);
+  // With the default cap (4 rows of 128 tokens) and the one runs recorded before `microWork` (16).
+  for (const [cap, firstRows, longRows] of [
+    [CHUNK_COST_ROWS, 14, 1], // 14 rows of 40 tokens: 14·40·616 = 344,960 ≤ 4·128·704 = 360,448 < 15·40·616
+    [MICRO_WORK_UNRECORDED, 16, 2], // `micro` binds first; 2·544·1120 ≤ 16·128·704 < 3·544·1120
+  ]) {
+    const chunks = microBatches(rows, 16, cfg, cap);
+    assert.deepEqual(chunks.flat(), rows, 'every row once, order kept');
+    for (const c of chunks) {
+      const t = Math.max(...c.map((r) => r.prompt.length + r.response.length));
+      assert.ok(c.length <= 16);
+      assert.ok(c.length === 1 || activationBytes(cfg, c.length, t) <= PASS_BYTES, `[${c.length}, ${t}] over budget`);
+      // no micro-batch does more work than `cap` rows of 128 tokens (so threads share a step evenly)
+      assert.ok(c.length === 1 || work(c.length, t) <= work(cap, CHUNK_COST_LEN), `cap ${cap}: [${c.length}, ${t}] over the work budget`);
+    }
+    assert.equal(chunks[0].length, firstRows, `cap ${cap}: short rows fill a micro-batch up to the work cap`);
+    // the [16, 544] pass that crashed wasm is split
+    const long = chunks.filter((c) => c[0].response.length === 543);
+    assert.deepEqual(new Set(long.map((c) => c.length)), new Set([longRows]), `cap ${cap}: long chunks ${long.map((c) => c.length)}`);
   }
-  // the [16, 544] pass that crashed wasm is split; its rows go in at most ~8 per pass
-  const long = chunks.filter((c) => c[0].response.length === 543);
-  assert.ok(long.length >= 3 && long.every((c) => c.length <= 8), `long chunks ${long.map((c) => c.length)}`);
 });
 
 test('rlPlan with grpo.maskMarks: the check-mark tokens leave the loss, nothing else does', async () => {
