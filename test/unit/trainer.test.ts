@@ -140,6 +140,73 @@ test('micro-batches: at most `micro` rows, fewer for long rows so a pass stays u
   }
 });
 
+test('microWork changes only the rounding: the summed micro-batch gradients equal the one-pass gradient', async () => {
+  // The cap decides where a mini-batch is split, never the objective: each micro-batch's loss is
+  // divided by the mini-batch's token count, so the pieces sum to the whole. Reference: the same
+  // mini-batch in one pass. Tolerance: 1e-5 of the gradient's largest entry (float32 sums of a
+  // few dozen terms in another order).
+  await initBackend();
+  const { sftBatch } = await import('../../ml/traces');
+  const { rlPlan } = await import('../../ml/batching');
+  const { encode, BOS, EOS } = await import('../../ml/tokenizer');
+  const base = Trainer.create({ model: { ...model, context: 512 }, optim: { lr: 3e-3 }, toolArithmetic: true });
+  const ref = base.snapshot().weights;
+  for (let s = 0; s < 3; s++) base.sftStep(1, s, 6, [d], { meanWrong: 1.5 });
+  const tr = Trainer.create({
+    model: { ...model, context: 512 },
+    weights: base.snapshot().weights,
+    refWeights: ref,
+    optim: {},
+    toolArithmetic: true,
+  });
+  base.dispose();
+  const graded = sftBatch(4, 0, 8, d, { meanWrong: 3 }).map((ex, k) => {
+    const response = [...encode(ex.response), EOS];
+    return {
+      i: Math.floor(k / 4),
+      j: k % 4,
+      problemId: ex.id,
+      prompt: [BOS, ...encode(ex.prompt)],
+      response,
+      logp: response.map((_, q) => -1 - 0.01 * q),
+      forced: [],
+      truncated: false,
+      reward: (k * 7) % 3 === 0 ? 1 : 0,
+      grade: { reward: 0 } as never,
+    };
+  });
+  const summed = (microBatch: number, microWork: number) => {
+    const s = { ...settings, samples: 4, miniBatches: 1, microBatch, microWork, grpo: grpoConfig({ klCoef: 0.05 }) };
+    const { chunks, tokens } = rlPlan(tr.policy.cfg, s, 0, graded).miniBatches[0];
+    const total: Record<string, Float32Array> = {};
+    for (const c of chunks) {
+      const { grads } = tr.rlGrads(s, c, tokens);
+      for (const [n, g] of Object.entries(grads)) {
+        const acc = (total[n] ??= new Float32Array(g.length));
+        for (let q = 0; q < g.length; q++) acc[q] += g[q];
+      }
+    }
+    return { total, pieces: chunks.length };
+  };
+  const whole = summed(64, 1024),
+    split = summed(1, 1);
+  assert.equal(whole.pieces, 1);
+  assert.equal(split.pieces, graded.length);
+  let peak = 0,
+    worst = 0;
+  for (const [n, g] of Object.entries(whole.total)) {
+    const h = split.total[n];
+    assert.ok(h && h.length === g.length, `${n}: same shape`);
+    for (let q = 0; q < g.length; q++) {
+      peak = Math.max(peak, Math.abs(g[q]));
+      worst = Math.max(worst, Math.abs(g[q] - h[q]));
+    }
+  }
+  assert.ok(peak > 0, 'a gradient to compare');
+  assert.ok(worst <= 1e-5 * peak, `max |split - whole| ${worst} > 1e-5 x ${peak}`);
+  tr.dispose();
+});
+
 test('rlPlan with grpo.maskMarks: the check-mark tokens leave the loss, nothing else does', async () => {
   const { sftBatch } = await import('../../ml/traces');
   const { rlPlan } = await import('../../ml/batching');
