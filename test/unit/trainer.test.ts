@@ -34,6 +34,44 @@ async function rlIteration(tr: Trainer, t: number) {
   return { graded, metrics: await tr.update(settings, t, graded) };
 }
 
+/** A trainer (context 512) after 3 SFT steps on the warm-start traces; its KL reference is its untrained init. */
+async function sftTrainer(): Promise<Trainer> {
+  await initBackend();
+  const base = Trainer.create({ model: { ...model, context: 512 }, optim: { lr: 3e-3 }, toolArithmetic: true });
+  const ref = base.snapshot().weights;
+  for (let s = 0; s < 3; s++) base.sftStep(1, s, 6, [d], { meanWrong: 1.5 });
+  const tr = Trainer.create({
+    model: { ...model, context: 512 },
+    weights: base.snapshot().weights,
+    refWeights: ref,
+    optim: {},
+    toolArithmetic: true,
+  });
+  base.dispose();
+  return tr;
+}
+
+/** Eight warm-start traces as two groups of four graded rollouts, nothing forced; `keep` filters response tokens. */
+async function traceRollouts(reward: (k: number) => number, keep: (id: number) => boolean = () => true, logp = (_q: number) => -1) {
+  const { sftBatch } = await import('../../ml/traces');
+  const { encode, BOS, EOS } = await import('../../ml/tokenizer');
+  return sftBatch(4, 0, 8, d, { meanWrong: 3 }).map((ex, k) => {
+    const response = [...encode(ex.response), EOS].filter(keep);
+    return {
+      i: Math.floor(k / 4),
+      j: k % 4,
+      problemId: ex.id,
+      prompt: [BOS, ...encode(ex.prompt)],
+      response,
+      logp: response.map((_, q) => logp(q)),
+      forced: [] as number[],
+      truncated: false,
+      reward: reward(k),
+      grade: { reward: reward(k) } as never,
+    };
+  });
+}
+
 test('a trainer restored from a snapshot continues byte-identically (the crash-equivalence core)', async () => {
   await initBackend();
   const init = Trainer.create({ model, optim: {}, toolArithmetic: true });
@@ -145,36 +183,13 @@ test('microWork changes only the rounding: the summed micro-batch gradients equa
   // divided by the mini-batch's token count, so the pieces sum to the whole. Reference: the same
   // mini-batch in one pass. Tolerance: 1e-5 of the gradient's largest entry (float32 sums of a
   // few dozen terms in another order).
-  await initBackend();
-  const { sftBatch } = await import('../../ml/traces');
   const { rlPlan } = await import('../../ml/batching');
-  const { encode, BOS, EOS } = await import('../../ml/tokenizer');
-  const base = Trainer.create({ model: { ...model, context: 512 }, optim: { lr: 3e-3 }, toolArithmetic: true });
-  const ref = base.snapshot().weights;
-  for (let s = 0; s < 3; s++) base.sftStep(1, s, 6, [d], { meanWrong: 1.5 });
-  const tr = Trainer.create({
-    model: { ...model, context: 512 },
-    weights: base.snapshot().weights,
-    refWeights: ref,
-    optim: {},
-    toolArithmetic: true,
-  });
-  base.dispose();
-  const graded = sftBatch(4, 0, 8, d, { meanWrong: 3 }).map((ex, k) => {
-    const response = [...encode(ex.response), EOS];
-    return {
-      i: Math.floor(k / 4),
-      j: k % 4,
-      problemId: ex.id,
-      prompt: [BOS, ...encode(ex.prompt)],
-      response,
-      logp: response.map((_, q) => -1 - 0.01 * q),
-      forced: [],
-      truncated: false,
-      reward: (k * 7) % 3 === 0 ? 1 : 0,
-      grade: { reward: 0 } as never,
-    };
-  });
+  const tr = await sftTrainer();
+  const graded = await traceRollouts(
+    (k) => ((k * 7) % 3 === 0 ? 1 : 0),
+    () => true,
+    (q) => -1 - 0.01 * q,
+  );
   const summed = (microBatch: number, microWork: number) => {
     const s = { ...settings, samples: 4, miniBatches: 1, microBatch, microWork, grpo: grpoConfig({ klCoef: 0.05 }) };
     const { chunks, tokens } = rlPlan(tr.policy.cfg, s, 0, graded).miniBatches[0];
@@ -242,39 +257,15 @@ test('rlPlan with grpo.maskMarks: the check-mark tokens leave the loss, nothing 
 });
 
 test('rlGrads with grpo.klMarkCoef: the KL reaches the check-mark tokens and nothing else', async () => {
-  await initBackend();
-  const { sftBatch } = await import('../../ml/traces');
   const { rlPlan } = await import('../../ml/batching');
-  const { encode, BOS, EOS, OK, NO, isMark } = await import('../../ml/tokenizer');
-  const base = Trainer.create({ model: { ...model, context: 512 }, optim: { lr: 3e-3 }, toolArithmetic: true });
-  const ref = base.snapshot().weights;
-  for (let s = 0; s < 3; s++) base.sftStep(1, s, 6, [d], { meanWrong: 1.5 });
-  const tr = Trainer.create({
-    model: { ...model, context: 512 },
-    weights: base.snapshot().weights,
-    refWeights: ref,
-    optim: {},
-    toolArithmetic: true,
-  });
-  base.dispose();
-  const examples = sftBatch(4, 0, 8, d, { meanWrong: 3 });
+  const { BOS, EOS, OK, NO, isMark } = await import('../../ml/tokenizer');
+  const tr = await sftTrainer();
   const rows = (dropMarks: boolean) =>
-    examples.map((ex, k) => {
-      const response = [...encode(ex.response), EOS].filter((id) => !(dropMarks && isMark(id)));
-      return {
-        i: Math.floor(k / 4),
-        j: k % 4,
-        problemId: ex.id,
-        prompt: [BOS, ...encode(ex.prompt)],
-        response,
-        logp: response.map(() => -1),
-        forced: [],
-        truncated: false,
-        reward: k % 2,
-        grade: { reward: k % 2 } as never,
-      };
-    });
-  const grads = (graded: ReturnType<typeof rows>, grpo: Parameters<typeof grpoConfig>[0]) => {
+    traceRollouts(
+      (k) => k % 2,
+      (id) => !(dropMarks && isMark(id)),
+    );
+  const grads = (graded: Awaited<ReturnType<typeof rows>>, grpo: Parameters<typeof grpoConfig>[0]) => {
     const s = { ...settings, samples: 4, miniBatches: 1, microBatch: 64, grpo: grpoConfig(grpo) };
     const plan = rlPlan(tr.policy.cfg, s, 0, graded);
     const { grads: g } = tr.rlGrads(s, plan.miniBatches[0].chunks[0], plan.miniBatches[0].tokens);
@@ -286,8 +277,8 @@ test('rlGrads with grpo.klMarkCoef: the KL reaches the check-mark tokens and not
       ),
     );
   };
-  const marked = rows(false),
-    unmarked = rows(true);
+  const marked = await rows(false),
+    unmarked = await rows(true);
   assert.ok(
     marked.some((r) => r.response.some(isMark)),
     'the traces hold marks',
