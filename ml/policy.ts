@@ -430,6 +430,12 @@ function embed(policy: Policy, tokens: tf.Tensor2D): tf.Tensor2D {
   return tf.reshape(tf.add(tf.reshape(x, [b, t, d]), pos), [b * t, d]);
 }
 
+/** A decoder's per-row capacities (prompt + budget) against the model's context: one error naming what a row needs. */
+export function checkCapacity(cfg: PolicyConfig, capacity: number[]): void {
+  for (const c of capacity)
+    if (c > cfg.context) throw new ShapeMismatchError(`sampler: a row needs ${c} positions, the context is ${cfg.context}`);
+}
+
 /**
  * Rough peak bytes of a forward + backward pass over [b, t] tokens: per layer ~6 float
  * [b*heads, t, t] attention buffers and ~32 floats per token per d. An estimate for sizing

@@ -17,7 +17,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { Rng } from './rng';
 import type { Policy } from './policy';
-import { activationBytes, blockQkv, blockTail, forwardHidden, headLogits, layerNorm, param, tokenLogProbs } from './policy';
+import { activationBytes, blockQkv, blockTail, checkCapacity, forwardHidden, headLogits, layerNorm, param, tokenLogProbs } from './policy';
 import { InvalidArgumentError, ShapeMismatchError } from './errors';
 import { deviceResident } from './backend';
 import { OrtDecoder } from './onnx/decoder';
@@ -171,11 +171,10 @@ export class KVCacheDecoder implements Decoder {
     private readonly policy: Policy,
     private readonly capacity: number[],
   ) {
-    const { heads, dModel, context } = policy.cfg;
+    const { heads, dModel } = policy.cfg;
     this.heads = heads;
     this.dh = dModel / heads;
-    for (const c of capacity)
-      if (c > context) throw new ShapeMismatchError(`sampler: a row needs ${c} positions, the context is ${context}`);
+    checkCapacity(policy.cfg, capacity);
     this.scores = new Float64Array(Math.max(1, ...capacity));
     this.q = new Float64Array(this.dh);
     this.acc = new Float64Array(this.dh);
@@ -331,11 +330,10 @@ export class DeviceKVDecoder implements Decoder {
     private readonly policy: Policy,
     capacity: number[],
   ) {
-    const { heads, dModel, context } = policy.cfg;
+    const { heads, dModel } = policy.cfg;
     this.heads = heads;
     this.dh = dModel / heads;
-    for (const c of capacity)
-      if (c > context) throw new ShapeMismatchError(`sampler: a row needs ${c} positions, the context is ${context}`);
+    checkCapacity(policy.cfg, capacity);
     this.cap = Math.max(1, ...capacity);
   }
 

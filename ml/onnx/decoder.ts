@@ -21,7 +21,7 @@ import { createHash } from 'node:crypto';
 import * as ort from 'onnxruntime-node';
 import type { Decoder } from '../sampler';
 import type { Policy } from '../policy';
-import { readParams } from '../policy';
+import { checkCapacity, readParams } from '../policy';
 import { InvalidArgumentError, ShapeMismatchError } from '../errors';
 import { CHUNK, MASKED, SPAN, prefillModel, stepModel } from './policyGraph';
 import type { Feeds, OrtSession, Results } from './runtime';
@@ -162,11 +162,10 @@ export class OrtDecoder implements Decoder {
     private readonly policy: Policy,
     private readonly capacity: number[],
   ) {
-    const { heads, dModel, context } = policy.cfg;
+    const { heads, dModel } = policy.cfg;
     this.heads = heads;
     this.dh = dModel / heads;
-    for (const c of capacity)
-      if (c > context) throw new ShapeMismatchError(`sampler: a row needs ${c} positions, the context is ${context}`);
+    checkCapacity(policy.cfg, capacity);
   }
 
   async prefill(prompts: number[][]): Promise<Float32Array[]> {

@@ -235,3 +235,14 @@ test('ORT cache buffers kept between decoders give the bits of fresh ones', asyn
   const reused = await run(b, 2);
   assert.deepEqual(reused, fresh);
 });
+
+test('a row that needs more positions than the context is refused by every decoder, naming both', async () => {
+  const { KVCacheDecoder } = await import('../../ml/sampler');
+  const need = [10, CFG.context + 1];
+  const refused = new RegExp(`a row needs ${CFG.context + 1} positions, the context is ${CFG.context}`);
+  assert.throws(() => new KVCacheDecoder(policy, need), refused);
+  assert.throws(() => new OrtDecoder(policy, need), refused);
+  // at the context itself both accept
+  new KVCacheDecoder(policy, [CFG.context]).dispose?.();
+  new OrtDecoder(policy, [CFG.context]).dispose?.();
+});
