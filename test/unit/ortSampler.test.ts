@@ -3,34 +3,20 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../ml/backend';
 import type { Policy, PolicyConfig } from '../../ml/policy';
-import { assignParams, createPolicy, disposePolicy, forwardLogits } from '../../ml/policy';
+import { disposePolicy, forwardLogits } from '../../ml/policy';
 import { Rng, deriveSeed } from '../../ml/rng';
 import type { SampleOptions } from '../../ml/sampler';
 import { sample, scoreResponses } from '../../ml/sampler';
 import { OrtDecoder } from '../../ml/onnx/decoder';
+import { randomPolicy as randomPolicyOf } from './randomPolicy';
 
 /** Small and fast, with a context past 2,048 positions. */
 const CFG: PolicyConfig = { vocab: 12, layers: 2, dModel: 16, heads: 2, context: 2112, seed: 21 };
 const EOS = 2;
 const seedsFor = (n: number, salt = 0) => Array.from({ length: n }, (_, i) => deriveSeed(321, 'ort-test', salt, i));
 
-/** Random O(0.3) weights (distributions far from uniform); head row 0 acts as an eos bias (as test/unit/sampler.test.ts). */
-function randomPolicy(seed: number, eosBias = -3): Policy {
-  const p = createPolicy({ ...CFG, seed });
-  const rng = new Rng(seed);
-  const values = new Map<string, Float32Array>();
-  for (const [name, v] of p.params) {
-    values.set(
-      name,
-      Float32Array.from({ length: v.size }, () => (name.endsWith('.g') ? 1 : 0) + 0.3 * rng.normal()),
-    );
-  }
-  values.get('lnf.g')![0] = 0;
-  values.get('lnf.b')!.fill(0)[0] = 1;
-  values.get('head')!.fill(0, 0, CFG.vocab)[EOS] = eosBias;
-  assignParams(p, values);
-  return p;
-}
+/** Random O(0.3) weights; head row 0 acts as an eos bias (test/unit/randomPolicy.ts). */
+const randomPolicy = (seed: number, eosBias = -3): Policy => randomPolicyOf(CFG, seed, { scale: 0.3, eos: EOS, eosBias });
 
 let policy: Policy;
 before(async () => {

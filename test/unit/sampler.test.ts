@@ -3,10 +3,11 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { deviceResident, initBackend } from '../../ml/backend';
 import type { Policy, PolicyConfig } from '../../ml/policy';
-import { assignParams, createPolicy, disposePolicy, forwardLogits, tokenLogProbs } from '../../ml/policy';
+import { disposePolicy, forwardLogits, tokenLogProbs } from '../../ml/policy';
 import { Rng, deriveSeed } from '../../ml/rng';
 import type { SampleOptions } from '../../ml/sampler';
 import { DeviceKVDecoder, KVCacheDecoder, drawToken, sample, sampleNoCache } from '../../ml/sampler';
+import { randomPolicy as randomPolicyOf } from './randomPolicy';
 
 const CFG: PolicyConfig = { vocab: 12, layers: 2, dModel: 16, heads: 2, context: 40, seed: 21 };
 const EOS = 2;
@@ -20,27 +21,8 @@ const seedsFor = (n: number, salt = 0) => Array.from({ length: n }, (_, i) => de
 
 let policy: Policy;
 
-/**
- * Random O(1) weights (distributions far from uniform). Unit 0 of the final LayerNorm is
- * pinned to 1 (g = 0, b = 1), so head row 0 is an output bias: eos gets `eosBias`.
- */
-function randomPolicy(seed: number, eosBias = -4): Policy {
-  const p = createPolicy({ ...CFG, seed });
-  const rng = new Rng(seed);
-  const values = new Map<string, Float32Array>();
-  for (const [name, v] of p.params) {
-    values.set(
-      name,
-      Float32Array.from({ length: v.size }, () => (name.endsWith('.g') ? 1 : 0) + 0.4 * rng.normal()),
-    );
-  }
-  values.get('lnf.g')![0] = 0;
-  values.get('lnf.b')!.fill(0)[0] = 1;
-  const head = values.get('head')!;
-  head.fill(0, 0, CFG.vocab)[EOS] = eosBias;
-  assignParams(p, values);
-  return p;
-}
+/** Random O(0.4) weights; head row 0 acts as an eos bias (test/unit/randomPolicy.ts). */
+const randomPolicy = (seed: number, eosBias = -4): Policy => randomPolicyOf(CFG, seed, { scale: 0.4, eos: EOS, eosBias });
 
 before(async () => {
   await initBackend();
