@@ -105,7 +105,12 @@ export function rlPlan(
     order.map((g) => g.reward),
     s.samples,
   );
-  let rows: PlanRow[] = order.map((g, k) => ({ ...g, adv: adv[k], forced: s.grpo.maskMarks ? withMarks(g) : g.forced }));
+  const masked = (g: GradedRollout) => s.grpo.truncated === 'mask' && g.truncated; // GrpoConfig.truncated
+  let rows: PlanRow[] = order.map((g, k) => ({
+    ...g,
+    adv: masked(g) ? 0 : adv[k],
+    forced: s.grpo.maskMarks ? withMarks(g) : g.forced,
+  }));
   if (s.skipZeroStd) {
     const flat = zeroStdPrompts(order);
     rows = rows.filter((r) => !flat.has(r.i));

@@ -93,6 +93,17 @@ export interface GrpoConfig {
    * `no` marks out of the policy gradient"). @default 'all'
    */
   pgMarks?: 'all' | 'ok';
+  /**
+   * What a response cut at the token budget teaches. 'penalize' (absent, the paper's
+   * objective): reward 0 and an advantage like any failure's, so a long search that ran out of
+   * tokens is pushed down, towards stopping; §6.1 names training where most responses are cut
+   * as the regime that teaches stopping early. 'mask': the group's advantages are computed as
+   * before (a cut response still counts as a failure in its group's mean and spread), then a
+   * cut response's advantage is 0, so it leaves the policy-gradient term and keeps its KL and
+   * entropy terms (the overlong filtering of DAPO, arXiv 2503.14476 §3.4; ml/batching.ts
+   * rlPlan). @default 'penalize'
+   */
+  truncated?: 'penalize' | 'mask';
 }
 
 export const GrpoConfigSchema = z
@@ -107,6 +118,7 @@ export const GrpoConfigSchema = z
     maskMarks: z.boolean().default(false),
     klMarkCoef: z.number().min(0).optional(),
     pgMarks: z.enum(['all', 'ok']).optional(),
+    truncated: z.enum(['penalize', 'mask']).optional(),
   })
   .strict();
 

@@ -222,6 +222,40 @@ test('microWork changes only the rounding: the summed micro-batch gradients equa
   tr.dispose();
 });
 
+test("rlPlan with grpo.truncated 'mask': a cut response's advantage is 0 after its group is normalised; nothing else changes", async () => {
+  const { rlPlan } = await import('../../ml/batching');
+  // Two groups of four; in each, one success, two plain failures and one cut response.
+  const graded = (await traceRollouts((k) => (k % 4 === 0 ? 1 : 0))).map((g, k) => ({ ...g, truncated: k % 4 === 3 }));
+  const s = { ...settings, samples: 4, miniBatches: 1 };
+  const cfgModel = { ...model, context: 512 };
+  const byRow = (plan: ReturnType<typeof rlPlan>) =>
+    new Map<string, (typeof plan.miniBatches)[0]['chunks'][0][0]>(
+      plan.miniBatches.flatMap((mb) => mb.chunks.flat()).map((r) => [`${r.i}/${r.j}`, r]),
+    );
+  const absent = rlPlan(cfgModel, s, 0, graded);
+  const penalize = rlPlan(cfgModel, { ...s, grpo: grpoConfig({ truncated: 'penalize' }) }, 0, graded);
+  const mask = rlPlan(cfgModel, { ...s, grpo: grpoConfig({ truncated: 'mask' }) }, 0, graded);
+  assert.deepEqual(penalize, absent, "'penalize' is the objective without the key");
+  const [a, m] = [byRow(absent), byRow(mask)];
+  assert.equal(m.size, graded.length);
+  // Reference: Eq. 2.1 by hand for a group of rewards [1, 0, 0, 0] (the cut one counts as a failure; sample std, n − 1).
+  const mean = 0.25,
+    std = Math.sqrt((0.75 ** 2 + 3 * 0.25 ** 2) / 3);
+  for (const g of graded) {
+    const key = `${g.i}/${g.j}`;
+    if (g.truncated) {
+      assert.ok(a.get(key)!.adv < 0, 'penalized: a cut response is a failure');
+      assert.equal(m.get(key)!.adv, 0, 'masked: no policy-gradient term');
+    } else {
+      assert.equal(m.get(key)!.adv, a.get(key)!.adv);
+      assert.ok(Math.abs(m.get(key)!.adv - (g.reward - mean) / std) < 1e-3, `${key}: ${m.get(key)!.adv}`);
+    }
+  }
+  // The cut responses stay in the loss's token count (their KL and entropy terms remain).
+  assert.equal(mask.miniBatches[0].tokens, absent.miniBatches[0].tokens);
+  assert.throws(() => grpoConfig({ truncated: 'drop' as never }), /truncated/);
+});
+
 test('rlPlan with grpo.maskMarks: the check-mark tokens leave the loss, nothing else does', async () => {
   const { sftBatch } = await import('../../ml/traces');
   const { rlPlan } = await import('../../ml/batching');
