@@ -44,6 +44,9 @@ let prom: Proc | undefined;
 let worker: Proc | undefined;
 /** The tiny run the scraped worker ran. */
 let scrapedRun: string | undefined;
+/** tiny with longer stages committing every iteration, so each can be held mid-way. */
+const ITERATIONS = 8;
+const SCRAPED = { nodes: { stage1: { iterations: ITERATIONS, ckptEvery: 1 }, stage2: { iterations: ITERATIONS, ckptEvery: 1 } } };
 after(async () => {
   await prom?.stop();
   await worker?.stop(60_000);
@@ -109,24 +112,60 @@ test(
 
     const runId = uid('prom-tiny');
     const t0 = Date.now() / 1000;
+    const sel = `run="${runId}"`;
     const c = await client();
     try {
-      const h = await c.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: runId, args: [{ config: 'tiny', runId }] });
+      const h = await c.client.workflow.start('pipeline', {
+        taskQueue: TASK_QUEUE,
+        workflowId: runId,
+        args: [{ config: 'tiny', runId, overrides: SCRAPED }] as never,
+      });
+      // Each stage is held at a commit mid-way until Prometheus has scraped the counter there,
+      // so the rising is seen whatever the scrape phase (a tiny stage otherwise ends between
+      // two scrapes: its 0 start and its end can fall in one scrape interval).
+      for (const node of ['stage1', 'stage2'] as const) {
+        const stage = c.client.workflow.getHandle(`${runId}/${node}`);
+        type P = { iteration: number; paused: boolean; total: number };
+        const progress = () => stage.query<P>('progress').catch(() => undefined);
+        for (const t = Date.now(); ((await progress())?.iteration ?? -1) < 1;) {
+          assert.ok(Date.now() - t < 300_000, `${node} did not reach iteration 1`);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        await stage.signal('pause');
+        // Paused at once; held at the commit that ends the window in flight. The worker may have
+        // trained the next window ahead in memory (docs/ARCHITECTURE.md "Commit windows"), which
+        // its counter counts: the value it exports settles, below the node's iterations.
+        const exported = async () => {
+          const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+          const line = text.split('\n').find((l) => l.startsWith(`e3_rl_iterations_total{${sel},node="${node}"`));
+          return line === undefined ? undefined : Number(line.split(' ').pop());
+        };
+        const held = await waitFor(`${node} held at a commit`, 60_000, async () => {
+          const [p, a] = [await progress(), await exported()];
+          if (!p?.paused || a === undefined) return undefined;
+          await new Promise((r) => setTimeout(r, 500));
+          const [q, b] = [await progress(), await exported()];
+          return q?.iteration === p.iteration && b === a ? { ...q, counted: b } : undefined;
+        });
+        assert.ok(held.counted < ITERATIONS, `${node} held at ${held.iteration} (${held.counted} counted) of ${ITERATIONS}: not mid-way`);
+        await waitFor(`prometheus to scrape ${node} at ${held.counted}`, 60_000, async () =>
+          (await scalar(`e3_rl_iterations_total{${sel},node="${node}"}`)) === held.counted ? true : undefined,
+        );
+        await stage.signal('resume');
+      }
       await h.result();
       scrapedRun = runId;
     } finally {
       await c.close();
     }
-    const sel = `run="${runId}"`;
     // The last iterations reach Prometheus within a scrape or two after the run ends.
     await waitFor('stage2 iterations in prometheus', 120_000, async () =>
-      ((await scalar(`e3_rl_iterations_total{${sel},node="stage2"}`)) ?? 0) >= 2 ? true : undefined,
+      ((await scalar(`e3_rl_iterations_total{${sel},node="stage2"}`)) ?? 0) >= ITERATIONS ? true : undefined,
     );
 
     // The iteration counters, as Prometheus recorded them over the run: one series per node
     // (no per-iteration labels), exported from 0 when the node's session opens, never falling,
-    // ending at the node's iterations (4 and 2 in tiny; more after a rewind). A tiny stage can finish within one scrape, so the
-    // rising is asserted on each series' first and last samples, which the 0 start separates.
+    // seen at the held commit and ending at the node's iterations (more after a rewind).
     const t1 = Date.now() / 1000;
     const range = async (q: string): Promise<Sample[]> =>
       (
@@ -140,7 +179,7 @@ test(
       assert.equal(rr[0].metric.config, 'tiny');
       const seen = rr[0].values!.map(([, v]) => Number(v));
       for (let i = 1; i < seen.length; i++) assert.ok(seen[i] >= seen[i - 1], `${node}: counter fell: ${seen.join(',')}`);
-      assert.ok(seen[seen.length - 1] >= (node === 'stage1' ? 4 : 2), `${node} ran its iterations (${seen.join(',')})`);
+      assert.ok(seen[seen.length - 1] >= ITERATIONS, `${node} ran its iterations (${seen.join(',')})`);
       assert.ok(seen[0] < seen[seen.length - 1], `${node}: the counter was seen rising (${[...new Set(seen)].join(' → ')})`);
     }
     // Prometheus itself computes the increase (what the progress alert reads).
@@ -209,7 +248,11 @@ test(
     try {
       assert.equal(process.env.E3_METRICS_PORT, undefined);
       await (
-        await c.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: runId, args: [{ config: 'tiny', runId }] })
+        await c.client.workflow.start('pipeline', {
+          taskQueue: TASK_QUEUE,
+          workflowId: runId,
+          args: [{ config: 'tiny', runId, overrides: SCRAPED }] as never,
+        })
       ).result();
     } finally {
       await c.close();
