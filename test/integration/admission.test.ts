@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import type { Client } from '@temporalio/client';
 import { TASK_QUEUE } from '../../activities/types';
 import { formatTrainerQueue, trainerQueue, trainingNodes } from '../../cli/trainers';
-import { client, e3, inProcessWorker, uid } from './env';
+import { client, e3, inProcessWorker, pauseOnceStarted, uid } from './env';
 import { until } from './webui';
 
 /** Server time (ms) the node's first openTrainer started, if it has. */
@@ -46,10 +46,10 @@ test('waiting opens: N ahead in e3 status, served by priority then arrival, none
     // open is pending and started (a started activity shows in history only once it ends, and
     // the open trains the first commit window first): the pause holds at that window's commit.
     await start(ids.holder);
+    await pauseOnceStarted(c, `${ids.holder}/warmstart`);
     await until('the holder to open its session', async () =>
       trainerQueue(await trainingNodes(c)).holders.some((h) => h.workflowId === `${ids.holder}/warmstart`) ? true : undefined,
     );
-    await c.workflow.getHandle(`${ids.holder}/warmstart`).signal('pause');
     for (const id of [ids.b, ids.c, ids.d]) {
       await start(id);
       await until(`${id} to wait`, async () =>

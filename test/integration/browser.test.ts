@@ -16,7 +16,7 @@ import type { Browser } from 'playwright-core';
 import { TASK_QUEUE } from '../../activities/types';
 import type { PipelineResult } from '../../workflows/pipeline';
 import { E3Config } from '../../workflows/search';
-import { client, inProcessWorker, store, uid } from './env';
+import { client, inProcessWorker, pauseOnceStarted, store, uid } from './env';
 import { frameText, launchBrowser, webUi } from './webui';
 
 const NODES = ['warmstart', 'stage1', 'select', 'stage2', 'eval', 'report'];
@@ -117,12 +117,8 @@ test('a tiny run started from the Web UI "Start Workflow" form completes with th
       args: [{ config: 'tiny', overrides: { nodes: { stage1: { iterations: 30, ckptEvery: 10 } } } }],
     });
     const stage = c.client.workflow.getHandle(`${live}/stage1`);
-    for (let k = 0; k < 600; k++) {
-      const p = await stage.query<{ iteration: number }>('progress').catch(() => null);
-      if (p && p.iteration >= 1) break;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-    await stage.signal('pause');
+    // Paused as soon as it exists: it holds at its first commit (10), mid-stage.
+    await pauseOnceStarted(c.client, `${live}/stage1`);
     // A running workflow's page keeps polling: it never reaches network idle.
     await ui2.goto(`${ui}/namespaces/default/workflows/${encodeURIComponent(`${live}/stage1`)}`, { waitUntil: 'load', timeout: 120_000 });
     await ui2.getByText('User Metadata').first().click();

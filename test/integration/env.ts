@@ -32,6 +32,22 @@ export async function inProcessWorker() {
 
 export const store = () => ObjectStore.fromEnv();
 
+/**
+ * Signal `pause` to a node's workflow as soon as it exists (retrying while it is not started):
+ * a training node holds at its first commit, mid-node whatever the host's speed.
+ */
+export async function pauseOnceStarted(c: Client, workflowId: string, ms = 300_000): Promise<void> {
+  const t0 = Date.now();
+  for (;;) {
+    try {
+      return await c.workflow.getHandle(workflowId).signal('pause');
+    } catch (e) {
+      if (Date.now() - t0 > ms) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
 export const uid = (prefix: string) => `${prefix}-${process.pid}-${Date.now().toString(36)}`;
 
 /** The real CLI in a child process (asynchronously: an in-process worker must keep running). */

@@ -293,12 +293,13 @@ test(
       const again = parts.find((p) => p.node === victim.node && p.attempt > 1);
       assert.ok(again, `no part of ${victim.node} ran a second attempt: ${JSON.stringify(parts)}`);
       assert.ok(!again.identity.startsWith(identity), 'the retry ran on the killed worker');
-      // Heartbeat window 10 s, then the retry's first backoff (1 s); slack for a loaded machine.
+      // Heartbeat window 10 s, then the retry's first backoff (1 s), then a free slot on another
+      // worker: far below the part's start-to-close timeout (30 min), which would otherwise end it.
       const after = (again.startedAt - killedAt) / 1000;
       console.log(
         `killed the rollout worker mid-part (${victim.node}); the part started again on ${again.identity} ${after.toFixed(1)} s later`,
       );
-      assert.ok(after < 20, `the part started again ${after} s after the kill`);
+      assert.ok(after < 60, `the part started again ${after} s after the kill`);
       assert.equal(evalParts.length, 4 + 3, 'evaluation parts completed (one attempt each completes)');
       const evalAgain = evalParts.find((p) => p.node === evalVictim.node && p.attempt > 1);
       assert.ok(evalAgain, `no evaluation part of ${evalVictim.node} ran a second attempt: ${JSON.stringify(evalParts)}`);
@@ -307,7 +308,7 @@ test(
       console.log(
         `killed the rollout worker mid evaluation part (${evalVictim.node}); the part started again on ${evalAgain.identity} ${evalAfter.toFixed(1)} s later`,
       );
-      assert.ok(evalAfter < 20, `the evaluation part started again ${evalAfter} s after the kill`);
+      assert.ok(evalAfter < 60, `the evaluation part started again ${evalAfter} s after the kill`);
     } finally {
       for (const w of slow) await w.stop(5000);
       await pool.stop();

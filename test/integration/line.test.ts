@@ -15,7 +15,7 @@ import type { Client } from '@temporalio/client';
 import { TASK_QUEUE } from '../../activities/types';
 import { trainerQueue, trainingNodes } from '../../cli/trainers';
 import { dataDir } from '../../storage/store';
-import { client, inProcessWorker, uid } from './env';
+import { client, inProcessWorker, pauseOnceStarted, uid } from './env';
 import { frameText, launchBrowser, until, webUi } from './webui';
 
 const waiting = async (c: Client, id: string) =>
@@ -31,10 +31,10 @@ test('a waiting node shows its place in line and the holder in the Web UI, kept 
   let browser: Browser | undefined;
   try {
     await start(ids.holder);
+    await pauseOnceStarted(c, `${ids.holder}/warmstart`);
     await until('the holder to open its session', async () =>
       trainerQueue(await trainingNodes(c)).holders.some((h) => h.workflowId === `${ids.holder}/warmstart`) ? true : undefined,
     );
-    await c.workflow.getHandle(`${ids.holder}/warmstart`).signal('pause');
     for (const id of [ids.b, ids.c]) {
       await start(id);
       await until(`${id} to wait`, () => waiting(c, id));

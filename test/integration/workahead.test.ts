@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { WorkerPool, awaitPipeline, finalCheckpoints, startPipeline, temporalClient, trainingNodes } from '../chaos';
 import { ObjectStore, dataDir } from '../../storage/store';
+import { pauseOnceStarted } from './env';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -46,14 +47,7 @@ test('a session that works ahead ends with the bytes of one that does not, pause
     // the second window; continued, the window's activity finds it trained and commits.
     const paused = await run({}, `wa-pause-${suffix}`, async (id) => {
       const stage = c.client.workflow.getHandle(`${id}/stage1`);
-      for (;;) {
-        try {
-          await stage.signal('pause');
-          break;
-        } catch {
-          await sleep(100); // not started yet
-        }
-      }
+      await pauseOnceStarted(c.client, `${id}/stage1`);
       type P = { iteration: number; paused: boolean };
       let p: P;
       do {
