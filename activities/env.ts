@@ -125,6 +125,8 @@ export interface SessionSlots {
   held(key: string): LiveSession | undefined;
   /** Mark `l` abandoned if it is still the session held under `key` (a re-open may have replaced it). */
   abandon(key: string, l: LiveSession): void;
+  /** The sessions held and not abandoned, by key (`<runId>/<nodeId>`, the node workflow's id). */
+  list(): Array<[string, LiveSession]>;
 }
 
 /** What a worker's activities tell its trainer-session admission (workers/admission.ts implements it). */
@@ -240,6 +242,7 @@ export function workerEnv(ctx: WorkerContext) {
       return (ctx.maxSessions ?? 1) - [...sessions.values()].filter((l) => !evictable(l, now)).length;
     },
     held: (key) => sessions.get(key),
+    list: () => [...sessions.entries()].filter(([, l]) => !l.abandoned),
     abandon: (key, l) => {
       if (sessions.get(key) !== l || l.abandoned) return;
       l.abandoned = true;

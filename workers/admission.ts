@@ -9,9 +9,13 @@
  *
  * A slot frees when a session closes, is given up by its workflow (an activity on it was
  * cancelled, e.g. its heartbeat window was missed on a slow worker and the node re-opens, or
- * refused as lost), or is left untouched for SESSION_IDLE_MS; the last one is seen by a look
- * every second while a reservation waits.
+ * refused as lost), when the node workflow run that last used it has closed without closing
+ * it (terminated, timed out: asked of Temporal for sessions idle PROBE_IDLE_MS), or when it is
+ * left untouched for SESSION_IDLE_MS; the last two are seen by a look every second while a
+ * reservation waits.
  */
+import type { Client } from '@temporalio/client';
+import { WorkflowNotFoundError } from '@temporalio/client';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import type { ActivityInterceptorsFactory, ActivitySlotInfo, CustomSlotSupplier, SlotPermit, TunerHolder } from '@temporalio/worker';
 import type { SessionAdmission, SessionSlots } from '../activities/env';
@@ -24,8 +28,31 @@ interface Waiting {
   onAbort: () => void;
 }
 
+/** A held session idle this long is checked against its workflow run while an open waits. */
+export const PROBE_IDLE_MS = 2_000;
+
+/** Whether a node workflow's run has closed (any status but running or continued-as-new). */
+export type RunClosed = (workflowId: string, runId: string) => Promise<boolean>;
+
+/** RunClosed through a Temporal client: a run not found (past retention) has closed too. */
+export function runClosed(client: Client): RunClosed {
+  return async (workflowId, runId) => {
+    try {
+      const { status } = await client.workflow.getHandle(workflowId, runId).describe();
+      return status.name !== 'RUNNING' && status.name !== 'CONTINUED_AS_NEW';
+    } catch (e) {
+      if (e instanceof WorkflowNotFoundError) return true;
+      throw e;
+    }
+  };
+}
+
 export class TrainerAdmission implements SessionAdmission {
   private slots?: SessionSlots;
+  /** The workflow run that last ran an activity of each node workflow id (a session's key). */
+  private readonly runs = new Map<string, string>();
+  private runClosed?: RunClosed;
+  private probing = false;
   /** Slots reserved by a poll or an open in progress (released when its task is done or the poll ends). */
   private reserved = 0;
   private readonly waiting: Waiting[] = [];
@@ -38,6 +65,31 @@ export class TrainerAdmission implements SessionAdmission {
 
   changed(): void {
     this.grant();
+  }
+
+  /** Ask Temporal, through `closed`, whether the run behind an idle session has ended. */
+  watchRuns(closed: RunClosed): void {
+    this.runClosed = closed;
+  }
+
+  /**
+   * Give up the idle sessions whose node workflow run has closed without closing them (a run
+   * terminated while paused or between windows): their slots free now, not after
+   * SESSION_IDLE_MS. A run that continued as new keeps its session (its next run uses it).
+   */
+  private async probe(): Promise<void> {
+    if (this.probing || !this.runClosed || !this.slots) return;
+    this.probing = true;
+    try {
+      const now = Date.now();
+      for (const [key, l] of this.slots.list()) {
+        const run = this.runs.get(key);
+        if (run === undefined || now - l.lastUsed < PROBE_IDLE_MS) continue;
+        if (await this.runClosed(key, run).catch(() => false)) this.slots.abandon(key, l);
+      }
+    } finally {
+      this.probing = false;
+    }
   }
 
   /** Session slots neither held nor reserved. */
@@ -54,7 +106,10 @@ export class TrainerAdmission implements SessionAdmission {
     }
     // An idle session becomes evictable with time alone: look again while a reservation waits.
     if (this.waiting.length > 0 && !this.timer) {
-      this.timer = setInterval(() => this.grant(), 1000);
+      this.timer = setInterval(() => {
+        this.grant();
+        void this.probe();
+      }, 1000);
       this.timer.unref();
     } else if (this.waiting.length === 0 && this.timer) {
       clearInterval(this.timer);
@@ -117,6 +172,7 @@ export class TrainerAdmission implements SessionAdmission {
       inbound: {
         execute: async (input, next) => {
           const key = ctx.info.workflowExecution?.workflowId ?? '';
+          this.record(ctx.info.workflowExecution);
           const held = this.slots?.held(key);
           try {
             return await next(input);
@@ -133,5 +189,24 @@ export class TrainerAdmission implements SessionAdmission {
         },
       },
     });
+  }
+
+  /** For the trainer queue's Worker: each open records the node workflow run it serves. */
+  recorder(): ActivityInterceptorsFactory {
+    return (ctx) => ({
+      inbound: {
+        execute: async (input, next) => {
+          this.record(ctx.info.workflowExecution);
+          return next(input);
+        },
+      },
+    });
+  }
+
+  private record(w: { workflowId: string; runId: string } | undefined): void {
+    if (!w) return;
+    this.runs.set(w.workflowId, w.runId);
+    // Keep the map to the sessions held (and the open in progress).
+    if (this.runs.size > 64) for (const k of this.runs.keys()) if (k !== w.workflowId && !this.slots?.held(k)) this.runs.delete(k);
   }
 }

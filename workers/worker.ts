@@ -22,7 +22,7 @@ import { processMetrics } from '../activities/metrics';
 import { ObjectStore, dataDir } from '../storage/store';
 import { StoreTlsError } from '../storage/errors';
 import { loadTaskModules, registeredTasks } from '../ml/tasks';
-import { TrainerAdmission } from './admission';
+import { TrainerAdmission, runClosed } from './admission';
 import { announceTrainerLine, parseLinePollMs } from './line';
 import { ServersDownError, temporalTarget } from './connection';
 import { metricsAddress, sdkTelemetry, serveMetrics, watchSchedules } from './metrics';
@@ -136,7 +136,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
   let clientConnection: Connection | undefined;
   const lineMs = general ? parseLinePollMs(process.env.E3_LINE_POLL_MS) : 0;
   const watchSchedulesToo = metricsAt && general;
-  if (watchSchedulesToo || lineMs > 0)
+  if (watchSchedulesToo || lineMs > 0 || trainer)
     clientConnection = await Connection.connect({ address: target.address, tls: target.tls, apiKey: target.apiKey });
   if (watchSchedulesToo) {
     const pollMs = Number(process.env.E3_SCHEDULE_POLL_MS || 60_000);
@@ -144,6 +144,9 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
       throw new Error(`E3_SCHEDULE_POLL_MS must be an integer of at least 1000 (ms), got "${process.env.E3_SCHEDULE_POLL_MS}"`);
     stopSchedules = watchSchedules(metrics, new Client({ connection: clientConnection!, namespace: target.namespace }), pollMs);
   }
+  // A session whose node workflow run ended without closing it (terminated while paused or
+  // between windows) frees its slot as soon as an open waits, not after SESSION_IDLE_MS.
+  if (trainer) admission.watchRuns(runClosed(new Client({ connection: clientConnection!, namespace: target.namespace })));
   if (lineMs > 0) stopLine = announceTrainerLine(new Client({ connection: clientConnection!, namespace: target.namespace }), lineMs, log);
   const activities = createActivities({
     store,
@@ -188,7 +191,14 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
   if (trainer) {
     // Polled only while a session slot is free (workers/admission.ts): opens that find every
     // trainer full wait in the task queue, in arrival order, instead of being refused and retried.
-    workers.push(await Worker.create({ ...common, taskQueue: TRAINER_QUEUE, tuner: admission.tuner() }));
+    workers.push(
+      await Worker.create({
+        ...common,
+        taskQueue: TRAINER_QUEUE,
+        tuner: admission.tuner(),
+        interceptors: { activity: [admission.recorder()] },
+      }),
+    );
     // Each session's activities are sequential; sessions must not queue behind each other.
     workers.push(
       await Worker.create({

@@ -111,20 +111,36 @@ test('e3 resume after terminate skips finished nodes and continues from the last
   const runId = uid('resume');
   const s = store();
   try {
-    const h = await start(c.client, runId);
+    // Stage 1 held at a commit mid-way (paused, nothing in flight) when the run is terminated,
+    // so the crash lands inside it whatever the host's speed.
+    const overrides = { nodes: { stage1: { iterations: 8, ckptEvery: 2 } } };
+    const h = await start(c.client, runId, { overrides });
+    const stage = c.client.workflow.getHandle(`${runId}/stage1`);
     await waitFor('stage1 first commit', async () => ((await readLatest(s, runId, 'stage1').catch(() => null))?.step ?? 0) >= 2);
+    await stage.signal('pause');
+    await waitFor('stage1 held at a commit', async () => {
+      const p = await stage.query<{ paused: boolean }>('progress');
+      return p.paused && ((await stage.describe()).raw.pendingActivities?.length ?? 0) === 0;
+    });
+    const committed = (await readLatest(s, runId, 'stage1'))!.step;
+    assert.ok(committed >= 2 && committed < 8, `held at ${committed}`);
     await h.terminate('test: simulated crash');
-    const r = (await (await start(c.client, runId, {})).result()) as PipelineResult;
+    const r = (await (await start(c.client, runId, { overrides })).result()) as PipelineResult;
     assert.ok(r.skipped.includes('warmstart'), `skipped ${r.skipped}`);
-    assert.equal(r.results.stage1.checkpoint?.step, 4);
+    assert.ok(!r.skipped.includes('stage1'), 'stage1 was not finished: it runs again');
+    assert.equal(r.results.stage1.checkpoint?.step, 8);
     assert.equal(r.results.report.kind, 'report');
     // The re-opened stage1 session started at its committed step, not from scratch.
-    const opened = JSON.parse(historyJson(`${runId}/stage1`)).events.filter(
-      (e: { activityTaskCompletedEventAttributes?: unknown }) => e.activityTaskCompletedEventAttributes,
-    );
+    type Ev = { eventTime: string; activityTaskCompletedEventAttributes?: { result: { payloads: Array<{ data: string }> } } };
+    const events = JSON.parse(historyJson(`${runId}/stage1`)).events as Ev[];
+    const opened = events.filter((e) => e.activityTaskCompletedEventAttributes);
     assert.ok(opened.length > 0);
-    const first = Buffer.from(opened[0].activityTaskCompletedEventAttributes.result.payloads[0].data, 'base64').toString();
-    assert.ok(JSON.parse(first).step >= 2, `opened at ${first}`);
+    const first = Buffer.from(opened[0].activityTaskCompletedEventAttributes!.result.payloads[0].data, 'base64').toString();
+    assert.equal(JSON.parse(first).step, committed, `opened at ${first}`);
+    // The terminated run's session, idle on the worker's only trainer slot, was given up as soon
+    // as the re-open waited (its workflow run had closed), not after SESSION_IDLE_MS (120 s).
+    const waited = (Date.parse(opened[0].eventTime) - Date.parse(events[0].eventTime)) / 1000;
+    assert.ok(waited < 60, `the re-open of stage1 took ${waited} s: the terminated run's session held the trainer`);
   } finally {
     await c.close();
     await w.stop();
@@ -203,7 +219,11 @@ test('pause survives continue-as-new: a stage that continues-as-new every commit
     const firstRun = (await stage.describe()).runId;
     await stage.signal('pause');
     await waitFor('paused', async () => (await stage.query<P>('progress')).paused);
-    await new Promise((r) => setTimeout(r, 2000)); // a window in flight finishes, then the run continues-as-new, paused
+    // The window in flight finishes; the run may continue-as-new, paused: nothing is scheduled.
+    await waitFor('the window in flight to end', async () => {
+      const d = await stage.describe();
+      return d.status.name === 'RUNNING' && (await stage.query<P>('progress')).paused && (d.raw.pendingActivities?.length ?? 0) === 0;
+    });
     const held = (await stage.query<P>('progress')).iteration;
     await new Promise((r) => setTimeout(r, 4000));
     const p = await stage.query<P>('progress');
@@ -254,6 +274,10 @@ test('e3 cancel stops a run within seconds and frees its session; commits stay; 
       'stage1 past its first commit',
       async () => ((await stage.query<{ iteration: number }>('progress').catch(() => null))?.iteration ?? -1) >= 5,
     );
+    // Held mid-stage (paused at its next commit, session open), so the cancel finds it running
+    // however long the CLI takes to start.
+    await stage.signal('pause');
+    await waitFor('stage1 paused', async () => (await stage.query<{ paused: boolean }>('progress')).paused);
     const r = await e3(['cancel', runId]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /cancell?ed after [\d.]+ s; its committed checkpoints are kept/);

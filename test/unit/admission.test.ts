@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { SlotReserveContext } from '@temporalio/worker';
 import type { LiveSession, SessionSlots } from '../../activities/env';
-import { TrainerAdmission } from '../../workers/admission';
+import { PROBE_IDLE_MS, TrainerAdmission } from '../../workers/admission';
 import { formatTrainerQueue, trainerQueue } from '../../cli/trainers';
 import { lineKey, linesOf, parseLinePollMs } from '../../workers/line';
 import { waitingDetails } from '../../workflows/story';
@@ -27,6 +27,7 @@ function fakeSlots(max: number) {
   const slots: SessionSlots = {
     free: () => max - [...held.values()].filter((l) => !l.abandoned).length,
     held: (k) => held.get(k),
+    list: () => [...held.entries()].filter(([, l]) => !l.abandoned),
     abandon: (k, l) => {
       if (held.get(k) === l) l.abandoned = true;
     },
@@ -99,6 +100,61 @@ test('an abandoned session frees its slot for the next open', async () => {
   a.changed();
   await p;
   assert.equal(granted, true);
+});
+
+test('a session whose node workflow run has closed frees its slot while an open waits; a running or continued run keeps it', async () => {
+  const { held, slots } = fakeSlots(2);
+  const a = new TrainerAdmission();
+  a.bind(slots);
+  // Each node's last activity ran in this workflow run (recorded as the trainer queue's opens run).
+  const ran = async (workflowId: string, runId: string) => {
+    const f = a.recorder()({ info: { workflowExecution: { workflowId, runId } } } as never);
+    await f.inbound!.execute!({} as never, async () => undefined);
+  };
+  const status: Record<string, string> = { 'r1/stage1:A': 'TERMINATED', 'r2/stage1:B': 'RUNNING', 'r3/stage1:C': 'CONTINUED_AS_NEW' };
+  const asked: string[] = [];
+  a.watchRuns(async (id, run) => {
+    asked.push(`${id}:${run}`);
+    return status[`${id}:${run}`] !== 'RUNNING' && status[`${id}:${run}`] !== 'CONTINUED_AS_NEW';
+  });
+  const idle = Date.now() - PROBE_IDLE_MS - 1;
+  const running = { lastUsed: idle } as LiveSession;
+  const continued = { lastUsed: idle } as LiveSession;
+  const terminated = { lastUsed: idle } as LiveSession;
+  held.set('r2/stage1', running);
+  held.set('r3/stage1', continued);
+  await ran('r2/stage1', 'B');
+  await ran('r3/stage1', 'C');
+  const sup = a.supplier();
+  let granted = false;
+  const p = sup.reserveSlot(ctx, new AbortController().signal).then(() => (granted = true));
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(granted, false, 'a running run and a continued-as-new one keep their sessions');
+  assert.deepEqual(asked.sort(), ['r2/stage1:B', 'r3/stage1:C']);
+  assert.equal(running.abandoned, undefined);
+  assert.equal(continued.abandoned, undefined);
+  // Swap the running one for a terminated one: its slot frees at the next look.
+  held.delete('r2/stage1');
+  held.set('r1/stage1', terminated);
+  await ran('r1/stage1', 'A');
+  // The admission's look is an unref'd timer: keep the loop alive while it runs.
+  for (let i = 0; i < 50 && !granted; i++) await new Promise((r) => setTimeout(r, 100));
+  await p;
+  assert.equal(terminated.abandoned, true);
+  assert.equal(continued.abandoned, undefined);
+  sup.releaseSlot({ permit: {} } as never); // the open it admitted is done
+  // A session in use (touched within PROBE_IDLE_MS) is not asked about.
+  asked.length = 0;
+  const busy = { lastUsed: Date.now() + 60_000 } as LiveSession;
+  held.set('r4/stage1', busy);
+  await ran('r4/stage1', 'D');
+  const q = sup.reserveSlot(ctx, new AbortController().signal);
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.ok(!asked.includes('r4/stage1:D'), `asked about a session in use: ${asked.join(', ')}`);
+  held.delete('r4/stage1');
+  a.changed();
+  await q;
+  assert.equal(busy.abandoned, undefined);
 });
 
 test('e3 status: waiting opens ordered by priority key, then arrival; holders with their worker', () => {
