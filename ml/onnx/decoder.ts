@@ -256,35 +256,40 @@ export class OrtDecoder implements Decoder {
     return res instanceof Promise ? res.then((out) => this.stepped(rows, out)) : this.stepped(rows, res);
   }
 
-  /** Write a step's new k and v rows into the cache; the rows' logits. */
+  /**
+   * Write a step's new k and v rows into the cache; the rows' logits, as views of the step's
+   * output (a fresh buffer every run, so a view stays valid after the next step).
+   */
   private stepped(rows: number[], res: Results): Float32Array[] {
     const { layers, vocab, dModel: d } = this.policy.cfg;
     const { heads, dh } = this;
     const C = this.cap;
+    const out = res.out.data as Float32Array;
+    const width = vocab + 2 * layers * d;
     for (let l = 0; l < layers; l++) {
-      const kNew = res[`k${l}_new`].data as Float32Array;
-      const vNew = res[`v${l}_new`].data as Float32Array;
       const K = this.k[l];
       const Vt = this.vt[l];
       for (const r of rows) {
         const s = this.rowSlot[r];
         const p = this.len[r];
+        const kAt = s * width + vocab + 2 * l * d;
+        const vAt = kAt + d;
         for (let h = 0; h < heads; h++) {
-          const src = s * d + h * dh;
-          K.set(kNew.subarray(src, src + dh), ((s * heads + h) * C + p) * dh);
-          const base = (s * heads + h) * dh * C + p;
-          for (let e = 0; e < dh; e++) Vt[base + e * C] = vNew[src + e];
+          const kTo = ((s * heads + h) * C + p) * dh;
+          const vTo = (s * heads + h) * dh * C + p;
+          const from = h * dh;
+          for (let e = 0; e < dh; e++) {
+            K[kTo + e] = out[kAt + from + e];
+            Vt[vTo + e * C] = out[vAt + from + e];
+          }
         }
       }
     }
-    const logits = res.logits.data as Float32Array;
-    const out = rows.map((r) => {
+    return rows.map((r) => {
       const s = this.rowSlot[r];
       this.len[r] += 1;
-      return logits.slice(s * vocab, (s + 1) * vocab);
+      return out.subarray(s * width, s * width + vocab);
     });
-    for (const t of Object.values(res)) t.dispose();
-    return out;
   }
 
   /** A cache of capacity `cap` for the current slots (buffers from takeBuffer), and the step's feeds over it (reused every step). */

@@ -147,8 +147,11 @@ export function prefillModel(cfg: PolicyConfig, weights: Weights): Uint8Array {
  * One decode step for B rows. Inputs: `tokens`, `pos` int32 [B] (row b's new token and its
  * position = its cached length), `bias` float32 [B, 1, 1, S] (0 below pos[b], MASKED from
  * it; S = C rounded up to SPAN), `pads` int64 [8] (the ONNX Pad amounts taking [B, H, 1, C]
- * to [B, H, 1, S]: all 0 but the last, S - C), `pastEnd` int64 [1] (1 + C), per layer `k{l}` [B, heads, C, dh] and `vt{l}` [B, heads, dh, C]. Outputs: `logits`
- * [B, V], per layer `k{l}_new` and `v{l}_new`: the new position's key and value rows [B, d].
+ * to [B, H, 1, S]: all 0 but the last, S - C), `pastEnd` int64 [1] (1 + C), per layer
+ * `k{l}` [B, heads, C, dh] and `vt{l}` [B, heads, dh, C]. One output, `out` [B, V + 2 L d]:
+ * per row its logits, then per layer the new position's key and value rows (d each). One
+ * output, not 1 + 2L: ONNX Runtime's Node binding costs ~4 µs per output per run, a
+ * twentieth of the step at an empty cache (bench/NOTES.md).
  */
 export function stepModel(cfg: PolicyConfig, weights: Weights): Uint8Array {
   const pg = new PolicyGraph(cfg, weights);
@@ -161,6 +164,7 @@ export function stepModel(cfg: PolicyConfig, weights: Weights): Uint8Array {
   const pads = g.input('pads', 'int64', [8]);
   const pastEnd = g.input('pastEnd', 'int64', [1]);
   let x = pg.embed(tokens, pos); // [B, d]
+  const fresh: string[] = [];
   const row4 = g.ints([0, heads, 1, dh]);
   const col4 = g.ints([0, heads, dh, 1]);
   const rowC = g.ints([0, heads, 1, -1]);
@@ -177,10 +181,9 @@ export function stepModel(cfg: PolicyConfig, weights: Weights): Uint8Array {
     const pPast = g.op('Reshape', [g.op('Slice', [probs, g.ints([1]), pastEnd, g.ints([3])]), colC]); // [B, H, C, 1]
     const att4 = g.op('Add', [g.op('MatMul', [vt, pPast]), g.op('Mul', [pNew, g.op('Reshape', [v, col4])])]); // [B, H, dh, 1]
     x = pg.tail(i, x, g.op('Reshape', [att4, g.ints([0, d])]));
-    g.output(`k${i}_new`, 'float32', ['B', d]);
-    g.output(`v${i}_new`, 'float32', ['B', d]);
+    fresh.push(`k${i}_new`, `v${i}_new`);
   }
-  pg.logits(x, 'logits');
-  g.output('logits', 'float32', ['B', vocab]);
+  g.op('Concat', [pg.logits(x, 'logits'), ...fresh], { axis: 1 }, 'out');
+  g.output('out', 'float32', ['B', vocab + 2 * layers * d]);
   return g.build('e3-step');
 }
