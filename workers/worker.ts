@@ -136,18 +136,21 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
   let clientConnection: Connection | undefined;
   const lineMs = general ? parseLinePollMs(process.env.E3_LINE_POLL_MS) : 0;
   const watchSchedulesToo = metricsAt && general;
-  if (watchSchedulesToo || lineMs > 0 || trainer)
+  let client: Client | undefined;
+  if (watchSchedulesToo || lineMs > 0 || trainer) {
     clientConnection = await Connection.connect({ address: target.address, tls: target.tls, apiKey: target.apiKey });
+    client = new Client({ connection: clientConnection, namespace: target.namespace });
+  }
   if (watchSchedulesToo) {
     const pollMs = Number(process.env.E3_SCHEDULE_POLL_MS || 60_000);
     if (!Number.isInteger(pollMs) || pollMs < 1000)
       throw new Error(`E3_SCHEDULE_POLL_MS must be an integer of at least 1000 (ms), got "${process.env.E3_SCHEDULE_POLL_MS}"`);
-    stopSchedules = watchSchedules(metrics, new Client({ connection: clientConnection!, namespace: target.namespace }), pollMs);
+    stopSchedules = watchSchedules(metrics, client!, pollMs);
   }
   // A session whose node workflow run ended without closing it (terminated while paused or
   // between windows) frees its slot as soon as an open waits, not after SESSION_IDLE_MS.
-  if (trainer) admission.watchRuns(runClosed(new Client({ connection: clientConnection!, namespace: target.namespace })));
-  if (lineMs > 0) stopLine = announceTrainerLine(new Client({ connection: clientConnection!, namespace: target.namespace }), lineMs, log);
+  if (trainer) admission.watchRuns(runClosed(client!));
+  if (lineMs > 0) stopLine = announceTrainerLine(client!, lineMs, log);
   const activities = createActivities({
     store,
     queue,

@@ -150,8 +150,8 @@ export function prefillModel(cfg: PolicyConfig, weights: Weights): Uint8Array {
  * to [B, H, 1, S]: all 0 but the last, S - C), `pastEnd` int64 [1] (1 + C), per layer
  * `k{l}` [B, heads, C, dh] and `vt{l}` [B, heads, dh, C]. One output, `out` [B, V + 2 L d]:
  * per row its logits, then per layer the new position's key and value rows (d each). One
- * output, not 1 + 2L: ONNX Runtime's Node binding costs ~4 µs per output per run, a
- * twentieth of the step at an empty cache (bench/NOTES.md).
+ * output, not 1 + 2L: ONNX Runtime's Node binding costs ~4 µs per output per run, and the
+ * 2L more were a twentieth of the step at an empty cache (bench/NOTES.md).
  */
 export function stepModel(cfg: PolicyConfig, weights: Weights): Uint8Array {
   const pg = new PolicyGraph(cfg, weights);
