@@ -133,14 +133,15 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
   // and tell each node waiting for a trainer its place in the line (workers/line.ts).
   let stopSchedules = () => {};
   let stopLine = async () => {};
-  let clientConnection: Connection | undefined;
   const lineMs = general ? parseLinePollMs(process.env.E3_LINE_POLL_MS) : 0;
   const watchSchedulesToo = metricsAt && general;
-  let client: Client | undefined;
-  if (watchSchedulesToo || lineMs > 0 || trainer) {
-    clientConnection = await Connection.connect({ address: target.address, tls: target.tls, apiKey: target.apiKey });
-    client = new Client({ connection: clientConnection, namespace: target.namespace });
-  }
+  const client =
+    watchSchedulesToo || lineMs > 0 || trainer
+      ? new Client({
+          connection: await Connection.connect({ address: target.address, tls: target.tls, apiKey: target.apiKey }),
+          namespace: target.namespace,
+        })
+      : undefined;
   if (watchSchedulesToo) {
     const pollMs = Number(process.env.E3_SCHEDULE_POLL_MS || 60_000);
     if (!Number.isInteger(pollMs) || pollMs < 1000)
@@ -237,7 +238,7 @@ export async function startWorkers(opts: WorkerOptions): Promise<{ run: Promise<
     if (memTimer) clearInterval(memTimer);
     stopSchedules();
     await stopLine();
-    await clientConnection?.close();
+    await client?.connection.close();
     await pool.close();
     await connection.close();
   });
